@@ -1,0 +1,24 @@
+"""pyro_sculpt: compositions of iterative generative models (GFlowNets, diffusion) as Pyro distributions.
+
+Implements "Compositional Sculpting of Iterative Generative Processes" (Garipov et al., NeurIPS 2023).
+"""
+
+from pyro_sculpt import envs, metrics, rewards
+from pyro_sculpt.gflownets import DiscreteEnv, GFlowNet, HyperGrid
+from pyro_sculpt.processes import IterativeProcess, ProcessDistribution, ProcessReparam, run, sample
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DiscreteEnv",
+    "GFlowNet",
+    "HyperGrid",
+    "IterativeProcess",
+    "ProcessDistribution",
+    "ProcessReparam",
+    "envs",
+    "metrics",
+    "rewards",
+    "run",
+    "sample",
+]

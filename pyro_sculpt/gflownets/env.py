@@ -1,0 +1,103 @@
+"""The environment protocol of discrete GFlowNets."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+
+class DiscreteEnv(ABC):
+    """A directed acyclic graph of discrete states in which a GFlowNet builds objects.
+
+    States are integer tensors of shape ``(..., state_dim)`` with any batch dimensions. Actions are integers in
+    ``[0, n_actions)``; the last action, :attr:`stop_action`, ends the trajectory at the current state. Every
+    non-stop action moves to a child state one level further from the initial state, so trajectories have at most
+    :attr:`max_steps` steps (the stop included).
+
+    The backward policy is uniform over parents, :math:`P_B(s \\mid s') = 1 / |\\mathrm{Pa}(s')|`; composition
+    requires every base GFlowNet to share it (Garipov et al. 2023, §4).
+    """
+
+    #: number of actions, the stop action included (it is the last one)
+    n_actions: int
+    #: length of the state vector
+    state_dim: int
+    #: upper bound on a trajectory's length, the stop action included
+    max_steps: int
+    #: length of :meth:`encode`'s feature vector
+    feature_dim: int
+
+    @property
+    def stop_action(self) -> int:
+        return self.n_actions - 1
+
+    @abstractmethod
+    def initial_state(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """The initial state :math:`s_0`, shape ``(state_dim,)``."""
+
+    @abstractmethod
+    def forward_mask(self, states: torch.Tensor) -> torch.Tensor:
+        """Boolean mask ``(..., n_actions)`` of the valid actions of each state (stop is always valid)."""
+
+    @abstractmethod
+    def step(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The states reached by ``actions``; the stop action (and any invalid action) leaves the state unchanged."""
+
+    def children(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """All children of all states in one batch.
+
+        :returns: ``(children, mask)`` of shapes ``(..., n_actions, state_dim)`` and ``(..., n_actions)``. The
+            child of an invalid action is a placeholder (the state itself) and the child of the stop action is the
+            state itself, which is then terminal.
+        """
+        actions = torch.arange(self.n_actions, device=states.device)
+        expanded = states.unsqueeze(-2).expand(states.shape[:-1] + (self.n_actions, self.state_dim))
+        kids = self.step(expanded, actions.expand(states.shape[:-1] + (self.n_actions,)))
+        return kids, self.forward_mask(states)
+
+    @abstractmethod
+    def num_parents(self, states: torch.Tensor) -> torch.Tensor:
+        """Number of parents of each state, shape ``(...)``."""
+
+    def log_backward(self, states: torch.Tensor) -> torch.Tensor:
+        """:math:`\\log P_B(s \\mid s')` of the uniform backward policy, for the step that reached ``states``."""
+        return -torch.log(self.num_parents(states).to(torch.get_default_dtype()))
+
+    @abstractmethod
+    def encode(self, states: torch.Tensor) -> torch.Tensor:
+        """Float features ``(..., feature_dim)`` of states, the input of policy and classifier networks."""
+
+    def validate_states(self, states: torch.Tensor, name: str = "states") -> None:
+        """Raise a :class:`ValueError` naming ``name`` if ``states`` are not states of this environment."""
+        if states.shape[-1:] != (self.state_dim,):
+            raise ValueError(f"{name} must have shape (..., {self.state_dim}), got {tuple(states.shape)}")
+
+    # ----- enumerable environments -----
+
+    @property
+    def is_enumerable(self) -> bool:
+        return False
+
+    def all_states(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """Every state, shape ``(num_states, state_dim)``, ordered so that parents come before children."""
+        raise NotImplementedError(f"{type(self).__name__} is not enumerable")
+
+    def levels(self, states: torch.Tensor) -> torch.Tensor:
+        """Topological level (number of non-stop steps from :math:`s_0`) of each state."""
+        raise NotImplementedError(f"{type(self).__name__} is not enumerable")
+
+    def index(self, states: torch.Tensor) -> torch.Tensor:
+        """Position of each state in :meth:`all_states`."""
+        raise NotImplementedError(f"{type(self).__name__} is not enumerable")
+
+    @property
+    def num_states(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__} is not enumerable")
+
+    def config(self) -> dict:
+        """A JSON-serialisable description, stored in checkpoints and compared on load."""
+        return {"type": type(self).__name__}
+
+    def same_as(self, other: DiscreteEnv) -> bool:
+        return isinstance(other, DiscreteEnv) and self.config() == other.config()

@@ -1,0 +1,108 @@
+"""Processes driven by a forward policy over the actions of a :class:`DiscreteEnv`."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Hashable
+
+import torch
+from torch.distributions import constraints
+
+from pyro.distributions import Categorical
+from pyro_sculpt.gflownets import exact
+from pyro_sculpt.gflownets.env import DiscreteEnv
+from pyro_sculpt.processes.process import IterativeProcess
+
+
+class DiscretePolicyProcess(IterativeProcess):
+    """An iterative process whose step samples an action of ``env`` from a forward policy.
+
+    The state is a batch of environment states; the value of a step is an action; the stop action ends the
+    trajectory. Subclasses implement :meth:`action_log_probs`, the masked log-policy at any batch of states. On an
+    enumerable environment the exact terminal distribution is computed by dynamic programming
+    (:mod:`pyro_sculpt.gflownets.exact`) and cached until the parameters change.
+    """
+
+    env: DiscreteEnv
+
+    @abstractmethod
+    def action_log_probs(self, states: torch.Tensor) -> torch.Tensor:
+        """``(..., n_actions)`` log-probabilities of the actions at ``states``, ``-inf`` on invalid actions."""
+
+    def cache_key(self) -> Hashable:
+        """Changes whenever the policy changes; used to invalidate cached exact distributions."""
+        return None
+
+    # ----- IterativeProcess -----
+
+    @property
+    def max_steps(self) -> int:  # type: ignore[override]
+        return self.env.max_steps
+
+    def init(self) -> torch.Tensor:
+        return self.env.initial_state(self.device)
+
+    def step_dist(self, state: torch.Tensor, t: int) -> Categorical:
+        return Categorical(logits=self.action_log_probs(state))
+
+    def transition(self, state: torch.Tensor, value: torch.Tensor, t: int) -> torch.Tensor:
+        return self.env.step(state, value)
+
+    def stops(self, state: torch.Tensor, value: torch.Tensor, t: int) -> torch.Tensor:
+        return value == self.env.stop_action
+
+    def terminal(self, state: torch.Tensor) -> torch.Tensor:
+        return state
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return torch.Size([self.env.state_dim])
+
+    @property
+    def support(self) -> constraints.Constraint:
+        upper = getattr(self.env, "height", None)
+        if upper is None:
+            return constraints.independent(constraints.nonnegative_integer, 1)
+        return constraints.independent(constraints.integer_interval(0, upper - 1), 1)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    # ----- exact answers on enumerable environments -----
+
+    def log_prob_table(self) -> torch.Tensor:
+        """Log-policy at every state of ``env.all_states()``, shape ``(num_states, n_actions)``."""
+        with torch.no_grad():
+            return self.action_log_probs(self.env.all_states(self.device))
+
+    def exact_terminal_distribution(self) -> torch.Tensor:
+        """The exact terminal distribution over ``env.all_states()`` (float64), by dynamic programming."""
+        key = self.cache_key()
+        cached = self.__dict__.get("_exact_cache")
+        if cached is not None and key is not None and cached[0] == key:
+            return cached[1]
+        p = exact.terminal_distribution(self.env, self.log_prob_table())
+        self.__dict__["_exact_cache"] = (key, p)
+        return p
+
+    def terminal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.env.is_enumerable:
+            return super().terminal_log_prob(x)
+        self.env.validate_states(x, "x")
+        p = self.exact_terminal_distribution().to(x.device)
+        return p[self.env.index(x)].log().to(torch.get_default_dtype())
+
+
+def masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Log-softmax of ``logits`` over the entries where ``mask`` is true (``-inf`` elsewhere)."""
+    return torch.log_softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
+
+
+def parameters_key(*modules: torch.nn.Module) -> tuple:
+    """A key that changes whenever a parameter or buffer of ``modules`` is modified in place or replaced."""
+    key = []
+    for m in modules:
+        for t in list(m.parameters()) + list(m.buffers()):
+            key.append((id(t), t._version))
+    return tuple(key)

@@ -1,0 +1,8 @@
+"""Layer 1: iterative generative processes and their Pyro interface."""
+
+from pyro_sculpt.processes.distribution import ProcessDistribution
+from pyro_sculpt.processes.process import IterativeProcess, State
+from pyro_sculpt.processes.reparam import ProcessReparam
+from pyro_sculpt.processes.runner import run, sample, step_site_name
+
+__all__ = ["IterativeProcess", "ProcessDistribution", "ProcessReparam", "State", "run", "sample", "step_site_name"]

@@ -1,0 +1,92 @@
+"""The iterative-process abstraction shared by GFlowNets and diffusion models.
+
+An iterative generative process builds its output in steps:
+
+.. math::
+
+    s_0 \\to s_1 \\to \\dots \\to s_T, \\qquad v_t \\sim p(v_t \\mid s_t), \\quad s_{t+1} = f(s_t, v_t),
+
+where :math:`v_t` is the value sampled at step :math:`t` (an action of a GFlowNet, the next noisy sample of a
+reverse diffusion chain) and :math:`f` is a deterministic transition. A step may end the trajectory early (a GFlowNet's
+stop action); trajectories of different lengths are handled with masks, never with a loop over particles.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Union
+
+import torch
+from torch.distributions import constraints
+
+from pyro.distributions import TorchDistribution
+
+State = Union[torch.Tensor, tuple]
+
+
+class IterativeProcess(ABC):
+    """Abstract base class of an iterative generative process.
+
+    A state is a tensor, or a tuple of tensors, whose leading dimensions are batch dimensions and whose trailing
+    :attr:`state_event_dims` dimensions describe one state. :meth:`init` returns an *unbatched* state: inside a Pyro
+    program the plates broadcast it, and :meth:`step_dist` must therefore accept states of any batch shape.
+
+    Subclasses implement :meth:`init`, :meth:`step_dist`, :meth:`transition` and :meth:`terminal`; processes whose
+    trajectories can stop early also implement :meth:`stops`.
+    """
+
+    #: Upper bound on the number of steps of a trajectory.
+    max_steps: int
+    #: Number of trailing dimensions of one state tensor (per leaf, for tuple states).
+    state_event_dims: int = 1
+
+    @abstractmethod
+    def init(self) -> State:
+        """The initial state :math:`s_0`, unbatched."""
+
+    @abstractmethod
+    def step_dist(self, state: State, t: int) -> TorchDistribution:
+        """The distribution of the value sampled at step ``t`` from ``state``; its batch shape is the state's."""
+
+    @abstractmethod
+    def transition(self, state: State, value: torch.Tensor, t: int) -> State:
+        """The next state, given the value sampled at step ``t``."""
+
+    def stops(self, state: State, value: torch.Tensor, t: int) -> torch.Tensor:
+        """Whether the value sampled at step ``t`` ends the trajectory (default: only at the last step)."""
+        return torch.tensor(t + 1 >= self.max_steps)
+
+    @abstractmethod
+    def terminal(self, state: State) -> torch.Tensor:
+        """The process's output for a finished state."""
+
+    # ----- properties of the output, used by :class:`ProcessDistribution` -----
+
+    @property
+    def event_shape(self) -> torch.Size:
+        """Shape of one output."""
+        return torch.Size()
+
+    @property
+    def support(self) -> constraints.Constraint:
+        return constraints.real
+
+    def terminal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact log-probability of an output; processes on enumerable spaces override this."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no exact log-probability of its output: the space is not enumerable"
+        )
+
+    def keep_done(self, done: torch.Tensor, old: State, new: State) -> State:
+        """Select ``old`` where ``done`` and ``new`` elsewhere, leaf by leaf."""
+        if isinstance(new, tuple):
+            return tuple(self._where(done, o, n) for o, n in zip(old, new))
+        return self._where(done, old, new)
+
+    def _where(self, done: torch.Tensor, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        mask = done.reshape(done.shape + (1,) * self.state_event_dims)
+        return torch.where(mask, old, new)
+
+    def site_infer(self, state: State, t: int) -> dict[str, Any]:
+        """The ``infer`` annotation of a step site, read by effect handlers such as the guidance handler."""
+        return {"pyro_sculpt": {"process": self, "state": state, "t": t}}

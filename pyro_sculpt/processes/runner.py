@@ -1,0 +1,98 @@
+"""Running an iterative process: inside a Pyro program (one sample site per step) or as a plain torch loop."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pyro
+import torch
+
+from pyro_sculpt.processes.process import IterativeProcess, State
+
+
+def step_site_name(name: str, t: int) -> str:
+    """The name of the sample site of step ``t`` of the process run under ``name``."""
+    return f"{name}_{t}"
+
+
+def run(
+    name: str,
+    process: IterativeProcess,
+    num_particles: Optional[int] = None,
+    *,
+    particle_dim: Optional[int] = None,
+    return_state: bool = False,
+):
+    """Run ``process`` inside a Pyro program, one named sample site per step.
+
+    The sites are called ``{name}_0``, ``{name}_1``, ... and sit inside :class:`pyro.markov`. Steps of trajectories
+    that have already stopped are masked (``log_prob`` zero) and leave the state unchanged, so the log-probabilities
+    of a trace sum to each trajectory's log-probability. The loop ends when every trajectory has stopped.
+
+    Each site carries ``infer={"pyro_sculpt": {"process", "state", "t"}}`` so that effect handlers (for instance the
+    guidance handler) can replace the step's distribution.
+
+    :param name: base name of the step sites.
+    :param process: the process to run.
+    :param num_particles: if given, run inside a ``pyro.plate`` of that many particles named ``{name}_particles``;
+        otherwise the enclosing plates set the batch shape.
+    :param particle_dim: the plate's ``dim`` (default: Pyro's choice, the next free dimension on the left).
+    :param return_state: also return the final state.
+    :returns: the terminal values, of shape ``plates + process.event_shape``.
+
+    Example::
+
+        def model():
+            return ps.run("x", gfn, num_particles=1000)
+
+        trace = pyro.poutine.trace(model).get_trace()
+    """
+    if num_particles is not None:
+        with pyro.plate(f"{name}_particles", num_particles, dim=particle_dim):
+            return run(name, process, return_state=return_state)
+    state: State = process.init()
+    done = torch.tensor(False)
+    for t in pyro.markov(range(process.max_steps)):
+        fn = process.step_dist(state, t)
+        if t > 0:
+            fn = fn.mask(~done)
+        value = pyro.sample(step_site_name(name, t), fn, infer=process.site_infer(state, t))
+        new_state = process.transition(state, value, t)
+        state = process.keep_done(done, state, new_state) if t > 0 else new_state
+        done = done | process.stops(state, value, t)
+        if bool(done.all()):
+            break
+    x = process.terminal(state)
+    return (x, state) if return_state else x
+
+
+def sample(process: IterativeProcess, sample_shape: torch.Size = torch.Size(), *, return_state: bool = False):
+    """Sample terminal values from ``process`` with a plain vectorised torch loop (no Pyro effects).
+
+    :param sample_shape: batch shape of the particles.
+    """
+    sample_shape = torch.Size(sample_shape)
+    state = _expand_state(process.init(), sample_shape, process.state_event_dims)
+    done = torch.zeros(sample_shape, dtype=torch.bool)
+    with torch.no_grad():
+        for t in range(process.max_steps):
+            fn = process.step_dist(state, t)
+            value = fn.sample()
+            new_state = process.transition(state, value, t)
+            state = process.keep_done(done.to(_device(state)), state, new_state)
+            done = done.to(_device(state)) | process.stops(state, value, t)
+            if bool(done.all()):
+                break
+    x = process.terminal(state)
+    return (x, state) if return_state else x
+
+
+def _device(state: State) -> torch.device:
+    return state[0].device if isinstance(state, tuple) else state.device
+
+
+def _expand_state(state: State, shape: torch.Size, event_dims: int) -> State:
+    if isinstance(state, tuple):
+        return tuple(_expand_state(s, shape, event_dims) for s in state)
+    event = state.shape[state.dim() - event_dims :] if event_dims else torch.Size()
+    return state.expand(shape + event).clone()
