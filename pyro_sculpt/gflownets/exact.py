@@ -70,7 +70,7 @@ def state_flows(env: DiscreteEnv, log_pf: torch.Tensor) -> torch.Tensor:
     """
     g = state_graph(env, log_pf.device)
     _check_table(env, log_pf, g)
-    p = log_pf.detach().double().exp()
+    p = _probs(log_pf)
     w = p[g.src, g.action]
     u = torch.zeros(log_pf.shape[0], dtype=torch.float64, device=log_pf.device)
     u[g.init_index] = 1.0
@@ -83,7 +83,7 @@ def state_flows(env: DiscreteEnv, log_pf: torch.Tensor) -> torch.Tensor:
 def terminal_distribution(env: DiscreteEnv, log_pf: torch.Tensor) -> torch.Tensor:
     """Exact terminal distribution :math:`P_T(x) = u(x) P_F(\\mathrm{stop} \\mid x)` over all states (float64)."""
     u = state_flows(env, log_pf)
-    return u * log_pf.detach().double()[:, env.stop_action].exp()
+    return u * _probs(log_pf)[:, env.stop_action]
 
 
 def backward_values(env: DiscreteEnv, log_pf: torch.Tensor, g_terminal: torch.Tensor) -> torch.Tensor:
@@ -94,7 +94,7 @@ def backward_values(env: DiscreteEnv, log_pf: torch.Tensor, g_terminal: torch.Te
     """
     graph = state_graph(env, log_pf.device)
     _check_table(env, log_pf, graph)
-    p = log_pf.detach().double().exp()
+    p = _probs(log_pf)
     v = p[:, env.stop_action, None] * g_terminal.double()
     w = p[graph.src, graph.action].unsqueeze(-1)
     acc = v.clone()
@@ -103,6 +103,11 @@ def backward_values(env: DiscreteEnv, log_pf: torch.Tensor, g_terminal: torch.Te
             # children of level-l states are at level l + 1, already final
             acc.index_add_(0, graph.src[lo:hi], w[lo:hi] * acc[graph.dst[lo:hi]])
     return acc
+
+
+def _probs(log_pf: torch.Tensor) -> torch.Tensor:
+    # renormalised in float64, so that each row sums to one to double precision
+    return torch.softmax(log_pf.detach().double(), dim=-1)
 
 
 def _check_table(env: DiscreteEnv, log_pf: torch.Tensor, graph: StateGraph) -> None:

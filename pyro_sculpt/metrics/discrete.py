@@ -46,7 +46,7 @@ def empirical_distribution(indices: torch.Tensor, num_states: int) -> torch.Tens
 
 
 def expected_l1_floor(p: torch.Tensor, n: int) -> float:
-    """Expected L1 between ``p`` and the empirical distribution of ``n`` exact samples from it: the sampling floor
+    r"""Expected L1 between ``p`` and the empirical distribution of ``n`` exact samples from it: the sampling floor
     of a perfect sampler. Exact, from de Moivre's mean absolute deviation of the binomial,
     :math:`\mathbb E|X - np| = 2 m \binom{n}{m} p^m (1-p)^{n-m+1}` with :math:`m = \lfloor np \rfloor + 1`.
     """

@@ -35,12 +35,7 @@ class ProcessReparam(Reparam):
             raise TypeError(
                 f"ProcessReparam at site {msg['name']!r} expects a ProcessDistribution, got {type(fn).__name__}"
             )
-        if base.batch_shape:
-            raise ValueError(
-                f"ProcessReparam at site {msg['name']!r}: use pyro.plate for batching, not a distribution with "
-                f"batch_shape {tuple(base.batch_shape)}"
-            )
-        x = run(msg["name"], base.process)
+        x = run(msg["name"], base.process, batch_shape=fn.batch_shape)
         event_dim = len(base.event_shape)
         new_fn = Delta(x, log_density=torch.zeros(x.shape[: x.dim() - event_dim]), event_dim=event_dim)
         return {"fn": new_fn, "value": x, "is_observed": True}

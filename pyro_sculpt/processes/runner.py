@@ -21,6 +21,7 @@ def run(
     num_particles: Optional[int] = None,
     *,
     particle_dim: Optional[int] = None,
+    batch_shape: torch.Size = torch.Size(),
     return_state: bool = False,
 ):
     """Run ``process`` inside a Pyro program, one named sample site per step.
@@ -37,6 +38,8 @@ def run(
     :param num_particles: if given, run inside a ``pyro.plate`` of that many particles named ``{name}_particles``;
         otherwise the enclosing plates set the batch shape.
     :param particle_dim: the plate's ``dim`` (default: Pyro's choice, the next free dimension on the left).
+    :param batch_shape: expand the initial state to this batch shape (for a process distribution that was
+        expanded); plates broadcast it further.
     :param return_state: also return the final state.
     :returns: the terminal values, of shape ``plates + process.event_shape``.
 
@@ -49,8 +52,10 @@ def run(
     """
     if num_particles is not None:
         with pyro.plate(f"{name}_particles", num_particles, dim=particle_dim):
-            return run(name, process, return_state=return_state)
+            return run(name, process, batch_shape=batch_shape, return_state=return_state)
     state: State = process.init()
+    if batch_shape:
+        state = _expand_state(state, torch.Size(batch_shape), process.state_event_dims)
     done = torch.tensor(False)
     for t in pyro.markov(range(process.max_steps)):
         fn = process.step_dist(state, t)
@@ -64,6 +69,16 @@ def run(
             break
     x = process.terminal(state)
     return (x, state) if return_state else x
+
+
+def step_sites(trace, name: Optional[str] = None) -> list[dict]:
+    """The step sites of a Pyro trace, in order; only those of the process run under ``name`` if given."""
+    out = []
+    for site in trace.nodes.values():
+        info = site.get("infer", {}).get("pyro_sculpt") if site["type"] == "sample" else None
+        if info is not None and (name is None or site["name"] == step_site_name(name, info["t"])):
+            out.append(site)
+    return out
 
 
 def sample(process: IterativeProcess, sample_shape: torch.Size = torch.Size(), *, return_state: bool = False):
