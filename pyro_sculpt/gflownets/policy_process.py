@@ -69,6 +69,38 @@ class DiscretePolicyProcess(IterativeProcess):
     def device(self) -> torch.device:
         return torch.device("cpu")
 
+    def sample_trajectories(self, batch_size: int, exploration: float = 0.0, log_pf_table=None):
+        """Sample ``batch_size`` trajectories without gradients.
+
+        :param exploration: probability mass :math:`\\epsilon` given to a uniform choice among valid actions.
+        :returns: ``(states, actions, active)`` of shapes ``(B, T + 1, D)``, ``(B, T)``, ``(B, T)``; ``active``
+            marks the steps taken before the stop.
+        """
+        env = self.env
+        s = env.initial_state(self.device).expand(batch_size, env.state_dim)
+        done = torch.zeros(batch_size, dtype=torch.bool, device=self.device)
+        states, actions, active = [s], [], []
+        with torch.no_grad():
+            for _ in range(env.max_steps):
+                if log_pf_table is not None:
+                    lp = log_pf_table[env.index(s)]
+                else:
+                    lp = self.action_log_probs(s)
+                probs = lp.exp()
+                if exploration > 0:
+                    mask = env.forward_mask(s).to(probs.dtype)
+                    probs = (1 - exploration) * probs + exploration * mask / mask.sum(-1, keepdim=True)
+                a = torch.multinomial(probs, 1).squeeze(-1)
+                a = torch.where(done, torch.full_like(a, env.stop_action), a)
+                s = env.step(s, a)
+                states.append(s)
+                actions.append(a)
+                active.append(~done)
+                done = done | (a == env.stop_action)
+                if bool(done.all()):
+                    break
+        return torch.stack(states, 1), torch.stack(actions, 1), torch.stack(active, 1)
+
     # ----- exact answers on enumerable environments -----
 
     def log_prob_table(self) -> torch.Tensor:

@@ -1,0 +1,3 @@
+from pyro_sculpt.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Layer 6: the paper's experiments, end to end."""
