@@ -6,5 +6,6 @@ from pyro_sculpt.gflownets.gflownet import GFlowNet
 from pyro_sculpt.gflownets.hypergrid import HyperGrid
 from pyro_sculpt.gflownets.networks import MLP
 from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess
+from pyro_sculpt.gflownets.tabular import TabularGFlowNet
 
-__all__ = ["DiscreteEnv", "DiscretePolicyProcess", "GFlowNet", "HyperGrid", "MLP", "exact", "rewards"]
+__all__ = ["DiscreteEnv", "DiscretePolicyProcess", "GFlowNet", "HyperGrid", "MLP", "TabularGFlowNet", "exact", "rewards"]

@@ -105,6 +105,34 @@ def backward_values(env: DiscreteEnv, log_pf: torch.Tensor, g_terminal: torch.Te
     return acc
 
 
+def flow_policy(env: DiscreteEnv, log_reward: torch.Tensor) -> torch.Tensor:
+    """The forward policy of a perfectly trained GFlowNet with the uniform backward policy.
+
+    The state flows :math:`F(s) = R(s) + \sum_{s' \in \mathrm{Ch}(s)} F(s') / |\mathrm{Pa}(s')|` are computed
+    from the last level back, and :math:`P_F(s' \mid s) = F(s') / (|\mathrm{Pa}(s')| F(s))`,
+    :math:`P_F(\mathrm{stop} \mid s) = R(s) / F(s)`. Its terminal distribution is exactly :math:`R / Z`.
+
+    :param log_reward: ``(num_states,)`` :math:`\log R` at :meth:`~DiscreteEnv.all_states`.
+    :returns: ``(num_states, n_actions)`` float64 log-probabilities (``-inf`` on invalid actions).
+    """
+    graph = state_graph(env, log_reward.device)
+    n = graph.states.shape[0]
+    if tuple(log_reward.shape) != (n,):
+        raise ValueError(f"log_reward must have shape ({n},), got {tuple(log_reward.shape)}")
+    log_r = log_reward.detach().double()
+    r = (log_r - log_r.max()).exp()
+    inv_parents = 1.0 / env.num_parents(graph.states).double().clamp(min=1)
+    flow = r.clone()
+    for lo, hi in reversed(list(zip(graph.bounds[:-1], graph.bounds[1:]))):
+        if hi > lo:
+            flow.index_add_(0, graph.src[lo:hi], flow[graph.dst[lo:hi]] * inv_parents[graph.dst[lo:hi]])
+    out = torch.full((n, env.n_actions), float("-inf"), dtype=torch.float64, device=log_r.device)
+    edge_flow = flow[graph.dst] * inv_parents[graph.dst]
+    out[graph.src, graph.action] = (edge_flow / flow[graph.src]).log()
+    out[:, env.stop_action] = (r / flow).log()
+    return out
+
+
 def _probs(log_pf: torch.Tensor) -> torch.Tensor:
     # renormalised in float64, so that each row sums to one to double precision
     return torch.softmax(log_pf.detach().double(), dim=-1)

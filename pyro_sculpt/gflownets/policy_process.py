@@ -24,6 +24,8 @@ class DiscretePolicyProcess(IterativeProcess):
     """
 
     env: DiscreteEnv
+    #: the backward policy the forward policy was trained against; sculpting needs every base to share it
+    backward_policy: str = "uniform"
 
     @abstractmethod
     def action_log_probs(self, states: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,42 @@
+"""Layer 2: diffusion models as iterative processes (schedules, score networks, samplers, oracles)."""
+
+from pyro_sculpt.diffusion.likelihood import probability_flow_drift, probability_flow_log_prob
+from pyro_sculpt.diffusion.model import DiffusionModel
+from pyro_sculpt.diffusion.oracle import GaussianMixtureOracle
+from pyro_sculpt.diffusion.samplers import (
+    AncestralSampler,
+    DDIMSampler,
+    EulerMaruyamaSampler,
+    NonFiniteScoreError,
+    PredictorCorrectorSampler,
+    ProbabilityFlowSampler,
+    ReverseDiffusionProcess,
+)
+from pyro_sculpt.diffusion.schedules import (
+    NoiseSchedule,
+    TabulatedVESchedule,
+    TabulatedVPSchedule,
+    VESchedule,
+    VPSchedule,
+    schedule_from_config,
+)
+
+__all__ = [
+    "AncestralSampler",
+    "DDIMSampler",
+    "DiffusionModel",
+    "EulerMaruyamaSampler",
+    "GaussianMixtureOracle",
+    "NoiseSchedule",
+    "NonFiniteScoreError",
+    "PredictorCorrectorSampler",
+    "ProbabilityFlowSampler",
+    "ReverseDiffusionProcess",
+    "TabulatedVESchedule",
+    "TabulatedVPSchedule",
+    "VESchedule",
+    "VPSchedule",
+    "probability_flow_drift",
+    "probability_flow_log_prob",
+    "schedule_from_config",
+]

@@ -1,0 +1,368 @@
+"""Observation classifiers :math:`Q(y_1, \\dots, y_n \\mid s)` for GFlowNet bases (Garipov et al. 2023, §4.1, §4.3).
+
+A classifier answers two questions in one batched call, for a batch of states each flagged terminal or not:
+
+* terminal :math:`x`: logits :math:`\\ell_i(x) = \\log p_i(x) + c(x)` over the :math:`m` bases, from which every
+  observation's posterior follows for any prior (:func:`~pyro_sculpt.sculpting.observations.terminal_log_joint`);
+* non-terminal :math:`s`: the joint :math:`Q(y_1, \\dots, y_n \\mid s)`, where :math:`y_1` is the base that is
+  generating the trajectory and :math:`y_{2..n}` are observations of its (future) terminal state.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from abc import abstractmethod
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from pyro_sculpt.gflownets.env import DiscreteEnv
+from pyro_sculpt.gflownets.gflownet import env_from_config
+from pyro_sculpt.gflownets.networks import MLP
+from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess, parameters_key
+from pyro_sculpt.sculpting.observations import Observations, reweight_first, terminal_log_joint
+from pyro_sculpt.utils import check_positive_int, logit, progress, set_seed
+
+CHECKPOINT_FORMAT = "pyro_sculpt.ObservationClassifier"
+CHECKPOINT_VERSION = 1
+
+
+def check_bases(bases: Sequence[DiscretePolicyProcess], name: str = "bases") -> DiscreteEnv:
+    """Check that ``bases`` are at least two discrete policy processes on one environment with one backward policy."""
+    bases = list(bases)
+    if len(bases) < 2:
+        raise ValueError(f"{name} must hold at least two base models, got {len(bases)}")
+    for k, b in enumerate(bases):
+        if not isinstance(b, DiscretePolicyProcess):
+            raise TypeError(f"{name}[{k}] must be a GFlowNet or another DiscretePolicyProcess, got {type(b).__name__}")
+    env = bases[0].env
+    for k, b in enumerate(bases[1:], 1):
+        if not env.same_as(b.env):
+            raise ValueError(f"{name}[{k}] lives on {b.env.config()}, but {name}[0] on {env.config()}: every base "
+                             "must share one environment")
+        if b.backward_policy != bases[0].backward_policy:
+            raise ValueError(
+                f"{name}[{k}] has backward policy {b.backward_policy!r}, but {name}[0] has "
+                f"{bases[0].backward_policy!r}: sculpting needs every base to share one backward policy"
+            )
+    return env
+
+
+class Classifier(nn.Module):
+    """Interface of observation classifiers over the states of a :class:`DiscreteEnv`.
+
+    :param env: the environment of the bases.
+    :param num_models: :math:`m`, the number of bases.
+    :param num_observations: :math:`n`, the number of observation variables of the joint head.
+    """
+
+    #: whether the non-terminal head accepts any prior :math:`(\\alpha, 1-\\alpha)` of :math:`y_{2..n}`
+    supports_alpha: bool = False
+
+    def __init__(self, env: DiscreteEnv, num_models: int, num_observations: int):
+        super().__init__()
+        self.env = env
+        self.num_models = check_positive_int("num_models", num_models, 2)
+        self.num_observations = check_positive_int("num_observations", num_observations, 1)
+
+    @abstractmethod
+    def raw(self, states: torch.Tensor, terminal: torch.Tensor, obs: Observations):
+        """One batched evaluation: ``(terminal_logits (..., m), nonterminal_log_joint (..., m, ..., m))`` at every
+        row, with :math:`y_1` uniform and :math:`y_{2..n}` of prior ``obs``."""
+
+    def check_observations(self, obs: Observations) -> None:
+        """Raise a :class:`ValueError` if this classifier cannot answer ``obs``."""
+        if obs.num_models != self.num_models:
+            raise ValueError(
+                f"classifier was trained for {self.num_models} base models, but {obs.num_models} bases were given"
+            )
+        if obs.num_observations != self.num_observations:
+            raise ValueError(
+                f"classifier was trained for {self.num_observations} observations, but y has "
+                f"{obs.num_observations} entries (use None for an unobserved one)"
+            )
+        if obs.alpha is not None and not self.supports_alpha and obs.num_observations > 1:
+            raise ValueError("alpha needs a classifier conditioned on alpha (alpha_conditioned=True) or an exact one")
+
+    def log_joint(self, states: torch.Tensor, terminal: torch.Tensor, obs: Observations) -> torch.Tensor:
+        """:math:`\\log Q(y_1, \\dots, y_n \\mid s)` under the priors of ``obs``, in ONE batched evaluation.
+
+        :param states: ``(..., state_dim)``.
+        :param terminal: ``(...)`` booleans: the row is a terminal :math:`x` (else a state of a trajectory).
+        :returns: ``(..., m, ..., m)`` with ``n`` trailing dims.
+        """
+        n, m = self.num_observations, self.num_models
+        term_logits, nt = self.raw(states, terminal, obs)
+        log_priors = obs.log_priors(states.device, term_logits.dtype)
+        term = terminal_log_joint(term_logits, log_priors)
+        uniform = torch.full((m,), -math.log(m), dtype=nt.dtype, device=nt.device)
+        nt = reweight_first(nt, n, log_priors[0], uniform)
+        return torch.where(terminal.reshape(terminal.shape + (1,) * n), term, nt)
+
+    def terminal_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """:math:`\\ell_i(x) = \\log p_i(x) + c(x)`, shape ``(..., m)``."""
+        obs = Observations.build((None,) * self.num_observations, self.num_models)
+        return self.raw(x, torch.ones(x.shape[:-1], dtype=torch.bool, device=x.device), obs)[0]
+
+
+class ObservationClassifier(Classifier):
+    """A learned classifier: one MLP on ``[encode(s), terminal flag, logit(alpha)]`` with :math:`m + m^n` outputs
+    (the terminal logits and the non-terminal joint), trained as in Garipov et al. (2023), Algorithm 1 / §4.3.
+
+    :param env: the environment.
+    :param num_models: :math:`m`.
+    :param num_observations: :math:`n`.
+    :param alpha_conditioned: feed :math:`\\mathrm{logit}\\,\\alpha` to the network so that one classifier serves
+        every :math:`\\alpha` of the parameterised operations (two models only).
+    :param hidden: hidden width.
+    :param layers: hidden layers.
+
+    Example::
+
+        clf = ObservationClassifier.fit([p1, p2], num_observations=2, steps=15_000)
+        hm = harmonic_mean(p1, p2, clf)
+    """
+
+    def __init__(
+        self,
+        env: DiscreteEnv,
+        num_models: int = 2,
+        num_observations: int = 2,
+        *,
+        alpha_conditioned: bool = False,
+        hidden: int = 256,
+        layers: int = 2,
+        device=None,
+    ):
+        super().__init__(env, num_models, num_observations)
+        if alpha_conditioned and num_models != 2:
+            raise ValueError(f"alpha_conditioned needs num_models=2, got {num_models}")
+        self.alpha_conditioned = bool(alpha_conditioned)
+        self.supports_alpha = self.alpha_conditioned
+        self.hidden, self.layers = hidden, layers
+        in_dim = env.feature_dim + 1 + int(self.alpha_conditioned)
+        self.net = MLP(in_dim, num_models + num_models**num_observations, hidden, layers)
+        if device is not None:
+            self.to(device)
+        self.history: list[dict] = []
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _features(self, states, terminal, logit_alpha):
+        feats = [self.env.encode(states), terminal.to(torch.get_default_dtype()).unsqueeze(-1)]
+        if self.alpha_conditioned:
+            la = torch.as_tensor(logit_alpha, dtype=feats[0].dtype, device=states.device)
+            la = torch.where(terminal, torch.zeros_like(la), la.expand(terminal.shape))  # terminal head ignores it
+            feats.append(la.unsqueeze(-1))
+        return torch.cat(feats, -1)
+
+    def _split(self, out: torch.Tensor):
+        m, n = self.num_models, self.num_observations
+        term = out[..., :m]
+        joint = torch.log_softmax(out[..., m:], -1).reshape(out.shape[:-1] + (m,) * n)
+        return term, joint
+
+    def raw(self, states, terminal, obs):
+        logit_alpha = 0.0
+        if self.alpha_conditioned and obs.alpha is not None:
+            logit_alpha = logit(obs.alpha)
+        return self._split(self.net(self._features(states, terminal, logit_alpha)))
+
+    # ----- training (MATH.md §1.2) -----
+
+    @classmethod
+    def fit(
+        cls,
+        bases: Sequence[DiscretePolicyProcess],
+        num_observations: int = 2,
+        *,
+        alpha_conditioned: bool = False,
+        hidden: int = 256,
+        layers: int = 2,
+        **train_kwargs,
+    ) -> "ObservationClassifier":
+        """Build a classifier for ``bases`` and train it (see :meth:`optimize` for ``train_kwargs``)."""
+        env = check_bases(bases)
+        clf = cls(env, len(bases), num_observations, alpha_conditioned=alpha_conditioned, hidden=hidden,
+                  layers=layers, device=bases[0].device)
+        return clf.optimize(bases, **train_kwargs)
+
+    def optimize(
+        self,
+        bases: Sequence[DiscretePolicyProcess],
+        steps: int = 15_000,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        ramp: int = 3_000,
+        ema_decay: float = 0.995,
+        logit_alpha_range: float = 3.5,
+        *,
+        seed: Optional[int] = None,
+        progress_bar: bool = True,
+        callback=None,
+        callback_every: int = 1000,
+        lr_final_factor: float = 1.0,
+    ) -> "ObservationClassifier":
+        """Train by the bootstrapped objective of Garipov et al. (2023) (MATH.md §1.2).
+
+        Every step samples ``batch_size`` trajectories from each base with its own policy. For a trajectory of base
+        :math:`k` ending in :math:`x`:
+
+        .. math::
+
+            L_T = -\\log Q(y_1 = k \\mid x), \\qquad
+            L_N = -\\sum_{s \\in \\tau} \\sum_y W(s; y) \\log Q(y \\mid s), \\quad
+            W = \\mathbb 1[y_1 = k] \\prod_{j \\ge 2} \\bar Q(y_j \\mid x),
+
+        with :math:`\\bar Q` an exponential moving average of the classifier (no gradient), and loss
+        :math:`L_T + \\min(1, \\text{step}/\\text{ramp}) L_N` (both averaged: :math:`L_N` over visited states).
+        With ``alpha_conditioned``, :math:`\\mathrm{logit}\\,\\alpha \\sim U[-r, r]` per trajectory sets the prior of
+        :math:`y_{2..n}`. On an enumerable environment, an unconditioned classifier is evaluated once per step on
+        every state and the loss gathers from that table (the same loss, fewer rows).
+
+        :param bases: the base models, in the order of the classifier's outputs.
+        :param steps: optimisation steps.
+        :param batch_size: trajectories per base per step.
+        :param lr: Adam learning rate.
+        :param ramp: steps of the linear ramp of the non-terminal loss.
+        :param ema_decay: decay of the target network's moving average.
+        :param logit_alpha_range: :math:`r`.
+        :param seed: seed of the global generators.
+        :param progress_bar: show a progress bar.
+        :param callback: ``callback(step, self)`` every ``callback_every`` steps and at the end.
+        :param lr_final_factor: cosine decay of the learning rate to this fraction (1.0 keeps it constant).
+        :returns: ``self``.
+        """
+        env = check_bases(bases)
+        if not self.env.same_as(env):
+            raise ValueError(f"bases live on {env.config()}, but the classifier on {self.env.config()}")
+        if len(bases) != self.num_models:
+            raise ValueError(f"classifier is for {self.num_models} base models, got {len(bases)} bases")
+        check_positive_int("steps", steps)
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("ramp", ramp, 0)
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
+        if not 0.0 < lr_final_factor <= 1.0:
+            raise ValueError(f"lr_final_factor must lie in (0, 1], got {lr_final_factor!r}")
+        set_seed(seed)
+        m, n = self.num_models, self.num_observations
+        device = self.device
+        target = copy.deepcopy(self.net).requires_grad_(False)
+        opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        sched = None
+        if lr_final_factor < 1.0:
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda k: lr_final_factor + (1 - lr_final_factor) * 0.5 * (1 + math.cos(math.pi * k / steps))
+            )
+        tables = [b.log_prob_table() if env.is_enumerable else None for b in bases]
+        use_table = env.is_enumerable and not self.alpha_conditioned
+        all_states = env.all_states(device) if use_table else None
+        stop = env.stop_action
+        start = time.perf_counter()
+        for step in progress(range(1, steps + 1), enabled=progress_bar, total=steps, desc="classifier"):
+            batches = [b.sample_trajectories(batch_size, 0.0, t) for b, t in zip(bases, tables)]
+            states = torch.cat([s for s, _, _ in batches], 0)  # (M*B, T+1, D) after padding
+            x = states[:, -1]
+            label = torch.arange(m, device=device).repeat_interleave(batch_size)
+            visited = torch.cat([_visited(a, act, stop) for _, a, act in batches], 0)
+            la = None
+            if self.alpha_conditioned:
+                la = (torch.rand(m * batch_size, device=device) * 2 - 1) * logit_alpha_range
+            with torch.no_grad():  # W(s; y) from the target network's terminal predictions
+                flags = torch.ones(x.shape[:-1], dtype=torch.bool, device=device)
+                t_logits = target(self._features(x, flags, la if la is not None else 0.0))[..., :m]
+                weights = _target_weights(t_logits, label, n, la)  # (M*B, m**n)
+            if use_table:
+                both = torch.cat([all_states, all_states], 0)
+                flags = torch.arange(2 * len(all_states), device=device) < len(all_states)
+                out = self.net(self._features(both, flags, 0.0))
+                term_table = out[: len(all_states), :m]
+                nt_table = torch.log_softmax(out[len(all_states):, m:], -1)
+                term_logits = term_table[env.index(x)]
+                idx = env.index(states)[visited]  # (V,)
+                w_rows = weights.unsqueeze(1).expand(-1, states.shape[1], -1)[visited]
+                acc = torch.zeros_like(nt_table).index_add_(0, idx, w_rows)
+                loss_n = -(acc * nt_table).sum() / visited.sum()
+            else:
+                flags = torch.ones(x.shape[:-1], dtype=torch.bool, device=device)
+                term_logits = self.net(self._features(x, flags, 0.0))[..., :m]
+                s_vis = states[visited]
+                la_vis = la.unsqueeze(1).expand(visited.shape)[visited] if la is not None else 0.0
+                nf = torch.zeros(s_vis.shape[:-1], dtype=torch.bool, device=device)
+                nt = torch.log_softmax(self.net(self._features(s_vis, nf, la_vis))[..., m:], -1)
+                w_rows = weights.unsqueeze(1).expand(-1, states.shape[1], -1)[visited]
+                loss_n = -(w_rows * nt).sum(-1).mean()
+            loss_t = torch.nn.functional.cross_entropy(term_logits, label)
+            loss = loss_t + min(1.0, step / ramp if ramp else 1.0) * loss_n
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            with torch.no_grad():
+                for pt, p in zip(target.parameters(), self.net.parameters()):
+                    pt.lerp_(p, 1 - ema_decay)
+            if step % 100 == 0 or step == steps:
+                self.history.append({"step": step, "loss_terminal": float(loss_t.detach()),
+                                     "loss_nonterminal": float(loss_n.detach()), "time": time.perf_counter() - start})
+            if callback is not None and (step % callback_every == 0 or step == steps):
+                callback(step, self)
+        return self
+
+    # ----- checkpoints -----
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Save weights and configuration (format version :data:`CHECKPOINT_VERSION`)."""
+        torch.save({
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "env": self.env.config(),
+            "num_models": self.num_models, "num_observations": self.num_observations,
+            "alpha_conditioned": self.alpha_conditioned, "hidden": self.hidden, "layers": self.layers,
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}, "history": self.history,
+        }, path)
+
+    @classmethod
+    def load(cls, path: Union[str, Path], env: Optional[DiscreteEnv] = None, device=None) -> "ObservationClassifier":
+        """Load a checkpoint written by :meth:`save`; ``env``, if given, must match the checkpoint's."""
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a pyro_sculpt ObservationClassifier checkpoint")
+        if data.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"{path} has format version {data.get('version')}, expected {CHECKPOINT_VERSION}")
+        if env is not None and env.config() != data["env"]:
+            raise ValueError(f"checkpoint {path} was trained on env {data['env']}, but env={env.config()} was given")
+        clf = cls(env or env_from_config(data["env"]), data["num_models"], data["num_observations"],
+                  alpha_conditioned=data["alpha_conditioned"], hidden=data["hidden"], layers=data["layers"])
+        clf.load_state_dict(data["state_dict"])
+        clf.history = list(data.get("history", []))
+        return clf.to(device) if device is not None else clf
+
+    def cache_key(self):
+        return parameters_key(self)
+
+
+def _visited(actions: torch.Tensor, active: torch.Tensor, stop: int) -> torch.Tensor:
+    """``(B, T + 1)`` mask of the states a trajectory visits (s_0 and every state reached by a non-stop action)."""
+    moved = active & (actions != stop)
+    return torch.cat([torch.ones_like(moved[:, :1]), moved], 1)
+
+
+def _target_weights(t_logits: torch.Tensor, label: torch.Tensor, n: int, logit_alpha) -> torch.Tensor:
+    """:math:`W(y) = 1[y_1 = k] \\prod_{j \\ge 2} \\bar Q(y_j \\mid x)`, flattened to ``(B, m**n)``."""
+    m = t_logits.shape[-1]
+    w = torch.nn.functional.one_hot(label, m).to(t_logits.dtype)
+    if n > 1:
+        if logit_alpha is not None:  # prior (alpha, 1 - alpha): logit of y = 1 shifts by -logit(alpha)
+            shift = torch.stack([torch.zeros_like(logit_alpha), -logit_alpha], -1)
+            q = torch.softmax(t_logits + shift, -1)
+        else:
+            q = torch.softmax(t_logits, -1)
+        for _ in range(n - 1):
+            w = (w.unsqueeze(-1) * q.reshape(q.shape[:1] + (1,) * (w.dim() - 1) + (m,)))
+    return w.reshape(w.shape[0], -1)

@@ -1,0 +1,83 @@
+"""The exact observation classifier of enumerable environments, by dynamic programming over the bases' policies."""
+
+from __future__ import annotations
+
+
+from typing import Sequence
+
+import torch
+
+from pyro_sculpt.gflownets import exact
+from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess
+from pyro_sculpt.sculpting.classifier import Classifier, check_bases
+from pyro_sculpt.sculpting.observations import Observations, terminal_log_joint
+
+
+class ExactClassifier(Classifier):
+    """:math:`Q(y \\mid s)` of the augmented model computed exactly from the bases' policies.
+
+    With :math:`u_i(s)` the probability that base :math:`i` visits :math:`s` and
+    :math:`V_i(s; y_{2:n}) = \\mathbb E_{P_i}[\\prod_{k \\ge 2} \\tilde p(y_k \\mid x) \\mid s]` (both by dynamic
+    programming, :mod:`pyro_sculpt.gflownets.exact`),
+
+    .. math::
+
+        Q(y_1 = i, y_{2:n} \\mid s) = \\frac{u_i(s)\\, V_i(s; y_{2:n})}{\\sum_j u_j(s)}, \\qquad
+        \\ell_i(x) = \\log p_i(x),
+
+    for a uniform prior of :math:`y_1` (other mixture weights are applied by Bayes' rule, as for a learned
+    classifier). Any prior :math:`\\alpha` of :math:`y_{2..n}` is exact. It is the test oracle of the guidance, and a
+    practical choice on small spaces. Tables are computed on first use and cached while the bases do not change.
+
+    :param bases: the base models.
+    :param num_observations: :math:`n`.
+    """
+
+    supports_alpha = True
+
+    def __init__(self, bases: Sequence[DiscretePolicyProcess], num_observations: int = 2):
+        env = check_bases(bases)
+        if not env.is_enumerable:
+            raise ValueError(f"ExactClassifier needs an enumerable environment, got {env!r}")
+        super().__init__(env, len(bases), num_observations)
+        self.bases = list(bases)
+        self._cache: dict = {}
+
+    def _key(self):
+        return tuple(b.cache_key() for b in self.bases)
+
+    def _tables(self, alpha):
+        key = self._key()
+        if self._cache.get("key") != key:
+            self._cache = {"key": key}
+        if alpha in self._cache:
+            return self._cache[alpha]
+        env, m, n = self.env, self.num_models, self.num_observations
+        device = self.bases[0].device
+        logs = [b.log_prob_table() for b in self.bases]
+        flows = torch.stack([exact.state_flows(env, t) for t in logs])  # (m, N)
+        p_term = torch.stack([exact.terminal_distribution(env, t) for t in logs])  # (m, N)
+        term_logits = p_term.clamp(min=1e-300).log().T  # (N, m)
+        obs = Observations.build((None,) * n, m, alpha=alpha)
+        log_priors = obs.log_priors(device, torch.float64)
+        if n > 1:
+            # g(x; y_2..y_n) = prod_k p(y_k | x), flattened over the m**(n-1) combinations
+            g = terminal_log_joint(term_logits, log_priors[1:]).exp().reshape(len(term_logits), -1)
+            v = torch.stack([exact.backward_values(env, t, g) for t in logs])  # (m, N, m**(n-1))
+        else:
+            v = torch.ones(m, flows.shape[1], 1, dtype=torch.float64, device=device)
+        joint = flows.unsqueeze(-1) * v / flows.sum(0).unsqueeze(-1)  # (m, N, m**(n-1))
+        nt = joint.permute(1, 0, 2).reshape((-1,) + (m,) * n).clamp(min=1e-300).log()
+        tables = (term_logits, nt)
+        self._cache[alpha] = tables
+        return tables
+
+    def raw(self, states, terminal, obs):
+        term, nt = self._tables(obs.alpha if self.num_observations > 1 else None)
+        idx = self.env.index(states)
+        return term[idx], nt[idx]  # float64: the oracle keeps double precision
+
+    def cache_key(self):
+        return self._key()
+
+

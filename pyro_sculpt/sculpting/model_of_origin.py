@@ -1,0 +1,56 @@
+"""The observation "which base model produced x" as a Pyro distribution."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from pyro.distributions import Categorical
+from pyro_sculpt.sculpting.classifier import Classifier
+from pyro_sculpt.sculpting.observations import Observations
+
+
+class ModelOfOrigin(Categorical):
+    """:math:`\\tilde p(y = i \\mid x) = \\pi_i p_i(x) / \\sum_j \\pi_j p_j(x)` from a classifier's terminal head.
+
+    With it, a composition is an ordinary Pyro model: draw :math:`x` from the mixture and observe the model of
+    origin; Pyro's inference (``Importance``, ``SMCFilter``, ...) then targets the sculpted distribution.
+
+    :param classifier: an observation classifier of the bases.
+    :param x: terminal states ``(..., state_dim)``.
+    :param prior: the prior :math:`\\pi` over bases (default uniform): the mixture weights for :math:`y_1`.
+    :param alpha: shorthand for ``prior=(alpha, 1 - alpha)`` (two bases).
+
+    Example::
+
+        def model():
+            x = pyro.sample("x", ps.mixture(p1, p2))
+            pyro.sample("y1", ps.ModelOfOrigin(clf, x), obs=torch.tensor(0))
+            pyro.sample("y2", ps.ModelOfOrigin(clf, x), obs=torch.tensor(1))
+    """
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        x: torch.Tensor,
+        prior: Optional[Sequence[float]] = None,
+        alpha: Optional[float] = None,
+        validate_args=None,
+    ):
+        if not isinstance(classifier, Classifier):
+            raise TypeError(f"classifier must be an observation Classifier, got {type(classifier).__name__}")
+        if prior is not None and alpha is not None:
+            raise ValueError("give prior or alpha, not both")
+        classifier.env.validate_states(x, "x")
+        m = classifier.num_models
+        if alpha is not None:
+            obs = Observations.build((None, None), m, alpha=alpha)
+            log_prior = obs.log_priors()[1]
+        else:
+            log_prior = Observations.build((None,), m, prior).log_priors()[0]
+        logits = classifier.terminal_logits(x)
+        super().__init__(logits=logits + log_prior.to(logits), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        return Categorical(logits=self.logits).expand(batch_shape, _instance)
