@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -36,6 +36,7 @@ def probability_flow_log_prob(
     t0: Optional[float] = None,
     t1: Optional[float] = None,
     num_steps: int = 200,
+    prior_log_prob: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     return_latent: bool = False,
 ):
     """Log-density of ``x`` at time ``t0`` under the model's probability-flow ODE.
@@ -47,7 +48,9 @@ def probability_flow_log_prob(
 
         \\log p_{t_0}(x_{t_0}) = \\log \\pi(x_{t_1}) + \\int_{t_0}^{t_1} \\nabla \\cdot v(x_t, t)\\, dt,
 
-    with :math:`\\pi = \\mathcal N(0, s^2 I)` the samplers' prior (:meth:`NoiseSchedule.prior_std`). The state and
+    with :math:`\\pi = \\mathcal N(0, s^2 I)` the samplers' prior (:meth:`NoiseSchedule.prior_std`) unless
+    ``prior_log_prob`` is given (e.g. an oracle's exact :math:`\\log p_{t_1}`, which removes the prior's mismatch
+    :math:`O(\\alpha_{t_1})` and leaves only the integration error). The state and
     the log-density are integrated together by the classical Runge-Kutta method with ``num_steps`` uniform steps;
     the divergence is exact (one backward pass per data dimension: meant for low-dimensional data).
 
@@ -56,6 +59,7 @@ def probability_flow_log_prob(
     :param t0: the time of ``x`` (default ``schedule.t_min``, the samplers' output time).
     :param t1: the end time (default ``schedule.t_max``).
     :param num_steps: RK4 steps.
+    :param prior_log_prob: :math:`\\log \\pi` at :math:`x_{t_1}` (default the samplers' Gaussian prior).
     :param return_latent: also return :math:`x_{t_1}`.
     :returns: ``log p_{t0}(x)`` of shape ``x.shape[:-1]``.
 
@@ -84,8 +88,13 @@ def probability_flow_log_prob(
         v4, d4 = _velocity_and_divergence(model, y + h * v3, t + h)
         y = y + (h / 6) * (v1 + 2 * v2 + 2 * v3 + v4)
         acc = acc + (h / 6) * (d1 + 2 * d2 + 2 * d3 + d4)
-    s = sched.prior_std()
-    dim = x.shape[-1]
-    log_prior = -0.5 * (y**2).sum(-1) / s**2 - dim * math.log(s) - 0.5 * dim * math.log(2 * math.pi)
+    if prior_log_prob is None:
+        s = sched.prior_std()
+        dim = x.shape[-1]
+        log_prior = -0.5 * (y**2).sum(-1) / s**2 - dim * math.log(s) - 0.5 * dim * math.log(2 * math.pi)
+    else:
+        log_prior = prior_log_prob(y)
+        if not isinstance(log_prior, torch.Tensor) or log_prior.shape != y.shape[:-1]:
+            raise ValueError(f"prior_log_prob must return a tensor of shape {tuple(y.shape[:-1])}")
     lp = log_prior + acc
     return (lp, y) if return_latent else lp
