@@ -3,7 +3,7 @@
 Implements "Compositional Sculpting of Iterative Generative Processes" (Garipov et al., NeurIPS 2023).
 """
 
-from pyro_sculpt import envs, metrics, processes, rewards, sculpting
+from pyro_sculpt import envs, infer, metrics, processes, rewards, sculpting
 from pyro_sculpt.gflownets import DiscreteEnv, GFlowNet, HyperGrid
 from pyro_sculpt.processes import IterativeProcess, ProcessDistribution, ProcessReparam, run, sample
 from pyro_sculpt.sculpting import (

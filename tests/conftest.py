@@ -22,3 +22,11 @@ def random_gflownet(env, seed=0, hidden=32):
         for p in gfn.policy.parameters():
             p.mul_(3.0)
     return gfn
+
+
+def exact_bases(env, m=2, seed=0, scale=1.5):
+    """Tabular GFlowNets that satisfy the uniform backward policy exactly, with random rewards."""
+    from pyro_sculpt.gflownets import TabularGFlowNet
+
+    g = torch.Generator().manual_seed(seed)
+    return [TabularGFlowNet.from_reward(env, torch.randn(env.num_states, generator=g) * scale) for _ in range(m)]

@@ -180,9 +180,11 @@ class GaussianMixtureOracle(DiffusionModel):
         prec_r = torch.cholesky_solve(r.unsqueeze(-1), chol).squeeze(-1)
         return -(resp.unsqueeze(-1) * prec_r).sum(-2)
 
-    def posterior(self, x: torch.Tensor, t: TimeLike):
+    def posterior(self, x: torch.Tensor, t: TimeLike, *, cholesky: bool = False):
         """The posterior :math:`p(x_0 \\mid x_t = x) = \\sum_k r_k \\mathcal N(x_0; m_k, V_k)`.
 
+        :param cholesky: return a Cholesky factor :math:`L_k` (:math:`V_k = L_k L_k^\\top`) instead of :math:`V_k`;
+            computed as :math:`\\sigma_t \\operatorname{chol}(\\Sigma_k C_k^{-1})`, valid down to :math:`\\sigma_t = 0`.
         :returns: ``(log_r, m, V)`` of shapes ``(..., K)``, ``(..., K, D)`` and ``(T..., K, D, D)`` where ``T`` is
             the shape of ``t`` (scalar ``t``: ``(K, D, D)``). :math:`V_k = \\sigma_t^2 \\Sigma_k C_k^{-1}` has no
             cancellation at small :math:`\\sigma_t`; it is zero where :math:`\\sigma_t = 0`.
@@ -195,9 +197,10 @@ class GaussianMixtureOracle(DiffusionModel):
         a = alpha[..., None, None]
         m = mu + a * (cov @ cinv_r).squeeze(-1)
         cinv_cov = torch.cholesky_solve(cov.expand(chol.shape), chol)
-        v = sigma2[..., None, None, None] * cinv_cov
-        v = 0.5 * (v + v.transpose(-1, -2))
-        return log_r, m, v
+        cinv_cov = 0.5 * (cinv_cov + cinv_cov.transpose(-1, -2))
+        if cholesky:
+            return log_r, m, sigma2.sqrt()[..., None, None, None] * torch.linalg.cholesky(cinv_cov)
+        return log_r, m, sigma2[..., None, None, None] * cinv_cov
 
     def sample(
         self,

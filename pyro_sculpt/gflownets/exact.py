@@ -106,7 +106,7 @@ def backward_values(env: DiscreteEnv, log_pf: torch.Tensor, g_terminal: torch.Te
 
 
 def flow_policy(env: DiscreteEnv, log_reward: torch.Tensor) -> torch.Tensor:
-    """The forward policy of a perfectly trained GFlowNet with the uniform backward policy.
+    r"""The forward policy of a perfectly trained GFlowNet with the uniform backward policy.
 
     The state flows :math:`F(s) = R(s) + \sum_{s' \in \mathrm{Ch}(s)} F(s') / |\mathrm{Pa}(s')|` are computed
     from the last level back, and :math:`P_F(s' \mid s) = F(s') / (|\mathrm{Pa}(s')| F(s))`,

@@ -267,8 +267,8 @@ class ObservationClassifier(Classifier):
         stop = env.stop_action
         start = time.perf_counter()
         for step in progress(range(1, steps + 1), enabled=progress_bar, total=steps, desc="classifier"):
-            batches = [b.sample_trajectories(batch_size, 0.0, t) for b, t in zip(bases, tables)]
-            states = torch.cat([s for s, _, _ in batches], 0)  # (M*B, T+1, D) after padding
+            batches = _pad([b.sample_trajectories(batch_size, 0.0, t) for b, t in zip(bases, tables)], stop)
+            states = torch.cat([s for s, _, _ in batches], 0)  # (M*B, T+1, D)
             x = states[:, -1]
             label = torch.arange(m, device=device).repeat_interleave(batch_size)
             visited = torch.cat([_visited(a, act, stop) for _, a, act in batches], 0)
@@ -345,6 +345,20 @@ class ObservationClassifier(Classifier):
 
     def cache_key(self):
         return parameters_key(self)
+
+
+def _pad(batches, stop: int):
+    """Pad trajectory batches of different lengths to the longest (repeat the last state, stop, inactive)."""
+    length = max(a.shape[1] for _, a, _ in batches)
+    out = []
+    for states, actions, active in batches:
+        extra = length - actions.shape[1]
+        if extra:
+            states = torch.cat([states, states[:, -1:].expand(-1, extra, -1)], 1)
+            actions = torch.cat([actions, torch.full_like(actions[:, :1], stop).expand(-1, extra)], 1)
+            active = torch.cat([active, torch.zeros_like(active[:, :1]).expand(-1, extra)], 1)
+        out.append((states, actions, active))
+    return out
 
 
 def _visited(actions: torch.Tensor, active: torch.Tensor, stop: int) -> torch.Tensor:

@@ -67,7 +67,9 @@ class MixtureProcess(IterativeProcess):
     def transition(self, state, value, t):
         s, log_rho = state
         lp = self.base_log_probs(s)
-        idx = value.unsqueeze(-1).unsqueeze(-1).expand(lp.shape[:-1] + (1,))
+        batch = torch.broadcast_shapes(lp.shape[:-2], value.shape)  # the first state is unbatched
+        lp = lp.expand(batch + lp.shape[-2:])
+        idx = value.expand(batch)[..., None, None].expand(batch + (lp.shape[-2], 1))
         taken = lp.gather(-1, idx).squeeze(-1)
         return self.env.step(s, value), log_rho + taken
 

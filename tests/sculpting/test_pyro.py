@@ -1,0 +1,105 @@
+"""The compositions as Pyro programs: the guidance handler, ModelOfOrigin under Importance, replay."""
+
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.infer import Importance
+
+import pyro_sculpt as ps
+from tests.conftest import exact_bases
+
+ENV = ps.HyperGrid(2, 4)
+
+
+def closed_form(bases, y, alpha=None):
+    return ps.composition_distribution(torch.stack([b.exact_terminal_distribution() for b in bases]), y, alpha)
+
+
+def test_handler_gives_the_guided_policy_at_every_step():
+    p1, p2 = exact_bases(ENV, 2, seed=1)
+    clf = ps.ExactClassifier([p1, p2], 2)
+    mix = ps.mixture(p1, p2).process
+    sculpted = ps.harmonic_mean(p1, p2, clf).process
+    with ps.sculpt_guidance(classifier=clf, y=(0, 1)):
+        trace = poutine.trace(lambda: ps.run("x", mix, num_particles=200)).get_trace()
+    trace.compute_log_prob()
+    steps = ps.processes.step_sites(trace, "x")
+    total = sum(s["log_prob"] for s in steps)
+    # replay the same actions through the sculpted process: the same per-particle log-probability
+    data = {s["name"]: s["value"] for s in steps}
+    tr2 = poutine.trace(poutine.condition(lambda: ps.run("x", sculpted, num_particles=200), data=data)).get_trace()
+    tr2.compute_log_prob()
+    total2 = sum(s["log_prob"] for s in ps.processes.step_sites(tr2, "x"))
+    assert torch.allclose(total.double(), total2.double(), atol=1e-4)
+    assert torch.equal(trace.nodes["_RETURN"]["value"], tr2.nodes["_RETURN"]["value"])
+
+
+def test_handler_samples_the_composition():
+    from scipy.stats import chisquare
+
+    p1, p2 = exact_bases(ENV, 2, seed=2)
+    clf = ps.ExactClassifier([p1, p2], 2)
+    n = 20_000
+    with ps.sculpt_guidance(classifier=clf, y=(0, 0)):
+        x = ps.run("x", ps.mixture(p1, p2).process, num_particles=n)
+    expected = closed_form([p1, p2], (0, 0))
+    counts = torch.bincount(ENV.index(x), minlength=ENV.num_states).double()
+    keep = expected * n >= 5
+    f_exp = expected[keep] / expected[keep].sum() * counts[keep].sum()
+    assert chisquare(counts[keep].numpy(), f_exp.numpy()).pvalue > 1e-3
+
+
+def test_model_of_origin_under_importance_matches_guided_sampler():
+    p1, p2 = exact_bases(ENV, 2, seed=3)
+    clf = ps.ExactClassifier([p1, p2], 2)
+
+    def model():
+        x = pyro.sample("x", ps.mixture(p1, p2))
+        pyro.sample("y1", ps.ModelOfOrigin(clf, x), obs=torch.tensor(0))
+        pyro.sample("y2", ps.ModelOfOrigin(clf, x), obs=torch.tensor(1))
+        return x
+
+    n = 4000
+    posterior = Importance(model, num_samples=n).run()  # the mixture is the proposal
+    xs = torch.stack([tr.nodes["x"]["value"] for tr in posterior.exec_traces])
+    w = torch.softmax(torch.stack([torch.as_tensor(lw) for lw in posterior.log_weights]).double(), 0)
+    est = torch.zeros(ENV.num_states, dtype=torch.float64).index_add_(0, ENV.index(xs), w)
+    guided = ps.harmonic_mean(p1, p2, clf).process.exact_terminal_distribution()
+    ess = 1 / (w**2).sum()
+    l1 = ps.metrics.l1_distance(est, guided)
+    assert l1 < 3 * ps.metrics.expected_l1_floor(guided, int(ess)), (l1, float(ess))
+
+
+def test_model_of_origin_alpha_and_errors():
+    p1, p2 = exact_bases(ENV, 2, seed=4)
+    clf = ps.ExactClassifier([p1, p2], 2)
+    x = ENV.all_states()
+    q = ps.ModelOfOrigin(clf, x, alpha=0.2).probs
+    a, b = p1.exact_terminal_distribution(), p2.exact_terminal_distribution()
+    assert torch.allclose(q[:, 0].double(), 0.2 * a / (0.2 * a + 0.8 * b), atol=1e-6)
+    with pytest.raises(ValueError, match="alpha must lie in"):
+        ps.ModelOfOrigin(clf, x, alpha=1.0)
+    with pytest.raises(ValueError, match="x must have shape"):
+        ps.ModelOfOrigin(clf, torch.zeros(3, 5, dtype=torch.long))
+
+
+def test_guided_trace_replays():
+    p1, p2 = exact_bases(ENV, 2, seed=5)
+    clf = ps.ExactClassifier([p1, p2], 2)
+    model = lambda: ps.run("x", ps.contrast(p1, p2, clf).process, num_particles=64)  # noqa: E731
+    trace = poutine.trace(model).get_trace()
+    replayed = poutine.trace(poutine.replay(model, trace=trace)).get_trace()
+    assert torch.equal(trace.nodes["_RETURN"]["value"], replayed.nodes["_RETURN"]["value"])
+
+
+def test_handler_skips_other_sites_and_checks_its_classifier():
+    p1, p2 = exact_bases(ENV, 2, seed=6)
+    clf = ps.ExactClassifier([p1, p2], 2)
+    with ps.sculpt_guidance(classifier=clf, y=(0, 1)):
+        trace = poutine.trace(lambda: ps.run("z", p1, num_particles=10)).get_trace()  # not a mixture: unchanged
+    assert isinstance(trace.nodes["z_0"]["fn"], pyro.distributions.Categorical)
+    three = ps.ExactClassifier(exact_bases(ENV, 3, seed=7), 2)
+    with pytest.raises(ValueError, match="trained for 3 base models"):
+        with ps.sculpt_guidance(classifier=three, y=(0, 1)):
+            ps.run("x", ps.mixture(p1, p2).process, num_particles=4)
