@@ -1,5 +1,6 @@
 """Layer 2: diffusion models as iterative processes (schedules, score networks, samplers, oracles)."""
 
+from pyro_sculpt.diffusion.exact_classifier import GaussianMixtureClassifier
 from pyro_sculpt.diffusion.likelihood import probability_flow_drift, probability_flow_log_prob
 from pyro_sculpt.diffusion.model import DiffusionModel
 from pyro_sculpt.diffusion.oracle import GaussianMixtureOracle
@@ -26,6 +27,7 @@ __all__ = [
     "DDIMSampler",
     "DiffusionModel",
     "EulerMaruyamaSampler",
+    "GaussianMixtureClassifier",
     "GaussianMixtureOracle",
     "NoiseSchedule",
     "NonFiniteScoreError",

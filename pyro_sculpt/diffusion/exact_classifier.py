@@ -48,7 +48,9 @@ class GaussianMixtureClassifier:
     :param bases: the base oracles (at least two), one data dimension and one schedule.
     :param num_observations: :math:`n \\ge 1`.
     :param weights: the mixture weights :math:`w`, default uniform.
-    :param quadrature_points: Gauss-Hermite points per dimension.
+    :param quadrature_points: Gauss-Hermite points per dimension (cost grows as its square in 2D). On overlapping
+        2D mixtures 16 points give :math:`\\log Q` to about :math:`3 \\cdot 10^{-3}` and its gradient to about 2 %
+        (worst case over noise levels); 8 points are four times cheaper and about ten times less accurate.
     :param chunk_size: particles per batched evaluation (bounds memory; not a loop over particles).
 
     Example::
@@ -66,7 +68,7 @@ class GaussianMixtureClassifier:
         num_observations: int = 2,
         *,
         weights: Optional[Sequence[float]] = None,
-        quadrature_points: int = 12,
+        quadrature_points: int = 16,
         chunk_size: int = 1024,
     ):
         bases = list(bases)
