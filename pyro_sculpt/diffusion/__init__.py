@@ -3,6 +3,7 @@
 from pyro_sculpt.diffusion.exact_classifier import GaussianMixtureClassifier
 from pyro_sculpt.diffusion.likelihood import probability_flow_drift, probability_flow_log_prob
 from pyro_sculpt.diffusion.model import DiffusionModel
+from pyro_sculpt.diffusion.networks import ScoreMLP, SinusoidalTimeEmbedding
 from pyro_sculpt.diffusion.oracle import GaussianMixtureOracle
 from pyro_sculpt.diffusion.samplers import (
     AncestralSampler,
@@ -13,6 +14,7 @@ from pyro_sculpt.diffusion.samplers import (
     ProbabilityFlowSampler,
     ReverseDiffusionProcess,
 )
+from pyro_sculpt.diffusion.score_model import ScoreModel
 from pyro_sculpt.diffusion.schedules import (
     NoiseSchedule,
     TabulatedVESchedule,
@@ -34,6 +36,9 @@ __all__ = [
     "PredictorCorrectorSampler",
     "ProbabilityFlowSampler",
     "ReverseDiffusionProcess",
+    "ScoreMLP",
+    "ScoreModel",
+    "SinusoidalTimeEmbedding",
     "TabulatedVESchedule",
     "TabulatedVPSchedule",
     "VESchedule",

@@ -1,0 +1,85 @@
+"""Noise-prediction networks for low-dimensional data."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from pyro_sculpt.utils import check_positive_int
+
+
+class SinusoidalTimeEmbedding(nn.Module):
+    """The transformer-style embedding of a diffusion time :math:`t \\in [0, 1]`:
+
+    .. math::
+
+        e(t) = \\big(\\sin(\\omega_j\\, s t),\\ \\cos(\\omega_j\\, s t)\\big)_{j < d/2}, \\qquad
+        \\omega_j = P^{-j / (d/2)},
+
+    with scale :math:`s` (default 1000, DDPM's step count) and maximal period :math:`P`.
+
+    :param dim: embedding size (even).
+    :param scale: :math:`s`.
+    :param max_period: :math:`P`.
+    """
+
+    def __init__(self, dim: int = 32, scale: float = 1000.0, max_period: float = 10_000.0):
+        super().__init__()
+        check_positive_int("dim", dim, 2)
+        if dim % 2:
+            raise ValueError(f"dim must be even, got {dim}")
+        self.dim, self.scale, self.max_period = dim, float(scale), float(max_period)
+        half = dim // 2
+        self.register_buffer("freqs", torch.exp(-math.log(max_period) * torch.arange(half) / half), persistent=False)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        arg = (self.scale * t).unsqueeze(-1) * self.freqs.to(t.dtype)
+        return torch.cat([torch.sin(arg), torch.cos(arg)], -1)
+
+
+class ScoreMLP(nn.Module):
+    """An MLP :math:`\\hat\\epsilon(x, t)` on ``[x, e(t)]`` (:class:`SinusoidalTimeEmbedding`) with SiLU activations,
+    predicting the noise of :math:`x_t = \\alpha_t x_0 + \\sigma_t \\epsilon`.
+
+    :param dim: data dimension :math:`D`.
+    :param hidden: hidden width.
+    :param layers: hidden layers (>= 1).
+    :param time_embedding_dim: size of :math:`e(t)`.
+
+    Example::
+
+        net = ScoreMLP(2)
+        eps = net(torch.randn(10, 2), torch.rand(10))
+    """
+
+    def __init__(self, dim: int, hidden: int = 128, layers: int = 3, time_embedding_dim: int = 32):
+        super().__init__()
+        self.dim = check_positive_int("dim", dim)
+        self.hidden = check_positive_int("hidden", hidden)
+        self.layers = check_positive_int("layers", layers)
+        self.time_embedding_dim = check_positive_int("time_embedding_dim", time_embedding_dim, 2)
+        self.embed = SinusoidalTimeEmbedding(time_embedding_dim)
+        mods: list[nn.Module] = []
+        d = dim + time_embedding_dim
+        for _ in range(layers):
+            mods += [nn.Linear(d, hidden), nn.SiLU()]
+            d = hidden
+        mods.append(nn.Linear(d, dim))
+        self.net = nn.Sequential(*mods)
+
+    def config(self) -> dict:
+        return {
+            "type": "ScoreMLP",
+            "dim": self.dim,
+            "hidden": self.hidden,
+            "layers": self.layers,
+            "time_embedding_dim": self.time_embedding_dim,
+        }
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[:-1])
+        h = torch.cat([x, self.embed(t)], -1)
+        shape = h.shape[:-1]
+        return self.net(h.reshape(-1, h.shape[-1])).reshape(shape + (self.dim,))

@@ -1,0 +1,288 @@
+"""A trained diffusion model: a noise-prediction network, denoising score matching, EMA weights and checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import torch
+from torch import nn
+
+from pyro_sculpt.diffusion.model import DeviceLike, DiffusionModel, check_points, time_like
+from pyro_sculpt.diffusion.networks import ScoreMLP
+from pyro_sculpt.diffusion.schedules import NoiseSchedule, TimeLike, VPSchedule, schedule_from_config
+from pyro_sculpt.utils import as_device, check_positive_int, progress, set_seed
+
+CHECKPOINT_FORMAT = "pyro_sculpt.ScoreModel"
+CHECKPOINT_VERSION = 1
+
+Data = Union[torch.Tensor, Callable[[int], torch.Tensor]]
+
+
+class ScoreModel(nn.Module, DiffusionModel):
+    """A diffusion model whose noise predictor :math:`\\hat\\epsilon_\\theta(x, t)` is a network; the score is
+    :math:`s(x, t) = -\\hat\\epsilon_\\theta(x, t) / \\sigma_t`.
+
+    :meth:`fit` trains by denoising score matching in its noise-prediction form (Ho et al. 2020; Song et al. 2021),
+
+    .. math::
+
+        \\mathcal L(\\theta) = \\mathbb E_{t \\sim U[t_{min}, 1],\\ x_0,\\ \\epsilon \\sim \\mathcal N(0, I)}
+        \\big\\lVert \\hat\\epsilon_\\theta(\\alpha_t x_0 + \\sigma_t \\epsilon, t) - \\epsilon \\big\\rVert^2,
+
+    i.e. score matching weighted by :math:`\\sigma_t^2`, and keeps an exponential moving average of the weights, which
+    :meth:`score` uses by default (``use_ema``).
+
+    :param dim: data dimension :math:`D`.
+    :param schedule: the noise schedule (default :class:`~pyro_sculpt.diffusion.VPSchedule`).
+    :param network: a module ``network(x, t) -> eps`` with ``x`` of shape ``(..., D)``; default a :class:`ScoreMLP`
+        with ``hidden``, ``layers`` and ``time_embedding_dim``.
+    :param device: where the networks live.
+
+    Example::
+
+        oracle = GaussianMixtureOracle(means, stds=0.2)
+        model = ScoreModel(2).fit(oracle.sample, steps=5000, seed=0)
+        x = ps.ProcessDistribution(AncestralSampler(model, 200)).sample((1000,))
+        model.save("model.pt"); model = ScoreModel.load("model.pt")
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        schedule: Optional[NoiseSchedule] = None,
+        *,
+        network: Optional[nn.Module] = None,
+        hidden: int = 128,
+        layers: int = 3,
+        time_embedding_dim: int = 32,
+        device: DeviceLike = None,
+    ):
+        super().__init__()
+        self.dim = check_positive_int("dim", dim)
+        if schedule is None:
+            schedule = VPSchedule()
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+        self.schedule = schedule
+        if network is None:
+            network = ScoreMLP(dim, hidden, layers, time_embedding_dim)
+        self.network = network
+        self.ema_network = copy.deepcopy(network)
+        for p in self.ema_network.parameters():
+            p.requires_grad_(False)
+        self.use_ema = True
+        self.history: list[dict] = []
+        self.to(as_device(device))
+        self._check_network()
+
+    def _check_network(self) -> None:
+        with torch.no_grad():
+            out = self.network(torch.zeros(3, self.dim, device=self.device), torch.full((3,), 0.5, device=self.device))
+        if not isinstance(out, torch.Tensor) or out.shape != (3, self.dim):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"network must map x of shape (B, {self.dim}) and t of shape (B,) to (B, {self.dim}), got {shape}")
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        p = next(self.network.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def __repr__(self) -> str:
+        return f"ScoreModel(dim={self.dim}, schedule={self.schedule!r})"
+
+    # ----- the model -----
+
+    def eps(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """The noise prediction :math:`\\hat\\epsilon(x, t)` (EMA weights when ``use_ema``)."""
+        check_points(x, self.dim)
+        net = self.ema_network if self.use_ema else self.network
+        return net(x, time_like(t, x))
+
+    def score(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """:math:`s(x, t) = -\\hat\\epsilon(x, t) / \\sigma_t`."""
+        sigma = self.schedule.sigma(time_like(t, x)).unsqueeze(-1)
+        return -self.eps(x, t) / sigma
+
+    # ----- training -----
+
+    def loss(self, x0: torch.Tensor, network: Optional[nn.Module] = None) -> torch.Tensor:
+        """The denoising score matching loss on a batch ``x0`` of shape ``(B, D)`` (one random time per row)."""
+        net = self.network if network is None else network
+        sched = self.schedule
+        t = sched.t_min + (sched.t_max - sched.t_min) * torch.rand(x0.shape[0], device=x0.device, dtype=x0.dtype)
+        eps = torch.randn_like(x0)
+        xt = sched.alpha(t).unsqueeze(-1) * x0 + sched.sigma(t).unsqueeze(-1) * eps
+        return ((net(xt, t) - eps) ** 2).sum(-1).mean()
+
+    @torch.no_grad()
+    def update_ema(self, decay: float) -> None:
+        """:math:`\\bar\\theta \\leftarrow d\\, \\bar\\theta + (1 - d)\\, \\theta`."""
+        for pe, p in zip(self.ema_network.parameters(), self.network.parameters()):
+            pe.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        for be, b in zip(self.ema_network.buffers(), self.network.buffers()):
+            be.copy_(b)
+
+    def fit(
+        self,
+        data: Data,
+        steps: int = 5000,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        *,
+        ema_decay: float = 0.999,
+        seed: Optional[int] = None,
+        progress_bar: bool = True,
+        callback: Optional[Callable[[int, "ScoreModel"], None]] = None,
+        callback_every: int = 1000,
+        time_limit: Optional[float] = None,
+    ) -> "ScoreModel":
+        """Train by denoising score matching with Adam and an EMA of the weights.
+
+        The EMA decay is warmed up as :math:`\\min(d, (1 + k) / (10 + k))` at step :math:`k`, so that short runs
+        average recent weights rather than the initialisation.
+
+        :param data: training points, a tensor ``(N, D)`` (minibatches drawn with replacement), or a function
+            ``data(batch_size) -> (batch_size, D)`` (e.g. :meth:`GaussianMixtureOracle.sample`).
+        :param steps: optimisation steps.
+        :param batch_size: points per step.
+        :param lr: Adam's learning rate.
+        :param ema_decay: :math:`d \\in [0, 1)`.
+        :param seed: seed of the global generators (reproducible runs).
+        :param progress_bar: show a progress bar.
+        :param callback: called as ``callback(step, self)`` every ``callback_every`` steps and at the end.
+        :param time_limit: stop after this many seconds.
+        :returns: ``self``.
+        """
+        check_positive_int("steps", steps)
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("callback_every", callback_every)
+        if not (lr > 0) or not math.isfinite(lr):
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        if not (0.0 <= ema_decay < 1.0):
+            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
+        dev = self.device
+        if isinstance(data, torch.Tensor):
+            check_points(data, self.dim, "data")
+            if data.dim() != 2 or data.shape[0] < 1:
+                raise ValueError(f"data must have shape (N, {self.dim}) with N >= 1, got {tuple(data.shape)}")
+            if not torch.isfinite(data).all():
+                raise ValueError("data must be finite")
+            table = data.detach().to(device=dev, dtype=torch.get_default_dtype())
+
+            def draw(b: int) -> torch.Tensor:
+                return table[torch.randint(0, table.shape[0], (b,), device=dev)]
+
+        elif callable(data):
+
+            def draw(b: int) -> torch.Tensor:
+                x = data(b)
+                if not isinstance(x, torch.Tensor) or x.shape != (b, self.dim):
+                    shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                    raise ValueError(f"data({b}) must return a tensor of shape ({b}, {self.dim}), got {shape}")
+                return x.detach().to(device=dev, dtype=torch.get_default_dtype())
+
+        else:
+            raise TypeError(f"data must be a tensor (N, {self.dim}) or a function of the batch size, got {type(data).__name__}")
+        set_seed(seed)
+        opt = torch.optim.Adam(self.network.parameters(), lr=lr)
+        start = time.perf_counter()
+        self.network.train()
+        running = None
+        first = len(self.history)
+        for step in progress(range(1, steps + 1), enabled=progress_bar, total=steps, desc="score matching"):
+            loss = self.loss(draw(batch_size))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.update_ema(min(ema_decay, (1 + step) / (10 + step)))
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"score matching loss became non-finite at step {step}")
+            running = value if running is None else 0.98 * running + 0.02 * value
+            if step % 100 == 0 or step == steps:
+                self.history.append({"step": step, "loss": running, "time": time.perf_counter() - start})
+            if callback is not None and (step % callback_every == 0 or step == steps):
+                callback(step, self)
+            if time_limit is not None and time.perf_counter() - start > time_limit:
+                if len(self.history) == first or self.history[-1]["step"] != step:
+                    self.history.append({"step": step, "loss": running, "time": time.perf_counter() - start})
+                break
+        self.network.eval()
+        return self
+
+    # ----- checkpoints -----
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Save the networks (current and EMA), schedule and history (format version :data:`CHECKPOINT_VERSION`)."""
+        cfg = self.network.config() if isinstance(self.network, ScoreMLP) else None
+        torch.save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "dim": self.dim,
+                "schedule": self.schedule.config(),
+                "network": cfg,
+                "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+                "ema_state_dict": {k: v.detach().cpu() for k, v in self.ema_network.state_dict().items()},
+                "use_ema": self.use_ema,
+                "history": self.history,
+            },
+            path,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        path: Union[str, Path],
+        *,
+        network: Optional[nn.Module] = None,
+        dim: Optional[int] = None,
+        device: DeviceLike = None,
+    ) -> "ScoreModel":
+        """Load a checkpoint written by :meth:`save`.
+
+        :param network: an (untrained) network of the saved architecture, required when the model was saved with a
+            custom network.
+        :param dim: the data dimension expected by the caller (checked against the checkpoint's).
+        :raises ValueError: for a file that is not a ScoreModel checkpoint (for instance a GFlowNet's or a
+            classifier's), another format version, or another data dimension.
+        """
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is "not a checkpoint"
+            raise ValueError(f"{path} is not a readable pyro_sculpt ScoreModel checkpoint: {err}") from None
+        fmt = data.get("format") if isinstance(data, dict) else None
+        if fmt != CHECKPOINT_FORMAT:
+            raise ValueError(
+                f"{path} is not a pyro_sculpt ScoreModel checkpoint (its format is {fmt!r}, expected "
+                f"{CHECKPOINT_FORMAT!r})"
+            )
+        if data.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(
+                f"{path} has checkpoint format version {data.get('version')}, expected {CHECKPOINT_VERSION}"
+            )
+        if dim is not None and dim != data["dim"]:
+            raise ValueError(f"checkpoint {path} is a model of dimension {data['dim']}, but dim={dim} was expected")
+        schedule = schedule_from_config(data["schedule"])
+        cfg = data.get("network")
+        if network is None:
+            if cfg is None:
+                raise ValueError(f"checkpoint {path} was saved with a custom network: pass network=...")
+            cfg = dict(cfg)
+            cfg.pop("type", None)
+            model = cls(data["dim"], schedule, **{k: v for k, v in cfg.items() if k != "dim"})
+        else:
+            model = cls(data["dim"], schedule, network=network)
+        try:
+            model.network.load_state_dict(data["state_dict"])
+            model.ema_network.load_state_dict(data["ema_state_dict"])
+        except RuntimeError as err:
+            raise ValueError(f"checkpoint {path} does not match the network: {err}") from None
+        model.use_ema = bool(data.get("use_ema", True))
+        model.history = list(data.get("history", []))
+        model.network.eval()
+        return model.to(as_device(device))
