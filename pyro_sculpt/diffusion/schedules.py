@@ -122,7 +122,8 @@ class VPSchedule(NoiseSchedule):
 
     * ``"linear"``: :math:`\\beta(t) = \\beta_{min} + t (\\beta_{max} - \\beta_{min})`, so
       :math:`\\log \\alpha_t = -\\tfrac12 \\beta_{min} t - \\tfrac14 (\\beta_{max} - \\beta_{min}) t^2`. With 1000 steps
-      the defaults are DDPM's discrete :math:`\\beta` from :math:`10^{-4}` to :math:`0.02`.
+      the defaults discretise to DDPM's linear :math:`\\beta_n = \\beta(t_n)/1000` from :math:`10^{-4}` to
+      :math:`0.02` (to second order in :math:`\\beta_n`).
     * ``"cosine"`` (Nichol & Dhariwal 2021): :math:`\\alpha_t^2 = \\cos^2\\phi(t) / \\cos^2\\phi(0)`,
       :math:`\\phi(t) = \\frac{\\pi}{2} \\frac{\\tau t + s}{1 + s}`, with :math:`\\tau \\le 1` chosen so that
       :math:`\\alpha_1^2 =` ``min_alpha_bar`` (the cosine reaches zero, and :math:`\\beta` infinity, only at
