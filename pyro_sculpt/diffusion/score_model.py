@@ -40,12 +40,13 @@ class ScoreModel(nn.Module, DiffusionModel):
     :param schedule: the noise schedule (default :class:`~pyro_sculpt.diffusion.VPSchedule`).
     :param network: a module ``network(x, t) -> eps`` with ``x`` of shape ``(..., D)``; default a :class:`ScoreMLP`
         with ``hidden``, ``layers`` and ``time_embedding_dim``.
+    :param seed: seed of the global generators before the network is initialised (``fit`` has its own).
     :param device: where the networks live.
 
     Example::
 
         oracle = GaussianMixtureOracle(means, stds=0.2)
-        model = ScoreModel(2).fit(oracle.sample, steps=5000, seed=0)
+        model = ScoreModel(2, seed=0).fit(oracle.sample, steps=5000, seed=0)
         x = ps.ProcessDistribution(AncestralSampler(model, 200)).sample((1000,))
         model.save("model.pt"); model = ScoreModel.load("model.pt")
     """
@@ -59,10 +60,12 @@ class ScoreModel(nn.Module, DiffusionModel):
         hidden: int = 128,
         layers: int = 3,
         time_embedding_dim: int = 32,
+        seed: Optional[int] = None,
         device: DeviceLike = None,
     ):
         super().__init__()
         self.dim = check_positive_int("dim", dim)
+        set_seed(seed)
         if schedule is None:
             schedule = VPSchedule()
         if not isinstance(schedule, NoiseSchedule):
@@ -80,8 +83,11 @@ class ScoreModel(nn.Module, DiffusionModel):
         self._check_network()
 
     def _check_network(self) -> None:
-        with torch.no_grad():
-            out = self.network(torch.zeros(3, self.dim, device=self.device), torch.full((3,), 0.5, device=self.device))
+        try:
+            with torch.no_grad():
+                out = self.network(torch.zeros(3, self.dim, device=self.device), torch.full((3,), 0.5, device=self.device))
+        except RuntimeError as err:
+            raise ValueError(f"network must map x of shape (B, {self.dim}) and t of shape (B,) to (B, {self.dim}): {err}") from None
         if not isinstance(out, torch.Tensor) or out.shape != (3, self.dim):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"network must map x of shape (B, {self.dim}) and t of shape (B,) to (B, {self.dim}), got {shape}")

@@ -1,0 +1,135 @@
+import pytest
+import torch
+
+import pyro_sculpt as ps
+from pyro_sculpt.diffusion import (
+    AncestralSampler,
+    GaussianMixtureOracle,
+    ScoreMLP,
+    ScoreModel,
+    SinusoidalTimeEmbedding,
+    TabulatedVPSchedule,
+    VESchedule,
+)
+from pyro_sculpt.metrics import mode_weight_tv
+
+
+def _oracle():
+    means = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+    return GaussianMixtureOracle(means, stds=0.3, weights=[0.2, 0.3, 0.5])
+
+
+def test_time_embedding_and_network_shapes():
+    emb = SinusoidalTimeEmbedding(8, scale=1.0, max_period=100.0)
+    t = torch.tensor([0.0, 0.5])
+    e = emb(t)
+    assert e.shape == (2, 8)
+    assert torch.allclose(e[0], torch.tensor([0.0] * 4 + [1.0] * 4))
+    assert torch.allclose(e[1, 1], torch.sin(torch.tensor(0.5 * 100 ** (-1 / 4))))
+    net = ScoreMLP(3, hidden=16, layers=2, time_embedding_dim=8)
+    assert net(torch.randn(4, 5, 3), torch.rand(4, 5)).shape == (4, 5, 3)
+    assert net(torch.randn(4, 3), torch.tensor(0.3)).shape == (4, 3)
+    with pytest.raises(ValueError, match="dim must be even"):
+        SinusoidalTimeEmbedding(7)
+
+
+def test_score_is_minus_eps_over_sigma():
+    model = ScoreModel(2, hidden=16, layers=1)
+    x, t = torch.randn(6, 2), 0.4
+    sigma = model.schedule.sigma(torch.tensor(t))
+    assert torch.allclose(model.score(x, t), -model.eps(x, t) / sigma)
+
+
+def test_fit_learns_reproducibly_with_an_ema():
+    oracle = _oracle()
+    a = ScoreModel(2, hidden=32, layers=2, seed=1).fit(oracle.sample, steps=300, batch_size=128, seed=3, progress_bar=False)
+    b = ScoreModel(2, hidden=32, layers=2, seed=1).fit(oracle.sample, steps=300, batch_size=128, seed=3, progress_bar=False)
+    for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(pa, pb)
+    assert a.history[-1]["loss"] < 0.8 * a.history[0]["loss"]
+    assert a.history[-1]["step"] == 300
+    ema, raw = list(a.ema_network.parameters()), list(a.network.parameters())
+    assert not torch.equal(ema[0], raw[0])
+    # the EMA update rule
+    before = [p.clone() for p in ema]
+    a.update_ema(0.9)
+    for pe, pb, pr in zip(ema, before, raw):
+        assert torch.allclose(pe, 0.9 * pb + 0.1 * pr)
+    # a tensor data set works too
+    c = ScoreModel(2, hidden=16, layers=1).fit(oracle.sample(500), steps=20, batch_size=64, seed=0, progress_bar=False)
+    assert len(c.history) == 1
+
+
+def test_trained_model_is_better_than_chance_against_the_exact_score():
+    oracle = _oracle()
+    model = ScoreModel(2, hidden=64, layers=3, seed=0).fit(oracle.sample, steps=1500, batch_size=256, seed=0, progress_bar=False)
+    x = oracle.sample(2000, 0.5, generator=torch.Generator().manual_seed(1))
+    err = (model.score(x, 0.5) - oracle.score(x, 0.5)).norm(dim=-1).mean()
+    assert err < 0.2 * oracle.score(x, 0.5).norm(dim=-1).mean()
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = ScoreModel(2, TabulatedVPSchedule.linear(50), hidden=16, layers=2)
+    model.fit(_oracle().sample, steps=30, batch_size=32, seed=0, progress_bar=False)
+    path = tmp_path / "m.pt"
+    model.save(path)
+    again = ScoreModel.load(path)
+    assert again.schedule == model.schedule and again.dim == 2
+    x = torch.randn(7, 2)
+    assert torch.equal(again.score(x, 0.3), model.score(x, 0.3))
+    again.use_ema = model.use_ema = False
+    assert torch.equal(again.score(x, 0.3), model.score(x, 0.3))
+    assert again.history == model.history
+
+
+def test_checkpoints_of_other_models_are_rejected(tmp_path):
+    model = ScoreModel(2, VESchedule(), hidden=8, layers=1)
+    path = tmp_path / "m.pt"
+    model.save(path)
+    with pytest.raises(ValueError, match="dimension 2, but dim=3"):
+        ScoreModel.load(path, dim=3)
+    data = torch.load(path, weights_only=True)
+    data["version"] = 99
+    torch.save(data, tmp_path / "v.pt")
+    with pytest.raises(ValueError, match="version 99"):
+        ScoreModel.load(tmp_path / "v.pt")
+    data["version"], data["format"] = 1, "pyro_sculpt.GFlowNet"
+    torch.save(data, tmp_path / "g.pt")
+    with pytest.raises(ValueError, match="not a pyro_sculpt ScoreModel checkpoint.*GFlowNet"):
+        ScoreModel.load(tmp_path / "g.pt")
+    gfn = ps.GFlowNet(ps.HyperGrid(ndim=2, height=4), reward="original", hidden=8, layers=1)
+    gfn.save(tmp_path / "gfn.pt")
+    with pytest.raises(ValueError, match="not a pyro_sculpt ScoreModel checkpoint"):
+        ScoreModel.load(tmp_path / "gfn.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable"):
+        ScoreModel.load(tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match="does not match the network"):
+        ScoreModel.load(path, network=ScoreMLP(2, hidden=4, layers=1))
+
+
+def test_bad_inputs():
+    model = ScoreModel(2, hidden=8, layers=1)
+    with pytest.raises(ValueError, match=r"data must have shape \(\.\.\., 2\)"):
+        model.fit(torch.randn(10, 3), steps=1, progress_bar=False)
+    with pytest.raises(ValueError, match=r"data\(4\) must return"):
+        model.fit(lambda b: torch.randn(b, 3), steps=1, batch_size=4, progress_bar=False)
+    with pytest.raises(ValueError, match="ema_decay"):
+        model.fit(torch.randn(10, 2), steps=1, ema_decay=1.0, progress_bar=False)
+    with pytest.raises(ValueError, match="steps"):
+        model.fit(torch.randn(10, 2), steps=0, progress_bar=False)
+    with pytest.raises(ValueError, match="data must be finite"):
+        model.fit(torch.full((10, 2), float("nan")), steps=1, progress_bar=False)
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 2\)"):
+        model.score(torch.randn(4, 3), 0.5)
+    with pytest.raises(ValueError, match="network must map"):
+        ScoreModel(2, network=ScoreMLP(3, hidden=4, layers=1))
+
+
+def test_trained_model_reproduces_the_mixture():
+    """End to end: train on exact samples, sample with DDPM, compare mode weights (about 10 s)."""
+    oracle = _oracle()
+    model = ScoreModel(2, seed=0).fit(oracle.sample, steps=4000, batch_size=256, seed=0, progress_bar=False)
+    torch.manual_seed(0)
+    x = ps.sample(AncestralSampler(model, 500), (4000,))
+    assert mode_weight_tv(x, oracle.weights, oracle.means) <= 0.05
