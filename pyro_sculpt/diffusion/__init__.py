@@ -14,7 +14,6 @@ from pyro_sculpt.diffusion.samplers import (
     ProbabilityFlowSampler,
     ReverseDiffusionProcess,
 )
-from pyro_sculpt.diffusion.score_model import ScoreModel
 from pyro_sculpt.diffusion.schedules import (
     NoiseSchedule,
     TabulatedVESchedule,
@@ -23,6 +22,7 @@ from pyro_sculpt.diffusion.schedules import (
     VPSchedule,
     schedule_from_config,
 )
+from pyro_sculpt.diffusion.score_model import ScoreModel
 
 __all__ = [
     "AncestralSampler",

@@ -1,4 +1,5 @@
-"""The exact observation classifier of Gaussian-mixture oracles, terminal and time-conditioned (MATH.md §1, §1.3)."""
+"""The exact observation classifier of Gaussian-mixture oracles, terminal and time-conditioned (MATH.md §1,
+§1.3)."""
 
 from __future__ import annotations
 
@@ -20,37 +21,39 @@ class GaussianMixtureClassifier:
     """:math:`Q(y_1, \\dots, y_n \\mid x_t)` of the augmented model of Garipov et al. (2023), exact for
     :class:`~pyro_sculpt.diffusion.GaussianMixtureOracle` bases :math:`p_1, \\dots, p_m`.
 
-    Observations are 0-based base indices. :math:`y_1` has prior :math:`w` (the mixture weights, default uniform) and
-    :math:`y_{2..n}` the prior :math:`\\pi` (default :math:`w`; ``alpha`` gives :math:`(\\alpha, 1 - \\alpha)` for two
-    bases, the parameterised operations of MATH.md §1). Terminal (``t=None``), the observations are independent
-    given :math:`x`:
+    Observations are 0-based base indices. :math:`y_1` has prior :math:`w` (the mixture weights, default
+    uniform) and :math:`y_{2..n}` the prior :math:`\\pi` (default :math:`w`; ``alpha`` gives :math:`(\\alpha,
+    1 - \\alpha)` for two bases, the parameterised operations of MATH.md §1). Terminal (``t=None``), the
+    observations are independent given :math:`x`:
 
     .. math::
 
         Q(y_k = i \\mid x) = \\frac{\\pi_{k,i}\\, p_i(x)}{\\sum_j \\pi_{k,j}\\, p_j(x)} .
 
     At noise level :math:`t`, :math:`y_1` ("the base that generates the trajectory") has the closed form
-    :math:`Q(y_1 = i \\mid x_t) = w_i p_{i,t}(x_t) / \\sum_j w_j p_{j,t}(x_t)`, and the others are observations of
-    the final sample:
+    :math:`Q(y_1 = i \\mid x_t) = w_i p_{i,t}(x_t) / \\sum_j w_j p_{j,t}(x_t)`, and the others are
+    observations of the final sample:
 
     .. math::
 
         Q(y_1 = i, y_{2:n} \\mid x_t) = Q(y_1 = i \\mid x_t)
         \\int p_i(x_0 \\mid x_t) \\prod_{k \\ge 2} Q(y_k \\mid x_0)\\, dx_0 .
 
-    The posterior :math:`p_i(x_0 \\mid x_t) = \\sum_c r_{ic}\\, \\mathcal N(x_0; m_{ic}, V_{ic})` is a Gaussian mixture
-    in closed form (:meth:`GaussianMixtureOracle.posterior`), so the integral is, component by component, a Gaussian
-    expectation, computed by a tensor-product Gauss-Hermite rule: a grid of ``quadrature_points ** D`` nodes
-    :math:`m_{ic} + L_{ic} z_q` (:math:`V_{ic} = L_{ic} L_{ic}^\\top`) for every particle at once. The rule adapts to
-    the posterior's width, from the base's own components at :math:`t = 1` down to a point mass at
-    :math:`\\sigma_t = 0`, and is differentiable in :math:`x_t`: :meth:`grad_log_prob` is autograd through it.
+    The posterior :math:`p_i(x_0 \\mid x_t) = \\sum_c r_{ic}\\, \\mathcal N(x_0; m_{ic}, V_{ic})` is a
+    Gaussian mixture in closed form (:meth:`GaussianMixtureOracle.posterior`), so the integral is, component
+    by component, a Gaussian expectation, computed by a tensor-product Gauss-Hermite rule: a grid of
+    ``quadrature_points ** D`` nodes :math:`m_{ic} + L_{ic} z_q` (:math:`V_{ic} = L_{ic} L_{ic}^\\top`) for
+    every particle at once. The rule adapts to the posterior's width, from the base's own components at
+    :math:`t = 1` down to a point mass at :math:`\\sigma_t = 0`, and is differentiable in :math:`x_t`:
+    :meth:`grad_log_prob` is autograd through it.
 
     :param bases: the base oracles (at least two), one data dimension and one schedule.
     :param num_observations: :math:`n \\ge 1`.
     :param weights: the mixture weights :math:`w`, default uniform.
-    :param quadrature_points: Gauss-Hermite points per dimension (cost grows as its square in 2D). On overlapping
-        2D mixtures 16 points give :math:`\\log Q` to about :math:`3 \\cdot 10^{-3}` and its gradient to about 2 %
-        (worst case over noise levels); 8 points are four times cheaper and about ten times less accurate.
+    :param quadrature_points: Gauss-Hermite points per dimension (cost grows as its square in 2D). On
+        overlapping 2D mixtures 16 points give :math:`\\log Q` to about :math:`3 \\cdot 10^{-3}` and its
+        gradient to about 2 % (worst case over noise levels); 8 points are four times cheaper and about ten
+        times less accurate.
     :param chunk_size: particles per batched evaluation (bounds memory; not a loop over particles).
 
     Example::
@@ -80,13 +83,13 @@ class GaussianMixtureClassifier:
         for k, b in enumerate(bases[1:], 1):
             if b.dim != bases[0].dim:
                 raise ValueError(
-                    f"bases[{k}] has data dimension {b.dim}, but bases[0] has {bases[0].dim}: every base must live "
-                    "in one space"
+                    f"bases[{k}] has data dimension {b.dim}, but bases[0] has {bases[0].dim}: every base "
+                    "must live in one space"
                 )
             if b.schedule != bases[0].schedule:
                 raise ValueError(
-                    f"bases[{k}] has schedule {b.schedule!r}, but bases[0] has {bases[0].schedule!r}: every base "
-                    "must share one noise schedule"
+                    f"bases[{k}] has schedule {b.schedule!r}, but bases[0] has {bases[0].schedule!r}: "
+                    "every base must share one noise schedule"
                 )
         self.bases = bases
         self.num_models = len(bases)
@@ -100,7 +103,8 @@ class GaussianMixtureClassifier:
 
     def __repr__(self) -> str:
         return (
-            f"GaussianMixtureClassifier(num_models={self.num_models}, num_observations={self.num_observations}, "
+            f"GaussianMixtureClassifier(num_models={self.num_models}, "
+            f"num_observations={self.num_observations}, "
             f"dim={self.dim}, quadrature_points={self.quadrature_points})"
         )
 
@@ -124,18 +128,21 @@ class GaussianMixtureClassifier:
     def _alpha_prior(self, alpha: Any, weights: torch.Tensor) -> torch.Tensor:
         if alpha is None:
             return weights
-        if isinstance(alpha, (int, float, np.floating)) or (isinstance(alpha, torch.Tensor) and alpha.dim() == 0):
+        if isinstance(alpha, (int, float, np.floating)) or (
+            isinstance(alpha, torch.Tensor) and alpha.dim() == 0
+        ):
             if self.num_models != 2:
                 raise ValueError(
-                    f"a scalar alpha is defined for two base models, got {self.num_models}; pass a probability "
-                    "vector with one entry per base"
+                    f"a scalar alpha is defined for two base models, got {self.num_models}; pass a "
+                    "probability vector with one entry per base"
                 )
             a = check_probability("alpha", float(alpha))
             return torch.tensor([a, 1.0 - a], dtype=torch.float64)
         return self._prior("alpha", alpha)
 
     def _resolve(self, y: Any, weights: Any, alpha: Any):
-        """Accept either ``y`` (a sequence) or an observations object with ``y``, ``weights`` and ``alpha``."""
+        """Accept either ``y`` (a sequence) or an observations object with ``y``, ``weights`` and
+        ``alpha``."""
         if hasattr(y, "y"):
             obs = y
             y = obs.y
@@ -147,18 +154,22 @@ class GaussianMixtureClassifier:
     def check_y(self, y: Y) -> tuple:
         """Raise a :class:`ValueError` unless ``y`` has :math:`n` entries, each a base index or ``None``."""
         if isinstance(y, (str, bytes)) or not hasattr(y, "__len__"):
-            raise ValueError(f"y must be a sequence of {self.num_observations} base indices or None, got {y!r}")
+            raise ValueError(
+                f"y must be a sequence of {self.num_observations} base indices or None, got {y!r}"
+            )
         y = tuple(int(v) if isinstance(v, torch.Tensor) else v for v in y)
         if len(y) != self.num_observations:
             raise ValueError(
-                f"y must have {self.num_observations} entries (num_observations), got {len(y)}: {y!r}; use None "
-                "for an unobserved one"
+                f"y must have {self.num_observations} entries (num_observations), got {len(y)}: {y!r}; "
+                "use None for an unobserved one"
             )
         for k, v in enumerate(y):
             if v is None:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < self.num_models:
-                raise ValueError(f"y[{k}] must be a base index in [0, {self.num_models - 1}] or None, got {v!r}")
+                raise ValueError(
+                    f"y[{k}] must be a base index in [0, {self.num_models - 1}] or None, got {v!r}"
+                )
         return tuple(None if v is None else int(v) for v in y)
 
     # ----- densities of the bases at arbitrary points -----
@@ -229,9 +240,9 @@ class GaussianMixtureClassifier:
     def log_joint(
         self, x: torch.Tensor, t: Optional[TimeLike] = None, *, weights=None, alpha=None, obs: Any = None
     ) -> torch.Tensor:
-        """:math:`\\log Q(y_1, \\dots, y_n \\mid x_t)` for every configuration, shape ``(..., m, ..., m)`` (``n``
-        trailing dims); ``t=None`` is the terminal classifier. ``obs`` (any object with ``weights`` and ``alpha``)
-        may supply the priors."""
+        """:math:`\\log Q(y_1, \\dots, y_n \\mid x_t)` for every configuration, shape ``(..., m, ..., m)``
+        (``n`` trailing dims); ``t=None`` is the terminal classifier. ``obs`` (any object with ``weights`` and
+        ``alpha``) may supply the priors."""
         if obs is not None:
             weights = getattr(obs, "weights", None) if weights is None else weights
             alpha = getattr(obs, "alpha", None) if alpha is None else alpha
@@ -249,9 +260,9 @@ class GaussianMixtureClassifier:
     def grad_log_prob(
         self, y: Union[Y, Any], x: torch.Tensor, t: Optional[TimeLike] = None, *, weights=None, alpha=None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:math:`\\log Q(y \\mid x_t)` and :math:`\\nabla_{x_t} \\log Q(y \\mid x_t)` by autograd, one chunk of
-        particles at a time. Works under :func:`torch.no_grad`. Returns detached tensors of shapes ``x.shape[:-1]``
-        and ``x.shape``."""
+        """:math:`\\log Q(y \\mid x_t)` and :math:`\\nabla_{x_t} \\log Q(y \\mid x_t)` by autograd, one chunk
+        of particles at a time. Works under :func:`torch.no_grad`. Returns detached tensors of shapes
+        ``x.shape[:-1]`` and ``x.shape``."""
         y, w, a = self._resolve(y, weights, alpha)
         y = self.check_y(y)
         check_points(x, self.dim, "x")
@@ -283,13 +294,18 @@ class GaussianMixtureClassifier:
         for start in range(0, flat.shape[0], self.chunk_size):  # chunks bound memory; each is fully batched
             tc = tt if tt is None or tt.dim() == 0 else tt[start : start + self.chunk_size]
             out.append(self._evaluate_flat(flat[start : start + self.chunk_size], tc, w, a, y))
-        res = torch.cat(out) if out else flat.new_zeros((0,) + ((self.num_models,) * self.num_observations if y is None else ()))
+        res = (
+            torch.cat(out)
+            if out
+            else flat.new_zeros((0,) + ((self.num_models,) * self.num_observations if y is None else ()))
+        )
         return res.reshape(x.shape[:-1] + res.shape[1:])
 
     def _log_g(self, lq: torch.Tensor, tail: Optional[tuple]) -> torch.Tensor:
-        """:math:`\\log \\prod_{k \\ge 2} Q(y_k \\mid x_0)` from ``lq = log Q(y_k = . | x_0)`` ``(..., m)``: all
-        ``m ** (n - 1)`` configurations flattened (``tail=None``) or the one given by ``tail`` (``(..., 1)``)."""
-        n, m = self.num_observations, self.num_models
+        """:math:`\\log \\prod_{k \\ge 2} Q(y_k \\mid x_0)` from ``lq = log Q(y_k = . | x_0)`` ``(..., m)``:
+        all ``m ** (n - 1)`` configurations flattened (``tail=None``) or the one given by ``tail``
+        (shape ``(..., 1)``)."""
+        n = self.num_observations
         if tail is not None:
             out = torch.zeros_like(lq[..., :1])
             for v in tail:
@@ -302,7 +318,8 @@ class GaussianMixtureClassifier:
         return out
 
     def _evaluate_flat(self, x, t, w, a, y):
-        """``x`` is ``(B, D)``; returns ``(B,)`` for a configuration ``y`` or ``(B, m, ..., m)`` for the joint."""
+        """``x`` is ``(B, D)``; returns ``(B,)`` for a configuration ``y`` or ``(B, m, ..., m)`` for the
+        joint."""
         n, m = self.num_observations, self.num_models
         log_w = w.to(dtype=x.dtype, device=x.device).log()
         log_a = a.to(dtype=x.dtype, device=x.device).log()

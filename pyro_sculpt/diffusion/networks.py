@@ -32,7 +32,9 @@ class SinusoidalTimeEmbedding(nn.Module):
             raise ValueError(f"dim must be even, got {dim}")
         self.dim, self.scale, self.max_period = dim, float(scale), float(max_period)
         half = dim // 2
-        self.register_buffer("freqs", torch.exp(-math.log(max_period) * torch.arange(half) / half), persistent=False)
+        self.register_buffer(
+            "freqs", torch.exp(-math.log(max_period) * torch.arange(half) / half), persistent=False
+        )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         arg = (self.scale * t).unsqueeze(-1) * self.freqs.to(t.dtype)
@@ -40,8 +42,8 @@ class SinusoidalTimeEmbedding(nn.Module):
 
 
 class ScoreMLP(nn.Module):
-    """An MLP :math:`\\hat\\epsilon(x, t)` on ``[x, e(t)]`` (:class:`SinusoidalTimeEmbedding`) with SiLU activations,
-    predicting the noise of :math:`x_t = \\alpha_t x_0 + \\sigma_t \\epsilon`.
+    """An MLP :math:`\\hat\\epsilon(x, t)` on ``[x, e(t)]`` (:class:`SinusoidalTimeEmbedding`) with SiLU
+    activations, predicting the noise of :math:`x_t = \\alpha_t x_0 + \\sigma_t \\epsilon`.
 
     :param dim: data dimension :math:`D`.
     :param hidden: hidden width.

@@ -1,4 +1,5 @@
-"""Oracle diffusion models: Gaussian mixtures whose noised densities and scores are exact at every noise level."""
+"""Oracle diffusion models: Gaussian mixtures whose noised densities and scores are exact at every noise
+level."""
 
 from __future__ import annotations
 
@@ -27,16 +28,16 @@ class GaussianMixtureOracle(DiffusionModel):
 
         \\nabla_x \\log p_t(x) = -\\sum_k r_k(x, t)\\, C_k(t)^{-1} (x - \\alpha_t \\mu_k),
 
-    with responsibilities :math:`r_k \\propto w_k \\mathcal N(x; \\alpha_t\\mu_k, C_k)`. The posterior of the clean
-    sample is again a mixture: :math:`p(x_0 \\mid x_t) = \\sum_k r_k\\, \\mathcal N(x_0; m_k, V_k)` with
-    :math:`m_k = \\mu_k + \\alpha_t \\Sigma_k C_k^{-1} (x_t - \\alpha_t \\mu_k)` and
-    :math:`V_k = \\sigma_t^2 \\Sigma_k C_k^{-1}` (see :meth:`posterior`). An oracle is usable wherever a trained
-    :class:`~pyro_sculpt.diffusion.ScoreModel` is, so that sampler and composition errors can be measured apart from
-    model error.
+    with responsibilities :math:`r_k \\propto w_k \\mathcal N(x; \\alpha_t\\mu_k, C_k)`. The posterior of the
+    clean sample is again a mixture: :math:`p(x_0 \\mid x_t) = \\sum_k r_k\\, \\mathcal N(x_0; m_k, V_k)` with
+    :math:`m_k = \\mu_k + \\alpha_t \\Sigma_k C_k^{-1} (x_t - \\alpha_t \\mu_k)` and :math:`V_k = \\sigma_t^2
+    \\Sigma_k C_k^{-1}` (see :meth:`posterior`). An oracle is usable wherever a trained
+    :class:`~pyro_sculpt.diffusion.ScoreModel` is, so that sampler and composition errors can be measured
+    apart from model error.
 
     :param means: component means, shape ``(K, D)``.
-    :param covariances: component covariances, shape ``(K, D, D)``, symmetric positive definite. Give either this
-        or ``stds``.
+    :param covariances: component covariances, shape ``(K, D, D)``, symmetric positive definite. Give either
+        this or ``stds``.
     :param weights: mixture weights, shape ``(K,)``, non-negative and summing to 1 (default uniform).
     :param stds: component standard deviations: a number (isotropic, shared), shape ``(K,)`` (isotropic per
         component) or ``(K, D)`` (diagonal).
@@ -76,12 +77,16 @@ class GaussianMixtureOracle(DiffusionModel):
         if covariances is not None:
             cov = torch.as_tensor(covariances, dtype=dtype).to(device)
             if cov.shape != (k, d, d):
-                raise ValueError(f"covariances must have shape (K, D, D) = {(k, d, d)}, got {tuple(cov.shape)}")
+                raise ValueError(
+                    f"covariances must have shape (K, D, D) = {(k, d, d)}, got {tuple(cov.shape)}"
+                )
             if not torch.isfinite(cov).all() or not torch.allclose(cov, cov.transpose(-1, -2), atol=1e-6):
                 raise ValueError("covariances must be finite and symmetric")
             _, info = torch.linalg.cholesky_ex(cov)
             if (info != 0).any():
-                raise ValueError(f"covariances must be positive definite; component {int(torch.nonzero(info)[0])} is not")
+                raise ValueError(
+                    f"covariances must be positive definite; component {int(torch.nonzero(info)[0])} is not"
+                )
         else:
             s = torch.as_tensor(stds, dtype=dtype).to(device)
             if not torch.isfinite(s).all() or (s <= 0).any():
@@ -91,7 +96,10 @@ class GaussianMixtureOracle(DiffusionModel):
             elif s.shape == (k,):
                 s = s.unsqueeze(-1).expand(k, d)
             elif s.shape != (k, d):
-                raise ValueError(f"stds must be a number or have shape (K,) = ({k},) or (K, D) = {(k, d)}, got {tuple(s.shape)}")
+                raise ValueError(
+                    f"stds must be a number or have shape (K,) = ({k},) or (K, D) = {(k, d)}, "
+                    f"got {tuple(s.shape)}"
+                )
             cov = torch.diag_embed(s**2)
         if weights is None:
             w = torch.full((k,), 1.0 / k, dtype=dtype, device=device)
@@ -143,8 +151,8 @@ class GaussianMixtureOracle(DiffusionModel):
         return self.schedule.alpha(tt), self.schedule.sigma2(tt)
 
     def _terms(self, x: torch.Tensor, t: Optional[TimeLike]):
-        """Per-component log-densities ``(..., K)``, Cholesky factors of :math:`C_k`, residuals ``(..., K, D)``
-        and :math:`(\\alpha_t, \\sigma_t^2)`."""
+        """Per-component log-densities ``(..., K)``, Cholesky factors of :math:`C_k`, residuals ``(..., K,
+        D)`` and :math:`(\\alpha_t, \\sigma_t^2)`."""
         mu, cov, w = self._params(x)
         alpha, sigma2 = self._coefficients(x, t)
         a = alpha[..., None, None, None]
@@ -158,8 +166,8 @@ class GaussianMixtureOracle(DiffusionModel):
         return torch.log(w) + log_n, chol, r, alpha, sigma2
 
     def component_log_probs(self, x: torch.Tensor, t: Optional[TimeLike] = None) -> torch.Tensor:
-        """:math:`\\log w_k + \\log \\mathcal N(x; \\alpha_t \\mu_k, C_k(t))`, shape ``(..., K)``; ``t=None`` is
-        the data distribution (no noise at all)."""
+        """:math:`\\log w_k + \\log \\mathcal N(x; \\alpha_t \\mu_k, C_k(t))`, shape ``(..., K)``; ``t=None``
+        is the data distribution (no noise at all)."""
         check_points(x, self.dim)
         return self._terms(x, t)[0]
 
@@ -183,11 +191,12 @@ class GaussianMixtureOracle(DiffusionModel):
     def posterior(self, x: torch.Tensor, t: TimeLike, *, cholesky: bool = False):
         """The posterior :math:`p(x_0 \\mid x_t = x) = \\sum_k r_k \\mathcal N(x_0; m_k, V_k)`.
 
-        :param cholesky: return a Cholesky factor :math:`L_k` (:math:`V_k = L_k L_k^\\top`) instead of :math:`V_k`;
-            computed as :math:`\\sigma_t \\operatorname{chol}(\\Sigma_k C_k^{-1})`, valid down to :math:`\\sigma_t = 0`.
-        :returns: ``(log_r, m, V)`` of shapes ``(..., K)``, ``(..., K, D)`` and ``(T..., K, D, D)`` where ``T`` is
-            the shape of ``t`` (scalar ``t``: ``(K, D, D)``). :math:`V_k = \\sigma_t^2 \\Sigma_k C_k^{-1}` has no
-            cancellation at small :math:`\\sigma_t`; it is zero where :math:`\\sigma_t = 0`.
+        :param cholesky: return a Cholesky factor :math:`L_k` (:math:`V_k = L_k L_k^\\top`) instead of
+            :math:`V_k`; computed as :math:`\\sigma_t \\operatorname{chol}(\\Sigma_k C_k^{-1})`, valid down to
+            :math:`\\sigma_t = 0`.
+        :returns: ``(log_r, m, V)`` of shapes ``(..., K)``, ``(..., K, D)`` and ``(T..., K, D, D)`` where
+            ``T`` is the shape of ``t`` (scalar ``t``: ``(K, D, D)``). :math:`V_k = \\sigma_t^2 \\Sigma_k
+            C_k^{-1}` has no cancellation at small :math:`\\sigma_t`; it is zero where :math:`\\sigma_t = 0`.
         """
         check_points(x, self.dim)
         mu, cov, _ = self._params(x)

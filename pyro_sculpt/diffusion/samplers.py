@@ -1,7 +1,7 @@
 """Reverse-diffusion samplers as iterative processes: one Pyro sample site per reverse step.
 
-Every sampler is an :class:`~pyro_sculpt.processes.IterativeProcess` whose state is :math:`x` (shape ``(..., D)``)
-and whose step ``k`` draws the next state (the value of a step *is* the next state):
+Every sampler is an :class:`~pyro_sculpt.processes.IterativeProcess` whose state is :math:`x`, of shape
+``(..., D)``, and whose step ``k`` draws the next state (the value of a step *is* the next state):
 
 * step 0 draws the initial noise :math:`x_{t_{max}} \\sim \\mathcal N(0, s^2 I)`
   (:meth:`NoiseSchedule.prior_std`); it uses no score;
@@ -12,15 +12,15 @@ and whose step ``k`` draws the next state (the value of a step *is* the next sta
       x' \\sim \\mathcal N\\big(a_k\\, x + b_k\\, s(x, \\tau_k),\\ c_k^2 I\\big)
       \\qquad (\\text{a } \\mathrm{Delta} \\text{ at the mean when } c_k = 0),
 
-  with per-step constants :math:`(a_k, b_k, c_k)` (:meth:`ReverseDiffusionProcess.step_coefficients`) and score time
-  :math:`\\tau_k` (:meth:`ReverseDiffusionProcess.score_time`).
+  with per-step constants :math:`(a_k, b_k, c_k)` (:meth:`ReverseDiffusionProcess.step_coefficients`) and
+  score time :math:`\\tau_k` (:meth:`ReverseDiffusionProcess.score_time`).
 
 That form is what classifier guidance tilts: a guidance handler computes the step's score with
-:meth:`~ReverseDiffusionProcess.score`, modifies it (for instance
-:math:`\\sum_i Q(y_1 = i \\mid x, t)\\, s_i + \\gamma \\nabla_x \\log Q(y \\mid x, t)`) and builds the step's distribution
-from the modified score with :meth:`~ReverseDiffusionProcess.step_from_score`. Run a sampler with
-:func:`pyro_sculpt.run` (one site per step) or wrap it in :class:`pyro_sculpt.ProcessDistribution` (one site for the
-whole chain).
+:meth:`~ReverseDiffusionProcess.score`, modifies it (for instance to
+:math:`\\sum_i Q(y_1 = i \\mid x, t)\\, s_i + \\gamma \\nabla_x \\log Q(y \\mid x, t)`) and builds the step's
+distribution from the modified score with
+:meth:`~ReverseDiffusionProcess.step_from_score`. Run a sampler with :func:`pyro_sculpt.run` (one site per
+step) or wrap it in :class:`pyro_sculpt.ProcessDistribution` (one site for the whole chain).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import math
 from typing import Any, Optional, Sequence, Union
 
 import torch
+from pyro.distributions import Delta, Normal, TorchDistribution
 from torch.distributions import constraints
 
-from pyro.distributions import Delta, Normal, TorchDistribution
 from pyro_sculpt.diffusion.model import DeviceLike, DiffusionModel
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.utils import as_device, check_positive_int
@@ -80,7 +80,8 @@ class ReverseDiffusionProcess(IterativeProcess):
                 raise ValueError("times must strictly decrease (from the noisiest level to the cleanest)")
             if float(grid[-1]) < self.schedule.t_min - 1e-12 or float(grid[0]) > self.schedule.t_max + 1e-12:
                 raise ValueError(
-                    f"times must lie in [t_min, t_max] = [{self.schedule.t_min}, {self.schedule.t_max}] of the schedule"
+                    f"times must lie in [t_min, t_max] = [{self.schedule.t_min}, {self.schedule.t_max}] "
+                    "of the schedule"
                 )
         self.times = grid
         self.num_steps = grid.numel() - 1
@@ -100,7 +101,8 @@ class ReverseDiffusionProcess(IterativeProcess):
             if not math.isfinite(v):
                 raise ValueError(
                     f"{type(self).__name__}: step {len(self._kinds)} ({kind} at t={score_time:.4g}) has a "
-                    f"non-finite coefficient {name}={v}; the schedule is too stiff for this sampler at this grid"
+                    f"non-finite coefficient {name}={v}; the schedule is too stiff for this sampler on this "
+                    "grid"
                 )
         self._score_times.append(float(score_time))
         self._coefs.append((float(a), float(b), float(c)))
@@ -135,17 +137,16 @@ class ReverseDiffusionProcess(IterativeProcess):
         return self._kinds[t]
 
     def score_time(self, t: int) -> float:
-        """The diffusion time :math:`\\tau_t` at which step ``t`` evaluates the score (the noise level of its input
-        state). Step 0 (the prior draw) has none and raises."""
+        """The diffusion time :math:`\\tau_t` at which step ``t`` evaluates the score (the noise level of its
+        input state). Step 0 (the prior draw) has none and raises."""
         self._check_step(t)
         if t == 0:
             raise ValueError("step 0 draws the initial noise from the prior; it evaluates no score")
         return self._score_times[t]  # type: ignore[return-value]
 
     def step_coefficients(self, t: int) -> tuple[float, float, float]:
-        """The constants :math:`(a_t, b_t, c_t)` of step ``t``: next state
-        :math:`\\sim \\mathcal N(a_t x + b_t s,\\ c_t^2 I)`. Adding :math:`\\delta` to the score shifts the mean by
-        :math:`b_t \\delta`."""
+        """The constants :math:`(a_t, b_t, c_t)` of step ``t``: next state :math:`\\sim \\mathcal N(a_t x +
+        b_t s,\\ c_t^2 I)`. Adding :math:`\\delta` to the score shifts the mean by :math:`b_t \\delta`."""
         self._check_step(t)
         return self._coefs[t]
 
@@ -179,9 +180,9 @@ class ReverseDiffusionProcess(IterativeProcess):
             return Delta(mean, event_dim=1)
         return Normal(mean, mean.new_full((), c).expand(mean.shape)).to_event(1)
 
-    def prior(self, batch_shape: torch.Size = torch.Size()) -> TorchDistribution:
-        """The distribution of step 0, :math:`\\mathcal N(0, s^2 I)`."""
-        loc = torch.zeros(tuple(batch_shape) + (self.dim,), device=self.device)
+    def prior(self, batch_shape: Optional[torch.Size] = None) -> TorchDistribution:
+        """The distribution of step 0, :math:`\\mathcal N(0, s^2 I)`, with batch shape ``batch_shape``."""
+        loc = torch.zeros(tuple(batch_shape or ()) + (self.dim,), device=self.device)
         return Normal(loc, loc.new_full((), self._coefs[0][2]).expand(loc.shape)).to_event(1)
 
     def _check_step(self, t: int) -> None:
@@ -238,8 +239,9 @@ class DDIMSampler(ReverseDiffusionProcess):
         \\sigma_{t|s}^2 = \\sigma_t^2 - \\frac{\\alpha_t^2}{\\alpha_s^2} \\sigma_s^2 .
 
     ``eta=0`` is deterministic (an exponential integrator of the probability-flow ODE); each step is then a
-    :class:`~pyro.distributions.Delta` at the next state, and :meth:`terminal_log_prob` is the probability-flow
-    ODE's log-density (:func:`~pyro_sculpt.diffusion.probability_flow_log_prob`). ``eta=1`` is ancestral sampling.
+    :class:`~pyro.distributions.Delta` at the next state, and :meth:`terminal_log_prob` is the
+    probability-flow ODE's log-density (:func:`~pyro_sculpt.diffusion.probability_flow_log_prob`). ``eta=1``
+    is ancestral sampling.
 
     :param eta: in [0, 1].
     :param log_prob_steps: RK4 steps of :meth:`terminal_log_prob` (``eta=0`` only).
@@ -250,7 +252,15 @@ class DDIMSampler(ReverseDiffusionProcess):
         x = ps.ProcessDistribution(sampler).sample((1000,))
     """
 
-    def __init__(self, model: DiffusionModel, num_steps: int = 100, *, eta: float = 0.0, log_prob_steps: int = 200, **kwargs):
+    def __init__(
+        self,
+        model: DiffusionModel,
+        num_steps: int = 100,
+        *,
+        eta: float = 0.0,
+        log_prob_steps: int = 200,
+        **kwargs,
+    ):
         eta = float(eta)
         if not 0.0 <= eta <= 1.0 or math.isnan(eta):
             raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
@@ -270,10 +280,14 @@ class DDIMSampler(ReverseDiffusionProcess):
             return super().terminal_log_prob(x)
         from pyro_sculpt.diffusion.likelihood import probability_flow_log_prob
 
-        return probability_flow_log_prob(self.model, x, t0=float(self.times[-1]), num_steps=self.log_prob_steps)
+        return probability_flow_log_prob(
+            self.model, x, t0=float(self.times[-1]), num_steps=self.log_prob_steps
+        )
 
 
-def _ddim_coefficients(at: tuple[float, float], as_: tuple[float, float], eta: float) -> tuple[float, float, float]:
+def _ddim_coefficients(
+    at: tuple[float, float], as_: tuple[float, float], eta: float
+) -> tuple[float, float, float]:
     (alpha_t, sigma2_t), (alpha_s, sigma2_s) = at, as_
     a_ts = alpha_t / alpha_s
     sigma2_ts = sigma2_t - a_ts**2 * sigma2_s
@@ -285,20 +299,21 @@ def _ddim_coefficients(at: tuple[float, float], as_: tuple[float, float], eta: f
 
 
 class AncestralSampler(DDIMSampler):
-    """Ancestral sampling (DDPM, Ho et al. 2020; SMLD's ancestral sampler for VE schedules): each step draws from
-    the Gaussian posterior :math:`q(x_s \\mid x_t, \\hat x_0)` of the forward process,
+    """Ancestral sampling (DDPM, Ho et al. 2020; SMLD's ancestral sampler for VE schedules): each step draws
+    from the Gaussian posterior :math:`q(x_s \\mid x_t, \\hat x_0)` of the forward process,
 
     .. math::
 
         x_s \\sim \\mathcal N\\Big(\\frac{x_t + \\sigma_{t|s}^2\\, \\hat s(x_t, t)}{\\alpha_{t|s}},\\
         \\frac{\\sigma_{t|s}^2 \\sigma_s^2}{\\sigma_t^2} I\\Big), \\qquad
-        \\alpha_{t|s} = \\alpha_t / \\alpha_s, \\quad \\sigma_{t|s}^2 = \\sigma_t^2 - \\alpha_{t|s}^2 \\sigma_s^2
+        \\alpha_{t|s} = \\alpha_t / \\alpha_s, \\quad
+        \\sigma_{t|s}^2 = \\sigma_t^2 - \\alpha_{t|s}^2 \\sigma_s^2
 
     (for DDPM: mean :math:`(x + \\beta_n \\hat s)/\\sqrt{1 - \\beta_n}`, variance :math:`\\tilde\\beta_n`).
 
-    Even with exact scores the error is first order in the step size (:math:`\\hat x_0` replaces the posterior of
-    :math:`x_0`): on a 2D Gaussian of variance about 0.5, with the linear VP schedule and uniform times, the sample
-    variance comes out 16 % low at 50 steps, 5 % at 200 and 1.4 % at 1000.
+    Even with exact scores the error is first order in the step size (:math:`\\hat x_0` replaces the posterior
+    of :math:`x_0`): on a 2D Gaussian of variance about 0.5, with the linear VP schedule and uniform times,
+    the sample variance comes out 16 % low at 50 steps, 5 % at 200 and 1.4 % at 1000.
 
     Example::
 
@@ -320,8 +335,8 @@ class EulerMaruyamaSampler(ReverseDiffusionProcess):
 
         x' = (1 - f(t)\\Delta)\\, x + g^2(t)\\Delta\\, s(x, t) + g(t)\\sqrt{\\Delta}\\, z .
 
-    The coefficients are evaluated at the step's start, so stiff schedules (the cosine VP near :math:`t = 1`) need
-    many steps; :class:`AncestralSampler` integrates the linear part exactly.
+    The coefficients are evaluated at the step's start, so stiff schedules (the cosine VP near :math:`t = 1`)
+    need many steps; :class:`AncestralSampler` integrates the linear part exactly.
 
     Example::
 
@@ -335,8 +350,8 @@ class EulerMaruyamaSampler(ReverseDiffusionProcess):
 
 
 def _euler_coefficients(schedule, t: float, dt: float, noise: float) -> tuple[float, float, float]:
-    """Euler step of :math:`dx = [f x - \\lambda g^2 s] dt + \\sqrt{noise}\\, g\\, dw` backwards by ``dt``, with
-    :math:`\\lambda = 1` for the SDE (``noise=1``) and :math:`\\tfrac12` for the ODE (``noise=0``)."""
+    """Euler step of :math:`dx = [f x - \\lambda g^2 s] dt + \\sqrt{noise}\\, g\\, dw` backwards by ``dt``,
+    with :math:`\\lambda = 1` for the SDE (``noise=1``) and :math:`\\tfrac12` for the ODE (``noise=0``)."""
     tt = torch.tensor(t, dtype=torch.float64)
     f, g2 = float(schedule.drift(tt)), float(schedule.diffusion2(tt))
     lam = 1.0 if noise else 0.5
@@ -348,10 +363,11 @@ class ProbabilityFlowSampler(ReverseDiffusionProcess):
     :math:`dx/dt = f(t)\\, x - \\tfrac12 g^2(t)\\, s(x, t)`:
     :math:`x' = (1 - f\\Delta) x + \\tfrac12 g^2 \\Delta\\, s(x, t)`.
 
-    Each step is deterministic: its distribution is a :class:`~pyro.distributions.Delta` at the next state (log-density
-    0 at the sampled value), so a trace's log-probability is that of the initial noise. :meth:`terminal_log_prob` is
-    the ODE's log-density from :func:`~pyro_sculpt.diffusion.probability_flow_log_prob` (RK4 with
-    ``log_prob_steps`` steps, exact divergence).
+    Each step is deterministic: its distribution is a :class:`~pyro.distributions.Delta` at the next state
+    (log-density 0 at the sampled value), so a trace's log-probability is that of the initial noise.
+    :meth:`terminal_log_prob` is the ODE's log-density from
+    :func:`~pyro_sculpt.diffusion.probability_flow_log_prob` (RK4 with ``log_prob_steps`` steps, exact
+    divergence).
 
     Example::
 
@@ -371,7 +387,9 @@ class ProbabilityFlowSampler(ReverseDiffusionProcess):
     def terminal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         from pyro_sculpt.diffusion.likelihood import probability_flow_log_prob
 
-        return probability_flow_log_prob(self.model, x, t0=float(self.times[-1]), num_steps=self.log_prob_steps)
+        return probability_flow_log_prob(
+            self.model, x, t0=float(self.times[-1]), num_steps=self.log_prob_steps
+        )
 
 
 class PredictorCorrectorSampler(ReverseDiffusionProcess):
@@ -383,10 +401,10 @@ class PredictorCorrectorSampler(ReverseDiffusionProcess):
         x' = x + \\epsilon_s\\, s(x, s) + \\sqrt{2 \\epsilon_s}\\, z, \\qquad
         \\epsilon_s = 2\\, (r\\, \\sigma_s)^2,
 
-    each its own sample site (so every site uses one score, and guidance tilts correctors too). The step size is
-    Song et al.'s signal-to-noise rule :math:`2 (r \\lVert z \\rVert / \\lVert s \\rVert)^2` with the norms replaced by
-    their values for isotropic noise of scale :math:`\\sigma_s` (:math:`\\lVert s \\rVert \\approx \\sqrt D/\\sigma_s`),
-    which keeps every corrector step Gaussian given :math:`x`.
+    each its own sample site (so every site uses one score, and guidance tilts correctors too). The step size
+    is Song et al.'s signal-to-noise rule :math:`2 (r \\lVert z \\rVert / \\lVert s \\rVert)^2` with the norms
+    replaced by their values for isotropic noise of scale :math:`\\sigma_s` (:math:`\\lVert s \\rVert \\approx
+    \\sqrt D/\\sigma_s`), which keeps every corrector step Gaussian given :math:`x`.
 
     :param predictor: ``"ancestral"`` or ``"euler_maruyama"``.
     :param corrector_steps: Langevin steps per level (>= 1).
@@ -434,4 +452,3 @@ class PredictorCorrectorSampler(ReverseDiffusionProcess):
             f"PredictorCorrectorSampler(model={self.model!r}, num_steps={self.num_steps}, "
             f"predictor={self.predictor!r}, corrector_steps={self.corrector_steps}, snr={self.snr})"
         )
-

@@ -1,6 +1,7 @@
 """Noise schedules of diffusion models: the forward kernel and its stochastic differential equation.
 
-A schedule describes the forward (noising) process in continuous time :math:`t \\in [0, 1]` by its marginal kernel
+A schedule describes the forward (noising) process in continuous time :math:`t \\in [0, 1]` by its marginal
+kernel
 
 .. math::
 
@@ -12,12 +13,12 @@ and the equivalent Itô SDE :math:`dx = f(t)\\, x\\, dt + g(t)\\, dw` with
 
     f(t) = \\frac{d \\log \\alpha_t}{dt}, \\qquad g^2(t) = \\frac{d \\sigma_t^2}{dt} - 2 f(t) \\sigma_t^2 .
 
-The noise must grow with :math:`t`: every constructor rejects a schedule whose noise level (the signal-to-noise ratio
-:math:`\\alpha_t^2 / \\sigma_t^2`, decreasing) does not strictly increase, with a :class:`ValueError` naming the
-argument.
+The noise must grow with :math:`t`: every constructor rejects a schedule whose noise level (the
+signal-to-noise ratio :math:`\\alpha_t^2 / \\sigma_t^2`, decreasing) does not strictly increase, with a
+:class:`ValueError` naming the argument.
 
-* :class:`VPSchedule` -- variance preserving (:math:`\\alpha_t^2 + \\sigma_t^2 = 1`, DDPM), with the ``"linear"``
-  and ``"cosine"`` :math:`\\beta` schedules;
+* :class:`VPSchedule` -- variance preserving (:math:`\\alpha_t^2 + \\sigma_t^2 = 1`, DDPM), with the
+  ``"linear"`` and ``"cosine"`` :math:`\\beta` schedules;
 * :class:`VESchedule` -- variance exploding (:math:`\\alpha_t = 1`, geometric :math:`\\sigma_t`);
 * :class:`TabulatedVPSchedule` -- a VP schedule given by a sequence of DDPM :math:`\\beta_n`;
 * :class:`TabulatedVESchedule` -- a VE schedule given by a sequence of noise levels :math:`\\sigma_n`.
@@ -53,8 +54,8 @@ def _check_finite(name: str, value: Any) -> float:
 class NoiseSchedule(ABC):
     """Abstract base class of a noise schedule on :math:`t \\in [0, 1]`.
 
-    Subclasses implement :meth:`log_alpha`, :meth:`sigma2`, :meth:`drift` and :meth:`diffusion2` for a tensor of
-    times (any shape; the result has the same shape, dtype and device), and :meth:`config`.
+    Subclasses implement :meth:`log_alpha`, :meth:`sigma2`, :meth:`drift` and :meth:`diffusion2` for a tensor
+    of times (any shape; the result has the same shape, dtype and device), and :meth:`config`.
     """
 
     #: Smallest time used by samplers and training: the samplers' output is :math:`x_{t_{min}}`.
@@ -96,13 +97,14 @@ class NoiseSchedule(ABC):
 
     def prior_std(self) -> float:
         """Standard deviation of the samplers' initial noise :math:`x_{t_{max}} \\sim \\mathcal N(0, s^2 I)`:
-        :math:`s^2 = \\alpha_1^2 + \\sigma_1^2`, the marginal variance at :math:`t_{max}` of unit-variance data
-        (1 for VP schedules, :math:`\\approx \\sigma_{max}` for VE ones)."""
+        :math:`s^2 = \\alpha_1^2 + \\sigma_1^2`, the marginal variance at :math:`t_{max}` of unit-variance
+        data (1 for VP schedules, :math:`\\approx \\sigma_{max}` for VE ones)."""
         t = torch.tensor(self.t_max, dtype=torch.float64)
         return float((self.alpha(t) ** 2 + self.sigma2(t)).sqrt())
 
     def default_times(self, num_steps: int) -> torch.Tensor:
-        """``num_steps + 1`` decreasing times from :attr:`t_max` to :attr:`t_min` (float64), uniformly spaced."""
+        """``num_steps + 1`` decreasing times from :attr:`t_max` to :attr:`t_min` (float64), uniformly
+        spaced."""
         return torch.linspace(self.t_max, self.t_min, num_steps + 1, dtype=torch.float64)
 
     def __eq__(self, other: object) -> bool:
@@ -117,11 +119,11 @@ class NoiseSchedule(ABC):
 
 
 class VPSchedule(NoiseSchedule):
-    """Variance-preserving schedule (DDPM; Ho et al. 2020, Song et al. 2021): :math:`\\alpha_t^2 + \\sigma_t^2 = 1`,
-    :math:`f(t) = -\\tfrac12 \\beta(t)`, :math:`g^2(t) = \\beta(t)`.
+    """Variance-preserving schedule (DDPM; Ho et al. 2020, Song et al. 2021): :math:`\\alpha_t^2 + \\sigma_t^2
+    = 1`, :math:`f(t) = -\\tfrac12 \\beta(t)`, :math:`g^2(t) = \\beta(t)`.
 
-    * ``"linear"``: :math:`\\beta(t) = \\beta_{min} + t (\\beta_{max} - \\beta_{min})`, so
-      :math:`\\log \\alpha_t = -\\tfrac12 \\beta_{min} t - \\tfrac14 (\\beta_{max} - \\beta_{min}) t^2`. With 1000 steps
+    * ``"linear"``: :math:`\\beta(t) = \\beta_{min} + t (\\beta_{max} - \\beta_{min})`, so :math:`\\log
+      \\alpha_t = -\\tfrac12 \\beta_{min} t - \\tfrac14 (\\beta_{max} - \\beta_{min}) t^2`. With 1000 steps
       the defaults discretise to DDPM's linear :math:`\\beta_n = \\beta(t_n)/1000` from :math:`10^{-4}` to
       :math:`0.02` (to second order in :math:`\\beta_n`).
     * ``"cosine"`` (Nichol & Dhariwal 2021): :math:`\\alpha_t^2 = \\cos^2\\phi(t) / \\cos^2\\phi(0)`,
@@ -134,7 +136,8 @@ class VPSchedule(NoiseSchedule):
     :param beta_max: :math:`\\beta(1)` of the linear schedule, :math:`> 0`.
     :param s: offset of the cosine schedule, :math:`\\ge 0`.
     :param min_alpha_bar: :math:`\\alpha_1^2` of the cosine schedule, in (0, 1).
-    :param t_min: smallest time used by samplers and training (the output's noise is :math:`\\sigma_{t_{min}}`).
+    :param t_min: smallest time used by samplers and training (the output's noise is
+        :math:`\\sigma_{t_{min}}`).
 
     Example::
 
@@ -240,8 +243,8 @@ class VESchedule(NoiseSchedule):
             raise ValueError(f"sigma_min must be > 0, got sigma_min={sigma_min!r}")
         if self.sigma_max <= self.sigma_min:
             raise ValueError(
-                f"sigma_max must be > sigma_min (the noise must increase with t), got sigma_min={sigma_min!r}, "
-                f"sigma_max={sigma_max!r}"
+                f"sigma_max must be > sigma_min (the noise must increase with t), "
+                f"got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
             )
         self.t_min = 0.0
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
@@ -314,10 +317,10 @@ def _as_sequence(name: str, values: Union[Sequence[float], torch.Tensor]) -> tor
 
 class TabulatedVPSchedule(_TabulatedSchedule):
     """A variance-preserving schedule given by DDPM's discrete :math:`\\beta_1, \\dots, \\beta_N`:
-    :math:`\\bar\\alpha_n = \\prod_{k \\le n} (1 - \\beta_k)` at :math:`t_n = n / N`, with
-    :math:`\\log \\alpha_t` interpolated linearly between levels (so :math:`\\beta(t)` is piecewise constant and the
-    continuous SDE reproduces every :math:`\\bar\\alpha_n` exactly). :attr:`t_min` is :math:`t_1 = 1/N`, the first
-    noisy level; with :math:`N` sampler steps the samplers use exactly the table's levels.
+    :math:`\\bar\\alpha_n = \\prod_{k \\le n} (1 - \\beta_k)` at :math:`t_n = n / N`, with :math:`\\log
+    \\alpha_t` interpolated linearly between levels (so :math:`\\beta(t)` is piecewise constant and the
+    continuous SDE reproduces every :math:`\\bar\\alpha_n` exactly). :attr:`t_min` is :math:`t_1 = 1/N`, the
+    first noisy level; with :math:`N` sampler steps the samplers use exactly the table's levels.
 
     :param betas: :math:`\\beta_n \\in (0, 1)`; a :math:`\\beta_n \\le 0` would make the noise non-increasing.
 
@@ -338,17 +341,24 @@ class TabulatedVPSchedule(_TabulatedSchedule):
         self.betas = b
         n = b.numel()
         self._grid = torch.linspace(0.0, 1.0, n + 1, dtype=torch.float64)
-        self._log_alpha_tab = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * torch.cumsum(torch.log1p(-b), 0)])
+        self._log_alpha_tab = torch.cat(
+            [torch.zeros(1, dtype=torch.float64), 0.5 * torch.cumsum(torch.log1p(-b), 0)]
+        )
         self.t_min = 1.0 / n
 
     @classmethod
-    def linear(cls, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "TabulatedVPSchedule":
-        """DDPM's linear schedule, rescaled by ``1000 / num_steps`` so that the continuous limit is the same."""
+    def linear(
+        cls, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+    ) -> "TabulatedVPSchedule":
+        """DDPM's linear schedule, rescaled by ``1000 / num_steps`` so that the continuous limit is the
+        same."""
         scale = 1000.0 / num_steps
         return cls(torch.linspace(beta_start * scale, beta_end * scale, num_steps, dtype=torch.float64))
 
     @classmethod
-    def cosine(cls, num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "TabulatedVPSchedule":
+    def cosine(
+        cls, num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999
+    ) -> "TabulatedVPSchedule":
         """Nichol & Dhariwal's cosine schedule, :math:`\\beta_n` clipped at ``max_beta``."""
         t = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64)
         f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2

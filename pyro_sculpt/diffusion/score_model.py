@@ -1,4 +1,5 @@
-"""A trained diffusion model: a noise-prediction network, denoising score matching, EMA weights and checkpoints."""
+"""A trained diffusion model: a noise-prediction network, denoising score matching, EMA weights and
+checkpoints."""
 
 from __future__ import annotations
 
@@ -26,20 +27,22 @@ class ScoreModel(nn.Module, DiffusionModel):
     """A diffusion model whose noise predictor :math:`\\hat\\epsilon_\\theta(x, t)` is a network; the score is
     :math:`s(x, t) = -\\hat\\epsilon_\\theta(x, t) / \\sigma_t`.
 
-    :meth:`fit` trains by denoising score matching in its noise-prediction form (Ho et al. 2020; Song et al. 2021),
+    :meth:`fit` trains by denoising score matching in its noise-prediction form (Ho et al. 2020; Song et al.
+    2021),
 
     .. math::
 
         \\mathcal L(\\theta) = \\mathbb E_{t \\sim U[t_{min}, 1],\\ x_0,\\ \\epsilon \\sim \\mathcal N(0, I)}
-        \\big\\lVert \\hat\\epsilon_\\theta(\\alpha_t x_0 + \\sigma_t \\epsilon, t) - \\epsilon \\big\\rVert^2,
+        \\big\\lVert \\hat\\epsilon_\\theta(\\alpha_t x_0 + \\sigma_t \\epsilon, t)
+        - \\epsilon \\big\\rVert^2,
 
-    i.e. score matching weighted by :math:`\\sigma_t^2`, and keeps an exponential moving average of the weights, which
-    :meth:`score` uses by default (``use_ema``).
+    i.e. score matching weighted by :math:`\\sigma_t^2`, and keeps an exponential moving average of the
+    weights, which :meth:`score` uses by default (``use_ema``).
 
     :param dim: data dimension :math:`D`.
     :param schedule: the noise schedule (default :class:`~pyro_sculpt.diffusion.VPSchedule`).
-    :param network: a module ``network(x, t) -> eps`` with ``x`` of shape ``(..., D)``; default a :class:`ScoreMLP`
-        with ``hidden``, ``layers`` and ``time_embedding_dim``.
+    :param network: a module ``network(x, t) -> eps`` with ``x`` of shape ``(..., D)``; default a
+        :class:`ScoreMLP` with ``hidden``, ``layers`` and ``time_embedding_dim``.
     :param seed: seed of the global generators before the network is initialised (``fit`` has its own).
     :param device: where the networks live.
 
@@ -85,12 +88,19 @@ class ScoreModel(nn.Module, DiffusionModel):
     def _check_network(self) -> None:
         try:
             with torch.no_grad():
-                out = self.network(torch.zeros(3, self.dim, device=self.device), torch.full((3,), 0.5, device=self.device))
+                out = self.network(
+                    torch.zeros(3, self.dim, device=self.device), torch.full((3,), 0.5, device=self.device)
+                )
         except RuntimeError as err:
-            raise ValueError(f"network must map x of shape (B, {self.dim}) and t of shape (B,) to (B, {self.dim}): {err}") from None
+            raise ValueError(
+                f"network must map x of shape (B, {self.dim}) and t of shape (B,) to (B, {self.dim}): {err}"
+            ) from None
         if not isinstance(out, torch.Tensor) or out.shape != (3, self.dim):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"network must map x of shape (B, {self.dim}) and t of shape (B,) to (B, {self.dim}), got {shape}")
+            raise ValueError(
+                f"network must map x of shape (B, {self.dim}) and t of shape (B,) to (B, {self.dim}), "
+                f"got {shape}"
+            )
 
     @property
     def device(self) -> torch.device:  # type: ignore[override]
@@ -116,10 +126,13 @@ class ScoreModel(nn.Module, DiffusionModel):
     # ----- training -----
 
     def loss(self, x0: torch.Tensor, network: Optional[nn.Module] = None) -> torch.Tensor:
-        """The denoising score matching loss on a batch ``x0`` of shape ``(B, D)`` (one random time per row)."""
+        """The denoising score matching loss on a batch ``x0`` of shape ``(B, D)`` (one random time per
+        row)."""
         net = self.network if network is None else network
         sched = self.schedule
-        t = sched.t_min + (sched.t_max - sched.t_min) * torch.rand(x0.shape[0], device=x0.device, dtype=x0.dtype)
+        t = sched.t_min + (sched.t_max - sched.t_min) * torch.rand(
+            x0.shape[0], device=x0.device, dtype=x0.dtype
+        )
         eps = torch.randn_like(x0)
         xt = sched.alpha(t).unsqueeze(-1) * x0 + sched.sigma(t).unsqueeze(-1) * eps
         return ((net(xt, t) - eps) ** 2).sum(-1).mean()
@@ -127,9 +140,9 @@ class ScoreModel(nn.Module, DiffusionModel):
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
         """:math:`\\bar\\theta \\leftarrow d\\, \\bar\\theta + (1 - d)\\, \\theta`."""
-        for pe, p in zip(self.ema_network.parameters(), self.network.parameters()):
+        for pe, p in zip(self.ema_network.parameters(), self.network.parameters(), strict=True):
             pe.mul_(decay).add_(p.detach(), alpha=1 - decay)
-        for be, b in zip(self.ema_network.buffers(), self.network.buffers()):
+        for be, b in zip(self.ema_network.buffers(), self.network.buffers(), strict=True):
             be.copy_(b)
 
     def fit(
@@ -148,8 +161,8 @@ class ScoreModel(nn.Module, DiffusionModel):
     ) -> "ScoreModel":
         """Train by denoising score matching with Adam and an EMA of the weights.
 
-        The EMA decay is warmed up as :math:`\\min(d, (1 + k) / (10 + k))` at step :math:`k`, so that short runs
-        average recent weights rather than the initialisation.
+        The EMA decay is warmed up as :math:`\\min(d, (1 + k) / (10 + k))` at step :math:`k`, so that short
+        runs average recent weights rather than the initialisation.
 
         :param data: training points, a tensor ``(N, D)`` (minibatches drawn with replacement), or a function
             ``data(batch_size) -> (batch_size, D)`` (e.g. :meth:`GaussianMixtureOracle.sample`).
@@ -188,11 +201,16 @@ class ScoreModel(nn.Module, DiffusionModel):
                 x = data(b)
                 if not isinstance(x, torch.Tensor) or x.shape != (b, self.dim):
                     shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-                    raise ValueError(f"data({b}) must return a tensor of shape ({b}, {self.dim}), got {shape}")
+                    raise ValueError(
+                        f"data({b}) must return a tensor of shape ({b}, {self.dim}), got {shape}"
+                    )
                 return x.detach().to(device=dev, dtype=torch.get_default_dtype())
 
         else:
-            raise TypeError(f"data must be a tensor (N, {self.dim}) or a function of the batch size, got {type(data).__name__}")
+            raise TypeError(
+                f"data must be a tensor (N, {self.dim}) or a function of the batch size, "
+                f"got {type(data).__name__}"
+            )
         set_seed(seed)
         opt = torch.optim.Adam(self.network.parameters(), lr=lr)
         start = time.perf_counter()
@@ -223,7 +241,8 @@ class ScoreModel(nn.Module, DiffusionModel):
     # ----- checkpoints -----
 
     def save(self, path: Union[str, Path]) -> None:
-        """Save the networks (current and EMA), schedule and history (format version :data:`CHECKPOINT_VERSION`)."""
+        """Save the networks (current and EMA), schedule and history (format version
+        :data:`CHECKPOINT_VERSION`)."""
         cfg = self.network.config() if isinstance(self.network, ScoreMLP) else None
         torch.save(
             {
@@ -251,8 +270,8 @@ class ScoreModel(nn.Module, DiffusionModel):
     ) -> "ScoreModel":
         """Load a checkpoint written by :meth:`save`.
 
-        :param network: an (untrained) network of the saved architecture, required when the model was saved with a
-            custom network.
+        :param network: an (untrained) network of the saved architecture, required when the model was saved
+            with a custom network.
         :param dim: the data dimension expected by the caller (checked against the checkpoint's).
         :raises ValueError: for a file that is not a ScoreModel checkpoint (for instance a GFlowNet's or a
             classifier's), another format version, or another data dimension.
@@ -272,7 +291,9 @@ class ScoreModel(nn.Module, DiffusionModel):
                 f"{path} has checkpoint format version {data.get('version')}, expected {CHECKPOINT_VERSION}"
             )
         if dim is not None and dim != data["dim"]:
-            raise ValueError(f"checkpoint {path} is a model of dimension {data['dim']}, but dim={dim} was expected")
+            raise ValueError(
+                f"checkpoint {path} is a model of dimension {data['dim']}, but dim={dim} was expected"
+            )
         schedule = schedule_from_config(data["schedule"])
         cfg = data.get("network")
         if network is None:

@@ -30,7 +30,9 @@ def _pair(x: torch.Tensor, y: torch.Tensor):
     return x, y.to(x.device)
 
 
-def _pairwise_sum(a: torch.Tensor, b: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], chunk: int) -> torch.Tensor:
+def _pairwise_sum(
+    a: torch.Tensor, b: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], chunk: int
+) -> torch.Tensor:
     """:math:`\\sum_{i, j} fn(\\lVert a_i - b_j \\rVert^2)`, in row chunks (bounded memory)."""
     total = torch.zeros((), dtype=torch.float64, device=a.device)
     for s in range(0, a.shape[0], chunk):
@@ -39,7 +41,9 @@ def _pairwise_sum(a: torch.Tensor, b: torch.Tensor, fn: Callable[[torch.Tensor],
     return total
 
 
-def energy_distance(x: torch.Tensor, y: torch.Tensor, *, unbiased: bool = False, chunk_size: int = 2048) -> float:
+def energy_distance(
+    x: torch.Tensor, y: torch.Tensor, *, unbiased: bool = False, chunk_size: int = 2048
+) -> float:
     """The energy distance (Székely & Rizzo) between the sample sets ``x`` ``(N, D)`` and ``y`` ``(M, D)``:
 
     .. math::
@@ -48,9 +52,9 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor, *, unbiased: bool = False,
         - \\mathbb E \\lVert Y - Y' \\rVert .
 
     The default V-statistic (means over all pairs, self-pairs included) is non-negative; for two independent
-    samples of one distribution its expectation is exactly :math:`(1/N + 1/M)\\, \\mathbb E \\lVert X - X' \\rVert`
-    (the null to calibrate against). ``unbiased=True`` excludes self-pairs (U-statistics): zero expectation under
-    the null, may be negative.
+    samples of one distribution its expectation is exactly :math:`(1/N + 1/M)\\, \\mathbb E \\lVert X - X'
+    \\rVert` (the null to calibrate against). ``unbiased=True`` excludes self-pairs (U-statistics): zero
+    expectation under the null, may be negative.
     """
     x, y = _pair(x, y)
     n, m = x.shape[0], y.shape[0]
@@ -67,7 +71,9 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor, *, unbiased: bool = False,
     return float(2 * xy - xx - yy)
 
 
-def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float, *, unbiased: bool = True, chunk_size: int = 2048) -> float:
+def mmd2(
+    x: torch.Tensor, y: torch.Tensor, bandwidth: float, *, unbiased: bool = True, chunk_size: int = 2048
+) -> float:
     """Squared maximum mean discrepancy with the Gaussian kernel
     :math:`k(a, b) = \\exp(-\\lVert a - b \\rVert^2 / (2 h^2))` of fixed bandwidth :math:`h`:
 
@@ -122,7 +128,9 @@ def assign_modes(x: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
     return torch.cdist(x, means).argmin(-1)
 
 
-def _soft_assign(x: torch.Tensor, assign: Assign, means: Optional[torch.Tensor], num_modes: Optional[int]) -> torch.Tensor:
+def _soft_assign(
+    x: torch.Tensor, assign: Assign, means: Optional[torch.Tensor], num_modes: Optional[int]
+) -> torch.Tensor:
     """``(N, K)`` assignment probabilities of rows of ``x``."""
     if isinstance(assign, str):
         if assign != "nearest":
@@ -140,17 +148,25 @@ def _soft_assign(x: torch.Tensor, assign: Assign, means: Optional[torch.Tensor],
             raise ValueError(f"assign returned labels outside [0, {k - 1}]")
         return torch.nn.functional.one_hot(out.long(), k).to(torch.float64)
     if out.dim() != 2 or out.shape[0] != x.shape[0]:
-        raise ValueError(f"assign must return (N,) labels or (N, K) probabilities, got shape {tuple(out.shape)}")
+        raise ValueError(
+            f"assign must return (N,) labels or (N, K) probabilities, got shape {tuple(out.shape)}"
+        )
     out = out.to(torch.float64)
-    if not torch.isfinite(out).all() or (out < -1e-9).any() or not torch.allclose(out.sum(-1), torch.ones_like(out[:, 0]), atol=1e-5):
+    if (
+        not torch.isfinite(out).all()
+        or (out < -1e-9).any()
+        or not torch.allclose(out.sum(-1), torch.ones_like(out[:, 0]), atol=1e-5)
+    ):
         raise ValueError("assign must return rows of probabilities (non-negative, summing to 1)")
     return out
 
 
-def mode_weights(x: torch.Tensor, means: Optional[torch.Tensor] = None, *, assign: Assign = "nearest") -> torch.Tensor:
+def mode_weights(
+    x: torch.Tensor, means: Optional[torch.Tensor] = None, *, assign: Assign = "nearest"
+) -> torch.Tensor:
     """Share of the samples ``x`` ``(N, D)`` in each mode: by nearest mode (``means`` ``(K, D)``), or by a
-    function ``assign(x)`` returning ``(N,)`` labels or ``(N, K)`` probabilities (e.g. an exact target's posterior
-    over its components). Returns a float64 vector of length :math:`K`."""
+    function ``assign(x)`` returning ``(N,)`` labels or ``(N, K)`` probabilities (e.g. an exact target's
+    posterior over its components). Returns a float64 vector of length :math:`K`."""
     x = _as_samples("x", x)
     k = None if means is None else _check_means(means, x.shape[1]).shape[0]
     return _soft_assign(x, assign, means, k).mean(0)
@@ -185,15 +201,17 @@ def grid_probabilities(
     *,
     chunk_size: int = 65536,
 ):
-    """A (possibly unnormalised) density discretised on a grid: ``(points, probs)`` with ``probs`` the normalised
-    masses of the cells (midpoint rule). ``log_density`` maps ``(N, D)`` to ``(N,)``."""
+    """A (possibly unnormalised) density discretised on a grid: ``(points, probs)`` with ``probs`` the
+    normalised masses of the cells (midpoint rule). ``log_density`` maps ``(N, D)`` to ``(N,)``."""
     pts, _ = grid(bounds, resolution)
     logs = []
     for s in range(0, pts.shape[0], chunk_size):
         chunk = pts[s : s + chunk_size]
         lp = torch.as_tensor(log_density(chunk)).to(torch.float64).reshape(-1)
         if lp.shape[0] != chunk.shape[0]:
-            raise ValueError(f"log_density must map (N, D) to (N,), got {tuple(lp.shape)} for N = {chunk.shape[0]}")
+            raise ValueError(
+                f"log_density must map (N, D) to (N,), got {tuple(lp.shape)} for N = {chunk.shape[0]}"
+            )
         logs.append(lp.cpu())
     lp = torch.cat(logs)
     if torch.isnan(lp).any() or not torch.isfinite(lp).any():
@@ -210,8 +228,8 @@ def grid_mode_weights(
     resolution: int = 512,
 ) -> torch.Tensor:
     """Exact mode weights of a target density: its mass in each mode's region (nearest mode to ``means``, or
-    ``assign``), integrated on a fine grid over ``bounds`` (:func:`grid_probabilities`). The density is renormalised
-    on the box, so the box should hold all but a negligible share of the mass."""
+    ``assign``), integrated on a fine grid over ``bounds`` (:func:`grid_probabilities`). The density is
+    renormalised on the box, so the box should hold all but a negligible share of the mass."""
     pts, probs = grid_probabilities(log_density, bounds, resolution)
     k = None if means is None else _check_means(means, pts.shape[1]).shape[0]
     weights = []
@@ -228,9 +246,9 @@ def mode_weight_tv(
     *,
     assign: Assign = "nearest",
 ) -> float:
-    """Total variation :math:`\\tfrac12 \\sum_k |\\hat w_k - w_k|` (range 0 to 1) between the mode weights of the
-    samples ``x`` (:func:`mode_weights`) and ``target_weights`` (e.g. :func:`grid_mode_weights` of the exact
-    target). Note the factor :math:`\\tfrac12`: this is half the L1 distance."""
+    """Total variation :math:`\\tfrac12 \\sum_k |\\hat w_k - w_k|` (range 0 to 1) between the mode weights of
+    the samples ``x`` (:func:`mode_weights`) and ``target_weights`` (e.g. :func:`grid_mode_weights` of the
+    exact target). Note the factor :math:`\\tfrac12`: this is half the L1 distance."""
     target = torch.as_tensor(target_weights, dtype=torch.float64)
     if target.dim() != 1 or (target < 0).any() or abs(float(target.sum()) - 1) > 1e-6:
         raise ValueError("target_weights must be a probability vector (non-negative, summing to 1)")
@@ -248,8 +266,9 @@ def sample_grid(
     *,
     generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
-    """Near-exact samples of a (possibly unnormalised) density known only pointwise: a cell drawn with its grid mass,
-    then a uniform point in the cell. Used to calibrate the null of sample-based metrics against an exact target."""
+    """Near-exact samples of a (possibly unnormalised) density known only pointwise: a cell drawn with its
+    grid mass, then a uniform point in the cell. Used to calibrate the null of sample-based metrics against an
+    exact target."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples!r}")
     pts, probs = grid_probabilities(log_density, bounds, resolution)

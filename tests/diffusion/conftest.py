@@ -6,7 +6,7 @@ from pyro_sculpt.diffusion import GaussianMixtureOracle, VPSchedule
 F64 = torch.float64
 
 
-def four_modes(schedule=None, dtype=torch.get_default_dtype()):
+def four_modes(schedule=None, dtype=torch.float32):
     """Four well separated modes with unequal weights."""
     means = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.0], [0.0, -2.0]], dtype=dtype)
     return GaussianMixtureOracle(

@@ -12,7 +12,9 @@ def _bases(schedule=None):
     """Two overlapping 2D mixtures (a different number of components each)."""
     schedule = schedule or VPSchedule()
     p1 = GaussianMixtureOracle(
-        torch.tensor([[-1.0, 0.0], [1.0, 0.0]], dtype=F64), stds=torch.tensor([0.35, 0.35], dtype=F64), schedule=schedule
+        torch.tensor([[-1.0, 0.0], [1.0, 0.0]], dtype=F64),
+        stds=torch.tensor([0.35, 0.35], dtype=F64),
+        schedule=schedule,
     )
     p2 = GaussianMixtureOracle(
         torch.tensor([[1.0, 0.0], [0.0, 1.5], [1.2, -0.5]], dtype=F64),
@@ -58,7 +60,9 @@ def test_joint_is_normalised_and_its_first_marginal_is_closed_form(t):
     first = clf.log_prob_first(x, t)
     assert torch.allclose(torch.logsumexp(joint.flatten(-2), -1), first, atol=1e-10)
     assert torch.allclose(clf.log_prob((1, None, None), x, t), first[:, 1], atol=1e-10)
-    assert torch.allclose(clf.log_prob((None, 0, 1), x, t), torch.logsumexp(joint[:, :, 0, 1], -1), atol=1e-10)
+    assert torch.allclose(
+        clf.log_prob((None, 0, 1), x, t), torch.logsumexp(joint[:, :, 0, 1], -1), atol=1e-10
+    )
     assert torch.allclose(clf.log_prob((1, 0, 1), x, t), joint[:, 1, 0, 1], atol=1e-10)
     if t is not None:
         p1, p2 = clf.bases
@@ -74,7 +78,8 @@ def test_time_zero_is_the_terminal_classifier():
 
 @pytest.mark.parametrize("t", [0.1, 0.4, 0.8])
 def test_multi_observation_classifier_matches_monte_carlo(t):
-    """Q(y1=i, y2=j, y3=k | x_t) against sampling x0 ~ p_i(x0 | x_t) exactly (mixture posterior) and averaging."""
+    """Q(y1=i, y2=j, y3=k | x_t) against sampling x0 ~ p_i(x0 | x_t) exactly (mixture posterior) and
+    averaging."""
     p1, p2 = _bases()
     clf = GaussianMixtureClassifier([p1, p2], num_observations=3, quadrature_points=32)
     x = _points(3, seed=1)
@@ -158,7 +163,9 @@ def test_batched_times_chunks_and_observation_objects():
         y, weights, alpha = (0, 1), (0.5, 0.5), 0.25
 
     assert torch.allclose(clf.log_prob(Obs(), x, 0.3), clf.log_prob((0, 1), x, 0.3, alpha=0.25))
-    assert torch.allclose(clf.log_joint(x, 0.3, obs=Obs())[..., 0, 1], clf.log_prob((0, 1), x, 0.3, alpha=0.25))
+    assert torch.allclose(
+        clf.log_joint(x, 0.3, obs=Obs())[..., 0, 1], clf.log_prob((0, 1), x, 0.3, alpha=0.25)
+    )
 
 
 def test_float32_and_three_bases():
@@ -171,8 +178,11 @@ def test_float32_and_three_bases():
     assert torch.allclose(joint.exp().sum((-1, -2, -3)), torch.ones(100), atol=1e-5)
     v, g = clf.grad_log_prob((0, 1, 2), x, 0.25)
     assert torch.isfinite(g).all() and torch.isfinite(v).all()
-    assert torch.allclose(clf.log_prob((0, 1, 2), x, 0.25, alpha=[0.2, 0.3, 0.5]),
-                          clf.log_joint(x, 0.25, alpha=[0.2, 0.3, 0.5])[:, 0, 1, 2], atol=1e-5)
+    assert torch.allclose(
+        clf.log_prob((0, 1, 2), x, 0.25, alpha=[0.2, 0.3, 0.5]),
+        clf.log_joint(x, 0.25, alpha=[0.2, 0.3, 0.5])[:, 0, 1, 2],
+        atol=1e-5,
+    )
 
 
 def test_bad_inputs():

@@ -24,9 +24,9 @@ def _sqrtm(c):
 def _flow_log_prob(oracle, x, t0, t1=1.0):
     """Closed-form log-density of the probability-flow model of a Gaussian.
 
-    All noised covariances C_t = a_t^2 S + s_t^2 I commute, and (x_t - a_t mu) C_t^{-1/2} is constant along the
-    exact-score flow, so the flow is x_{t0} = a0 mu + M (x_{t1} - a1 mu), M = C0^{1/2} C1^{-1/2}, and the model's
-    density is the prior N(0, s^2 I) pulled back through that affine map.
+    All noised covariances C_t = a_t^2 S + s_t^2 I commute, and (x_t - a_t mu) C_t^{-1/2} is constant along
+    the exact-score flow, so the flow is x_{t0} = a0 mu + M (x_{t1} - a1 mu), M = C0^{1/2} C1^{-1/2}, and the
+    model's density is the prior N(0, s^2 I) pulled back through that affine map.
     """
     sched = oracle.schedule
 
@@ -46,26 +46,36 @@ def _flow_log_prob(oracle, x, t0, t1=1.0):
 @pytest.mark.parametrize("schedule", [VPSchedule(), VPSchedule("cosine"), VESchedule(0.01, 10.0)], ids=repr)
 def test_pf_ode_log_likelihood_of_a_gaussian_matches_the_closed_form(schedule):
     oracle = GaussianMixtureOracle(MU, COV, schedule=schedule)
-    x = torch.cat([oracle.sample(20, schedule.t_min, generator=torch.Generator().manual_seed(0)),
-                   torch.tensor([[4.0, 3.0], [-3.0, 1.0]], dtype=F64)])
+    x = torch.cat(
+        [
+            oracle.sample(20, schedule.t_min, generator=torch.Generator().manual_seed(0)),
+            torch.tensor([[4.0, 3.0], [-3.0, 1.0]], dtype=F64),
+        ]
+    )
     t0 = schedule.t_min
     # the model's density (prior N(0, s^2 I) transported by the exact flow)
     lp = probability_flow_log_prob(oracle, x, num_steps=100)
     assert torch.allclose(lp, _flow_log_prob(oracle, x, t0), atol=1e-5)
     # with the exact p_1 as the prior, the data density p_{t0} itself
-    lp_exact = probability_flow_log_prob(oracle, x, num_steps=100, prior_log_prob=lambda z: oracle.log_prob(z, 1.0))
+    lp_exact = probability_flow_log_prob(
+        oracle, x, num_steps=100, prior_log_prob=lambda z: oracle.log_prob(z, 1.0)
+    )
     assert torch.allclose(lp_exact, oracle.log_prob(x, t0), atol=1e-5)
 
 
 def test_pf_ode_log_likelihood_of_a_mixture():
     means = torch.tensor([[-1.5, 0.0], [1.5, 0.5], [0.0, -1.5]], dtype=F64)
-    oracle = GaussianMixtureOracle(means, stds=torch.tensor([0.4, 0.5, 0.3], dtype=F64), weights=[0.2, 0.5, 0.3])
+    oracle = GaussianMixtureOracle(
+        means, stds=torch.tensor([0.4, 0.5, 0.3], dtype=F64), weights=[0.2, 0.5, 0.3]
+    )
     x = oracle.sample(30, oracle.schedule.t_min, generator=torch.Generator().manual_seed(1))
     lp = probability_flow_log_prob(oracle, x, num_steps=200, prior_log_prob=lambda z: oracle.log_prob(z, 1.0))
     assert torch.allclose(lp, oracle.log_prob(x, oracle.schedule.t_min), atol=1e-3)
     # the density at an intermediate time, from t0 = 0.3
     x = oracle.sample(10, 0.3, generator=torch.Generator().manual_seed(2))
-    lp = probability_flow_log_prob(oracle, x, t0=0.3, num_steps=100, prior_log_prob=lambda z: oracle.log_prob(z, 1.0))
+    lp = probability_flow_log_prob(
+        oracle, x, t0=0.3, num_steps=100, prior_log_prob=lambda z: oracle.log_prob(z, 1.0)
+    )
     assert torch.allclose(lp, oracle.log_prob(x, 0.3), atol=1e-4)
 
 
@@ -73,7 +83,10 @@ def test_ode_samplers_log_prob_is_the_flow_density():
     oracle = GaussianMixtureOracle(MU, COV)
     x = torch.randn(6, 2, dtype=F64)
     ref = _flow_log_prob(oracle, x, oracle.schedule.t_min)
-    for sampler in [DDIMSampler(oracle, 10, log_prob_steps=100), ProbabilityFlowSampler(oracle, 10, log_prob_steps=100)]:
+    for sampler in [
+        DDIMSampler(oracle, 10, log_prob_steps=100),
+        ProbabilityFlowSampler(oracle, 10, log_prob_steps=100),
+    ]:
         assert torch.allclose(ps.ProcessDistribution(sampler).log_prob(x), ref, atol=1e-5)
 
 
@@ -96,4 +109,6 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="num_steps"):
         probability_flow_log_prob(oracle, torch.zeros(3, 2, dtype=F64), num_steps=0)
     with pytest.raises(ValueError, match="prior_log_prob"):
-        probability_flow_log_prob(oracle, torch.zeros(3, 2, dtype=F64), num_steps=2, prior_log_prob=lambda z: z)
+        probability_flow_log_prob(
+            oracle, torch.zeros(3, 2, dtype=F64), num_steps=2, prior_log_prob=lambda z: z
+        )

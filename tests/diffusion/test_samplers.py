@@ -26,11 +26,15 @@ N = 4000
 def _exact_mode_weights(oracle):
     """Mode weights of the sampler's target p_{t_min} (nearest-mode regions), on a fine grid."""
     t = oracle.schedule.t_min
-    return grid_mode_weights(lambda z: oracle.log_prob(z, t), [(-5, 5), (-5, 5)], oracle.means, resolution=400)
+    return grid_mode_weights(
+        lambda z: oracle.log_prob(z, t), [(-5, 5), (-5, 5)], oracle.means, resolution=400
+    )
 
 
 @pytest.mark.parametrize(
-    "schedule, steps", [(VPSchedule(), 500), (VPSchedule("cosine"), 500), (VESchedule(0.01, 10.0), 500)], ids=repr
+    "schedule, steps",
+    [(VPSchedule(), 500), (VPSchedule("cosine"), 500), (VESchedule(0.01, 10.0), 500)],
+    ids=repr,
 )
 def test_ddpm_ancestral_sampler_reproduces_the_mixture(schedule, steps, make_four_modes):
     four_modes = make_four_modes
@@ -108,14 +112,18 @@ def test_trace_has_one_site_per_step_and_its_values_chain(make_four_modes):
         fn = tr.nodes[f"x_{k}"]["fn"]
         assert torch.allclose(fn.mean, expected, atol=1e-5)
         assert torch.allclose(fn.variance, torch.full_like(expected, c**2), rtol=1e-5)
-    assert sampler.score_time(1) == pytest.approx(1.0) and sampler.score_time(20) == pytest.approx(0.05 + 0.001 * 0.95, rel=1e-3)
+    assert sampler.score_time(1) == pytest.approx(1.0) and sampler.score_time(20) == pytest.approx(
+        0.05 + 0.001 * 0.95, rel=1e-3
+    )
 
 
 def test_predictor_corrector_sites(make_four_modes):
     four_modes = make_four_modes
     sampler = PredictorCorrectorSampler(four_modes(), 5, corrector_steps=2)
     tr = poutine.trace(lambda: ps.run("x", sampler, num_particles=3)).get_trace()
-    kinds = [tr.nodes[f"x_{k}"]["infer"]["pyro_sculpt"]["diffusion"]["kind"] for k in range(sampler.max_steps)]
+    kinds = [
+        tr.nodes[f"x_{k}"]["infer"]["pyro_sculpt"]["diffusion"]["kind"] for k in range(sampler.max_steps)
+    ]
     assert kinds == ["prior"] + ["predictor", "corrector", "corrector"] * 5
     assert f"x_{sampler.max_steps}" not in tr.nodes
 
@@ -141,8 +149,13 @@ def test_whole_chain_is_one_site_or_expanded_by_reparam(make_four_modes):
 def test_step_from_a_modified_score_shifts_the_mean_by_b_delta(make_four_modes):
     four_modes = make_four_modes
     oracle = four_modes()
-    for sampler in [AncestralSampler(oracle, 30), EulerMaruyamaSampler(oracle, 30), DDIMSampler(oracle, 30),
-                    PredictorCorrectorSampler(oracle, 30), ProbabilityFlowSampler(oracle, 30)]:
+    for sampler in [
+        AncestralSampler(oracle, 30),
+        EulerMaruyamaSampler(oracle, 30),
+        DDIMSampler(oracle, 30),
+        PredictorCorrectorSampler(oracle, 30),
+        ProbabilityFlowSampler(oracle, 30),
+    ]:
         x = torch.randn(11, 2)
         t = 7
         s = sampler.score(x, t)
@@ -158,14 +171,20 @@ def test_step_from_a_modified_score_shifts_the_mean_by_b_delta(make_four_modes):
 def test_ddim_eta_one_is_ancestral_and_eta_zero_is_deterministic(make_four_modes):
     four_modes = make_four_modes
     oracle = four_modes()
-    anc, ddim1, ddim0 = AncestralSampler(oracle, 25), DDIMSampler(oracle, 25, eta=1.0), DDIMSampler(oracle, 25)
+    anc, ddim1, ddim0 = (
+        AncestralSampler(oracle, 25),
+        DDIMSampler(oracle, 25, eta=1.0),
+        DDIMSampler(oracle, 25),
+    )
     for k in range(1, 26):
         assert anc.step_coefficients(k) == pytest.approx(ddim1.step_coefficients(k), rel=1e-12)
         assert ddim0.step_coefficients(k)[2] == 0.0
     # rerun deterministically from the same initial noise by replaying step 0
     tr = poutine.trace(lambda: ps.run("x", ddim0, num_particles=50)).get_trace()
     x0 = tr.nodes["x_0"]["value"]
-    again = poutine.trace(poutine.condition(lambda: ps.run("x", ddim0, num_particles=50), data={"x_0": x0})).get_trace()
+    again = poutine.trace(
+        poutine.condition(lambda: ps.run("x", ddim0, num_particles=50), data={"x_0": x0})
+    ).get_trace()
     assert torch.allclose(again.nodes["_RETURN"]["value"], tr.nodes["_RETURN"]["value"])
 
 

@@ -42,9 +42,13 @@ def test_score_is_minus_eps_over_sigma():
 
 def test_fit_learns_reproducibly_with_an_ema():
     oracle = _oracle()
-    a = ScoreModel(2, hidden=32, layers=2, seed=1).fit(oracle.sample, steps=300, batch_size=128, seed=3, progress_bar=False)
-    b = ScoreModel(2, hidden=32, layers=2, seed=1).fit(oracle.sample, steps=300, batch_size=128, seed=3, progress_bar=False)
-    for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
+    a = ScoreModel(2, hidden=32, layers=2, seed=1).fit(
+        oracle.sample, steps=300, batch_size=128, seed=3, progress_bar=False
+    )
+    b = ScoreModel(2, hidden=32, layers=2, seed=1).fit(
+        oracle.sample, steps=300, batch_size=128, seed=3, progress_bar=False
+    )
+    for pa, pb in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb)
     assert a.history[-1]["loss"] < 0.8 * a.history[0]["loss"]
     assert a.history[-1]["step"] == 300
@@ -53,16 +57,20 @@ def test_fit_learns_reproducibly_with_an_ema():
     # the EMA update rule
     before = [p.clone() for p in ema]
     a.update_ema(0.9)
-    for pe, pb, pr in zip(ema, before, raw):
+    for pe, pb, pr in zip(ema, before, raw, strict=True):
         assert torch.allclose(pe, 0.9 * pb + 0.1 * pr)
     # a tensor data set works too
-    c = ScoreModel(2, hidden=16, layers=1).fit(oracle.sample(500), steps=20, batch_size=64, seed=0, progress_bar=False)
+    c = ScoreModel(2, hidden=16, layers=1).fit(
+        oracle.sample(500), steps=20, batch_size=64, seed=0, progress_bar=False
+    )
     assert len(c.history) == 1
 
 
 def test_trained_model_is_better_than_chance_against_the_exact_score():
     oracle = _oracle()
-    model = ScoreModel(2, hidden=64, layers=3, seed=0).fit(oracle.sample, steps=1500, batch_size=256, seed=0, progress_bar=False)
+    model = ScoreModel(2, hidden=64, layers=3, seed=0).fit(
+        oracle.sample, steps=1500, batch_size=256, seed=0, progress_bar=False
+    )
     x = oracle.sample(2000, 0.5, generator=torch.Generator().manual_seed(1))
     err = (model.score(x, 0.5) - oracle.score(x, 0.5)).norm(dim=-1).mean()
     assert err < 0.2 * oracle.score(x, 0.5).norm(dim=-1).mean()

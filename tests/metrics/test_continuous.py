@@ -53,12 +53,20 @@ def test_energy_distance_null_expectation():
     """V-statistic null: E = (1/N + 1/M) E|X - X'|; for N(0, 1) in 1D, E|X - X'| = 2 / sqrt(pi)."""
     gen = torch.Generator().manual_seed(1)
     n, m, reps = 40, 60, 400
-    vals = torch.tensor([energy_distance(torch.randn(n, 1, generator=gen), torch.randn(m, 1, generator=gen))
-                         for _ in range(reps)])
+    vals = torch.tensor(
+        [
+            energy_distance(torch.randn(n, 1, generator=gen), torch.randn(m, 1, generator=gen))
+            for _ in range(reps)
+        ]
+    )
     expected = (1 / n + 1 / m) * 2 / math.sqrt(math.pi)
     assert vals.mean().item() == pytest.approx(expected, abs=4 * vals.std().item() / math.sqrt(reps))
-    unb = torch.tensor([energy_distance(torch.randn(n, 1, generator=gen), torch.randn(m, 1, generator=gen),
-                                        unbiased=True) for _ in range(reps)])
+    unb = torch.tensor(
+        [
+            energy_distance(torch.randn(n, 1, generator=gen), torch.randn(m, 1, generator=gen), unbiased=True)
+            for _ in range(reps)
+        ]
+    )
     assert abs(unb.mean().item()) <= 4 * unb.std().item() / math.sqrt(reps)
 
 
@@ -77,7 +85,7 @@ def test_mmd_exact_cases_and_gaussian_closed_form():
         b = torch.randn(n, 2, generator=gen, dtype=F64) * s + d
         vals.append(mmd2(a, b, h, chunk_size=700))
         if r == 0:  # against a direct, unchunked computation of the U-statistic
-            k = [torch.exp(-torch.cdist(u, v) ** 2 / (2 * h * h)) for u, v in ((a, a), (b, b), (a, b))]
+            k = [torch.exp(-(torch.cdist(u, v) ** 2) / (2 * h * h)) for u, v in ((a, a), (b, b), (a, b))]
             direct = sum((m.sum() - m.diag().sum()) / (n * (n - 1)) for m in k[:2]) - 2 * k[2].mean()
             assert vals[0] == pytest.approx(direct.item(), abs=1e-12)
     vals = torch.tensor(vals)
@@ -86,8 +94,9 @@ def test_mmd_exact_cases_and_gaussian_closed_form():
 
 def test_unbiased_mmd_has_zero_null_expectation():
     gen = torch.Generator().manual_seed(3)
-    vals = torch.tensor([mmd2(torch.randn(30, 2, generator=gen), torch.randn(40, 2, generator=gen), 1.0)
-                         for _ in range(300)])
+    vals = torch.tensor(
+        [mmd2(torch.randn(30, 2, generator=gen), torch.randn(40, 2, generator=gen), 1.0) for _ in range(300)]
+    )
     assert abs(vals.mean().item()) <= 4 * vals.std().item() / math.sqrt(300)
 
 
@@ -105,11 +114,14 @@ def test_mode_weights_and_tv():
 
 
 def test_grid_mode_weights_of_overlapping_gaussians_are_exact():
-    """1D mixture 0.3 N(-1, 0.8^2) + 0.7 N(1.5, 0.6^2), nearest-mode split at 0.25: exact from the normal CDF."""
+    """1D mixture 0.3 N(-1, 0.8^2) + 0.7 N(1.5, 0.6^2), nearest-mode split at 0.25: exact from the normal
+    CDF."""
     w, mu, s = [0.3, 0.7], [-1.0, 1.5], [0.8, 0.6]
 
     def log_density(z):
-        comps = torch.stack([math.log(w[k]) + torch.distributions.Normal(mu[k], s[k]).log_prob(z[:, 0]) for k in range(2)])
+        comps = torch.stack(
+            [math.log(w[k]) + torch.distributions.Normal(mu[k], s[k]).log_prob(z[:, 0]) for k in range(2)]
+        )
         return torch.logsumexp(comps, 0)
 
     split = 0.25
@@ -127,7 +139,9 @@ def test_sample_grid_draws_from_the_density():
             torch.tensor([0.5, -1.0], dtype=F64), torch.tensor([[1.0, 0.4], [0.4, 0.5]], dtype=F64)
         ).log_prob(z)
 
-    x = sample_grid(log_density, 50_000, [(-6, 6), (-6, 6)], resolution=300, generator=torch.Generator().manual_seed(4))
+    x = sample_grid(
+        log_density, 50_000, [(-6, 6), (-6, 6)], resolution=300, generator=torch.Generator().manual_seed(4)
+    )
     assert torch.allclose(x.mean(0), torch.tensor([0.5, -1.0], dtype=F64), atol=0.02)
     assert torch.allclose(torch.cov(x.T), torch.tensor([[1.0, 0.4], [0.4, 0.5]], dtype=F64), atol=0.03)
 
