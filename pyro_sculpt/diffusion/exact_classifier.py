@@ -218,7 +218,8 @@ class GaussianMixtureClassifier:
     def _data_log_densities(self, z: torch.Tensor) -> torch.Tensor:
         """:math:`\\log p_j(z)` of every base's data density, ``(..., m)``, by one matrix product."""
         theta, log_w, _, _ = self._tensors(z)
-        quad = z[..., self._iu[0]] * z[..., self._iu[1]]
+        iu = self._iu.to(z.device)
+        quad = z[..., iu[0]] * z[..., iu[1]]
         feats = torch.cat([quad, z, torch.ones_like(z[..., :1])], -1)
         comp = feats @ theta + log_w  # (..., m * kmax)
         return torch.logsumexp(comp.reshape(comp.shape[:-1] + (self.num_models, self._kmax)), -1)
