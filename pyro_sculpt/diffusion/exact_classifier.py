@@ -175,29 +175,35 @@ class GaussianMixtureClassifier:
     # ----- densities of the bases at arbitrary points -----
 
     def _build_tables(self) -> None:
-        """Coefficients of every base component's log-density as a linear function of the features
-        :math:`(x_d x_e)_{d \\le e}, x, 1`, so that all components are evaluated by one matrix product."""
+        """Coefficients of every base component's log-density as a quadratic polynomial in :math:`x`,
+
+        .. math::
+
+            \\log w_c \\mathcal N(x; \\mu_c, \\Sigma_c) = -\\tfrac12 x^\\top P_c x + (P_c \\mu_c)^\\top x + k_c,
+
+        so that all components are evaluated at once by two matrix products."""
         m, d = self.num_models, self.dim
         kmax = max(b.num_components for b in self.bases)
-        iu = torch.triu_indices(d, d)
-        theta = torch.zeros(m, kmax, iu.shape[1] + d + 1, dtype=torch.float64)
-        log_w = torch.full((m, kmax), -math.inf, dtype=torch.float64)
+        quad = torch.zeros(m, kmax, d * d, dtype=torch.float64)
+        lin = torch.zeros(m, kmax, d, dtype=torch.float64)
+        const = torch.full((m, kmax), -math.inf, dtype=torch.float64)  # -inf on padding components
         for i, b in enumerate(self.bases):  # a loop over bases (construction only)
             mu = b.means.detach().cpu().double()
             cov = b.covariances.detach().cpu().double()
             prec = torch.linalg.inv(cov)
             prec = 0.5 * (prec + prec.transpose(-1, -2))
-            quad = -0.5 * prec * (2 - torch.eye(d, dtype=torch.float64))  # off-diagonal terms appear twice
             k = b.num_components
-            theta[i, :k, : iu.shape[1]] = quad[:, iu[0], iu[1]]
-            theta[i, :k, iu.shape[1] : iu.shape[1] + d] = (prec @ mu.unsqueeze(-1)).squeeze(-1)
-            logdet = torch.logdet(cov)
-            theta[i, :k, -1] = -0.5 * (mu.unsqueeze(-2) @ prec @ mu.unsqueeze(-1)).reshape(k) - 0.5 * logdet
-            theta[i, :k, -1] -= 0.5 * d * math.log(2 * math.pi)
-            log_w[i, :k] = b.weights.detach().cpu().double().log()
-        self._iu = iu
-        self._theta = theta.reshape(m * kmax, -1).T.contiguous()  # (F, m * kmax)
-        self._log_w = log_w.reshape(-1)  # (m * kmax), -inf on padding
+            quad[i, :k] = (-0.5 * prec).reshape(k, d * d)
+            lin[i, :k] = (prec @ mu.unsqueeze(-1)).squeeze(-1)
+            const[i, :k] = (
+                -0.5 * (mu.unsqueeze(-2) @ prec @ mu.unsqueeze(-1)).reshape(k)
+                - 0.5 * torch.logdet(cov)
+                - 0.5 * d * math.log(2 * math.pi)
+                + b.weights.detach().cpu().double().log()
+            )
+        self._quad = quad.reshape(m * kmax, d * d).T.contiguous()  # (D * D, m * kmax)
+        self._lin = lin.reshape(m * kmax, d).T.contiguous()  # (D, m * kmax)
+        self._const = const.reshape(-1)  # (m * kmax)
         self._kmax = kmax
         nodes, wts = np.polynomial.hermite_e.hermegauss(self.quadrature_points)
         z = torch.cartesian_prod(*[torch.as_tensor(nodes, dtype=torch.float64)] * d).reshape(-1, d)
@@ -211,17 +217,15 @@ class GaussianMixtureClassifier:
         if key not in self._cache:
             self._cache[key] = tuple(
                 t.to(dtype=x.dtype, device=x.device)
-                for t in (self._theta, self._log_w, self._nodes, self._log_node_weights)
+                for t in (self._quad, self._lin, self._const, self._nodes, self._log_node_weights)
             )
         return self._cache[key]
 
     def _data_log_densities(self, z: torch.Tensor) -> torch.Tensor:
-        """:math:`\\log p_j(z)` of every base's data density, ``(..., m)``, by one matrix product."""
-        theta, log_w, _, _ = self._tensors(z)
-        iu = self._iu.to(z.device)
-        quad = z[..., iu[0]] * z[..., iu[1]]
-        feats = torch.cat([quad, z, torch.ones_like(z[..., :1])], -1)
-        comp = feats @ theta + log_w  # (..., m * kmax)
+        """:math:`\\log p_j(z)` of every base's data density, ``(..., m)``."""
+        quad, lin, const, _, _ = self._tensors(z)
+        outer = (z.unsqueeze(-1) * z.unsqueeze(-2)).flatten(-2)
+        comp = outer @ quad + z @ lin + const  # (..., m * kmax)
         return torch.logsumexp(comp.reshape(comp.shape[:-1] + (self.num_models, self._kmax)), -1)
 
     def terminal_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -350,7 +354,7 @@ class GaussianMixtureClassifier:
 
     def _log_integral(self, i: int, x, t, log_a, tail) -> torch.Tensor:
         """:math:`\\log \\int p_i(x_0 \\mid x_t) \\prod_{k \\ge 2} Q(y_k \\mid x_0) dx_0`, ``(B, C)``."""
-        _, _, z, log_qw = self._tensors(x)
+        _, _, _, z, log_qw = self._tensors(x)
         log_r, mean, chol = self.bases[i].posterior(x, t, cholesky=True)  # (B, K), (B, K, D), (T.., K, D, D)
         nodes = mean.unsqueeze(-2) + (chol.unsqueeze(-3) @ z.unsqueeze(-1)).squeeze(-1)  # (B, K, Q, D)
         logp = self._data_log_densities(nodes)  # (B, K, Q, m)
