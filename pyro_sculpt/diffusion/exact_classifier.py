@@ -179,7 +179,8 @@ class GaussianMixtureClassifier:
 
         .. math::
 
-            \\log w_c \\mathcal N(x; \\mu_c, \\Sigma_c) = -\\tfrac12 x^\\top P_c x + (P_c \\mu_c)^\\top x + k_c,
+            \\log w_c \\mathcal N(x; \\mu_c, \\Sigma_c) = -\\tfrac12 x^\\top P_c x + (P_c \\mu_c)^\\top x
+            + k_c
 
         so that all components are evaluated at once by two matrix products."""
         m, d = self.num_models, self.dim
