@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from pyro_sculpt.diffusion.model import check_points, time_like
+from pyro_sculpt.diffusion.model import DeviceLike, check_points, time_like
 from pyro_sculpt.diffusion.oracle import GaussianMixtureOracle
 from pyro_sculpt.diffusion.schedules import TimeLike
 from pyro_sculpt.utils import check_positive_int, check_probability
@@ -55,6 +55,7 @@ class GaussianMixtureClassifier:
         gradient to about 2 % (worst case over noise levels); 8 points are four times cheaper and about ten
         times less accurate.
     :param chunk_size: particles per batched evaluation (bounds memory; not a loop over particles).
+    :param device: move the bases there (default: where they are); inputs are evaluated on their own device.
 
     Example::
 
@@ -73,6 +74,7 @@ class GaussianMixtureClassifier:
         weights: Optional[Sequence[float]] = None,
         quadrature_points: int = 16,
         chunk_size: int = 1024,
+        device: DeviceLike = None,
     ):
         bases = list(bases)
         if len(bases) < 2:
@@ -91,6 +93,8 @@ class GaussianMixtureClassifier:
                     f"bases[{k}] has schedule {b.schedule!r}, but bases[0] has {bases[0].schedule!r}: "
                     "every base must share one noise schedule"
                 )
+        if device is not None:
+            bases = [b.to(device) for b in bases]
         self.bases = bases
         self.num_models = len(bases)
         self.num_observations = check_positive_int("num_observations", num_observations)

@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-from pyro_sculpt.utils import check_positive_int
+from pyro_sculpt.diffusion.model import DeviceLike
+from pyro_sculpt.utils import as_device, check_positive_int
 
 
 class SinusoidalTimeEmbedding(nn.Module):
@@ -23,9 +24,12 @@ class SinusoidalTimeEmbedding(nn.Module):
     :param dim: embedding size (even).
     :param scale: :math:`s`.
     :param max_period: :math:`P`.
+    :param device: where the frequencies live.
     """
 
-    def __init__(self, dim: int = 32, scale: float = 1000.0, max_period: float = 10_000.0):
+    def __init__(
+        self, dim: int = 32, scale: float = 1000.0, max_period: float = 10_000.0, device: DeviceLike = None
+    ):
         super().__init__()
         check_positive_int("dim", dim, 2)
         if dim % 2:
@@ -49,6 +53,7 @@ class ScoreMLP(nn.Module):
     :param hidden: hidden width.
     :param layers: hidden layers (>= 1).
     :param time_embedding_dim: size of :math:`e(t)`.
+    :param device: where the weights live.
 
     Example::
 
@@ -56,7 +61,14 @@ class ScoreMLP(nn.Module):
         eps = net(torch.randn(10, 2), torch.rand(10))
     """
 
-    def __init__(self, dim: int, hidden: int = 128, layers: int = 3, time_embedding_dim: int = 32):
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 128,
+        layers: int = 3,
+        time_embedding_dim: int = 32,
+        device: DeviceLike = None,
+    ):
         super().__init__()
         self.dim = check_positive_int("dim", dim)
         self.hidden = check_positive_int("hidden", hidden)
@@ -70,6 +82,7 @@ class ScoreMLP(nn.Module):
             d = hidden
         mods.append(nn.Linear(d, dim))
         self.net = nn.Sequential(*mods)
+        self.to(as_device(device))
 
     def config(self) -> dict:
         return {

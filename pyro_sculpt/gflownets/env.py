@@ -95,6 +95,21 @@ class DiscreteEnv(ABC):
     def num_states(self) -> int:
         raise NotImplementedError(f"{type(self).__name__} is not enumerable")
 
+    def unique(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distinct states of a batch and where each row of the batch is among them.
+
+        :returns: ``(unique_states (U, state_dim), inverse (...))`` with ``unique_states[inverse] == states``.
+        """
+        flat = states.reshape(-1, self.state_dim)
+        if self.is_enumerable:
+            ids = self.index(flat)
+            uniq, inverse = torch.unique(ids, return_inverse=True)
+            first = torch.full((len(uniq),), len(ids), dtype=torch.long, device=ids.device)
+            first.scatter_reduce_(0, inverse, torch.arange(len(ids), device=ids.device), reduce="amin")
+            return flat[first], inverse.reshape(states.shape[:-1])
+        uniq, inverse = torch.unique(flat, dim=0, return_inverse=True)
+        return uniq, inverse.reshape(states.shape[:-1])
+
     def config(self) -> dict:
         """A JSON-serialisable description, stored in checkpoints and compared on load."""
         return {"type": type(self).__name__}

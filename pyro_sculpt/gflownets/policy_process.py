@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Hashable
+from typing import Hashable, Optional
 
 import torch
 from torch.distributions import constraints
@@ -44,8 +44,11 @@ class DiscretePolicyProcess(IterativeProcess):
     def init(self) -> torch.Tensor:
         return self.env.initial_state(self.device)
 
+    #: evaluate networks once per distinct state of a batch (particles often share states)
+    deduplicate: bool = True
+
     def step_dist(self, state: torch.Tensor, t: int) -> Categorical:
-        return Categorical(logits=self.action_log_probs(state))
+        return Categorical(logits=per_unique_state(self.env, self.action_log_probs, state, self.deduplicate))
 
     def transition(self, state: torch.Tensor, value: torch.Tensor, t: int) -> torch.Tensor:
         return self.env.step(state, value)
@@ -126,6 +129,40 @@ class DiscretePolicyProcess(IterativeProcess):
         self.env.validate_states(x, "x")
         p = self.exact_terminal_distribution().to(x.device)
         return p[self.env.index(x)].log().to(torch.get_default_dtype())
+
+
+def unique_rows(env: DiscreteEnv, states: torch.Tensor, enabled: bool = True, min_batch: int = 64):
+    """The rows to evaluate for a batch of states: ``(rows, inverse)``.
+
+    When deduplication pays (enabled, a batch of at least ``min_batch`` states, at most 75% distinct), ``rows`` are
+    the distinct states and ``rows[inverse]`` recovers the batch; otherwise ``rows`` is the batch and ``inverse`` is
+    ``None``.
+    """
+    if not enabled or states.dim() < 2 or states.shape[:-1].numel() < min_batch:
+        return states, None
+    uniq, inverse = env.unique(states)
+    if len(uniq) > 0.75 * inverse.numel():
+        return states, None
+    return uniq, inverse
+
+
+def gather_rows(out, inverse: Optional[torch.Tensor]):
+    """Scatter per-row results back to the batch (a tensor, or a dataclass of tensors); see :func:`unique_rows`."""
+    if inverse is None:
+        return out
+    if isinstance(out, torch.Tensor):
+        return out[inverse]
+    return type(out)(**{k: v[inverse] for k, v in vars(out).items()})
+
+
+def per_unique_state(env: DiscreteEnv, fn, states: torch.Tensor, enabled: bool = True):
+    """``fn(states)`` evaluated once per distinct state and gathered back to the batch.
+
+    Particles often share states (on a grid, thousands of particles occupy a few dozen states per step), so the
+    networks run on the distinct states only.
+    """
+    rows, inverse = unique_rows(env, states, enabled)
+    return gather_rows(fn(rows), inverse)
 
 
 def masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,7 @@ def guided_step(
     child of every state, every stop (terminal) row and every current state go through the classifier in ONE
     batched call; invalid actions are masked before normalising.
 
-    :param base_log_probs: ``(..., m, A)`` the bases' policies at ``states`` if already computed.
+    :param base_log_probs: ``(..., m, A)`` the bases' policies at ``states``, if already computed.
     """
     env = bases[0].env
     n_act = env.n_actions
@@ -61,9 +61,9 @@ def guided_step(
     n = obs.num_observations
     current = log_joint.select(-(n + 1), n_act)  # (..., m, ..., m) at the current state
     log_q1 = current if n == 1 else torch.logsumexp(current.flatten(-(n - 1)), -1)  # Q(y_1 = i | s)
-    if base_log_probs is None:
-        base_log_probs = torch.stack([b.action_log_probs(states) for b in bases], -2)  # (..., m, A)
     base_lp = base_log_probs
+    if base_lp is None:
+        base_lp = torch.stack([b.action_log_probs(states) for b in bases], -2)  # (..., m, A)
     mix = torch.logsumexp(base_lp + log_q1.unsqueeze(-1), -2)
     log_q_y, log_q_cur = log_q_y_rows[..., :n_act], log_q_y_rows[..., n_act]
     logits = (mix + log_q_y - log_q_cur.unsqueeze(-1)).masked_fill(~mask, float("-inf"))

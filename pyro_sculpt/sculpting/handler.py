@@ -8,6 +8,7 @@ from pyro.distributions import Categorical
 from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
+from pyro_sculpt.gflownets.policy_process import gather_rows
 from pyro_sculpt.sculpting.classifier import Classifier
 from pyro_sculpt.sculpting.guidance import guided_step
 from pyro_sculpt.sculpting.observations import Observations
@@ -62,8 +63,10 @@ class SculptGuidanceMessenger(Messenger):
             return
         process: MixtureProcess = info["process"]
         states = info["state"][0]
-        step = guided_step(process.bases, self.classifier, self._observations(process), states,
-                           process.base_log_probs(states))
+        rows, inverse, base_lp = process.unique_base_log_probs(states)  # shared with the step and its transition
+        step = gather_rows(
+            guided_step(process.bases, self.classifier, self._observations(process), rows, base_lp), inverse
+        )
         fn = msg["fn"]
         mask = None
         if isinstance(fn, MaskedDistribution):

@@ -7,7 +7,13 @@ from typing import Optional, Sequence
 import torch
 
 from pyro.distributions import Categorical
-from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess, parameters_key
+from pyro_sculpt.gflownets.policy_process import (
+    DiscretePolicyProcess,
+    gather_rows,
+    parameters_key,
+    per_unique_state,
+    unique_rows,
+)
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.classifier import Classifier, check_bases
 from pyro_sculpt.sculpting.guidance import GuidedStep, guided_step
@@ -45,18 +51,28 @@ class MixtureProcess(IterativeProcess):
     def init(self):
         return (self.env.initial_state(self.device), torch.tensor(self.weights, device=self.device).log())
 
-    def base_log_probs(self, states: torch.Tensor) -> torch.Tensor:
-        """``(..., m, A)`` every base's policy at ``states``.
+    #: evaluate the bases once per distinct state of a batch
+    deduplicate: bool = True
+
+    def unique_base_log_probs(self, states: torch.Tensor):
+        """``(rows, inverse, log_probs)``: the rows to evaluate (see :func:`~pyro_sculpt.gflownets.policy_process.
+        unique_rows`) and every base's policy there, ``(rows, m, A)``.
 
         The last result is remembered for the same state tensor, so that a step's distribution, its guided
-        replacement and its transition evaluate the bases once.
+        replacement and its transition deduplicate and evaluate the bases once.
         """
         memo = self.__dict__.get("_memo")
         if memo is not None and memo[0] is states:
             return memo[1]
-        lp = torch.stack([b.action_log_probs(states) for b in self.bases], -2)
-        self.__dict__["_memo"] = (states, lp)
-        return lp
+        rows, inverse = unique_rows(self.env, states, self.deduplicate)
+        out = (rows, inverse, torch.stack([b.action_log_probs(rows) for b in self.bases], -2))
+        self.__dict__["_memo"] = (states, out)
+        return out
+
+    def base_log_probs(self, states: torch.Tensor) -> torch.Tensor:
+        """``(..., m, A)`` every base's policy at ``states``."""
+        _, inverse, lp = self.unique_base_log_probs(states)
+        return gather_rows(lp, inverse)
 
     def step_dist(self, state, t):
         s, log_rho = state
@@ -152,7 +168,10 @@ class SculptedProcess(DiscretePolicyProcess):
         return (tuple(b.cache_key() for b in self.bases), clf_key)
 
     def guided(self, states: torch.Tensor) -> GuidedStep:
-        return guided_step(self.bases, self.classifier, self.obs, states)
+        """The guided step at ``states``, evaluated once per distinct state."""
+        return per_unique_state(
+            self.env, lambda s: guided_step(self.bases, self.classifier, self.obs, s), states, self.deduplicate
+        )
 
     def action_log_probs(self, states: torch.Tensor) -> torch.Tensor:
         return self.guided(states).log_probs

@@ -117,7 +117,13 @@ def test_one_batched_classifier_call_per_step():
     clf.raw = counting
     proc = ps.harmonic_mean(p1, p2, clf).process
     n = 500
-    ps.sample(proc, (n,))
-    assert len(calls) >= 1
-    # every call covers all particles and all (A - 1) children + stop row + current row at once
-    assert all(shape[:-1] == (n, ENV.n_actions + 1) for shape in calls)
+    x, state = ps.sample(proc, (n,), return_state=True)
+    steps = int(ENV.levels(x).max()) + 1
+    # one call per step, covering every distinct particle state with its (A - 1) children, stop row and current row
+    assert len(calls) == steps
+    assert all(shape[-2:] == (ENV.n_actions + 1, 2) for shape in calls)
+    proc.deduplicate = False
+    calls.clear()
+    x = ps.sample(proc, (n,))
+    assert len(calls) == int(ENV.levels(x).max()) + 1
+    assert all(shape == (n, ENV.n_actions + 1, 2) for shape in calls)

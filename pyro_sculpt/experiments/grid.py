@@ -1,0 +1,194 @@
+"""The sculpting paper's 2D grid experiment (Garipov et al. 2023, §6.1, Fig. 3 and Fig. C.1).
+
+Base GFlowNets on a 32x32 grid (symmetric Shubert at temperature 0.5 and diagonal sigmoid; the three circles), an
+observation classifier per experiment, and every operation of the paper's figures. Each composition is measured
+against the exact composition of the *learned* bases by the exact L1 of the guided policy's terminal distribution
+(dynamic programming), and by empirical L1 of particles with and without the twisted-SMC correction. Models are
+cached in the output directory and reused.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from pyro_sculpt.experiments.plotting import grid_heatmaps
+from pyro_sculpt.experiments.train_grid import FAST_RECIPE, REFERENCE_RECIPE
+from pyro_sculpt.gflownets import GFlowNet, HyperGrid, exact, rewards
+from pyro_sculpt.infer import twisted_smc
+from pyro_sculpt.metrics import empirical_distribution, expected_l1_floor, l1_distance
+from pyro_sculpt.sculpting import ObservationClassifier, composition_distribution, sculpt
+
+#: 2-model operations of the paper's Fig. 3: (label, y) at every alpha
+TWO_MODEL_OPS = [("harmonic mean", (0, 1)), ("contrast", (0, 0)), ("reverse contrast", (1, 1))]
+ALPHAS = (0.05, 0.5, 0.95)
+#: 3-model operations (paper's labels are 1-based)
+THREE_MODEL_OPS = ["12", "13", "23", "123", "11", "22", "33", "111", "222", "333"]
+
+
+@dataclass
+class Schedule:
+    """Training settings of one run of the experiment."""
+
+    base: dict = field(default_factory=lambda: dict(FAST_RECIPE))
+    classifier: dict = field(default_factory=dict)
+    particles: int = 100_000
+    three_models: bool = True
+
+
+def reduced_schedule() -> Schedule:
+    """The schedule of README command 1: large batches and a decaying learning rate, minutes on 2 CPU cores."""
+    clf = dict(steps=2000, batch_size=128, lr=2e-3, ramp=400, lr_final_factor=0.05)
+    return Schedule(classifier=clf, particles=100_000, three_models=True)
+
+
+def paper_schedule() -> Schedule:
+    """The paper's settings: bases by the reference TB recipe, classifiers at 64 trajectories per model per step
+    for 15,000 steps (Adam 1e-3, ramp 3,000, EMA 0.995)."""
+    clf = dict(steps=15_000, batch_size=64, lr=1e-3, ramp=3_000)
+    return Schedule(base=dict(REFERENCE_RECIPE), classifier=clf, particles=100_000, three_models=True)
+
+
+def _label(y) -> str:
+    return "".join(str(v + 1) for v in y if v is not None)
+
+
+def _get_base(out: Path, name: str, reward, schedule: Schedule, seed: int, progress_bar: bool, log) -> GFlowNet:
+    path = out / f"base_{name}.pt"
+    env = HyperGrid(2, 32)
+    if path.exists():
+        gfn = GFlowNet.load(path, env)
+        log(f"loaded {path}")
+        return gfn
+    t = time.perf_counter()
+    gfn = GFlowNet(env, reward).fit(**schedule.base, seed=seed, progress_bar=progress_bar)
+    l1 = l1_distance(gfn.exact_terminal_distribution(), exact.reward_distribution(env, reward))
+    log(f"trained base {name} in {time.perf_counter() - t:.1f}s: exact L1 to its reward = {l1:.4f}")
+    gfn.save(path)
+    return gfn
+
+
+def _get_classifier(out, name, bases, n, alpha_conditioned, schedule, seed, progress_bar, log):
+    path = out / f"classifier_{name}.pt"
+    if path.exists():
+        log(f"loaded {path}")
+        return ObservationClassifier.load(path, bases[0].env), None
+    t = time.perf_counter()
+    clf = ObservationClassifier.fit(bases, n, alpha_conditioned=alpha_conditioned, **schedule.classifier, seed=seed,
+                                    progress_bar=progress_bar)
+    seconds = time.perf_counter() - t
+    log(f"trained classifier {name} in {seconds:.1f}s")
+    clf.save(path)
+    return clf, seconds
+
+
+def _evaluate(bases, clf, y, alpha, particles: int, seed: int) -> dict:
+    env = bases[0].env
+    target = composition_distribution(torch.stack([b.exact_terminal_distribution() for b in bases]), y, alpha)
+    mixture = torch.stack([b.exact_terminal_distribution() for b in bases]).mean(0)
+    d = sculpt(bases, clf, y, alpha)
+    proc = d.process
+    row = {"y": _label(y), "alpha": alpha, "exact_l1": l1_distance(proc.exact_terminal_distribution(), target),
+           "mixture_l1": l1_distance(mixture, target)}
+    if particles:
+        torch.manual_seed(seed)
+        t = time.perf_counter()
+        x = d.sample((particles,))
+        row["guided_seconds"] = time.perf_counter() - t
+        row["guided_empirical_l1"] = l1_distance(empirical_distribution(env.index(x), env.num_states), target)
+        t = time.perf_counter()
+        res = twisted_smc(proc, particles, seed=seed)
+        row["smc_seconds"] = time.perf_counter() - t
+        row["smc_empirical_l1"] = l1_distance(res.distribution(env), target)
+        row["smc_ess"] = res.ess
+        row["smc_pareto_k"] = res.pareto_k
+        row["smc_resamples"] = res.num_resamples
+        row["floor_l1"] = expected_l1_floor(target, particles)
+    return row, target, proc
+
+
+def run(out: Path, schedule: Schedule, seed: int = 0, progress_bar: bool = True, log=print) -> dict:
+    """Run the experiment and write ``results.json``, ``results.md`` and the figures into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results: dict = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+                     "schedule": asdict(schedule), "two_models": [], "three_models": []}
+    shubert = _get_base(out, "shubert", rewards.symmetric_shubert(0.5), schedule, seed, progress_bar, log)
+    sigmoid = _get_base(out, "sigmoid", rewards.diagonal_sigmoid(), schedule, seed + 1, progress_bar, log)
+    bases = [shubert, sigmoid]
+    clf, secs = _get_classifier(out, "two_models", bases, 2, True, schedule, seed, progress_bar, log)
+    results["two_models_classifier_seconds"] = secs
+    panels = [("P1: Shubert", shubert.exact_terminal_distribution()),
+              ("P2: sigmoid", sigmoid.exact_terminal_distribution())]
+    for alpha in ALPHAS:
+        for label, y in TWO_MODEL_OPS:
+            row, target, proc = _evaluate(bases, clf, y, alpha, schedule.particles, seed)
+            row["op"] = label
+            results["two_models"].append(row)
+            log(_format(row))
+            panels.append((f"{label} a={alpha}\nL1={row['exact_l1']:.3f}", proc.exact_terminal_distribution()))
+    grid_heatmaps(panels, 32, out / "two_models.png", ncols=5, suptitle="Sculpting 2 GFlowNets (exact, guided)")
+    if schedule.three_models:
+        circles = [_get_base(out, f"circle{k}", rewards.circle(k), schedule, seed + 1 + k, progress_bar, log)
+                   for k in (1, 2, 3)]
+        clf3, secs3 = _get_classifier(out, "three_models", circles, 3, False, schedule, seed, progress_bar, log)
+        results["three_models_classifier_seconds"] = secs3
+        panels = [(f"P{k + 1}: circle {k + 1}", c.exact_terminal_distribution()) for k, c in enumerate(circles)]
+        for label in THREE_MODEL_OPS:
+            y = tuple(int(c) - 1 for c in label) + (None,) * (3 - len(label))
+            row, target, proc = _evaluate(circles, clf3, y, None, schedule.particles, seed)
+            row["op"] = f"y={label}"
+            results["three_models"].append(row)
+            log(_format(row))
+            panels.append((f"y={label}\nL1={row['exact_l1']:.3f}", proc.exact_terminal_distribution()))
+        grid_heatmaps(panels, 32, out / "three_models.png", ncols=5, suptitle="Sculpting 3 GFlowNets")
+    results["total_seconds"] = time.perf_counter() - start
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(markdown_table(results))
+    log(markdown_table(results))
+    log(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'two_models.png'}"
+        + (f", {out / 'three_models.png'}" if schedule.three_models else ""))
+    return results
+
+
+def _format(row: dict) -> str:
+    s = f"{row['op']:>17} alpha={row['alpha']}: exact L1 {row['exact_l1']:.4f} (mixture {row['mixture_l1']:.3f})"
+    if "smc_empirical_l1" in row:
+        s += (f" | empirical L1 guided {row['guided_empirical_l1']:.4f}, SMC {row['smc_empirical_l1']:.4f},"
+              f" floor {row['floor_l1']:.4f}, ESS {row['smc_ess']:.0f}, k {row['smc_pareto_k']:.2f}")
+    return s
+
+
+def markdown_table(results: dict) -> str:
+    """The results as Markdown tables."""
+    lines = []
+    for key, title in (("two_models", "Two models (Shubert, sigmoid)"), ("three_models", "Three models (circles)")):
+        rows = results.get(key) or []
+        if not rows:
+            continue
+        lines += [f"### {title}", "", "| operation | alpha | exact L1 | mixture L1 | guided emp. L1 | SMC emp. L1 | "
+                  "floor | SMC ESS | Pareto k |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            emp = (f"{r['guided_empirical_l1']:.4f} | {r['smc_empirical_l1']:.4f} | {r['floor_l1']:.4f} | "
+                   f"{r['smc_ess']:.0f} | {r['smc_pareto_k']:.2f}") if "smc_empirical_l1" in r else "- | - | - | - | -"
+            alpha = "-" if r["alpha"] is None else r["alpha"]
+            lines.append(f"| {r['op']} | {alpha} | {r['exact_l1']:.4f} | {r['mixture_l1']:.3f} | {emp} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(out: Path, full: bool, seed: int, progress_bar: bool, particles: Optional[int] = None,
+         two_only: bool = False) -> dict:
+    """The ``pyro-sculpt grid`` command."""
+    schedule = paper_schedule() if full else reduced_schedule()
+    if particles is not None:
+        schedule.particles = particles
+    if two_only:
+        schedule.three_models = False
+    return run(out, schedule, seed, progress_bar)
