@@ -90,3 +90,14 @@ def test_log_prob_validates_states():
         gfn.terminal_log_prob(torch.tensor([[0, 1, 2]]))
     with pytest.raises(ValueError, match="support"):  # Pyro's validation of the distribution's support
         gfn.as_distribution().log_prob(torch.tensor([[0, 4]]))
+
+
+@pytest.mark.parametrize("reward", ["symmetric_shubert", "diagonal_sigmoid"])
+def test_fast_recipe_reaches_l1_005_on_32x32(reward):
+    from pyro_sculpt.experiments.train_grid import FAST_RECIPE
+
+    env = ps.HyperGrid(2, 32)
+    r = ps.rewards.get(reward, **({"temperature": 0.5} if reward == "symmetric_shubert" else {}))
+    gfn = ps.GFlowNet(env, r).fit(**FAST_RECIPE, seed=0, progress_bar=False)
+    l1 = ps.metrics.l1_distance(gfn.exact_terminal_distribution(), exact.reward_distribution(env, r))
+    assert l1 <= 0.05, l1
