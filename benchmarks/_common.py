@@ -11,8 +11,10 @@ import torch
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-            f"python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+        f"python {platform.python_version()}"
+    )
 
 
 def best_of(fn, repeats: int = 5, warmup: int = 1) -> float:

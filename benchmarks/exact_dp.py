@@ -26,8 +26,10 @@ def main() -> dict:
     table = gfn.log_prob_table()
     dp_only = best_of(lambda: exact.terminal_distribution(env, table), repeats=10)
     print(f"machine: {machine()}")
-    print(f"32x32 exact terminal distribution: {full * 1e3:.1f} ms with the policy forward on all 1024 states, "
-          f"{dp_only * 1e3:.1f} ms for the DP alone (target < 500 ms)")
+    print(
+        f"32x32 exact terminal distribution: {full * 1e3:.1f} ms with the policy forward on all 1024 states, "
+        f"{dp_only * 1e3:.1f} ms for the DP alone (target < 500 ms)"
+    )
     return {"full_seconds": full, "dp_seconds": dp_only}
 
 

@@ -38,7 +38,13 @@ def train(reward, recipe: dict, seed: int, checkpoints: int = 10):
         trace.append((step, t - t0 - paused[0], l1_distance(g.exact_terminal_distribution(), target)))
         paused[0] += time.perf_counter() - t  # evaluation time is not training time
 
-    gfn.fit(**recipe, seed=seed, progress_bar=False, callback=cb, callback_every=max(recipe["steps"] // checkpoints, 1))
+    gfn.fit(
+        **recipe,
+        seed=seed,
+        progress_bar=False,
+        callback=cb,
+        callback_every=max(recipe["steps"] // checkpoints, 1),
+    )
     return trace
 
 
@@ -46,16 +52,22 @@ def main(reference_steps: int = REFERENCE_RECIPE["steps"], seed: int = 0) -> dic
     torch.set_num_threads(1)
     print(f"machine: {machine()}")
     out = {}
-    for name, reward in (("symmetric_shubert T=0.5", rewards.symmetric_shubert(0.5)),
-                         ("diagonal_sigmoid", rewards.diagonal_sigmoid())):
+    for name, reward in (
+        ("symmetric_shubert T=0.5", rewards.symmetric_shubert(0.5)),
+        ("diagonal_sigmoid", rewards.diagonal_sigmoid()),
+    ):
         ref = train(reward, dict(REFERENCE_RECIPE, steps=reference_steps), seed)
         ours = train(reward, FAST_RECIPE, seed)
         l1s = [c[2] for c in ref]
         print(f"{name}: reference recipe checkpoints L1 = " + ", ".join(f"{v:.3f}" for v in l1s))
-        print(f"  reference: final L1 {ref[-1][2]:.4f} after {ref[-1][1]:.1f}s "
-              f"(min {min(l1s):.4f}, max of the second half {max(l1s[len(l1s) // 2:]):.4f})")
-        print(f"  ours:      final L1 {ours[-1][2]:.4f} after {ours[-1][1]:.1f}s "
-              f"(wall-time ratio ours/reference {ours[-1][1] / ref[-1][1]:.3f})")
+        print(
+            f"  reference: final L1 {ref[-1][2]:.4f} after {ref[-1][1]:.1f}s "
+            f"(min {min(l1s):.4f}, max of the second half {max(l1s[len(l1s) // 2 :]):.4f})"
+        )
+        print(
+            f"  ours:      final L1 {ours[-1][2]:.4f} after {ours[-1][1]:.1f}s "
+            f"(wall-time ratio ours/reference {ours[-1][1] / ref[-1][1]:.3f})"
+        )
         out[name] = {"reference": ref, "ours": ours}
     return out
 

@@ -62,25 +62,29 @@ def main(n: int = 10_000, repeats: int = 5) -> dict:
     proc = ps.harmonic_mean(p1, p2, clf).process
     results = {}
     print(f"machine: {machine()}")
-    for label, states in (("mid-trajectory", mid_trajectory_states(proc, n, 25)),
-                          ("uniformly random", torch.randint(0, 32, (n, 2)))):
+    for label, states in (
+        ("mid-trajectory", mid_trajectory_states(proc, n, 25)),
+        ("uniformly random", torch.randint(0, 32, (n, 2))),
+    ):
         for dedup in (True, False):
             p1.deduplicate = proc.deduplicate = dedup
 
-            def unguided():
+            def unguided(states=states):
                 with torch.no_grad():
                     return p1.step_dist(states, 0).sample()
 
-            def guided():
+            def guided(states=states):
                 with torch.no_grad():
                     return proc.step_dist(states, 0).sample()
 
             t = interleaved({"unguided": unguided, "guided": guided}, repeats=10)
             ratio = t["guided"] / t["unguided"]
             results[f"{label}, dedup={dedup}"] = ratio
-            print(f"one step, {n} particles at {label} states ({len(env.unique(states)[0])} distinct), "
-                  f"deduplication {'on' if dedup else 'off'}: unguided {t['unguided'] * 1e3:.1f} ms, guided "
-                  f"{t['guided'] * 1e3:.1f} ms, ratio {ratio:.2f} (target <= 3)")
+            print(
+                f"one step, {n} particles at {label} states ({len(env.unique(states)[0])} distinct), "
+                f"deduplication {'on' if dedup else 'off'}: unguided {t['unguided'] * 1e3:.1f} ms, guided "
+                f"{t['guided'] * 1e3:.1f} ms, ratio {ratio:.2f} (target <= 3)"
+            )
     p1.deduplicate = proc.deduplicate = True
     mix = ps.mixture(p1, p2).process
 
@@ -90,8 +94,10 @@ def main(n: int = 10_000, repeats: int = 5) -> dict:
 
     loop = interleaved({"plain": lambda: plain_guided_loop(proc, n), "handler": handler}, repeats)
     results["handler_ratio"] = loop["handler"] / loop["plain"]
-    print(f"whole guided sampler, {n} particles: plain torch loop {loop['plain']:.3f}s, Pyro handler "
-          f"{loop['handler']:.3f}s, ratio {results['handler_ratio']:.2f} (target <= 1.3)")
+    print(
+        f"whole guided sampler, {n} particles: plain torch loop {loop['plain']:.3f}s, Pyro handler "
+        f"{loop['handler']:.3f}s, ratio {results['handler_ratio']:.2f} (target <= 1.3)"
+    )
     return results
 
 

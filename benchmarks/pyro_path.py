@@ -50,10 +50,15 @@ def main(n: int = 10_000, repeats: int = 5) -> dict:
 
     t = interleaved({"plain": lambda: plain_loop(gfn, n), "pyro": pyro_run, "pyro+trace": pyro_traced}, repeats)
     print(f"machine: {machine()}")
-    print(f"{n} trajectories on 32x32: plain torch {t['plain']:.3f}s, Pyro path {t['pyro']:.3f}s "
-          f"(ratio {t['pyro'] / t['plain']:.2f}), Pyro path under trace {t['pyro+trace']:.3f}s "
-          f"(ratio {t['pyro+trace'] / t['plain']:.2f}); target <= 1.3")
-    return {k: v for k, v in t.items()} | {"ratio": t["pyro"] / t["plain"], "ratio_traced": t["pyro+trace"] / t["plain"]}
+    print(
+        f"{n} trajectories on 32x32: plain torch {t['plain']:.3f}s, Pyro path {t['pyro']:.3f}s "
+        f"(ratio {t['pyro'] / t['plain']:.2f}), Pyro path under trace {t['pyro+trace']:.3f}s "
+        f"(ratio {t['pyro+trace'] / t['plain']:.2f}); target <= 1.3"
+    )
+    return {k: v for k, v in t.items()} | {
+        "ratio": t["pyro"] / t["plain"],
+        "ratio_traced": t["pyro+trace"] / t["plain"],
+    }
 
 
 if __name__ == "__main__":

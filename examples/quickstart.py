@@ -22,19 +22,33 @@ def main(height: int = 12, gfn_steps: int = 800, clf_steps: int = 800, seed: int
         l1 = ps.metrics.l1_distance(g.exact_terminal_distribution(), exact.reward_distribution(env, g.reward))
         print(f"{name}: exact L1 to its reward distribution {l1:.3f}")
 
-    clf = ps.ObservationClassifier.fit([p1, p2], num_observations=2, steps=clf_steps, batch_size=128, lr=2e-3,
-                                       ramp=clf_steps // 4, lr_final_factor=0.05, seed=seed, progress_bar=False)
+    clf = ps.ObservationClassifier.fit(
+        [p1, p2],
+        num_observations=2,
+        steps=clf_steps,
+        batch_size=128,
+        lr=2e-3,
+        ramp=clf_steps // 4,
+        lr_final_factor=0.05,
+        seed=seed,
+        progress_bar=False,
+    )
     learned = torch.stack([p1.exact_terminal_distribution(), p2.exact_terminal_distribution()])
     out = {}
-    for name, d, y in (("harmonic mean", ps.harmonic_mean(p1, p2, clf), (0, 1)),
-                       ("contrast", ps.contrast(p1, p2, clf), (0, 0)),
-                       ("reverse contrast", ps.reverse_contrast(p1, p2, clf), (1, 1))):
+    for name, d, y in (
+        ("harmonic mean", ps.harmonic_mean(p1, p2, clf), (0, 1)),
+        ("contrast", ps.contrast(p1, p2, clf), (0, 0)),
+        ("reverse contrast", ps.reverse_contrast(p1, p2, clf), (1, 1)),
+    ):
         x = d.sample((10_000,))  # guided particles, vectorised
-        exact_l1 = ps.metrics.l1_distance(d.process.exact_terminal_distribution(),
-                                          ps.composition_distribution(learned, y))
+        exact_l1 = ps.metrics.l1_distance(
+            d.process.exact_terminal_distribution(), ps.composition_distribution(learned, y)
+        )
         out[name] = exact_l1
-        print(f"{name}: exact L1 of the guided sampler to the closed form {exact_l1:.3f}; "
-              f"mean log-prob of 10,000 samples {d.log_prob(x).mean():.2f}")
+        print(
+            f"{name}: exact L1 of the guided sampler to the closed form {exact_l1:.3f}; "
+            f"mean log-prob of 10,000 samples {d.log_prob(x).mean():.2f}"
+        )
 
     def model():
         x = pyro.sample("x", ps.mixture(p1, p2))

@@ -21,6 +21,21 @@ def test_cli_help_and_train(tmp_path, capsys):
         main(["--help"])
     assert e.value.code == 0
     assert "grid" in capsys.readouterr().out
-    assert main(["train", "--reward", "original", "--height", "5", "--steps", "50", "--out", str(tmp_path),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--reward",
+                "original",
+                "--height",
+                "5",
+                "--steps",
+                "50",
+                "--out",
+                str(tmp_path),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "gfn_original.png").exists() and (tmp_path / "gfn_original.json").exists()

@@ -80,8 +80,14 @@ def _get_classifier(out, name, bases, n, alpha_conditioned, schedule, seed, prog
         log(f"loaded {path}")
         return ObservationClassifier.load(path, bases[0].env), None
     t = time.perf_counter()
-    clf = ObservationClassifier.fit(bases, n, alpha_conditioned=alpha_conditioned, **schedule.classifier, seed=seed,
-                                    progress_bar=progress_bar)
+    clf = ObservationClassifier.fit(
+        bases,
+        n,
+        alpha_conditioned=alpha_conditioned,
+        **schedule.classifier,
+        seed=seed,
+        progress_bar=progress_bar,
+    )
     seconds = time.perf_counter() - t
     log(f"trained classifier {name} in {seconds:.1f}s")
     clf.save(path)
@@ -94,8 +100,12 @@ def _evaluate(bases, clf, y, alpha, particles: int, seed: int) -> dict:
     mixture = torch.stack([b.exact_terminal_distribution() for b in bases]).mean(0)
     d = sculpt(bases, clf, y, alpha)
     proc = d.process
-    row = {"y": _label(y), "alpha": alpha, "exact_l1": l1_distance(proc.exact_terminal_distribution(), target),
-           "mixture_l1": l1_distance(mixture, target)}
+    row = {
+        "y": _label(y),
+        "alpha": alpha,
+        "exact_l1": l1_distance(proc.exact_terminal_distribution(), target),
+        "mixture_l1": l1_distance(mixture, target),
+    }
     if particles:
         torch.manual_seed(seed)
         t = time.perf_counter()
@@ -117,15 +127,21 @@ def run(out: Path, schedule: Schedule, seed: int = 0, progress_bar: bool = True,
     """Run the experiment and write ``results.json``, ``results.md`` and the figures into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    results: dict = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-                     "schedule": asdict(schedule), "two_models": [], "three_models": []}
+    results: dict = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "schedule": asdict(schedule),
+        "two_models": [],
+        "three_models": [],
+    }
     shubert = _get_base(out, "shubert", rewards.symmetric_shubert(0.5), schedule, seed, progress_bar, log)
     sigmoid = _get_base(out, "sigmoid", rewards.diagonal_sigmoid(), schedule, seed + 1, progress_bar, log)
     bases = [shubert, sigmoid]
     clf, secs = _get_classifier(out, "two_models", bases, 2, True, schedule, seed, progress_bar, log)
     results["two_models_classifier_seconds"] = secs
-    panels = [("P1: Shubert", shubert.exact_terminal_distribution()),
-              ("P2: sigmoid", sigmoid.exact_terminal_distribution())]
+    panels = [
+        ("P1: Shubert", shubert.exact_terminal_distribution()),
+        ("P2: sigmoid", sigmoid.exact_terminal_distribution()),
+    ]
     for alpha in ALPHAS:
         for label, y in TWO_MODEL_OPS:
             row, target, proc = _evaluate(bases, clf, y, alpha, schedule.particles, seed)
@@ -143,8 +159,10 @@ def run(out: Path, schedule: Schedule, seed: int = 0, progress_bar: bool = True,
     panels.append((f"(P1xP2) contrast P2\nL1={row['exact_l1']:.3f}", proc.exact_terminal_distribution()))
     grid_heatmaps(panels, 32, out / "two_models.png", ncols=6, suptitle="Sculpting 2 GFlowNets (exact, guided)")
     if schedule.three_models:
-        circles = [_get_base(out, f"circle{k}", rewards.circle(k), schedule, seed + 1 + k, progress_bar, log)
-                   for k in (1, 2, 3)]
+        circles = [
+            _get_base(out, f"circle{k}", rewards.circle(k), schedule, seed + 1 + k, progress_bar, log)
+            for k in (1, 2, 3)
+        ]
         clf3, secs3 = _get_classifier(out, "three_models", circles, 3, False, schedule, seed, progress_bar, log)
         results["three_models_classifier_seconds"] = secs3
         panels = [(f"P{k + 1}: circle {k + 1}", c.exact_terminal_distribution()) for k, c in enumerate(circles)]
@@ -160,45 +178,70 @@ def run(out: Path, schedule: Schedule, seed: int = 0, progress_bar: bool = True,
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown_table(results))
     log(markdown_table(results))
-    log(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'two_models.png'}"
-        + (f", {out / 'three_models.png'}" if schedule.three_models else ""))
+    log(
+        f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'two_models.png'}"
+        + (f", {out / 'three_models.png'}" if schedule.three_models else "")
+    )
     return results
 
 
 def _format(row: dict) -> str:
     s = f"{row['op']:>17} alpha={row['alpha']}: exact L1 {row['exact_l1']:.4f} (mixture {row['mixture_l1']:.3f})"
     if "smc_empirical_l1" in row:
-        s += (f" | empirical L1 guided {row['guided_empirical_l1']:.4f}, SMC {row['smc_empirical_l1']:.4f},"
-              f" floor {row['floor_l1']:.4f}, ESS {row['smc_ess']:.0f}, k {row['smc_pareto_k']:.2f}")
+        s += (
+            f" | empirical L1 guided {row['guided_empirical_l1']:.4f}, SMC {row['smc_empirical_l1']:.4f},"
+            f" floor {row['floor_l1']:.4f}, ESS {row['smc_ess']:.0f}, k {row['smc_pareto_k']:.2f}"
+        )
     return s
 
 
 def markdown_table(results: dict) -> str:
     """The results as Markdown tables."""
     lines = []
-    for key, title in (("two_models", "Two models (Shubert, sigmoid)"), ("three_models", "Three models (circles)")):
+    for key, title in (
+        ("two_models", "Two models (Shubert, sigmoid)"),
+        ("three_models", "Three models (circles)"),
+    ):
         rows = results.get(key) or []
         if not rows:
             continue
-        lines += [f"### {title}", "", "| operation | alpha | exact L1 | mixture L1 | guided emp. L1 | SMC emp. L1 | "
-                  "floor | SMC ESS | Pareto k |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### {title}",
+            "",
+            "| operation | alpha | exact L1 | mixture L1 | guided emp. L1 | SMC emp. L1 | floor | SMC ESS | Pareto k |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
-            emp = (f"{r['guided_empirical_l1']:.4f} | {r['smc_empirical_l1']:.4f} | {r['floor_l1']:.4f} | "
-                   f"{r['smc_ess']:.0f} | {r['smc_pareto_k']:.2f}") if "smc_empirical_l1" in r else "- | - | - | - | -"
+            emp = (
+                (
+                    f"{r['guided_empirical_l1']:.4f} | {r['smc_empirical_l1']:.4f} | {r['floor_l1']:.4f} | "
+                    f"{r['smc_ess']:.0f} | {r['smc_pareto_k']:.2f}"
+                )
+                if "smc_empirical_l1" in r
+                else "- | - | - | - | -"
+            )
             alpha = "-" if r["alpha"] is None else r["alpha"]
             lines.append(f"| {r['op']} | {alpha} | {r['exact_l1']:.4f} | {r['mixture_l1']:.3f} | {emp} |")
         lines.append("")
     if results.get("chained"):
         r = results["chained"]
-        lines.append(f"Chained composition {r['op']} (a sculpted GFlowNet used as a base; approximate by construction): "
-                     f"exact L1 {r['exact_l1']:.4f} to the closed form of its learned parts (mixture "
-                     f"{r['mixture_l1']:.3f}).")
+        lines.append(
+            f"Chained composition {r['op']} (a sculpted GFlowNet used as a base; approximate by construction): "
+            f"exact L1 {r['exact_l1']:.4f} to the closed form of its learned parts (mixture "
+            f"{r['mixture_l1']:.3f})."
+        )
         lines.append("")
     return "\n".join(lines)
 
 
-def main(out: Path, full: bool, seed: int, progress_bar: bool, particles: Optional[int] = None,
-         two_only: bool = False) -> dict:
+def main(
+    out: Path,
+    full: bool,
+    seed: int,
+    progress_bar: bool,
+    particles: Optional[int] = None,
+    two_only: bool = False,
+) -> dict:
     """The ``pyro-sculpt grid`` command."""
     schedule = paper_schedule() if full else reduced_schedule()
     if particles is not None:

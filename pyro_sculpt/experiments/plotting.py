@@ -13,7 +13,11 @@ import torch  # noqa: E402
 
 
 def grid_heatmaps(
-    panels: Sequence[tuple[str, torch.Tensor]], height: int, path: str | Path, ncols: int = 4, suptitle: str = ""
+    panels: Sequence[tuple[str, torch.Tensor]],
+    height: int,
+    path: str | Path,
+    ncols: int = 4,
+    suptitle: str = "",
 ) -> Path:
     """Draw distributions over a 2D grid (each a vector of ``height**2`` probabilities) side by side as a PNG."""
     n = len(panels)

@@ -6,7 +6,6 @@ import json
 import time
 from pathlib import Path
 
-
 from pyro_sculpt.experiments.plotting import grid_heatmaps
 from pyro_sculpt.gflownets import GFlowNet, HyperGrid, exact, rewards
 from pyro_sculpt.metrics import js_divergence, l1_distance
@@ -55,14 +54,17 @@ def main(reward_name: str, height: int, out: Path, seed: int, progress_bar: bool
     gfn.save(out / f"gfn_{reward_name}.pt")
     target = exact.reward_distribution(gfn.env, reward)
     grid_heatmaps(
-        [("reward distribution", target), (f"GFlowNet (exact), L1={result['l1']:.3f}", gfn.exact_terminal_distribution())],
+        [
+            ("reward distribution", target),
+            (f"GFlowNet (exact), L1={result['l1']:.3f}", gfn.exact_terminal_distribution()),
+        ],
         height,
         out / f"gfn_{reward_name}.png",
     )
     (out / f"gfn_{reward_name}.json").write_text(json.dumps(result, indent=2))
-    print(f"{reward_name} on {height}x{height}: exact L1 = {result['l1']:.4f} (sum convention), "
-          f"JS = {result['js']:.5f}, trained in {result['train_seconds']:.1f}s")
+    print(
+        f"{reward_name} on {height}x{height}: exact L1 = {result['l1']:.4f} (sum convention), "
+        f"JS = {result['js']:.5f}, trained in {result['train_seconds']:.1f}s"
+    )
     print(f"wrote {out / f'gfn_{reward_name}.png'} and {out / f'gfn_{reward_name}.json'}")
     return result
-
-

@@ -8,4 +8,13 @@ from pyro_sculpt.gflownets.networks import MLP
 from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess
 from pyro_sculpt.gflownets.tabular import TabularGFlowNet
 
-__all__ = ["DiscreteEnv", "DiscretePolicyProcess", "GFlowNet", "HyperGrid", "MLP", "TabularGFlowNet", "exact", "rewards"]
+__all__ = [
+    "DiscreteEnv",
+    "DiscretePolicyProcess",
+    "GFlowNet",
+    "HyperGrid",
+    "MLP",
+    "TabularGFlowNet",
+    "exact",
+    "rewards",
+]

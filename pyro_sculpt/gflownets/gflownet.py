@@ -15,7 +15,7 @@ from pyro_sculpt.gflownets.env import DiscreteEnv
 from pyro_sculpt.gflownets.networks import MLP
 from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess, masked_log_softmax, parameters_key
 from pyro_sculpt.processes.distribution import ProcessDistribution
-from pyro_sculpt.utils import as_device, check_positive_int, check_probability, progress, set_seed
+from pyro_sculpt.utils import as_device, check_positive_int, progress, set_seed
 
 CHECKPOINT_FORMAT = "pyro_sculpt.GFlowNet"
 CHECKPOINT_VERSION = 1
@@ -172,11 +172,14 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
         if not 0.0 < lr_final_factor <= 1.0:
             raise ValueError(f"lr_final_factor must lie in (0, 1], got {lr_final_factor!r}")
         set_seed(seed)
-        opt = torch.optim.Adam([{"params": self.policy.parameters(), "lr": lr}, {"params": [self.log_z], "lr": lr_logz}])
+        opt = torch.optim.Adam(
+            [{"params": self.policy.parameters(), "lr": lr}, {"params": [self.log_z], "lr": lr_logz}]
+        )
         sched = None
         if lr_final_factor < 1.0:
             sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda k: lr_final_factor + (1 - lr_final_factor) * 0.5 * (1 + math.cos(math.pi * k / steps))
+                opt,
+                lambda k: lr_final_factor + (1 - lr_final_factor) * 0.5 * (1 + math.cos(math.pi * k / steps)),
             )
         env = self.env
         use_table = env.is_enumerable and env.num_states <= batch_size * env.max_steps
@@ -195,7 +198,12 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
                 sched.step()
             if step % 100 == 0 or step == steps:
                 self.history.append(
-                    {"step": step, "loss": float(loss.detach()), "log_z": float(self.log_z.detach()), "time": time.perf_counter() - start}
+                    {
+                        "step": step,
+                        "loss": float(loss.detach()),
+                        "log_z": float(self.log_z.detach()),
+                        "time": time.perf_counter() - start,
+                    }
                 )
             if callback is not None and (step % callback_every == 0 or step == steps):
                 callback(step, self)

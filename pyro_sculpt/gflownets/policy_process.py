@@ -6,9 +6,9 @@ from abc import abstractmethod
 from typing import Hashable, Optional
 
 import torch
+from pyro.distributions import Categorical
 from torch.distributions import constraints
 
-from pyro.distributions import Categorical
 from pyro_sculpt.gflownets import exact
 from pyro_sculpt.gflownets.env import DiscreteEnv
 from pyro_sculpt.processes.process import IterativeProcess

@@ -5,4 +5,13 @@ from pyro_sculpt.processes.process import IterativeProcess, State
 from pyro_sculpt.processes.reparam import ProcessReparam
 from pyro_sculpt.processes.runner import run, sample, step_site_name, step_sites
 
-__all__ = ["IterativeProcess", "ProcessDistribution", "ProcessReparam", "State", "run", "sample", "step_site_name", "step_sites"]
+__all__ = [
+    "IterativeProcess",
+    "ProcessDistribution",
+    "ProcessReparam",
+    "State",
+    "run",
+    "sample",
+    "step_site_name",
+    "step_sites",
+]

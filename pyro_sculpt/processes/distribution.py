@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
+from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-from pyro.distributions import TorchDistribution
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.processes.runner import sample as sample_process
 

@@ -17,9 +17,8 @@ from abc import ABC, abstractmethod
 from typing import Any, Union
 
 import torch
-from torch.distributions import constraints
-
 from pyro.distributions import TorchDistribution
+from torch.distributions import constraints
 
 State = Union[torch.Tensor, tuple]
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-
 from pyro.distributions import Delta
 from pyro.infer.reparam.reparam import Reparam
+
 from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.processes.runner import run
 
@@ -39,5 +39,3 @@ class ProcessReparam(Reparam):
         event_dim = len(base.event_shape)
         new_fn = Delta(x, log_density=torch.zeros(x.shape[: x.dim() - event_dim]), event_dim=event_dim)
         return {"fn": new_fn, "value": x, "is_observed": True}
-
-

@@ -42,8 +42,10 @@ def check_bases(bases: Sequence[DiscretePolicyProcess], name: str = "bases") -> 
     env = bases[0].env
     for k, b in enumerate(bases[1:], 1):
         if not env.same_as(b.env):
-            raise ValueError(f"{name}[{k}] lives on {b.env.config()}, but {name}[0] on {env.config()}: every base "
-                             "must share one environment")
+            raise ValueError(
+                f"{name}[{k}] lives on {b.env.config()}, but {name}[0] on {env.config()}: every base "
+                "must share one environment"
+            )
         if b.backward_policy != bases[0].backward_policy:
             raise ValueError(
                 f"{name}[{k}] has backward policy {b.backward_policy!r}, but {name}[0] has "
@@ -189,8 +191,15 @@ class ObservationClassifier(Classifier):
     ) -> "ObservationClassifier":
         """Build a classifier for ``bases`` and train it (see :meth:`optimize` for ``train_kwargs``)."""
         env = check_bases(bases)
-        clf = cls(env, len(bases), num_observations, alpha_conditioned=alpha_conditioned, hidden=hidden,
-                  layers=layers, device=bases[0].device)
+        clf = cls(
+            env,
+            len(bases),
+            num_observations,
+            alpha_conditioned=alpha_conditioned,
+            hidden=hidden,
+            layers=layers,
+            device=bases[0].device,
+        )
         return clf.optimize(bases, **train_kwargs)
 
     def optimize(
@@ -259,7 +268,8 @@ class ObservationClassifier(Classifier):
         sched = None
         if lr_final_factor < 1.0:
             sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda k: lr_final_factor + (1 - lr_final_factor) * 0.5 * (1 + math.cos(math.pi * k / steps))
+                opt,
+                lambda k: lr_final_factor + (1 - lr_final_factor) * 0.5 * (1 + math.cos(math.pi * k / steps)),
             )
         tables = [b.log_prob_table() if env.is_enumerable else None for b in bases]
         use_table = env.is_enumerable and not self.alpha_conditioned
@@ -284,7 +294,7 @@ class ObservationClassifier(Classifier):
                 flags = torch.arange(2 * len(all_states), device=device) < len(all_states)
                 out = self.net(self._features(both, flags, 0.0))
                 term_table = out[: len(all_states), :m]
-                nt_table = torch.log_softmax(out[len(all_states):, m:], -1)
+                nt_table = torch.log_softmax(out[len(all_states) :, m:], -1)
                 term_logits = term_table[env.index(x)]
                 idx = env.index(states)[visited]  # (V,)
                 w_rows = weights.unsqueeze(1).expand(-1, states.shape[1], -1)[visited]
@@ -310,8 +320,14 @@ class ObservationClassifier(Classifier):
                 for pt, p in zip(target.parameters(), self.net.parameters()):
                     pt.lerp_(p, 1 - ema_decay)
             if step % 100 == 0 or step == steps:
-                self.history.append({"step": step, "loss_terminal": float(loss_t.detach()),
-                                     "loss_nonterminal": float(loss_n.detach()), "time": time.perf_counter() - start})
+                self.history.append(
+                    {
+                        "step": step,
+                        "loss_terminal": float(loss_t.detach()),
+                        "loss_nonterminal": float(loss_n.detach()),
+                        "time": time.perf_counter() - start,
+                    }
+                )
             if callback is not None and (step % callback_every == 0 or step == steps):
                 callback(step, self)
         return self
@@ -320,12 +336,21 @@ class ObservationClassifier(Classifier):
 
     def save(self, path: Union[str, Path]) -> None:
         """Save weights and configuration (format version :data:`CHECKPOINT_VERSION`)."""
-        torch.save({
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "env": self.env.config(),
-            "num_models": self.num_models, "num_observations": self.num_observations,
-            "alpha_conditioned": self.alpha_conditioned, "hidden": self.hidden, "layers": self.layers,
-            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}, "history": self.history,
-        }, path)
+        torch.save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "env": self.env.config(),
+                "num_models": self.num_models,
+                "num_observations": self.num_observations,
+                "alpha_conditioned": self.alpha_conditioned,
+                "hidden": self.hidden,
+                "layers": self.layers,
+                "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+                "history": self.history,
+            },
+            path,
+        )
 
     @classmethod
     def load(cls, path: Union[str, Path], env: Optional[DiscreteEnv] = None, device=None) -> "ObservationClassifier":
@@ -337,8 +362,14 @@ class ObservationClassifier(Classifier):
             raise ValueError(f"{path} has format version {data.get('version')}, expected {CHECKPOINT_VERSION}")
         if env is not None and env.config() != data["env"]:
             raise ValueError(f"checkpoint {path} was trained on env {data['env']}, but env={env.config()} was given")
-        clf = cls(env or env_from_config(data["env"]), data["num_models"], data["num_observations"],
-                  alpha_conditioned=data["alpha_conditioned"], hidden=data["hidden"], layers=data["layers"])
+        clf = cls(
+            env or env_from_config(data["env"]),
+            data["num_models"],
+            data["num_observations"],
+            alpha_conditioned=data["alpha_conditioned"],
+            hidden=data["hidden"],
+            layers=data["layers"],
+        )
         clf.load_state_dict(data["state_dict"])
         clf.history = list(data.get("history", []))
         return clf.to(device) if device is not None else clf
@@ -378,5 +409,5 @@ def _target_weights(t_logits: torch.Tensor, label: torch.Tensor, n: int, logit_a
         else:
             q = torch.softmax(t_logits, -1)
         for _ in range(n - 1):
-            w = (w.unsqueeze(-1) * q.reshape(q.shape[:1] + (1,) * (w.dim() - 1) + (m,)))
+            w = w.unsqueeze(-1) * q.reshape(q.shape[:1] + (1,) * (w.dim() - 1) + (m,))
     return w.reshape(w.shape[0], -1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from typing import Sequence
 
 import torch
@@ -79,5 +78,3 @@ class ExactClassifier(Classifier):
 
     def cache_key(self):
         return self._key()
-
-

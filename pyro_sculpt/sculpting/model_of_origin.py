@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-
 from pyro.distributions import Categorical
+
 from pyro_sculpt.sculpting.classifier import Classifier
 from pyro_sculpt.sculpting.observations import Observations
 

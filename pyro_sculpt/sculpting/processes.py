@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-
 from pyro.distributions import Categorical
+
 from pyro_sculpt.gflownets.policy_process import (
     DiscretePolicyProcess,
     gather_rows,
@@ -147,8 +147,9 @@ class SculptedProcess(DiscretePolicyProcess):
         if not isinstance(classifier, Classifier):
             raise TypeError(f"classifier must be an observation Classifier, got {type(classifier).__name__}")
         if not classifier.env.same_as(self.env):
-            raise ValueError(f"classifier is for env {classifier.env.config()}, but the bases live on "
-                             f"{self.env.config()}")
+            raise ValueError(
+                f"classifier is for env {classifier.env.config()}, but the bases live on {self.env.config()}"
+            )
         self.bases = list(bases)
         self.classifier = classifier
         self.obs = Observations.build(y, len(self.bases), weights, alpha)
@@ -163,14 +164,18 @@ class SculptedProcess(DiscretePolicyProcess):
         return self.bases[0].device
 
     def cache_key(self):
-        clf_key = self.classifier.cache_key() if hasattr(self.classifier, "cache_key") else parameters_key(
-            self.classifier)
+        clf_key = (
+            self.classifier.cache_key() if hasattr(self.classifier, "cache_key") else parameters_key(self.classifier)
+        )
         return (tuple(b.cache_key() for b in self.bases), clf_key)
 
     def guided(self, states: torch.Tensor) -> GuidedStep:
         """The guided step at ``states``, evaluated once per distinct state."""
         return per_unique_state(
-            self.env, lambda s: guided_step(self.bases, self.classifier, self.obs, s), states, self.deduplicate
+            self.env,
+            lambda s: guided_step(self.bases, self.classifier, self.obs, s),
+            states,
+            self.deduplicate,
         )
 
     def action_log_probs(self, states: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,19 @@ def closed_form(bases, y, alpha=None, weights=None):
 
 @pytest.mark.parametrize(
     "y,alpha",
-    [((0, 1), None), ((0, 0), None), ((1, 1), None), ((0, 1), 0.05), ((0, 1), 0.95), ((0, 0), 0.05),
-     ((1, 1), 0.95), ((0, None), None), ((None, 1), None), ((None, None), None), ((1, 0), 0.3)],
+    [
+        ((0, 1), None),
+        ((0, 0), None),
+        ((1, 1), None),
+        ((0, 1), 0.05),
+        ((0, 1), 0.95),
+        ((0, 0), 0.05),
+        ((1, 1), 0.95),
+        ((0, None), None),
+        ((None, 1), None),
+        ((None, None), None),
+        ((1, 0), 0.3),
+    ],
 )
 def test_two_model_compositions(y, alpha):
     bases = exact_bases(ENV, 2, seed=1)

@@ -14,8 +14,18 @@ ENV = ps.HyperGrid(2, 8)
 def trained():
     p1 = TabularGFlowNet.from_reward(ENV, ps.rewards.symmetric_shubert(0.5))
     p2 = TabularGFlowNet.from_reward(ENV, ps.rewards.diagonal_sigmoid())
-    clf = ps.ObservationClassifier.fit([p1, p2], 2, steps=800, batch_size=128, lr=2e-3, ramp=200, seed=0,
-                                       progress_bar=False, hidden=128, lr_final_factor=0.05)
+    clf = ps.ObservationClassifier.fit(
+        [p1, p2],
+        2,
+        steps=800,
+        batch_size=128,
+        lr=2e-3,
+        ramp=200,
+        seed=0,
+        progress_bar=False,
+        hidden=128,
+        lr_final_factor=0.05,
+    )
     return p1, p2, clf
 
 
@@ -55,8 +65,19 @@ def test_smc_targets_its_classifier_exactly(trained):
 def test_alpha_conditioned_classifier_trains_and_round_trips(tmp_path):
     p1 = TabularGFlowNet.from_reward(ENV, ps.rewards.symmetric_shubert(0.5))
     p2 = TabularGFlowNet.from_reward(ENV, ps.rewards.diagonal_sigmoid())
-    clf = ps.ObservationClassifier.fit([p1, p2], 2, alpha_conditioned=True, steps=1000, batch_size=128, lr=2e-3,
-                                       ramp=250, seed=0, progress_bar=False, hidden=128, lr_final_factor=0.05)
+    clf = ps.ObservationClassifier.fit(
+        [p1, p2],
+        2,
+        alpha_conditioned=True,
+        steps=1000,
+        batch_size=128,
+        lr=2e-3,
+        ramp=250,
+        seed=0,
+        progress_bar=False,
+        hidden=128,
+        lr_final_factor=0.05,
+    )
     bases = torch.stack([p1.exact_terminal_distribution(), p2.exact_terminal_distribution()])
     for alpha in (0.05, 0.95):
         target = ps.composition_distribution(bases, (0, 0), alpha)
