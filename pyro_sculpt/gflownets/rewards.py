@@ -109,7 +109,8 @@ class SymmetricShubert(Reward):
 
 @_register("diagonal_sigmoid")
 class DiagonalSigmoid(Reward):
-    """:math:`r = \\sigma(5 \\sum_d x_d)`, :math:`\\log R = \\log(r + 10^{-5})` (in 2D, :math:`\\sigma(5(x_0 + x_1))`)."""
+    """:math:`r = \\sigma(5 \\sum_d x_d)`, :math:`\\log R = \\log(r + 10^{-5})`
+    (in 2D, :math:`\\sigma(5(x_0 + x_1))`)."""
 
     def log_reward(self, u: torch.Tensor) -> torch.Tensor:
         x = 2 * u - 1

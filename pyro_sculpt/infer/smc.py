@@ -7,7 +7,8 @@ proposal and the non-terminal classifier :math:`Q(y \\mid s)` the twist, so step
 
 .. math::
 
-    \\omega_t = \\frac{\\sum_i \\rho_i(\\tau_{<t}) P_i(a_t \\mid s_t)\\; Q(y \\mid s_{t+1})}{Q(y \\mid s_t)\\; q(a_t \\mid s_t)},
+    \\omega_t = \\frac{\\sum_i \\rho_i(\\tau_{<t}) P_i(a_t \\mid s_t)\\; Q(y \\mid s_{t+1})}
+                    {Q(y \\mid s_t)\\; q(a_t \\mid s_t)},
 
 with :math:`\\rho(\\tau_{<t})` the exact posterior of "which base generated the prefix" (carried per particle). When
 the classifier's :math:`Q(y_1 \\mid s)` equals that posterior, :math:`\\omega_t` is the normaliser of the tilted step

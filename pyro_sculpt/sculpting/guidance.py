@@ -41,7 +41,8 @@ def guided_step(
 
     .. math::
 
-        \\log P_F(a \\mid s, y) = \\operatorname{logsumexp}_i\\big(\\log P_{i,F}(a \\mid s) + \\log Q(y_1 = i \\mid s)\\big)
+        \\log P_F(a \\mid s, y) = \\operatorname{logsumexp}_i\\big(\\log P_{i,F}(a \\mid s)
+            + \\log Q(y_1 = i \\mid s)\\big)
             + \\log Q(y \\mid s_a) - \\log Q(y \\mid s) - \\log Z(s),
 
     where :math:`s_a` is the child reached by :math:`a` and, for the stop action, the terminal :math:`x = s`. Every

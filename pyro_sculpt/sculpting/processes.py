@@ -122,7 +122,8 @@ class SculptedProcess(DiscretePolicyProcess):
 
     .. math::
 
-        \\tilde p(x \\mid y) \\propto \\Big(\\sum_i w_i p_i(x)\\Big) \\prod_{k \\text{ observed}} \\tilde p(y_k \\mid x).
+        \\tilde p(x \\mid y) \\propto \\Big(\\sum_i w_i p_i(x)\\Big)
+            \\prod_{k \\text{ observed}} \\tilde p(y_k \\mid x).
 
     A sculpted process can be a base of a new composition ("chaining"). That composition is approximate: a guided
     policy no longer satisfies the uniform backward policy exactly, so the step-wise mixture of the new composition
