@@ -7,34 +7,44 @@ from pyro_sculpt import envs, infer, metrics, processes, rewards, sculpting
 from pyro_sculpt.gflownets import DiscreteEnv, GFlowNet, HyperGrid
 from pyro_sculpt.processes import IterativeProcess, ProcessDistribution, ProcessReparam, run, sample
 from pyro_sculpt.sculpting import (
+    DiffusionMixtureProcess,
+    DiffusionObservationClassifier,
     ExactClassifier,
     ModelOfOrigin,
     ObservationClassifier,
+    SculptedDiffusionModel,
     SculptGuidanceMessenger,
     composition_distribution,
+    composition_log_density,
     contrast,
     harmonic_mean,
     mixture,
     reverse_contrast,
     sculpt,
     sculpt_guidance,
+    sculpted_diffusion,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DiffusionMixtureProcess",
+    "DiffusionObservationClassifier",
     "DiscreteEnv",
     "ExactClassifier",
     "ModelOfOrigin",
     "ObservationClassifier",
     "SculptGuidanceMessenger",
+    "SculptedDiffusionModel",
     "composition_distribution",
+    "composition_log_density",
     "contrast",
     "harmonic_mean",
     "mixture",
     "reverse_contrast",
     "sculpt",
     "sculpt_guidance",
+    "sculpted_diffusion",
     "GFlowNet",
     "HyperGrid",
     "IterativeProcess",

@@ -1,0 +1,628 @@
+"""A time-conditioned observation classifier for diffusion bases, trained from sampled reverse chains
+(Garipov et al. 2023, §4.2 and Appendix; MATH.md §1.2, §1.3).
+
+The classifier answers, for a batch of points :math:`x` at diffusion times :math:`t` (or terminal points),
+
+* terminal :math:`x` (a final sample): logits :math:`\\ell_i(x) = \\log p_i(x) + c(x)` over the :math:`m` bases, from
+  which every observation's posterior follows for any prior
+  (:func:`~pyro_sculpt.sculpting.observations.terminal_log_joint`);
+* a noisy :math:`x_t` of a reverse chain: the joint :math:`Q(y_1, \\dots, y_n \\mid x_t)`, where :math:`y_1` is the
+  base that generates the chain and :math:`y_{2..n}` are observations of its final sample.
+
+It has the interface of the exact :class:`~pyro_sculpt.diffusion.GaussianMixtureClassifier` (``log_joint(x, t, obs=)``,
+``terminal_logits``, ``log_prob_first``, ``log_prob``, ``grad_log_prob``), and the training entry point, checkpoints and
+loss of the GFlowNet :class:`~pyro_sculpt.sculpting.ObservationClassifier` (whose target weights it reuses).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from pyro_sculpt.diffusion.model import DeviceLike, check_points, time_like
+from pyro_sculpt.diffusion.networks import SinusoidalTimeEmbedding
+from pyro_sculpt.diffusion.samplers import ReverseDiffusionProcess
+from pyro_sculpt.diffusion.schedules import NoiseSchedule, TimeLike, schedule_from_config
+from pyro_sculpt.gflownets.networks import MLP
+from pyro_sculpt.processes.distribution import ProcessDistribution
+from pyro_sculpt.sculpting.classifier import _target_weights
+from pyro_sculpt.sculpting.observations import Observations, reweight_first, terminal_log_joint
+from pyro_sculpt.utils import as_device, check_positive_int, logit, progress, set_seed
+
+CHECKPOINT_FORMAT = "pyro_sculpt.DiffusionObservationClassifier"
+CHECKPOINT_VERSION = 1
+
+DiffusionBase = Union[ReverseDiffusionProcess, ProcessDistribution]
+
+
+def as_sampler(base: Any, name: str = "base") -> ReverseDiffusionProcess:
+    """Unwrap a :class:`~pyro_sculpt.ProcessDistribution` to its process and check that it is a reverse-diffusion
+    sampler."""
+    if isinstance(base, ProcessDistribution):
+        base = base.process
+    if not isinstance(base, ReverseDiffusionProcess):
+        raise TypeError(
+            f"{name} must be a diffusion sampler (a ReverseDiffusionProcess such as AncestralSampler(model)) or its "
+            f"ProcessDistribution, got {type(base).__name__}"
+        )
+    return base
+
+
+def _sampler_signature(s: ReverseDiffusionProcess) -> tuple:
+    coefs = tuple(s.step_coefficients(t) for t in range(s.max_steps))
+    times = tuple(None if t == 0 else s.score_time(t) for t in range(s.max_steps))
+    kinds = tuple(s.step_kind(t) for t in range(s.max_steps))
+    return type(s), kinds, times, coefs
+
+
+def check_diffusion_bases(
+    bases: Sequence[DiffusionBase], name: str = "bases", *, same_sampler: bool = False
+) -> list[ReverseDiffusionProcess]:
+    """Check that ``bases`` are at least two diffusion samplers on one data space with one noise schedule.
+
+    :param bases: reverse-diffusion samplers (:class:`~pyro_sculpt.diffusion.ReverseDiffusionProcess`) or their
+        :class:`~pyro_sculpt.ProcessDistribution`.
+    :param name: the argument's name in error messages.
+    :param same_sampler: also require one sampler (type, time grid and step coefficients) for every base, as a
+        composition steps all bases together.
+    :returns: the samplers.
+    :raises TypeError: for a base that is not a diffusion sampler.
+    :raises ValueError: for fewer than two bases, or bases of different data dimensions, schedules or samplers.
+    """
+    if isinstance(bases, (ReverseDiffusionProcess, ProcessDistribution)) or not hasattr(bases, "__len__"):
+        raise TypeError(f"{name} must be a sequence of diffusion samplers, got {type(bases).__name__}")
+    samplers = [as_sampler(b, f"{name}[{k}]") for k, b in enumerate(bases)]
+    if len(samplers) < 2:
+        raise ValueError(f"{name} must hold at least two base models, got {len(samplers)}")
+    first = samplers[0]
+    for k, s in enumerate(samplers[1:], 1):
+        if s.dim != first.dim:
+            raise ValueError(
+                f"{name}[{k}] has data dimension {s.dim}, but {name}[0] has {first.dim}: every base must live in "
+                "one space"
+            )
+        if s.schedule != first.schedule:
+            raise ValueError(
+                f"{name}[{k}] has schedule {s.schedule!r}, but {name}[0] has {first.schedule!r}: every base must "
+                "share one noise schedule"
+            )
+        if same_sampler and _sampler_signature(s) != _sampler_signature(first):
+            raise ValueError(
+                f"{name}[{k}] is {s!r}, but {name}[0] is {first!r}: a composition steps every base together, so "
+                "every base needs one sampler (type, time grid and options); build them with the same arguments"
+            )
+    return samplers
+
+
+@torch.no_grad()
+def sample_reverse_chains(
+    sampler: ReverseDiffusionProcess, num_chains: int, max_time: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run ``num_chains`` reverse chains of ``sampler`` (a plain vectorised torch loop) and keep the states that its
+    steps read at diffusion times :math:`\\tau \\le` ``max_time``.
+
+    :returns: ``(states, times, final)``: states ``(num_chains, S, D)`` (the input of every kept step, in the
+        sampler's order), their diffusion times ``(S,)`` (float64), and the final samples ``(num_chains, D)``.
+    :raises ValueError: if no step of the sampler reads a state at :math:`\\tau \\le` ``max_time``.
+    """
+    check_positive_int("num_chains", num_chains)
+    kept = [t for t in range(1, sampler.max_steps) if sampler.score_time(t) <= max_time + 1e-12]
+    if not kept:
+        raise ValueError(
+            f"max_time={max_time} is below every diffusion time of the sampler {sampler!r} (the smallest is "
+            f"{sampler.score_time(sampler.max_steps - 1):.4g})"
+        )
+    x = sampler.prior(torch.Size([num_chains])).sample()
+    states = x.new_empty((num_chains, len(kept), sampler.dim))
+    j = 0
+    for t in range(1, sampler.max_steps):
+        if j < len(kept) and kept[j] == t:
+            states[:, j] = x
+            j += 1
+        x = sampler.step_dist(x, t).sample()
+    times = torch.tensor([sampler.score_time(t) for t in kept], dtype=torch.float64)
+    return states, times, x
+
+
+class DiffusionObservationClassifier(nn.Module):
+    """A learned, time-conditioned observation classifier :math:`Q(y_1, \\dots, y_n \\mid x_t)` for diffusion bases.
+
+    One MLP on ``[x, e(t), terminal flag, logit(alpha)]`` (:math:`e` the sinusoidal embedding of
+    :class:`~pyro_sculpt.diffusion.SinusoidalTimeEmbedding`) with :math:`m + m^n` outputs: the terminal logits
+    :math:`\\ell_i(x)` and the non-terminal joint. Terminal points are the bases' final samples; non-terminal points are
+    the noisy states of their reverse chains at diffusion times :math:`t \\le` ``max_time`` (0.7 in the reference
+    implementation: later states are nearly pure noise). At :math:`t >` ``max_time`` the network is evaluated at
+    ``max_time`` (its time input is clamped): guidance there is an extrapolation, and ``max_time=1`` trains on every
+    noise level instead.
+
+    Observation conventions are those of :class:`~pyro_sculpt.sculpting.Observations`: :math:`y_1` has the prior
+    ``weights`` (applied by Bayes' rule, the network is trained with a uniform one) and :math:`y_{2..n}` the prior
+    :math:`(\\alpha, 1 - \\alpha)` (two bases, ``alpha_conditioned``) or uniform.
+
+    :param dim: data dimension :math:`D`.
+    :param num_models: :math:`m \\ge 2`.
+    :param num_observations: :math:`n \\ge 1`.
+    :param schedule: the bases' noise schedule (checked against the bases; ``None``: taken from the bases by
+        :meth:`optimize`).
+    :param alpha_conditioned: feed :math:`\\mathrm{logit}\\,\\alpha` so that one classifier serves every
+        :math:`\\alpha` of the parameterised operations (two models only).
+    :param max_time: largest diffusion time of the training states, in (0, 1].
+    :param hidden: hidden width.
+    :param layers: hidden layers.
+    :param time_embedding_dim: size of :math:`e(t)`.
+    :param device: where the weights live.
+
+    Example::
+
+        s1, s2 = AncestralSampler(model1, 200), AncestralSampler(model2, 200)
+        clf = DiffusionObservationClassifier.fit([s1, s2], num_observations=2, steps=3000, seed=0)
+        hm = ps.harmonic_mean(s1, s2, clf)             # guided reverse diffusion
+        x = hm.sample((4000,))
+        clf.save("clf.pt"); clf = DiffusionObservationClassifier.load("clf.pt")
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_models: int = 2,
+        num_observations: int = 2,
+        *,
+        schedule: Optional[NoiseSchedule] = None,
+        alpha_conditioned: bool = False,
+        max_time: float = 0.7,
+        hidden: int = 256,
+        layers: int = 3,
+        time_embedding_dim: int = 32,
+        device: DeviceLike = None,
+    ):
+        super().__init__()
+        self.dim = check_positive_int("dim", dim)
+        self.num_models = check_positive_int("num_models", num_models, 2)
+        self.num_observations = check_positive_int("num_observations", num_observations, 1)
+        if alpha_conditioned and num_models != 2:
+            raise ValueError(f"alpha_conditioned needs num_models=2, got {num_models}")
+        if schedule is not None and not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule must be a NoiseSchedule or None, got {type(schedule).__name__}")
+        max_time = float(max_time)
+        if not 0.0 < max_time <= 1.0:
+            raise ValueError(f"max_time must lie in (0, 1], got {max_time!r}")
+        self.schedule = schedule
+        self.alpha_conditioned = bool(alpha_conditioned)
+        self.supports_alpha = self.alpha_conditioned
+        self.max_time = max_time
+        self.hidden, self.layers = check_positive_int("hidden", hidden), check_positive_int("layers", layers, 0)
+        self.time_embedding_dim = check_positive_int("time_embedding_dim", time_embedding_dim, 2)
+        self.embed = SinusoidalTimeEmbedding(time_embedding_dim)
+        in_dim = dim + time_embedding_dim + 1 + int(self.alpha_conditioned)
+        self.net = MLP(in_dim, num_models + num_models**num_observations, hidden, layers)
+        self.history: list[dict] = []
+        self.to(as_device(device))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def __repr__(self) -> str:
+        return (
+            f"DiffusionObservationClassifier(dim={self.dim}, num_models={self.num_models}, "
+            f"num_observations={self.num_observations}, alpha_conditioned={self.alpha_conditioned}, "
+            f"max_time={self.max_time})"
+        )
+
+    # ----- the network -----
+
+    def _features(self, x: torch.Tensor, t: torch.Tensor, terminal: torch.Tensor, logit_alpha) -> torch.Tensor:
+        """Rows ``[x, e(min(t, max_time)), flag, logit_alpha]``; terminal rows take :math:`t = 0` and
+        :math:`\\mathrm{logit}\\,\\alpha = 0` (the terminal head ignores both)."""
+        dtype = next(self.net.parameters()).dtype
+        x = x.to(dtype)
+        tt = torch.where(terminal, torch.zeros_like(t), t.clamp(max=self.max_time)).to(dtype)
+        feats = [x, self.embed(tt), terminal.to(dtype).unsqueeze(-1)]
+        if self.alpha_conditioned:
+            la = torch.as_tensor(logit_alpha, dtype=dtype, device=x.device).expand(terminal.shape)
+            feats.append(torch.where(terminal, torch.zeros_like(la), la).unsqueeze(-1))
+        return torch.cat(feats, -1)
+
+    def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m, n = self.num_models, self.num_observations
+        joint = torch.log_softmax(out[..., m:], -1).reshape(out.shape[:-1] + (m,) * n)
+        return out[..., :m], joint
+
+    def _obs(self, weights=None, alpha=None, obs: Any = None) -> Observations:
+        if obs is not None:
+            weights = getattr(obs, "weights", None) if weights is None else weights
+            alpha = getattr(obs, "alpha", None) if alpha is None else alpha
+        if isinstance(alpha, torch.Tensor):
+            if alpha.dim() != 0:
+                raise ValueError(f"alpha must be a number in (0, 1), got a tensor of shape {tuple(alpha.shape)}")
+            alpha = float(alpha)
+        if isinstance(weights, torch.Tensor):
+            weights = weights.tolist()
+        o = Observations.build((None,) * self.num_observations, self.num_models, weights, alpha)
+        self.check_observations(o)
+        return o
+
+    def check_observations(self, obs: Observations) -> None:
+        """Raise a :class:`ValueError` if this classifier cannot answer ``obs``."""
+        if obs.num_models != self.num_models:
+            raise ValueError(
+                f"classifier was trained for {self.num_models} base models, but {obs.num_models} bases were given"
+            )
+        if obs.num_observations != self.num_observations:
+            raise ValueError(
+                f"classifier was trained for {self.num_observations} observations, but y has "
+                f"{obs.num_observations} entries (use None for an unobserved one)"
+            )
+        if obs.alpha is not None and not self.supports_alpha and obs.num_observations > 1:
+            raise ValueError("alpha needs a classifier conditioned on alpha (alpha_conditioned=True) or an exact one")
+
+    # ----- the interface of GaussianMixtureClassifier -----
+
+    def terminal_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """:math:`\\ell_i(x) = \\log p_i(x) + c(x)` of a final sample ``x`` ``(..., D)``, shape ``(..., m)``."""
+        check_points(x, self.dim, "x")
+        flag = torch.ones(x.shape[:-1], dtype=torch.bool, device=x.device)
+        zero = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
+        out = self.net(self._features(x, zero, flag, 0.0))
+        return out[..., : self.num_models].to(x.dtype)
+
+    def log_joint(
+        self, x: torch.Tensor, t: Optional[TimeLike] = None, *, weights=None, alpha=None, obs: Any = None
+    ) -> torch.Tensor:
+        """:math:`\\log Q(y_1, \\dots, y_n \\mid x_t)` for every configuration, in ONE network evaluation.
+
+        :param x: ``(..., D)``.
+        :param t: diffusion time (a float or a tensor broadcasting against ``x.shape[:-1]``); ``None``: ``x`` is a
+            final sample (the terminal head, observations independent given ``x``).
+        :param weights: prior of :math:`y_1` (the mixture weights), default uniform.
+        :param alpha: prior :math:`(\\alpha, 1 - \\alpha)` of :math:`y_{2..n}` (two bases), default uniform.
+        :param obs: an :class:`~pyro_sculpt.sculpting.Observations` (or any object with ``weights`` and ``alpha``)
+            supplying the priors.
+        :returns: ``(..., m, ..., m)`` with ``n`` trailing dims.
+        """
+        check_points(x, self.dim, "x")
+        o = self._obs(weights, alpha, obs)
+        log_priors = o.log_priors(x.device, x.dtype)
+        if t is None:
+            return terminal_log_joint(self.terminal_logits(x), log_priors)
+        tt = time_like(t, x)
+        flag = torch.zeros(x.shape[:-1], dtype=torch.bool, device=x.device)
+        la = logit(o.alpha) if (self.alpha_conditioned and o.alpha is not None) else 0.0
+        _, joint = self._split(self.net(self._features(x, tt, flag, la)))
+        m, n = self.num_models, self.num_observations
+        uniform = torch.full((m,), -math.log(m), dtype=x.dtype, device=x.device)
+        return reweight_first(joint.to(x.dtype), n, log_priors[0], uniform)
+
+    def log_prob_first(self, x: torch.Tensor, t: Optional[TimeLike] = None, *, weights=None) -> torch.Tensor:
+        """:math:`\\log Q(y_1 = i \\mid x_t)`, shape ``(..., m)`` (``t=None``: terminal)."""
+        joint = self.log_joint(x, t, weights=weights)
+        n = self.num_observations
+        return joint if n == 1 else torch.logsumexp(joint.flatten(-(n - 1)), -1)
+
+    def guidance_log_probs(
+        self, x: torch.Tensor, t: Optional[TimeLike], obs: Observations
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:math:`(\\log Q(y_1 = \\cdot \\mid x_t),\\ \\log Q(y \\mid x_t))` for the observations ``obs``, shapes
+        ``(..., m)`` and ``(...)``, from one network evaluation (differentiable in ``x``)."""
+        joint = self.log_joint(x, t, obs=obs)
+        n = self.num_observations
+        first = joint if n == 1 else torch.logsumexp(joint.flatten(-(n - 1)), -1)
+        return first, obs.select(joint)
+
+    def _resolve(self, y: Any, weights, alpha) -> Observations:
+        if isinstance(y, Observations):
+            weights = y.weights if weights is None else weights
+            alpha = y.alpha if alpha is None else alpha
+            y = y.y
+        if isinstance(y, (str, bytes)) or not hasattr(y, "__len__"):
+            raise ValueError(f"y must be a sequence of {self.num_observations} base indices or None, got {y!r}")
+        y = tuple(int(v) if isinstance(v, torch.Tensor) else v for v in y)
+        o = Observations.build(y, self.num_models, weights, alpha)
+        self.check_observations(o)
+        return o
+
+    def log_prob(
+        self, y: Any, x: torch.Tensor, t: Optional[TimeLike] = None, *, weights=None, alpha=None
+    ) -> torch.Tensor:
+        """:math:`\\log Q(y \\mid x_t)` for one configuration ``y`` (entries ``None`` are summed out), shape
+        ``x.shape[:-1]``. ``y`` may be an :class:`~pyro_sculpt.sculpting.Observations`."""
+        o = self._resolve(y, weights, alpha)
+        return o.select(self.log_joint(x, t, obs=o))
+
+    def grad_log_prob(
+        self, y: Any, x: torch.Tensor, t: Optional[TimeLike] = None, *, weights=None, alpha=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:math:`\\log Q(y \\mid x_t)` and :math:`\\nabla_{x_t} \\log Q(y \\mid x_t)` (one forward and one backward
+        pass; works under :func:`torch.no_grad`). Returns detached tensors of shapes ``x.shape[:-1]`` and
+        ``x.shape``."""
+        o = self._resolve(y, weights, alpha)
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            lp = o.select(self.log_joint(xg, t, obs=o))
+            (g,) = torch.autograd.grad(lp.sum(), xg)
+        return lp.detach(), g
+
+    # ----- training (MATH.md §1.2, §1.3) -----
+
+    @classmethod
+    def fit(
+        cls,
+        bases: Sequence[DiffusionBase],
+        num_observations: int = 2,
+        *,
+        alpha_conditioned: bool = False,
+        max_time: float = 0.7,
+        hidden: int = 256,
+        layers: int = 3,
+        time_embedding_dim: int = 32,
+        device: DeviceLike = None,
+        **train_kwargs,
+    ) -> "DiffusionObservationClassifier":
+        """Build a classifier for ``bases`` (diffusion samplers) and train it (see :meth:`optimize` for
+        ``train_kwargs``).
+
+        Example::
+
+            clf = DiffusionObservationClassifier.fit([s1, s2], 2, alpha_conditioned=True, steps=3000, seed=0)
+        """
+        samplers = check_diffusion_bases(bases)
+        clf = cls(
+            samplers[0].dim,
+            len(samplers),
+            num_observations,
+            schedule=samplers[0].schedule,
+            alpha_conditioned=alpha_conditioned,
+            max_time=max_time,
+            hidden=hidden,
+            layers=layers,
+            time_embedding_dim=time_embedding_dim,
+            device=device if device is not None else samplers[0].device,
+        )
+        return clf.optimize(samplers, **train_kwargs)
+
+    def optimize(
+        self,
+        bases: Sequence[DiffusionBase],
+        steps: int = 15_000,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        ramp: int = 3_000,
+        ema_decay: float = 0.995,
+        logit_alpha_range: float = 3.5,
+        *,
+        num_chains: int = 4096,
+        refresh_every: Optional[int] = 1000,
+        states_per_chain: int = 8,
+        seed: Optional[int] = None,
+        progress_bar: bool = True,
+        callback: Optional[Callable[[int, "DiffusionObservationClassifier"], None]] = None,
+        callback_every: int = 1000,
+        lr_final_factor: float = 1.0,
+    ) -> "DiffusionObservationClassifier":
+        """Train by the bootstrapped objective of Garipov et al. (2023) on reverse chains of the bases.
+
+        A pool of ``num_chains`` reverse chains per base is sampled with each base's own sampler (and resampled every
+        ``refresh_every`` steps). Every step draws ``batch_size`` chains per base from the pool and, on each,
+        ``states_per_chain`` of its noisy states at times :math:`t \\le` ``max_time``. For a chain of base :math:`k`
+        ending in the final sample :math:`x`:
+
+        .. math::
+
+            L_T = -\\log Q(y_1 = k \\mid x), \\qquad
+            L_N = -\\mathbb E_{x_t} \\sum_y W(y) \\log Q(y \\mid x_t), \\quad
+            W = \\mathbb 1[y_1 = k] \\prod_{j \\ge 2} \\bar Q(y_j \\mid x),
+
+        with :math:`\\bar Q` an exponential moving average of the classifier (no gradient; the weights are
+        :func:`pyro_sculpt.sculpting.classifier._target_weights`, shared with GFlowNets), and loss :math:`L_T +
+        \\min(1, \\text{step}/\\text{ramp}) L_N`. With ``alpha_conditioned``, :math:`\\mathrm{logit}\\,\\alpha \\sim
+        U[-r, r]` per chain sets the prior of :math:`y_{2..n}`. The terminal and non-terminal rows go through the
+        network in one batched call.
+
+        :param bases: the base samplers, in the order of the classifier's outputs.
+        :param steps: optimisation steps.
+        :param batch_size: chains per base per step.
+        :param lr: Adam learning rate.
+        :param ramp: steps of the linear ramp of the non-terminal loss.
+        :param ema_decay: decay of the target network's moving average, in [0, 1).
+        :param logit_alpha_range: :math:`r > 0`.
+        :param num_chains: chains per base in the pool.
+        :param refresh_every: resample the pool every this many steps (``None``: never).
+        :param states_per_chain: noisy states per chain per step.
+        :param seed: seed of the global generators.
+        :param progress_bar: show a progress bar.
+        :param callback: ``callback(step, self)`` every ``callback_every`` steps and at the end.
+        :param callback_every: see ``callback``.
+        :param lr_final_factor: cosine decay of the learning rate to this fraction, in (0, 1] (1 keeps it constant).
+        :returns: ``self``.
+        """
+        samplers = check_diffusion_bases(bases)
+        if len(samplers) != self.num_models:
+            raise ValueError(f"classifier is for {self.num_models} base models, got {len(samplers)} bases")
+        if samplers[0].dim != self.dim:
+            raise ValueError(f"bases have data dimension {samplers[0].dim}, but the classifier has {self.dim}")
+        if self.schedule is None:
+            self.schedule = samplers[0].schedule
+        elif samplers[0].schedule != self.schedule:
+            raise ValueError(
+                f"bases use schedule {samplers[0].schedule!r}, but the classifier was built for {self.schedule!r}"
+            )
+        check_positive_int("steps", steps)
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("ramp", ramp, 0)
+        check_positive_int("num_chains", num_chains)
+        check_positive_int("states_per_chain", states_per_chain)
+        check_positive_int("callback_every", callback_every)
+        if refresh_every is not None:
+            check_positive_int("refresh_every", refresh_every)
+        if not (lr > 0) or not math.isfinite(lr):
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
+        if not 0.0 < lr_final_factor <= 1.0:
+            raise ValueError(f"lr_final_factor must lie in (0, 1], got {lr_final_factor!r}")
+        if not (logit_alpha_range > 0) or not math.isfinite(logit_alpha_range):
+            raise ValueError(f"logit_alpha_range must be a finite number > 0, got {logit_alpha_range!r}")
+        set_seed(seed)
+        m, n = self.num_models, self.num_observations
+        device = self.device
+        dtype = next(self.net.parameters()).dtype
+        target = copy.deepcopy(self.net).requires_grad_(False)
+        opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        sched = None
+        if lr_final_factor < 1.0:
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda k: lr_final_factor + (1 - lr_final_factor) * 0.5 * (1 + math.cos(math.pi * k / steps))
+            )
+
+        def draw_pool():
+            pool = []
+            for s in samplers:  # a loop over bases; every chain of a base is batched
+                states, times, final = sample_reverse_chains(s, num_chains, self.max_time)
+                pool.append((states.to(device, dtype), times.to(device, dtype), final.to(device, dtype)))
+            return pool
+
+        pool = draw_pool()
+        label = torch.arange(m, device=device).repeat_interleave(batch_size)
+        k_states = states_per_chain
+        start = time.perf_counter()
+        self.net.train()
+        for step in progress(range(1, steps + 1), enabled=progress_bar, total=steps, desc="classifier"):
+            if refresh_every is not None and step > 1 and (step - 1) % refresh_every == 0:
+                pool = draw_pool()
+            finals, noisy, noisy_t = [], [], []
+            for states, times, final in pool:
+                idx = torch.randint(0, num_chains, (batch_size,), device=device)
+                col = torch.randint(0, times.shape[0], (batch_size, k_states), device=device)
+                finals.append(final[idx])
+                noisy.append(states[idx.unsqueeze(-1), col])  # (B, K, D)
+                noisy_t.append(times[col])  # (B, K)
+            x = torch.cat(finals, 0)  # (m B, D)
+            xs = torch.cat(noisy, 0).reshape(-1, self.dim)  # (m B K, D)
+            ts = torch.cat(noisy_t, 0).reshape(-1)
+            la = None
+            if self.alpha_conditioned:
+                la = (torch.rand(m * batch_size, device=device, dtype=dtype) * 2 - 1) * logit_alpha_range
+            flags = torch.ones(x.shape[0], dtype=torch.bool, device=device)
+            zeros_t = torch.zeros(x.shape[0], dtype=dtype, device=device)
+            with torch.no_grad():  # W(y) from the target network's terminal predictions
+                t_logits = target(self._features(x, zeros_t, flags, 0.0))[..., :m]
+                weights = _target_weights(t_logits, label, n, la)  # (m B, m**n)
+            la_rows = la.repeat_interleave(k_states) if la is not None else 0.0
+            rows = torch.cat(
+                [
+                    self._features(x, zeros_t, flags, 0.0),
+                    self._features(xs, ts, torch.zeros(xs.shape[0], dtype=torch.bool, device=device), la_rows),
+                ],
+                0,
+            )
+            out = self.net(rows)  # terminal and non-terminal rows in one call
+            term_logits = out[: x.shape[0], :m]
+            nt = torch.log_softmax(out[x.shape[0] :, m:], -1)  # (m B K, m**n)
+            loss_t = torch.nn.functional.cross_entropy(term_logits, label)
+            loss_n = -(weights.repeat_interleave(k_states, 0) * nt).sum(-1).mean()
+            loss = loss_t + min(1.0, step / ramp if ramp else 1.0) * loss_n
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            with torch.no_grad():
+                for pt, p in zip(target.parameters(), self.net.parameters()):
+                    pt.lerp_(p, 1 - ema_decay)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"classifier loss became non-finite at step {step}")
+            if step % 100 == 0 or step == steps:
+                self.history.append(
+                    {
+                        "step": step,
+                        "loss_terminal": float(loss_t.detach()),
+                        "loss_nonterminal": float(loss_n.detach()),
+                        "time": time.perf_counter() - start,
+                    }
+                )
+            if callback is not None and (step % callback_every == 0 or step == steps):
+                callback(step, self)
+        self.net.eval()
+        return self
+
+    # ----- checkpoints -----
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Save weights and configuration (format version :data:`CHECKPOINT_VERSION`)."""
+        torch.save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "dim": self.dim,
+                "num_models": self.num_models,
+                "num_observations": self.num_observations,
+                "schedule": None if self.schedule is None else self.schedule.config(),
+                "alpha_conditioned": self.alpha_conditioned,
+                "max_time": self.max_time,
+                "hidden": self.hidden,
+                "layers": self.layers,
+                "time_embedding_dim": self.time_embedding_dim,
+                "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+                "history": self.history,
+            },
+            path,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        path: Union[str, Path],
+        *,
+        dim: Optional[int] = None,
+        num_models: Optional[int] = None,
+        num_observations: Optional[int] = None,
+        device: DeviceLike = None,
+    ) -> "DiffusionObservationClassifier":
+        """Load a checkpoint written by :meth:`save`.
+
+        :param dim: the data dimension expected by the caller (checked).
+        :param num_models: the number of bases expected (checked).
+        :param num_observations: the number of observations expected (checked).
+        :raises ValueError: for a file that is not such a checkpoint (for instance a GFlowNet classifier's or a score
+            model's), another format version, or a classifier for another dimension or number of models.
+        """
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is "not a checkpoint"
+            raise ValueError(f"{path} is not a readable pyro_sculpt checkpoint: {err}") from None
+        fmt = data.get("format") if isinstance(data, dict) else None
+        if fmt != CHECKPOINT_FORMAT:
+            raise ValueError(
+                f"{path} is not a pyro_sculpt DiffusionObservationClassifier checkpoint (its format is {fmt!r}, "
+                f"expected {CHECKPOINT_FORMAT!r})"
+            )
+        if data.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(
+                f"{path} has checkpoint format version {data.get('version')}, expected {CHECKPOINT_VERSION}"
+            )
+        for name, want in (("dim", dim), ("num_models", num_models), ("num_observations", num_observations)):
+            if want is not None and want != data[name]:
+                raise ValueError(f"checkpoint {path} is a classifier with {name}={data[name]}, but {want} was expected")
+        schedule = None if data.get("schedule") is None else schedule_from_config(data["schedule"])
+        clf = cls(
+            data["dim"],
+            data["num_models"],
+            data["num_observations"],
+            schedule=schedule,
+            alpha_conditioned=data["alpha_conditioned"],
+            max_time=data["max_time"],
+            hidden=data["hidden"],
+            layers=data["layers"],
+            time_embedding_dim=data["time_embedding_dim"],
+        )
+        clf.net.load_state_dict(data["state_dict"])
+        clf.history = list(data.get("history", []))
+        clf.net.eval()
+        return clf.to(as_device(device))
