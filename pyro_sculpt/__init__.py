@@ -23,6 +23,7 @@ from pyro_sculpt.sculpting import (
     sculpt,
     sculpt_guidance,
     sculpted_diffusion,
+    sculpted_guide,
 )
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ __all__ = [
     "reverse_contrast",
     "sculpt",
     "sculpt_guidance",
+    "sculpted_guide",
     "sculpted_diffusion",
     "GFlowNet",
     "HyperGrid",

@@ -1,5 +1,6 @@
 """Layer 3: compositional sculpting: observation classifiers, combinators, and guidance as a Pyro handler."""
 
+from pyro_sculpt.sculpting.auto_guide import sculpted_guide
 from pyro_sculpt.sculpting.classifier import Classifier, ObservationClassifier, check_bases
 from pyro_sculpt.sculpting.closed_form import composition_distribution
 from pyro_sculpt.sculpting.combinators import contrast, harmonic_mean, mixture, reverse_contrast, sculpt
@@ -44,4 +45,5 @@ __all__ = [
     "sculpt",
     "sculpted_diffusion",
     "sculpt_guidance",
+    "sculpted_guide",
 ]

@@ -51,6 +51,10 @@ class ModelOfOrigin(Categorical):
             log_prior = Observations.build((None,), m, prior).log_priors()[0]
         logits = classifier.terminal_logits(x)
         super().__init__(logits=logits + log_prior.to(logits), validate_args=validate_args)
+        self.classifier, self.prior, self.alpha = classifier, prior, alpha
 
     def expand(self, batch_shape, _instance=None):
-        return Categorical(logits=self.logits).expand(batch_shape, _instance)
+        new = self._get_checked_instance(ModelOfOrigin, _instance)
+        new = super().expand(batch_shape, _instance=new)
+        new.classifier, new.prior, new.alpha = self.classifier, self.prior, self.alpha
+        return new

@@ -103,3 +103,32 @@ def test_handler_skips_other_sites_and_checks_its_classifier():
     with pytest.raises(ValueError, match="trained for 3 base models"):
         with ps.sculpt_guidance(classifier=three, y=(0, 1)):
             ps.run("x", ps.mixture(p1, p2).process, num_particles=4)
+
+
+def test_sculpted_guide_makes_importance_weights_equal():
+    p1, p2 = exact_bases(ENV, 2, seed=8)
+    clf = ps.ExactClassifier([p1, p2], 2)
+
+    def model():
+        x = pyro.sample("x", ps.mixture(p1, p2))
+        pyro.sample("y1", ps.ModelOfOrigin(clf, x), obs=torch.tensor(1))
+        pyro.sample("y2", ps.ModelOfOrigin(clf, x, alpha=0.3), obs=torch.tensor(1))
+        return x
+
+    guide = ps.sculpted_guide(model)
+    posterior = Importance(model, guide=guide, num_samples=300).run()
+    logw = torch.stack([torch.as_tensor(w) for w in posterior.log_weights])
+    assert (logw.max() - logw.min()).item() < 1e-4  # the guide is the exact posterior
+    # and the constant weight is the evidence: log sum_x p_mix(x) p(y1|x) p(y2|x)
+    q1, q2 = p1.exact_terminal_distribution(), p2.exact_terminal_distribution()
+    evidence = (0.5 * (q1 + q2) * (0.5 * q2 / (0.5 * q1 + 0.5 * q2)) * (0.7 * q2 / (0.3 * q1 + 0.7 * q2))).sum()
+    assert logw.mean().item() == pytest.approx(evidence.log().item(), abs=1e-4)
+
+
+def test_sculpted_guide_errors():
+    p1, p2 = exact_bases(ENV, 2, seed=9)
+    clf = ps.ExactClassifier([p1, p2], 2)
+    with pytest.raises(ValueError, match="exactly one site from ps.mixture"):
+        ps.sculpted_guide(lambda: pyro.sample("x", p1.as_distribution()))
+    with pytest.raises(ValueError, match="observes no ModelOfOrigin site"):
+        ps.sculpted_guide(lambda: pyro.sample("x", ps.mixture(p1, p2)))

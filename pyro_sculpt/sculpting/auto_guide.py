@@ -1,0 +1,83 @@
+"""A guide for a Pyro model written with :class:`ModelOfOrigin` observations: the sculpted (guided) GFlowNet."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pyro
+import pyro.poutine as poutine
+
+from pyro_sculpt.processes.distribution import ProcessDistribution
+from pyro_sculpt.sculpting.combinators import sculpt
+from pyro_sculpt.sculpting.model_of_origin import ModelOfOrigin
+from pyro_sculpt.sculpting.processes import MixtureProcess
+
+
+def _unwrap(fn):
+    while not isinstance(fn, ProcessDistribution) and hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return fn
+
+
+def sculpted_guide(model: Callable, *args, **kwargs) -> Callable:
+    """Read a model's composition and return the guided sampler of it as a Pyro guide.
+
+    The model draws ``x`` from :func:`~pyro_sculpt.sculpting.mixture` (at a site outside any plate) and observes
+    :class:`ModelOfOrigin` sites on it. One trace of the model (with ``args, kwargs``) finds the mixture's site,
+    the observed values :math:`y_1, \\dots, y_n` in order, the classifier, and the prior :math:`\\alpha` of
+    :math:`y_{2..n}`; the returned guide samples that site from ``sculpt(bases, classifier, y, alpha, weights)``.
+    With an exact classifier the guide *is* the posterior, so Pyro's importance weights are all equal.
+
+    :param model: the Pyro model.
+    :returns: a guide with the model's signature.
+
+    Example::
+
+        def model():
+            x = pyro.sample("x", ps.mixture(p1, p2))
+            pyro.sample("y1", ps.ModelOfOrigin(clf, x), obs=torch.tensor(0))
+            pyro.sample("y2", ps.ModelOfOrigin(clf, x), obs=torch.tensor(1))
+
+        posterior = Importance(model, guide=ps.sculpted_guide(model), num_samples=1000).run()
+    """
+    trace = poutine.trace(model).get_trace(*args, **kwargs)
+    mixtures, observations = [], []
+    for site in trace.nodes.values():
+        if site["type"] != "sample":
+            continue
+        fn = _unwrap(site["fn"])
+        if isinstance(fn, ProcessDistribution) and isinstance(fn.process, MixtureProcess) and not site["is_observed"]:
+            mixtures.append(site)
+        elif isinstance(site["fn"], ModelOfOrigin) and site["is_observed"]:
+            observations.append(site)
+    if len(mixtures) != 1:
+        raise ValueError(f"model must sample exactly one site from ps.mixture(...), found {len(mixtures)}")
+    x_site = mixtures[0]
+    if x_site["cond_indep_stack"]:
+        raise ValueError(f"the mixture site {x_site['name']!r} must not be inside a plate for sculpted_guide")
+    if not observations:
+        raise ValueError("model observes no ModelOfOrigin site: nothing to sculpt")
+    classifier = observations[0]["fn"].classifier
+    y, alphas = [], set()
+    for k, site in enumerate(observations):
+        fn = site["fn"]
+        if fn.classifier is not classifier:
+            raise ValueError(f"ModelOfOrigin site {site['name']!r} uses another classifier than the first one")
+        value = site["value"].reshape(-1)
+        if not (value == value[0]).all():
+            raise ValueError(f"observed site {site['name']!r} must observe one base index, got {site['value']}")
+        y.append(int(value[0]))
+        if k > 0:
+            if fn.prior is not None:
+                raise ValueError(f"site {site['name']!r}: observations after the first take alpha=..., not prior=...")
+            alphas.add(fn.alpha)
+    if len(alphas) > 1:
+        raise ValueError(f"every observation after the first must share one alpha, got {sorted(map(str, alphas))}")
+    process = _unwrap(x_site["fn"]).process
+    dist = sculpt(process.bases, classifier, tuple(y), alphas.pop() if alphas else None, process.weights)
+    name = x_site["name"]
+
+    def guide(*args, **kwargs):
+        return pyro.sample(name, dist)
+
+    return guide
