@@ -107,7 +107,11 @@ def guidance_terms(
     classifier: Any, obs: Observations, x: torch.Tensor, t: TimeLike, *, need_grad: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """The classifier's part of the guided score at ``x`` ``(..., D)`` and diffusion time ``t``, from one forward
-    and (if ``need_grad`` and some :math:`y_k` is observed) one backward pass:
+    and (if ``need_grad`` and some :math:`y_k` is observed) one backward pass.
+
+    A learned classifier trained on states up to ``classifier.max_time`` is not used at later (noisier) times: there
+    :math:`Q(y_1 \\mid x, t)` is the prior :math:`w` and :math:`Q(y \\mid x, t)` a constant in :math:`x` (reported as
+    0, gradient 0), the limit the classifier tends to as the noise grows.
 
     :returns: ``(log_q1, log_q_y, grad)``: :math:`\\log Q(y_1 = i \\mid x, t)` ``(..., m)``, :math:`\\log Q(y \\mid x,
         t)` ``(...)`` and :math:`\\nabla_x \\log Q(y \\mid x, t)` ``(..., D)`` (``None`` when not needed), detached.
@@ -115,6 +119,16 @@ def guidance_terms(
     """
     observed = any(v is not None for v in obs.y)
     need_grad = need_grad and observed
+    beyond = None
+    max_time = getattr(classifier, "max_time", None)
+    if max_time is not None and t is not None:
+        beyond = torch.as_tensor(t, device=x.device) > max_time
+        if beyond.dim() == 0 or bool(beyond.all()):
+            beyond = beyond.expand(x.shape[:-1])
+        if bool(beyond.all()):  # nothing to evaluate: the prior, and no guidance term
+            log_w = torch.tensor(obs.weights, dtype=x.dtype, device=x.device).log()
+            zeros = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
+            return log_w.expand(x.shape[:-1] + log_w.shape), zeros, torch.zeros_like(x) if need_grad else None
     with torch.enable_grad() if need_grad else torch.no_grad():
         xg = x.detach().requires_grad_(need_grad)
         if isinstance(classifier, GaussianMixtureClassifier):
@@ -128,7 +142,15 @@ def guidance_terms(
         else:
             log_q1, log_q_y = classifier.guidance_log_probs(xg, t, obs)
         grad = torch.autograd.grad(log_q_y.sum(), xg)[0] if need_grad else None
-    return log_q1.detach(), log_q_y.detach(), grad
+    log_q1, log_q_y = log_q1.detach(), log_q_y.detach()
+    if beyond is not None and bool(beyond.any()):  # per-particle times, some beyond max_time
+        b = beyond.expand(log_q_y.shape)
+        log_w = torch.tensor(obs.weights, dtype=log_q1.dtype, device=x.device).log()
+        log_q1 = torch.where(b.unsqueeze(-1), log_w, log_q1)
+        log_q_y = torch.where(b, torch.zeros_like(log_q_y), log_q_y)
+        if grad is not None:
+            grad = torch.where(b.unsqueeze(-1), torch.zeros_like(grad), grad)
+    return log_q1, log_q_y, grad
 
 
 def composed_score(

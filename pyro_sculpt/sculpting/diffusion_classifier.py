@@ -138,8 +138,9 @@ class DiffusionObservationClassifier(nn.Module):
     :math:`\\ell_i(x)` and the non-terminal joint. Terminal points are the bases' final samples; non-terminal points are
     the noisy states of their reverse chains at diffusion times :math:`t \\le` ``max_time`` (0.7 in the reference
     implementation: later states are nearly pure noise). At :math:`t >` ``max_time`` the network is evaluated at
-    ``max_time`` (its time input is clamped): guidance there is an extrapolation, and ``max_time=1`` trains on every
-    noise level instead.
+    ``max_time`` (its time input is clamped), but guidance does not use it there
+    (:func:`~pyro_sculpt.sculpting.diffusion.guidance_terms`: prior weights, no guidance term); ``max_time=1`` trains
+    on every noise level instead.
 
     Observation conventions are those of :class:`~pyro_sculpt.sculpting.Observations`: :math:`y_1` has the prior
     ``weights`` (applied by Bayes' rule, the network is trained with a uniform one) and :math:`y_{2..n}` the prior
@@ -446,6 +447,15 @@ class DiffusionObservationClassifier(nn.Module):
             raise ValueError(f"classifier is for {self.num_models} base models, got {len(samplers)} bases")
         if samplers[0].dim != self.dim:
             raise ValueError(f"bases have data dimension {samplers[0].dim}, but the classifier has {self.dim}")
+        if self.num_observations > 1:
+            for k, s in enumerate(samplers):
+                if any(s.step_coefficients(t)[2] == 0.0 for t in range(1, s.max_steps)):
+                    raise ValueError(
+                        f"bases[{k}] is {s!r}, a deterministic (ODE) sampler: its chains tie the final sample to "
+                        "every noisy state, so the non-terminal head would not learn Q(y | x_t); train on a "
+                        "stochastic sampler of the same model (AncestralSampler, EulerMaruyamaSampler, "
+                        "DDIMSampler(eta > 0), PredictorCorrectorSampler) and compose with any sampler"
+                    )
         if self.schedule is None:
             self.schedule = samplers[0].schedule
         elif samplers[0].schedule != self.schedule:
