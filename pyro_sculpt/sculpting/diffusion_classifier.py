@@ -373,6 +373,7 @@ class DiffusionObservationClassifier(nn.Module):
             clf = DiffusionObservationClassifier.fit([s1, s2], 2, alpha_conditioned=True, steps=3000, seed=0)
         """
         samplers = check_diffusion_bases(bases)
+        set_seed(train_kwargs.get("seed"))  # the initial weights are part of a reproducible run
         clf = cls(
             samplers[0].dim,
             len(samplers),
