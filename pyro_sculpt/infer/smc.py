@@ -24,6 +24,7 @@ from typing import Optional
 
 import torch
 
+from pyro_sculpt.sculpting.observations import terminal_log_joint
 from pyro_sculpt.sculpting.processes import SculptedProcess
 from pyro_sculpt.utils import check_positive_int, progress, set_seed
 
@@ -71,6 +72,7 @@ def twisted_smc(
     num_particles: int,
     *,
     resample_threshold: Optional[float] = 0.5,
+    terminal: str = "trajectory",
     seed: Optional[int] = None,
     progress_bar: bool = False,
 ) -> SMCResult:
@@ -80,6 +82,13 @@ def twisted_smc(
     :param num_particles: number of particles.
     :param resample_threshold: resample when the ESS falls below this fraction of the particles; ``None`` for plain
         sequential importance sampling.
+    :param terminal: which :math:`Q(y \\mid x)` the target uses at the stop. ``"classifier"``: the classifier's
+        terminal head, so the target is :math:`\\sum_i w_i P_i(\\tau)\\, Q(y \\mid x)` and the terminal head's own
+        error stays. ``"trajectory"``: the posterior of each base from the whole trajectory's likelihood,
+        :math:`\\tilde p(y_k = i \\mid \\tau) \\propto \\pi_{k,i} P_i(\\tau)`, which equals
+        :math:`\\pi_{k,i} p_i(x) / \\sum_j \\pi_{k,j} p_j(x)` when the bases share their backward policy exactly
+        (:math:`P_i(\\tau) = p_i(x) P_B(\\tau \\mid x)`): the classifier then only steers the proposal, and the
+        weighted particles target the exact composition of the bases. This is the default.
     :param seed: seed of the global generators.
     :param progress_bar: show a progress bar over steps.
 
@@ -92,13 +101,17 @@ def twisted_smc(
     if not isinstance(process, SculptedProcess):
         raise TypeError(f"process must be a SculptedProcess, got {type(process).__name__}")
     n = check_positive_int("num_particles", num_particles)
+    if terminal not in ("classifier", "trajectory"):
+        raise ValueError(f"terminal must be 'classifier' or 'trajectory', got {terminal!r}")
     if resample_threshold is not None and not 0.0 < resample_threshold <= 1.0:
         raise ValueError(f"resample_threshold must lie in (0, 1] or be None, got {resample_threshold!r}")
     set_seed(seed)
     env, device = process.env, process.device
     stop = env.stop_action
     s = env.initial_state(device).expand(n, env.state_dim).clone()
-    log_rho = torch.tensor(process.obs.weights, device=device).log().expand(n, -1).clone()
+    log_w0 = torch.tensor(process.obs.weights, device=device).log()
+    log_rho = log_w0.expand(n, -1).clone()  # log w_i + log P_i(prefix): the prefix posterior, unnormalised
+    log_priors = process.obs.log_priors(device, log_w0.dtype)
     log_w = torch.zeros(n, device=device, dtype=torch.float64)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     ess_history, resamples, log_evidence = [], 0, 0.0
@@ -111,8 +124,11 @@ def twisted_smc(
             base_taken = g.base_log_probs.gather(-1, idx.unsqueeze(-2).expand(g.base_log_probs.shape[:-1] + (1,)))
             base_taken = base_taken.squeeze(-1)  # (N, m)
             log_mix = torch.logsumexp(torch.log_softmax(log_rho, -1) + base_taken, -1)
-            inc = log_mix + g.log_q_y.gather(-1, idx).squeeze(-1) - g.log_q_y_current
-            inc = inc - g.log_probs.gather(-1, idx).squeeze(-1)
+            log_q_next = g.log_q_y.gather(-1, idx).squeeze(-1)
+            if terminal == "trajectory":  # at the stop, Q(y | x) from the trajectory's likelihood under each base
+                traj = process.obs.select(terminal_log_joint((log_rho + base_taken) - log_w0, log_priors))
+                log_q_next = torch.where(a == stop, traj.to(log_q_next.dtype), log_q_next)
+            inc = log_mix + log_q_next - g.log_q_y_current - g.log_probs.gather(-1, idx).squeeze(-1)
             log_w = log_w + torch.where(done, torch.zeros_like(inc), inc).double()
             log_rho = torch.where(done.unsqueeze(-1), log_rho, log_rho + base_taken)
             s = torch.where(done.unsqueeze(-1), s, env.step(s, a))

@@ -217,6 +217,7 @@ class ObservationClassifier(Classifier):
         callback=None,
         callback_every: int = 1000,
         lr_final_factor: float = 1.0,
+        nonterminal_reduction: str = "sum",
     ) -> "ObservationClassifier":
         """Train by the bootstrapped objective of Garipov et al. (2023) (MATH.md §1.2).
 
@@ -230,7 +231,7 @@ class ObservationClassifier(Classifier):
             W = \\mathbb 1[y_1 = k] \\prod_{j \\ge 2} \\bar Q(y_j \\mid x),
 
         with :math:`\\bar Q` an exponential moving average of the classifier (no gradient), and loss
-        :math:`L_T + \\min(1, \\text{step}/\\text{ramp}) L_N` (both averaged: :math:`L_N` over visited states).
+        :math:`L_T + \\min(1, \\text{step}/\\text{ramp}) L_N`, averaged over trajectories.
         With ``alpha_conditioned``, :math:`\\mathrm{logit}\\,\\alpha \\sim U[-r, r]` per trajectory sets the prior of
         :math:`y_{2..n}`. On an enumerable environment, an unconditioned classifier is evaluated once per step on
         every state and the loss gathers from that table (the same loss, fewer rows).
@@ -246,6 +247,8 @@ class ObservationClassifier(Classifier):
         :param progress_bar: show a progress bar.
         :param callback: ``callback(step, self)`` every ``callback_every`` steps and at the end.
         :param lr_final_factor: cosine decay of the learning rate to this fraction (1.0 keeps it constant).
+        :param nonterminal_reduction: ``"sum"`` sums :math:`L_N` over each trajectory's states and averages over
+            trajectories (MATH.md §1.2); ``"mean"`` averages over all visited states.
         :returns: ``self``.
         """
         env = check_bases(bases)
@@ -260,6 +263,8 @@ class ObservationClassifier(Classifier):
             raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
         if not 0.0 < lr_final_factor <= 1.0:
             raise ValueError(f"lr_final_factor must lie in (0, 1], got {lr_final_factor!r}")
+        if nonterminal_reduction not in ("sum", "mean"):
+            raise ValueError(f"nonterminal_reduction must be 'sum' or 'mean', got {nonterminal_reduction!r}")
         set_seed(seed)
         m, n = self.num_models, self.num_observations
         device = self.device
@@ -282,6 +287,8 @@ class ObservationClassifier(Classifier):
             x = states[:, -1]
             label = torch.arange(m, device=device).repeat_interleave(batch_size)
             visited = torch.cat([_visited(a, act, stop) for _, a, act in batches], 0)
+            # L_N summed over each trajectory's states (MATH.md §1.2) or averaged over all visited states
+            norm = visited.shape[0] if nonterminal_reduction == "sum" else visited.sum()
             la = None
             if self.alpha_conditioned:
                 la = (torch.rand(m * batch_size, device=device) * 2 - 1) * logit_alpha_range
@@ -299,7 +306,7 @@ class ObservationClassifier(Classifier):
                 idx = env.index(states)[visited]  # (V,)
                 w_rows = weights.unsqueeze(1).expand(-1, states.shape[1], -1)[visited]
                 acc = torch.zeros_like(nt_table).index_add_(0, idx, w_rows)
-                loss_n = -(acc * nt_table).sum() / visited.sum()
+                loss_n = -(acc * nt_table).sum() / norm
             else:
                 flags = torch.ones(x.shape[:-1], dtype=torch.bool, device=device)
                 term_logits = self.net(self._features(x, flags, 0.0))[..., :m]
@@ -308,7 +315,7 @@ class ObservationClassifier(Classifier):
                 nf = torch.zeros(s_vis.shape[:-1], dtype=torch.bool, device=device)
                 nt = torch.log_softmax(self.net(self._features(s_vis, nf, la_vis))[..., m:], -1)
                 w_rows = weights.unsqueeze(1).expand(-1, states.shape[1], -1)[visited]
-                loss_n = -(w_rows * nt).sum(-1).mean()
+                loss_n = -(w_rows * nt).sum() / norm
             loss_t = torch.nn.functional.cross_entropy(term_logits, label)
             loss = loss_t + min(1.0, step / ramp if ramp else 1.0) * loss_n
             opt.zero_grad(set_to_none=True)

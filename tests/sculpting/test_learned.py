@@ -42,10 +42,12 @@ def test_learned_guidance_and_smc_correction(trained, y):
     torch.manual_seed(0)
     x = ps.sample(proc, (n,))
     guided = ps.metrics.l1_distance(ps.metrics.empirical_distribution(ENV.index(x), ENV.num_states), target)
-    res = twisted_smc(proc, n, seed=0)
-    smc = ps.metrics.l1_distance(res.distribution(ENV), target)
-    assert smc < guided, (smc, guided)
+    res = twisted_smc(proc, n, seed=0, terminal="classifier")
+    assert ps.metrics.l1_distance(res.distribution(ENV), target) < guided
     assert res.ess > 0.5 * n and res.pareto_k < 0.7
+    res = twisted_smc(proc, n, seed=0, terminal="trajectory")
+    assert ps.metrics.l1_distance(res.distribution(ENV), target) < guided
+    assert res.ess > 0.5 * n
 
 
 def test_smc_targets_its_classifier_exactly(trained):
@@ -58,7 +60,7 @@ def test_smc_targets_its_classifier_exactly(trained):
     mix = (p1.exact_terminal_distribution() + p2.exact_terminal_distribution()) / 2
     target = mix * q / (mix * q).sum()
     n = 40_000
-    res = twisted_smc(proc, n, seed=1)
+    res = twisted_smc(proc, n, seed=1, terminal="classifier")
     assert ps.metrics.l1_distance(res.distribution(ENV), target) < 1.5 * ps.metrics.expected_l1_floor(target, n)
 
 
@@ -88,3 +90,22 @@ def test_alpha_conditioned_classifier_trains_and_round_trips(tmp_path):
     a = ps.contrast(p1, p2, clf, alpha=0.3).process.exact_terminal_distribution()
     b = ps.contrast(p1, p2, loaded, alpha=0.3).process.exact_terminal_distribution()
     assert torch.allclose(a, b)
+
+
+def test_trajectory_terminal_smc_reaches_the_exact_composition_with_a_weak_classifier():
+    p1 = TabularGFlowNet.from_reward(ENV, ps.rewards.symmetric_shubert(0.5))
+    p2 = TabularGFlowNet.from_reward(ENV, ps.rewards.diagonal_sigmoid())
+    weak = ps.ObservationClassifier.fit(
+        [p1, p2], 2, steps=100, batch_size=32, lr=2e-3, ramp=50, seed=0, progress_bar=False, hidden=32
+    )
+    bases = torch.stack([p1.exact_terminal_distribution(), p2.exact_terminal_distribution()])
+    n = 40_000
+    for y in [(0, 1), (1, 1)]:
+        target = ps.composition_distribution(bases, y)
+        proc = ps.sculpt([p1, p2], weak, y).process
+        assert ps.metrics.l1_distance(proc.exact_terminal_distribution(), target) > 0.08  # a poor guide
+        res = twisted_smc(proc, n, seed=2, terminal="trajectory")
+        floor = ps.metrics.expected_l1_floor(target, n)
+        assert ps.metrics.l1_distance(res.distribution(ENV), target) < 1.3 * floor * n / res.ess
+    with pytest.raises(ValueError, match="terminal must be 'classifier' or 'trajectory'"):
+        twisted_smc(proc, 10, terminal="nope")
