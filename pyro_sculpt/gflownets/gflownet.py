@@ -10,6 +10,7 @@ from typing import Callable, Optional, Union
 import torch
 from torch import nn
 
+from pyro_sculpt.checkpoint import check_env, load_checkpoint, save_checkpoint
 from pyro_sculpt.gflownets import rewards as rewards_mod
 from pyro_sculpt.gflownets.env import DiscreteEnv
 from pyro_sculpt.gflownets.networks import MLP
@@ -17,7 +18,6 @@ from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess, masked_l
 from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.utils import as_device, check_positive_int, progress, set_seed
 
-CHECKPOINT_FORMAT = "pyro_sculpt.GFlowNet"
 CHECKPOINT_VERSION = 1
 
 
@@ -215,10 +215,11 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
 
     def save(self, path: Union[str, Path]) -> None:
         """Save the networks and their configuration (format version :data:`CHECKPOINT_VERSION`)."""
-        torch.save(
+        save_checkpoint(
+            path,
+            "GFlowNet",
+            CHECKPOINT_VERSION,
             {
-                "format": CHECKPOINT_FORMAT,
-                "version": CHECKPOINT_VERSION,
                 "env": self.env.config(),
                 "reward": self.reward.config() if isinstance(self.reward, rewards_mod.Reward) else None,
                 "hidden": self.hidden,
@@ -226,7 +227,6 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
                 "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
                 "history": self.history,
             },
-            path,
         )
 
     @classmethod
@@ -242,20 +242,10 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
         :raises ValueError: for a file that is not a GFlowNet checkpoint, another format version, or a checkpoint
             trained on another environment.
         """
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a pyro_sculpt GFlowNet checkpoint")
-        if data.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(
-                f"{path} has checkpoint format version {data.get('version')}, expected {CHECKPOINT_VERSION}"
-            )
-        saved_env = env_from_config(data["env"])
-        if env is None:
-            env = saved_env
-        elif env.config() != data["env"]:
-            raise ValueError(f"checkpoint {path} was trained on env {data['env']}, but env={env.config()} was given")
+        data = load_checkpoint(path, "GFlowNet", CHECKPOINT_VERSION)
+        check_env(path, data["env"], env)
         reward = rewards_mod.from_config(data["reward"]) if data.get("reward") else None
-        gfn = cls(env, reward, hidden=data["hidden"], layers=data["layers"])
+        gfn = cls(env or env_from_config(data["env"]), reward, hidden=data["hidden"], layers=data["layers"])
         gfn.load_state_dict(data["state_dict"])
         gfn.history = list(data.get("history", []))
         return gfn.to(as_device(device))

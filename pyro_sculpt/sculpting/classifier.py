@@ -20,6 +20,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
+from pyro_sculpt.checkpoint import check_env, load_checkpoint, save_checkpoint
 from pyro_sculpt.gflownets.env import DiscreteEnv
 from pyro_sculpt.gflownets.gflownet import env_from_config
 from pyro_sculpt.gflownets.networks import MLP
@@ -27,7 +28,6 @@ from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess, paramete
 from pyro_sculpt.sculpting.observations import Observations, reweight_first, terminal_log_joint
 from pyro_sculpt.utils import check_positive_int, logit, progress, set_seed
 
-CHECKPOINT_FORMAT = "pyro_sculpt.ObservationClassifier"
 CHECKPOINT_VERSION = 1
 
 
@@ -343,10 +343,11 @@ class ObservationClassifier(Classifier):
 
     def save(self, path: Union[str, Path]) -> None:
         """Save weights and configuration (format version :data:`CHECKPOINT_VERSION`)."""
-        torch.save(
+        save_checkpoint(
+            path,
+            "ObservationClassifier",
+            CHECKPOINT_VERSION,
             {
-                "format": CHECKPOINT_FORMAT,
-                "version": CHECKPOINT_VERSION,
                 "env": self.env.config(),
                 "num_models": self.num_models,
                 "num_observations": self.num_observations,
@@ -356,19 +357,13 @@ class ObservationClassifier(Classifier):
                 "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
                 "history": self.history,
             },
-            path,
         )
 
     @classmethod
     def load(cls, path: Union[str, Path], env: Optional[DiscreteEnv] = None, device=None) -> "ObservationClassifier":
         """Load a checkpoint written by :meth:`save`; ``env``, if given, must match the checkpoint's."""
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a pyro_sculpt ObservationClassifier checkpoint")
-        if data.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"{path} has format version {data.get('version')}, expected {CHECKPOINT_VERSION}")
-        if env is not None and env.config() != data["env"]:
-            raise ValueError(f"checkpoint {path} was trained on env {data['env']}, but env={env.config()} was given")
+        data = load_checkpoint(path, "ObservationClassifier", CHECKPOINT_VERSION)
+        check_env(path, data["env"], env)
         clf = cls(
             env or env_from_config(data["env"]),
             data["num_models"],
