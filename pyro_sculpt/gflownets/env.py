@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import torch
+from torch.distributions import constraints
 
 
 class DiscreteEnv(ABC):
@@ -27,6 +28,11 @@ class DiscreteEnv(ABC):
     max_steps: int
     #: length of :meth:`encode`'s feature vector
     feature_dim: int
+
+    @property
+    def support(self) -> constraints.Constraint:
+        """The constraint satisfied by every state (default: non-negative integer vectors)."""
+        return constraints.independent(constraints.nonnegative_integer, 1)
 
     @property
     def stop_action(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.distributions import constraints
 
 from pyro_sculpt.gflownets.env import DiscreteEnv
 from pyro_sculpt.utils import check_positive_int
@@ -38,6 +39,10 @@ class HyperGrid(DiscreteEnv):
 
     def config(self) -> dict:
         return {"type": "HyperGrid", "ndim": self.ndim, "height": self.height}
+
+    @property
+    def support(self) -> constraints.Constraint:
+        return constraints.independent(constraints.integer_interval(0, self.height - 1), 1)
 
     def initial_state(self, device=None) -> torch.Tensor:
         return torch.zeros(self.ndim, dtype=torch.long, device=device)

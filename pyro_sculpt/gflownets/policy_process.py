@@ -65,10 +65,7 @@ class DiscretePolicyProcess(IterativeProcess):
 
     @property
     def support(self) -> constraints.Constraint:
-        upper = getattr(self.env, "height", None)
-        if upper is None:
-            return constraints.independent(constraints.nonnegative_integer, 1)
-        return constraints.independent(constraints.integer_interval(0, upper - 1), 1)
+        return self.env.support
 
     @property
     def device(self) -> torch.device:

@@ -38,8 +38,8 @@ class ProcessDistribution(TorchDistribution):
         self.process = process
         super().__init__(torch.Size(batch_shape), process.event_shape, validate_args=validate_args)
 
-    @constraints.dependent_property(is_discrete=False, event_dim=0)
-    def support(self):
+    @property
+    def support(self) -> constraints.Constraint:
         return self.process.support
 
     def expand(self, batch_shape, _instance=None):
