@@ -151,6 +151,14 @@ def run(out: Path, schedule: Schedule, seed: int = 0, progress_bar: bool = True,
             results["two_models"].append(row)
             log(_format(row))
             panels.append((f"{label} a={alpha}\nL1={row['exact_l1']:.3f}", proc.exact_terminal_distribution()))
+    # the unparameterised operations (alpha = 1/2) with a classifier that is not conditioned on alpha
+    plain, secs = _get_classifier(out, "two_models_plain", bases, 2, False, schedule, seed, progress_bar, log)
+    results["two_models_plain_classifier_seconds"] = secs
+    for label, y in TWO_MODEL_OPS:
+        row, _, _ = _evaluate(bases, plain, y, None, schedule.particles, seed)
+        row["op"] = f"{label} (plain clf)"
+        results["two_models"].append(row)
+        log(_format(row))
     # chaining: the harmonic mean is itself a base; its composition is approximate (see SculptedProcess)
     hm = sculpt(bases, clf, (0, 1), 0.5).process
     chain_clf, _ = _get_classifier(out, "chained", [hm, sigmoid], 2, False, schedule, seed, progress_bar, log)
@@ -191,8 +199,9 @@ def _format(row: dict) -> str:
     s = f"{row['op']:>17} alpha={row['alpha']}: exact L1 {row['exact_l1']:.4f} (mixture {row['mixture_l1']:.3f})"
     if "smc_empirical_l1" in row:
         s += (
-            f" | empirical L1 guided {row['guided_empirical_l1']:.4f}, SMC {row['smc_empirical_l1']:.4f},"
-            f" floor {row['floor_l1']:.4f}, ESS {row['smc_ess']:.0f}, k {row['smc_pareto_k']:.2f}"
+            f" | empirical L1 guided {row['guided_empirical_l1']:.4f}, SMC {row['smc_empirical_l1']:.4f}"
+            f" (terminal head {row['smc_classifier_terminal_l1']:.4f}), floor {row['floor_l1']:.4f},"
+            f" ESS {row['smc_ess']:.0f}, k {row['smc_pareto_k']:.2f}"
         )
     return s
 
