@@ -180,7 +180,7 @@ def test_trained_scores_and_classifier_compose_within_target():
     for y in [(0, 1), (0, 0), (1, 1)]:
         pyro.set_rng_seed(0)
         x = ps.sculpt(samplers, clf, y).sample((4000,))
-        target = grid_mode_weights(ps.composition_log_density([p1, p2], y), [(-5, 5), (-4, 6)], MODES, 300)
+        target = grid_mode_weights(ps.composition_log_density([p1, p2], y), [(-5, 5), (-4, 6)], MODES, resolution=300)
         assert mode_weight_tv(x, target, MODES) <= 0.10, y
 
 

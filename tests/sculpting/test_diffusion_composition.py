@@ -41,13 +41,13 @@ def exact_clf(bases):
     return GaussianMixtureClassifier(list(bases), 2, quadrature_points=6, chunk_size=8192)
 
 
-def exact_null(log_density, n, reps=3, seed=0):
-    """Energy distance between independent exact samples of size n (its mean over ``reps`` pairs), and one more
-    exact sample to compare against."""
+def exact_null(log_density, n, seed=0):
+    """The energy distance expected between two independent exact samples of size n (the V-statistic's mean,
+    :math:`(1/n + 1/n)\\, E|X - X'|`, with :math:`E|X - X'|` from two exact samples), and one more exact sample to
+    compare against. (The mean, not one draw: the null distribution is skewed, most draws lie well below it.)"""
     g = torch.Generator().manual_seed(seed)
-    draws = [sample_grid(log_density, n, BOUNDS, 400, generator=g) for _ in range(2 * reps + 1)]
-    null = sum(energy_distance(draws[2 * k], draws[2 * k + 1]) for k in range(reps)) / reps
-    return null, draws[-1]
+    a, b, ref = (sample_grid(log_density, n, BOUNDS, 400, generator=g) for _ in range(3))
+    return 2.0 / n * torch.cdist(a, b).mean().item(), ref
 
 
 def check_against_target(x, log_density, tv_max=0.05, ed_factor=3.0):
@@ -167,7 +167,9 @@ def test_three_model_conjunction_and_contrast():
     p1, p2 = two_bases()
     p3 = GaussianMixtureOracle(MODES[[0, 2]], stds=torch.tensor([0.45, 0.35]), weights=[0.6, 0.4])
     clf = GaussianMixtureClassifier([p1, p2, p3], 3, quadrature_points=6, chunk_size=8192)
-    samplers = [DDIMSampler(p, 100) for p in (p1, p2, p3)]
+    # the conjunction is a single narrow mode: 200 steps keep the sampler's own error (its spread is 5 % low at 100
+    # steps, as for a single Gaussian) well inside the energy-distance check
+    samplers = [DDIMSampler(p, 200) for p in (p1, p2, p3)]
     for y in [(0, 1, 2), (2, 2, None)]:
         pyro.set_rng_seed(2)
         x = ps.sculpt(samplers, clf, y).sample((N,))
