@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     gaussians.add_argument(
         "--no-max-time-comparison",
         action="store_true",
-        help="train the 2-model classifier only on diffusion times <= 0.7 (skip the one trained on every time)",
+        help="skip the comparison classifiers trained only on diffusion times <= 0.7 (the reference's setting)",
     )
     _common(gaussians, "runs/gaussians")
     return parser
