@@ -255,3 +255,21 @@ def test_sculpted_distribution_runs_as_pyro_sites_and_chains(bases, exact_clf):
     # a sculpted sampler is a diffusion sampler again: it can be a base of a new composition
     again = ps.mixture(hm, DDIMSampler(p2, 10))
     assert again.sample((7,)).shape == (7, 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_diffusion_sculpting_runs_on_cuda():
+    dev = torch.device("cuda")
+    p1, p2 = (p.to(dev) for p in two_bases())
+    exact = GaussianMixtureClassifier([p1, p2], 2, quadrature_points=4)
+    s1, s2 = DDIMSampler(p1, 10), DDIMSampler(p2, 10)
+    assert ps.harmonic_mean(s1, s2, exact).sample((64,)).device.type == "cuda"
+    assert ps.mixture(s1, s2).sample((64,)).device.type == "cuda"
+    clf = ps.DiffusionObservationClassifier.fit(
+        [AncestralSampler(p1, 10), AncestralSampler(p2, 10)], 2, hidden=16, steps=5, batch_size=8, num_chains=32,
+        progress_bar=False, device=dev,
+    )  # fmt: skip
+    assert clf.device.type == "cuda"
+    with torch.no_grad(), ps.sculpt_guidance(classifier=clf, y=(0, 0)):
+        x = ps.run("x", ps.mixture(s1, s2).process, num_particles=64)
+    assert x.device.type == "cuda" and torch.isfinite(x).all()
