@@ -116,6 +116,11 @@ def guidance_terms(
     :returns: ``(log_q1, log_q_y, grad)``: :math:`\\log Q(y_1 = i \\mid x, t)` ``(..., m)``, :math:`\\log Q(y \\mid x,
         t)` ``(...)`` and :math:`\\nabla_x \\log Q(y \\mid x, t)` ``(..., D)`` (``None`` when not needed), detached.
         Works under :func:`torch.no_grad`.
+
+    Example::
+
+        obs = Observations.build((0, 1), 2)
+        log_q1, log_q_y, grad = guidance_terms(clf, obs, x, 0.3)
     """
     observed = any(v is not None for v in obs.y)
     need_grad = need_grad and observed
@@ -171,6 +176,10 @@ def composed_score(
     :param obs: the observations and their priors.
     :param gamma: the guidance scale.
     :param base_scores: ``(..., m, D)`` the bases' scores at ``x``, if already computed.
+
+    Example::
+
+        s = composed_score([oracle1, oracle2], clf, Observations.build((0, 0), 2), x, 0.3, gamma=2.0)
     """
     log_q1, _, grad = guidance_terms(classifier, obs, x, t, need_grad=gamma != 0.0)
     if base_scores is None:

@@ -110,6 +110,10 @@ def sample_reverse_chains(
     :returns: ``(states, times, final)``: states ``(num_chains, S, D)`` (the input of every kept step, in the
         sampler's order), their diffusion times ``(S,)`` (float64), and the final samples ``(num_chains, D)``.
     :raises ValueError: if no step of the sampler reads a state at :math:`\\tau \\le` ``max_time``.
+
+    Example::
+
+        states, times, final = sample_reverse_chains(AncestralSampler(model, 100), 4096, max_time=0.7)
     """
     check_positive_int("num_chains", num_chains)
     kept = [t for t in range(1, sampler.max_steps) if sampler.score_time(t) <= max_time + 1e-12]
