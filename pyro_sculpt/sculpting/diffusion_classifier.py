@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from pyro_sculpt.checkpoint import load_checkpoint, save_checkpoint
 from pyro_sculpt.diffusion.model import DeviceLike, check_points, time_like
 from pyro_sculpt.diffusion.networks import SinusoidalTimeEmbedding
 from pyro_sculpt.diffusion.samplers import ReverseDiffusionProcess
@@ -35,7 +36,7 @@ from pyro_sculpt.sculpting.classifier import _target_weights
 from pyro_sculpt.sculpting.observations import Observations, reweight_first, terminal_log_joint
 from pyro_sculpt.utils import as_device, check_positive_int, logit, progress, set_seed
 
-CHECKPOINT_FORMAT = "pyro_sculpt.DiffusionObservationClassifier"
+CHECKPOINT_KIND = "DiffusionObservationClassifier"
 CHECKPOINT_VERSION = 1
 
 DiffusionBase = Union[ReverseDiffusionProcess, ProcessDistribution]
@@ -571,10 +572,11 @@ class DiffusionObservationClassifier(nn.Module):
 
     def save(self, path: Union[str, Path]) -> None:
         """Save weights and configuration (format version :data:`CHECKPOINT_VERSION`)."""
-        torch.save(
+        save_checkpoint(
+            path,
+            CHECKPOINT_KIND,
+            CHECKPOINT_VERSION,
             {
-                "format": CHECKPOINT_FORMAT,
-                "version": CHECKPOINT_VERSION,
                 "dim": self.dim,
                 "num_models": self.num_models,
                 "num_observations": self.num_observations,
@@ -587,7 +589,6 @@ class DiffusionObservationClassifier(nn.Module):
                 "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
                 "history": self.history,
             },
-            path,
         )
 
     @classmethod
@@ -608,20 +609,7 @@ class DiffusionObservationClassifier(nn.Module):
         :raises ValueError: for a file that is not such a checkpoint (for instance a GFlowNet classifier's or a score
             model's), another format version, or a classifier for another dimension or number of models.
         """
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is "not a checkpoint"
-            raise ValueError(f"{path} is not a readable pyro_sculpt checkpoint: {err}") from None
-        fmt = data.get("format") if isinstance(data, dict) else None
-        if fmt != CHECKPOINT_FORMAT:
-            raise ValueError(
-                f"{path} is not a pyro_sculpt DiffusionObservationClassifier checkpoint (its format is {fmt!r}, "
-                f"expected {CHECKPOINT_FORMAT!r})"
-            )
-        if data.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(
-                f"{path} has checkpoint format version {data.get('version')}, expected {CHECKPOINT_VERSION}"
-            )
+        data = load_checkpoint(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)
         for name, want in (("dim", dim), ("num_models", num_models), ("num_observations", num_observations)):
             if want is not None and want != data[name]:
                 raise ValueError(f"checkpoint {path} is a classifier with {name}={data[name]}, but {want} was expected")
