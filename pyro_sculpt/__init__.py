@@ -3,7 +3,7 @@
 Implements "Compositional Sculpting of Iterative Generative Processes" (Garipov et al., NeurIPS 2023).
 """
 
-from pyro_sculpt import envs, infer, metrics, processes, rewards, sculpting
+from pyro_sculpt import diffusion, envs, infer, metrics, processes, rewards, sculpting
 from pyro_sculpt.gflownets import DiscreteEnv, GFlowNet, HyperGrid
 from pyro_sculpt.processes import IterativeProcess, ProcessDistribution, ProcessReparam, run, sample
 from pyro_sculpt.sculpting import (
@@ -29,6 +29,13 @@ from pyro_sculpt.sculpting import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "diffusion",
+    "envs",
+    "infer",
+    "metrics",
+    "processes",
+    "rewards",
+    "sculpting",
     "DiffusionMixtureProcess",
     "DiffusionObservationClassifier",
     "DiscreteEnv",

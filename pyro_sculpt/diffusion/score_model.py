@@ -12,12 +12,12 @@ from typing import Callable, Optional, Union
 import torch
 from torch import nn
 
+from pyro_sculpt.checkpoint import load_checkpoint, save_checkpoint
 from pyro_sculpt.diffusion.model import DeviceLike, DiffusionModel, check_points, time_like
 from pyro_sculpt.diffusion.networks import ScoreMLP
 from pyro_sculpt.diffusion.schedules import NoiseSchedule, TimeLike, VPSchedule, schedule_from_config
 from pyro_sculpt.utils import as_device, check_positive_int, progress, set_seed
 
-CHECKPOINT_FORMAT = "pyro_sculpt.ScoreModel"
 CHECKPOINT_VERSION = 1
 
 Data = Union[torch.Tensor, Callable[[int], torch.Tensor]]
@@ -244,10 +244,11 @@ class ScoreModel(nn.Module, DiffusionModel):
         """Save the networks (current and EMA), schedule and history (format version
         :data:`CHECKPOINT_VERSION`)."""
         cfg = self.network.config() if isinstance(self.network, ScoreMLP) else None
-        torch.save(
+        save_checkpoint(
+            path,
+            "ScoreModel",
+            CHECKPOINT_VERSION,
             {
-                "format": CHECKPOINT_FORMAT,
-                "version": CHECKPOINT_VERSION,
                 "dim": self.dim,
                 "schedule": self.schedule.config(),
                 "network": cfg,
@@ -256,7 +257,6 @@ class ScoreModel(nn.Module, DiffusionModel):
                 "use_ema": self.use_ema,
                 "history": self.history,
             },
-            path,
         )
 
     @classmethod
@@ -276,20 +276,7 @@ class ScoreModel(nn.Module, DiffusionModel):
         :raises ValueError: for a file that is not a ScoreModel checkpoint (for instance a GFlowNet's or a
             classifier's), another format version, or another data dimension.
         """
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is "not a checkpoint"
-            raise ValueError(f"{path} is not a readable pyro_sculpt ScoreModel checkpoint: {err}") from None
-        fmt = data.get("format") if isinstance(data, dict) else None
-        if fmt != CHECKPOINT_FORMAT:
-            raise ValueError(
-                f"{path} is not a pyro_sculpt ScoreModel checkpoint (its format is {fmt!r}, expected "
-                f"{CHECKPOINT_FORMAT!r})"
-            )
-        if data.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(
-                f"{path} has checkpoint format version {data.get('version')}, expected {CHECKPOINT_VERSION}"
-            )
+        data = load_checkpoint(path, "ScoreModel", CHECKPOINT_VERSION)
         if dim is not None and dim != data["dim"]:
             raise ValueError(
                 f"checkpoint {path} is a model of dimension {data['dim']}, but dim={dim} was expected"

@@ -15,11 +15,13 @@ guided score :math:`\\sum_i Q(y_1 = i \\mid x, t) s_i + \\gamma \\nabla_x \\log 
 operator                 observation             density (2 bases, uniform weights)
 =======================  =====================  ==========================================================
 :func:`mixture`          none                   :math:`(p_1 + p_2)/2`
-:func:`harmonic_mean`    :math:`y = (0, 1)`     :math:`p_1 p_2 / (p_1 + p_2)`, or :math:`/(\\alpha p_1 + (1-\\alpha) p_2)`
-:func:`contrast`         :math:`y = (0, 0)`     :math:`p_1^2 / (p_1 + p_2)`, or :math:`/(\\alpha p_1 + (1-\\alpha) p_2)`
-:func:`reverse_contrast` :math:`y = (1, 1)`     :math:`p_2^2 / (p_1 + p_2)`, or :math:`/(\\alpha p_1 + (1-\\alpha) p_2)`
+:func:`harmonic_mean`    :math:`y = (0, 1)`     :math:`p_1 p_2 / (p_1 + p_2)`
+:func:`contrast`         :math:`y = (0, 0)`     :math:`p_1^2 / (p_1 + p_2)`
+:func:`reverse_contrast` :math:`y = (1, 1)`     :math:`p_2^2 / (p_1 + p_2)`
 :func:`sculpt`           any, ``None`` unobs.    :math:`\\propto \\sum_i w_i p_i \\prod_k \\tilde p(y_k \\mid x)`
 =======================  =====================  ==========================================================
+
+With ``alpha``, the denominators :math:`p_1 + p_2` become :math:`\\alpha p_1 + (1-\\alpha) p_2`.
 """
 
 from __future__ import annotations
@@ -104,7 +106,8 @@ def sculpt(
 def harmonic_mean(
     p1: Base, p2: Base, classifier: Classifier, alpha: Optional[float] = None, *, gamma: float = 1.0
 ) -> ProcessDistribution:
-    """:math:`p_1 \\otimes p_2 \\propto p_1 p_2 / (\\alpha p_1 + (1-\\alpha) p_2)` (:math:`\\alpha = 1/2` by default)."""
+    """:math:`p_1 \\otimes p_2 \\propto p_1 p_2 / (\\alpha p_1 + (1-\\alpha) p_2)`
+    (:math:`\\alpha = 1/2` by default)."""
     return sculpt([p1, p2], classifier, (0, 1), alpha, gamma=gamma)
 
 

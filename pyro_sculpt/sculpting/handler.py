@@ -8,6 +8,7 @@ from pyro.distributions import Categorical
 from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
+
 from pyro_sculpt.gflownets.policy_process import gather_rows
 from pyro_sculpt.sculpting.classifier import Classifier
 from pyro_sculpt.sculpting.diffusion import (

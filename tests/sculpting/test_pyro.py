@@ -132,3 +132,12 @@ def test_sculpted_guide_errors():
         ps.sculpted_guide(lambda: pyro.sample("x", p1.as_distribution()))
     with pytest.raises(ValueError, match="observes no ModelOfOrigin site"):
         ps.sculpted_guide(lambda: pyro.sample("x", ps.mixture(p1, p2)))
+    other = ps.ExactClassifier([p1, p2], 2)
+
+    def two_classifiers():
+        x = pyro.sample("x", ps.mixture(p1, p2))
+        pyro.sample("y1", ps.ModelOfOrigin(clf, x), obs=torch.tensor(0))
+        pyro.sample("y2", ps.ModelOfOrigin(other, x), obs=torch.tensor(1))
+
+    with pytest.raises(ValueError, match="uses another classifier than the first one"):
+        ps.sculpted_guide(two_classifiers)
