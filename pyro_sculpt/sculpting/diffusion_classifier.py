@@ -33,7 +33,12 @@ from pyro_sculpt.diffusion.schedules import NoiseSchedule, TimeLike, schedule_fr
 from pyro_sculpt.gflownets.networks import MLP
 from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.sculpting.classifier import _target_weights
-from pyro_sculpt.sculpting.observations import Observations, reweight_first, terminal_log_joint
+from pyro_sculpt.sculpting.observations import (
+    Observations,
+    check_classifier_observations,
+    reweight_first,
+    terminal_log_joint,
+)
 from pyro_sculpt.utils import as_device, check_positive_int, logit, progress, set_seed
 
 CHECKPOINT_KIND = "DiffusionObservationClassifier"
@@ -256,17 +261,7 @@ class DiffusionObservationClassifier(nn.Module):
 
     def check_observations(self, obs: Observations) -> None:
         """Raise a :class:`ValueError` if this classifier cannot answer ``obs``."""
-        if obs.num_models != self.num_models:
-            raise ValueError(
-                f"classifier was trained for {self.num_models} base models, but {obs.num_models} bases were given"
-            )
-        if obs.num_observations != self.num_observations:
-            raise ValueError(
-                f"classifier was trained for {self.num_observations} observations, but y has "
-                f"{obs.num_observations} entries (use None for an unobserved one)"
-            )
-        if obs.alpha is not None and not self.supports_alpha and obs.num_observations > 1:
-            raise ValueError("alpha needs a classifier conditioned on alpha (alpha_conditioned=True) or an exact one")
+        check_classifier_observations(obs, self.num_models, self.num_observations, self.supports_alpha)
 
     # ----- the interface of GaussianMixtureClassifier -----
 

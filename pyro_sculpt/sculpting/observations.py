@@ -87,6 +87,22 @@ class Observations:
         return out
 
 
+def check_classifier_observations(
+    obs: Observations, num_models: int, num_observations: int, supports_alpha: bool
+) -> None:
+    """Raise a :class:`ValueError` if a classifier for ``num_models`` bases and ``num_observations`` observations
+    (conditioned on alpha or not) cannot answer ``obs``."""
+    if obs.num_models != num_models:
+        raise ValueError(f"classifier was trained for {num_models} base models, but {obs.num_models} bases were given")
+    if obs.num_observations != num_observations:
+        raise ValueError(
+            f"classifier was trained for {num_observations} observations, but y has "
+            f"{obs.num_observations} entries (use None for an unobserved one)"
+        )
+    if obs.alpha is not None and not supports_alpha and obs.num_observations > 1:
+        raise ValueError("alpha needs a classifier conditioned on alpha (alpha_conditioned=True) or an exact one")
+
+
 def terminal_log_joint(terminal_logits: torch.Tensor, log_priors: torch.Tensor) -> torch.Tensor:
     """Joint of independent observations given a terminal x: :math:`\\sum_k \\log \\tilde p(y_k \\mid x)`.
 
