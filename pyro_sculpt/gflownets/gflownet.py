@@ -16,6 +16,7 @@ from pyro_sculpt.gflownets.env import DiscreteEnv
 from pyro_sculpt.gflownets.networks import MLP
 from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess, masked_log_softmax, parameters_key
 from pyro_sculpt.processes.distribution import ProcessDistribution
+from pyro_sculpt.training import cosine_decay, step_scheduler
 from pyro_sculpt.utils import as_device, check_positive_int, progress, set_seed
 
 CHECKPOINT_VERSION = 1
@@ -169,18 +170,11 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
             raise ValueError("fit needs a reward: pass reward=... to GFlowNet(...)")
         if lr <= 0 or lr_logz <= 0:
             raise ValueError(f"lr and lr_logz must be > 0, got lr={lr}, lr_logz={lr_logz}")
-        if not 0.0 < lr_final_factor <= 1.0:
-            raise ValueError(f"lr_final_factor must lie in (0, 1], got {lr_final_factor!r}")
         set_seed(seed)
         opt = torch.optim.Adam(
             [{"params": self.policy.parameters(), "lr": lr}, {"params": [self.log_z], "lr": lr_logz}]
         )
-        sched = None
-        if lr_final_factor < 1.0:
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                opt,
-                lambda k: lr_final_factor + (1 - lr_final_factor) * 0.5 * (1 + math.cos(math.pi * k / steps)),
-            )
+        sched = cosine_decay(opt, steps, lr_final_factor)
         env = self.env
         use_table = env.is_enumerable and env.num_states <= batch_size * env.max_steps
         all_states = env.all_states(self.device) if use_table else None
@@ -194,8 +188,7 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if sched is not None:
-                sched.step()
+            step_scheduler(sched)
             if step % 100 == 0 or step == steps:
                 self.history.append(
                     {

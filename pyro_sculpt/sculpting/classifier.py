@@ -31,6 +31,7 @@ from pyro_sculpt.sculpting.observations import (
     reweight_first,
     terminal_log_joint,
 )
+from pyro_sculpt.training import check_ema_decay, cosine_decay, ema_update_, step_scheduler
 from pyro_sculpt.utils import check_positive_int, logit, progress, set_seed
 
 CHECKPOINT_VERSION = 1
@@ -254,10 +255,7 @@ class ObservationClassifier(Classifier):
         check_positive_int("steps", steps)
         check_positive_int("batch_size", batch_size)
         check_positive_int("ramp", ramp, 0)
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
-        if not 0.0 < lr_final_factor <= 1.0:
-            raise ValueError(f"lr_final_factor must lie in (0, 1], got {lr_final_factor!r}")
+        check_ema_decay(ema_decay)
         if nonterminal_reduction not in ("sum", "mean"):
             raise ValueError(f"nonterminal_reduction must be 'sum' or 'mean', got {nonterminal_reduction!r}")
         set_seed(seed)
@@ -265,12 +263,7 @@ class ObservationClassifier(Classifier):
         device = self.device
         target = copy.deepcopy(self.net).requires_grad_(False)
         opt = torch.optim.Adam(self.net.parameters(), lr=lr)
-        sched = None
-        if lr_final_factor < 1.0:
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                opt,
-                lambda k: lr_final_factor + (1 - lr_final_factor) * 0.5 * (1 + math.cos(math.pi * k / steps)),
-            )
+        sched = cosine_decay(opt, steps, lr_final_factor)
         tables = [b.log_prob_table() if env.is_enumerable else None for b in bases]
         use_table = env.is_enumerable and not self.alpha_conditioned
         all_states = env.all_states(device) if use_table else None
@@ -316,11 +309,8 @@ class ObservationClassifier(Classifier):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if sched is not None:
-                sched.step()
-            with torch.no_grad():
-                for pt, p in zip(target.parameters(), self.net.parameters()):
-                    pt.lerp_(p, 1 - ema_decay)
+            step_scheduler(sched)
+            ema_update_(target, self.net, ema_decay)
             if step % 100 == 0 or step == steps:
                 self.history.append(
                     {

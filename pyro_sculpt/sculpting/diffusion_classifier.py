@@ -39,6 +39,7 @@ from pyro_sculpt.sculpting.observations import (
     reweight_first,
     terminal_log_joint,
 )
+from pyro_sculpt.training import check_ema_decay, cosine_decay, ema_update_, step_scheduler
 from pyro_sculpt.utils import as_device, check_positive_int, logit, progress, set_seed
 
 CHECKPOINT_KIND = "DiffusionObservationClassifier"
@@ -473,10 +474,7 @@ class DiffusionObservationClassifier(nn.Module):
             check_positive_int("refresh_every", refresh_every)
         if not (lr > 0) or not math.isfinite(lr):
             raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
-        if not 0.0 < lr_final_factor <= 1.0:
-            raise ValueError(f"lr_final_factor must lie in (0, 1], got {lr_final_factor!r}")
+        check_ema_decay(ema_decay)
         if not (logit_alpha_range > 0) or not math.isfinite(logit_alpha_range):
             raise ValueError(f"logit_alpha_range must be a finite number > 0, got {logit_alpha_range!r}")
         set_seed(seed)
@@ -485,11 +483,7 @@ class DiffusionObservationClassifier(nn.Module):
         dtype = next(self.net.parameters()).dtype
         target = copy.deepcopy(self.net).requires_grad_(False)
         opt = torch.optim.Adam(self.net.parameters(), lr=lr)
-        sched = None
-        if lr_final_factor < 1.0:
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda k: lr_final_factor + (1 - lr_final_factor) * 0.5 * (1 + math.cos(math.pi * k / steps))
-            )
+        sched = cosine_decay(opt, steps, lr_final_factor)
 
         def draw_pool():
             pool = []
@@ -541,11 +535,8 @@ class DiffusionObservationClassifier(nn.Module):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if sched is not None:
-                sched.step()
-            with torch.no_grad():
-                for pt, p in zip(target.parameters(), self.net.parameters()):
-                    pt.lerp_(p, 1 - ema_decay)
+            step_scheduler(sched)
+            ema_update_(target, self.net, ema_decay)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise FloatingPointError(f"classifier loss became non-finite at step {step}")

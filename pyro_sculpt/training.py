@@ -1,0 +1,45 @@
+"""Pieces shared by the training loops: the learning-rate decay and the moving-average target network."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+def cosine_decay(optimizer: torch.optim.Optimizer, steps: int, final_factor: float):
+    """A cosine decay of every learning rate of ``optimizer`` to ``final_factor`` times its value at ``steps``.
+
+    :returns: the scheduler (call ``.step()`` after each optimiser step), or ``None`` when ``final_factor`` is 1
+        (constant rates).
+    :raises ValueError: unless ``final_factor`` lies in (0, 1].
+    """
+    if not 0.0 < final_factor <= 1.0:
+        raise ValueError(f"lr_final_factor must lie in (0, 1], got {final_factor!r}")
+    if final_factor == 1.0:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda k: final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps))
+    )
+
+
+def check_ema_decay(decay: float) -> float:
+    """Raise a :class:`ValueError` unless ``decay`` lies in [0, 1)."""
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"ema_decay must lie in [0, 1), got {decay!r}")
+    return float(decay)
+
+
+@torch.no_grad()
+def ema_update_(target: nn.Module, source: nn.Module, decay: float) -> None:
+    """:math:`\\bar\\theta \\leftarrow \\text{decay}\\, \\bar\\theta + (1 - \\text{decay})\\, \\theta`, in place."""
+    for pt, p in zip(target.parameters(), source.parameters()):
+        pt.lerp_(p, 1 - decay)
+
+
+def step_scheduler(scheduler: Optional[torch.optim.lr_scheduler.LRScheduler]) -> None:
+    """``scheduler.step()`` if there is one."""
+    if scheduler is not None:
+        scheduler.step()
