@@ -30,12 +30,29 @@ class GuidedStep:
     log_q_y_current: torch.Tensor
 
 
+def _classify_distinct_rows(env, classifier: Classifier, obs: Observations, rows, terminal) -> torch.Tensor:
+    """``classifier.log_joint(rows, terminal, obs)`` in one call over the distinct (state, terminal) rows only:
+    neighbouring particles share children, and a particle's stop row repeats another's. ``(..., A+1, m, ..., m)``."""
+    if not env.is_enumerable or rows.shape[:-1].numel() < 64:
+        return classifier.log_joint(rows, terminal, obs)
+    flat, flags = rows.reshape(-1, rows.shape[-1]), terminal.reshape(-1)
+    ids = env.index(flat) * 2 + flags.long()
+    uniq, inverse = torch.unique(ids, return_inverse=True)
+    if len(uniq) > 0.75 * len(ids):
+        return classifier.log_joint(rows, terminal, obs)
+    first = torch.full((len(uniq),), len(ids), dtype=torch.long, device=ids.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(ids), device=ids.device), reduce="amin")
+    out = classifier.log_joint(flat[first], flags[first], obs)[inverse]
+    return out.reshape(rows.shape[:-1] + out.shape[1:])
+
+
 def guided_step(
     bases: Sequence[DiscretePolicyProcess],
     classifier: Classifier,
     obs: Observations,
     states: torch.Tensor,
     base_log_probs: Optional[torch.Tensor] = None,
+    deduplicate: bool = True,
 ) -> GuidedStep:
     """The guided policy at a batch of states:
 
@@ -50,6 +67,7 @@ def guided_step(
     batched call; invalid actions are masked before normalising.
 
     :param base_log_probs: ``(..., m, A)`` the bases' policies at ``states``, if already computed.
+    :param deduplicate: send each distinct (state, terminal flag) row through the classifier once.
     """
     env = bases[0].env
     n_act = env.n_actions
@@ -57,7 +75,11 @@ def guided_step(
     rows = torch.cat([kids[..., : n_act - 1, :], states.unsqueeze(-2), states.unsqueeze(-2)], -2)  # (..., A+1, D)
     terminal = torch.zeros(n_act + 1, dtype=torch.bool, device=states.device)
     terminal[n_act - 1] = True
-    log_joint = classifier.log_joint(rows, terminal.expand(rows.shape[:-1]), obs)  # (..., A+1, m..m)
+    terminal = terminal.expand(rows.shape[:-1])
+    if deduplicate:
+        log_joint = _classify_distinct_rows(env, classifier, obs, rows, terminal)
+    else:
+        log_joint = classifier.log_joint(rows, terminal, obs)
     log_q_y_rows = obs.select(log_joint)  # (..., A+1)
     n = obs.num_observations
     current = log_joint.select(-(n + 1), n_act)  # (..., m, ..., m) at the current state

@@ -98,14 +98,14 @@ class SculptGuidanceMessenger(Messenger):
         process: MixtureProcess = info["process"]
         states = info["state"][0]
         rows, inverse, base_lp = process.unique_base_log_probs(states)  # shared with the step and its transition
-        step = gather_rows(
-            guided_step(process.bases, self.classifier, self._observations(process), rows, base_lp), inverse
-        )
+        obs = self._observations(process)
+        step = guided_step(process.bases, self.classifier, obs, rows, base_lp, deduplicate=process.deduplicate)
+        log_probs = gather_rows(step.log_probs, inverse)  # the only field the step's distribution needs
         fn = msg["fn"]
         mask = None
         if isinstance(fn, MaskedDistribution):
             mask, fn = fn._mask, fn.base_dist
-        new_fn = Categorical(logits=step.log_probs)
+        new_fn = Categorical(logits=log_probs)
         if new_fn.batch_shape != fn.batch_shape:
             new_fn = new_fn.expand(fn.batch_shape)
         msg["fn"] = new_fn.mask(mask) if mask is not None else new_fn

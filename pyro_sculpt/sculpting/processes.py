@@ -174,7 +174,7 @@ class SculptedProcess(DiscretePolicyProcess):
         """The guided step at ``states``, evaluated once per distinct state."""
         return per_unique_state(
             self.env,
-            lambda s: guided_step(self.bases, self.classifier, self.obs, s),
+            lambda s: guided_step(self.bases, self.classifier, self.obs, s, deduplicate=self.deduplicate),
             states,
             self.deduplicate,
         )
