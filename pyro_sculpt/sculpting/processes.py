@@ -82,11 +82,13 @@ class MixtureProcess(IterativeProcess):
 
     def transition(self, state, value, t):
         s, log_rho = state
-        lp = self.base_log_probs(s)
-        batch = torch.broadcast_shapes(lp.shape[:-2], value.shape)  # the first state is unbatched
-        lp = lp.expand(batch + lp.shape[-2:])
-        idx = value.expand(batch)[..., None, None].expand(batch + (lp.shape[-2], 1))
-        taken = lp.gather(-1, idx).squeeze(-1)
+        _, inverse, lp = self.unique_base_log_probs(s)
+        if inverse is None:  # one row per state (or the unbatched first state)
+            batch = torch.broadcast_shapes(lp.shape[:-2], value.shape)
+            idx = value.expand(batch)[..., None, None].expand(batch + (lp.shape[-2], 1))
+            taken = lp.expand(batch + lp.shape[-2:]).gather(-1, idx).squeeze(-1)
+        else:  # read the taken action's probability from the distinct-state table, without expanding it
+            taken = lp[inverse, :, value]  # advanced indices around a slice: shape batch + (m,)
         return self.env.step(s, value), log_rho + taken
 
     def stops(self, state, value, t):
