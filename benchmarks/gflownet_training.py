@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine  # noqa: E402
 
 from pyro_sculpt.experiments.train_grid import FAST_RECIPE, REFERENCE_RECIPE  # noqa: E402
-from pyro_sculpt.gflownets import GFlowNet, HyperGrid, exact, rewards  # noqa: E402
+from pyro_sculpt.gflownets import GFlowNet, exact
+from pyro_sculpt.gflownets.envs.hypergrid import HyperGrid, rewards  # noqa: E402
 from pyro_sculpt.metrics import l1_distance  # noqa: E402
 
 

@@ -3,15 +3,18 @@
 Implements "Compositional Sculpting of Iterative Generative Processes" (Garipov et al., NeurIPS 2023).
 """
 
-from pyro_sculpt import diffusion, envs, infer, metrics, processes, rewards, sculpting
-from pyro_sculpt.gflownets import DiscreteEnv, GFlowNet, HyperGrid
+from pyro_sculpt import diffusion, gflownets, infer, mcmc, metrics, nn, processes, sculpting, train
+from pyro_sculpt.gflownets import DiscreteEnv, GFlowNet, envs
+from pyro_sculpt.gflownets.envs.hypergrid import HyperGrid, rewards
 from pyro_sculpt.processes import IterativeProcess, ProcessDistribution, ProcessReparam, run, sample
 from pyro_sculpt.sculpting import (
     DiffusionMixtureProcess,
     DiffusionObservationClassifier,
     ExactClassifier,
+    GaussianMixtureClassifier,
     ModelOfOrigin,
     ObservationClassifier,
+    Observations,
     SculptedDiffusionModel,
     SculptGuidanceMessenger,
     composition_distribution,
@@ -29,19 +32,36 @@ from pyro_sculpt.sculpting import (
 __version__ = "0.1.0"
 
 __all__ = [
+    # subpackages
     "diffusion",
     "envs",
+    "gflownets",
     "infer",
+    "mcmc",
     "metrics",
+    "nn",
     "processes",
     "rewards",
     "sculpting",
+    "train",
+    # processes
+    "IterativeProcess",
+    "ProcessDistribution",
+    "ProcessReparam",
+    "run",
+    "sample",
+    # GFlowNets
+    "DiscreteEnv",
+    "GFlowNet",
+    "HyperGrid",
+    # sculpting
     "DiffusionMixtureProcess",
     "DiffusionObservationClassifier",
-    "DiscreteEnv",
     "ExactClassifier",
+    "GaussianMixtureClassifier",
     "ModelOfOrigin",
     "ObservationClassifier",
+    "Observations",
     "SculptGuidanceMessenger",
     "SculptedDiffusionModel",
     "composition_distribution",
@@ -52,16 +72,6 @@ __all__ = [
     "reverse_contrast",
     "sculpt",
     "sculpt_guidance",
-    "sculpted_guide",
     "sculpted_diffusion",
-    "GFlowNet",
-    "HyperGrid",
-    "IterativeProcess",
-    "ProcessDistribution",
-    "ProcessReparam",
-    "envs",
-    "metrics",
-    "rewards",
-    "run",
-    "sample",
+    "sculpted_guide",
 ]

@@ -1,3 +1,3 @@
-from pyro_sculpt.cli import main
+from pyro_sculpt.experiments.cli import main
 
 raise SystemExit(main())

@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import torch
+
+#: a device argument: a name, a :class:`torch.device`, or ``None`` (CPU)
+DeviceLike = Union[str, torch.device, None]
 
 
 def set_seed(seed: int | None) -> None:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pyro_sculpt.checkpoint import load_checkpoint, save_checkpoint
+from pyro_sculpt.train.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_round_trip_and_errors(tmp_path):

@@ -15,7 +15,7 @@ def test_quickstart_runs():
 def test_cli_help_and_train(tmp_path, capsys):
     import pytest
 
-    from pyro_sculpt.cli import main
+    from pyro_sculpt.experiments.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(["--help"])

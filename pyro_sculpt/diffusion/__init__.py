@@ -1,9 +1,7 @@
 """Layer 2: diffusion models as iterative processes (schedules, score networks, samplers, oracles)."""
 
-from pyro_sculpt.diffusion.exact_classifier import GaussianMixtureClassifier
 from pyro_sculpt.diffusion.likelihood import probability_flow_drift, probability_flow_log_prob
 from pyro_sculpt.diffusion.model import DiffusionModel
-from pyro_sculpt.diffusion.networks import ScoreMLP, SinusoidalTimeEmbedding
 from pyro_sculpt.diffusion.oracle import GaussianMixtureOracle
 from pyro_sculpt.diffusion.samplers import (
     AncestralSampler,
@@ -29,16 +27,13 @@ __all__ = [
     "DDIMSampler",
     "DiffusionModel",
     "EulerMaruyamaSampler",
-    "GaussianMixtureClassifier",
     "GaussianMixtureOracle",
     "NoiseSchedule",
     "NonFiniteScoreError",
     "PredictorCorrectorSampler",
     "ProbabilityFlowSampler",
     "ReverseDiffusionProcess",
-    "ScoreMLP",
     "ScoreModel",
-    "SinusoidalTimeEmbedding",
     "TabulatedVESchedule",
     "TabulatedVPSchedule",
     "VESchedule",

@@ -18,16 +18,12 @@ def probability_flow_drift(model: DiffusionModel, x: torch.Tensor, t: float) -> 
     return f * x - 0.5 * g2 * model.score(x, t)
 
 
-def _velocity_and_divergence(
-    model: DiffusionModel, x: torch.Tensor, t: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _velocity_and_divergence(model: DiffusionModel, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.enable_grad():
         xr = x.detach().requires_grad_(True)
         v = probability_flow_drift(model, xr, t)
         div = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
-        for d in range(
-            x.shape[-1]
-        ):  # exact divergence: one backward pass per data dimension (low-dimensional data)
+        for d in range(x.shape[-1]):  # exact divergence: one backward pass per data dimension (low-dimensional data)
             (g,) = torch.autograd.grad(v[..., d].sum(), xr, retain_graph=d + 1 < x.shape[-1])
             div = div + g[..., d]
     return v.detach(), div.detach()
@@ -80,9 +76,7 @@ def probability_flow_log_prob(
     t0 = sched.t_min if t0 is None else float(t0)
     t1 = sched.t_max if t1 is None else float(t1)
     if not (sched.t_min - 1e-12 <= t0 < t1 <= sched.t_max + 1e-12):
-        raise ValueError(
-            f"need t_min <= t0 < t1 <= t_max = [{sched.t_min}, {sched.t_max}], got t0={t0}, t1={t1}"
-        )
+        raise ValueError(f"need t_min <= t0 < t1 <= t_max = [{sched.t_min}, {sched.t_max}], got t0={t0}, t1={t1}")
     h = (t1 - t0) / num_steps
     y = x.detach()
     acc = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)

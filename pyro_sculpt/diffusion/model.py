@@ -4,7 +4,6 @@ p_t(x)`."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Union
 
 import torch
 
@@ -63,8 +62,7 @@ def time_like(t: TimeLike, x: torch.Tensor) -> torch.Tensor:
         return tt.expand(x.shape[:-1]) if tt.dim() else tt
     except RuntimeError:
         raise ValueError(
-            f"t of shape {tuple(tt.shape)} does not broadcast against the batch shape "
-            f"{tuple(x.shape[:-1])} of x"
+            f"t of shape {tuple(tt.shape)} does not broadcast against the batch shape {tuple(x.shape[:-1])} of x"
         ) from None
 
 
@@ -77,6 +75,3 @@ def check_points(x: torch.Tensor, dim: int, name: str = "x") -> None:
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.dim() < 1 or x.shape[-1] != dim:
         raise ValueError(f"{name} must have shape (..., {dim}) (data dimension {dim}), got {tuple(x.shape)}")
-
-
-DeviceLike = Union[str, torch.device, None]

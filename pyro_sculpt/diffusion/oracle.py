@@ -8,9 +8,9 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from pyro_sculpt.diffusion.model import DeviceLike, DiffusionModel, check_points, time_like
+from pyro_sculpt.diffusion.model import DiffusionModel, check_points, time_like
 from pyro_sculpt.diffusion.schedules import NoiseSchedule, TimeLike, VPSchedule
-from pyro_sculpt.utils import as_device
+from pyro_sculpt.utils import DeviceLike, as_device
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -77,9 +77,7 @@ class GaussianMixtureOracle(DiffusionModel):
         if covariances is not None:
             cov = torch.as_tensor(covariances, dtype=dtype).to(device)
             if cov.shape != (k, d, d):
-                raise ValueError(
-                    f"covariances must have shape (K, D, D) = {(k, d, d)}, got {tuple(cov.shape)}"
-                )
+                raise ValueError(f"covariances must have shape (K, D, D) = {(k, d, d)}, got {tuple(cov.shape)}")
             if not torch.isfinite(cov).all() or not torch.allclose(cov, cov.transpose(-1, -2), atol=1e-6):
                 raise ValueError("covariances must be finite and symmetric")
             _, info = torch.linalg.cholesky_ex(cov)
@@ -97,8 +95,7 @@ class GaussianMixtureOracle(DiffusionModel):
                 s = s.unsqueeze(-1).expand(k, d)
             elif s.shape != (k, d):
                 raise ValueError(
-                    f"stds must be a number or have shape (K,) = ({k},) or (K, D) = {(k, d)}, "
-                    f"got {tuple(s.shape)}"
+                    f"stds must be a number or have shape (K,) = ({k},) or (K, D) = {(k, d)}, got {tuple(s.shape)}"
                 )
             cov = torch.diag_embed(s**2)
         if weights is None:
@@ -127,9 +124,7 @@ class GaussianMixtureOracle(DiffusionModel):
 
     def to(self, device: DeviceLike) -> "GaussianMixtureOracle":
         """A copy on ``device``."""
-        return GaussianMixtureOracle(
-            self.means, self.covariances, self.weights, schedule=self.schedule, device=device
-        )
+        return GaussianMixtureOracle(self.means, self.covariances, self.weights, schedule=self.schedule, device=device)
 
     def __repr__(self) -> str:
         return f"GaussianMixtureOracle(K={self.num_components}, D={self.dim}, schedule={self.schedule!r})"

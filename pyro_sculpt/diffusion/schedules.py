@@ -184,9 +184,7 @@ class VPSchedule(NoiseSchedule):
             self._phi0 = phi0
             self._tau = (phi1 * 2 / math.pi) * (1 + self.s) - self.s
             if not 0.0 < self._tau <= 1.0:
-                raise ValueError(
-                    f"min_alpha_bar={min_alpha_bar!r} is unreachable by the cosine schedule with s={s!r}"
-                )
+                raise ValueError(f"min_alpha_bar={min_alpha_bar!r} is unreachable by the cosine schedule with s={s!r}")
 
     def _phi(self, t: torch.Tensor) -> torch.Tensor:
         return (math.pi / 2) * (self._tau * t + self.s) / (1 + self.s)
@@ -341,24 +339,18 @@ class TabulatedVPSchedule(_TabulatedSchedule):
         self.betas = b
         n = b.numel()
         self._grid = torch.linspace(0.0, 1.0, n + 1, dtype=torch.float64)
-        self._log_alpha_tab = torch.cat(
-            [torch.zeros(1, dtype=torch.float64), 0.5 * torch.cumsum(torch.log1p(-b), 0)]
-        )
+        self._log_alpha_tab = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * torch.cumsum(torch.log1p(-b), 0)])
         self.t_min = 1.0 / n
 
     @classmethod
-    def linear(
-        cls, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
-    ) -> "TabulatedVPSchedule":
+    def linear(cls, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "TabulatedVPSchedule":
         """DDPM's linear schedule, rescaled by ``1000 / num_steps`` so that the continuous limit is the
         same."""
         scale = 1000.0 / num_steps
         return cls(torch.linspace(beta_start * scale, beta_end * scale, num_steps, dtype=torch.float64))
 
     @classmethod
-    def cosine(
-        cls, num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999
-    ) -> "TabulatedVPSchedule":
+    def cosine(cls, num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "TabulatedVPSchedule":
         """Nichol & Dhariwal's cosine schedule, :math:`\\beta_n` clipped at ``max_beta``."""
         t = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64)
         f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2

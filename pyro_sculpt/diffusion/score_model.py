@@ -12,11 +12,11 @@ from typing import Callable, Optional, Union
 import torch
 from torch import nn
 
-from pyro_sculpt.checkpoint import load_checkpoint, save_checkpoint
-from pyro_sculpt.diffusion.model import DeviceLike, DiffusionModel, check_points, time_like
-from pyro_sculpt.diffusion.networks import ScoreMLP
+from pyro_sculpt.diffusion.model import DiffusionModel, check_points, time_like
 from pyro_sculpt.diffusion.schedules import NoiseSchedule, TimeLike, VPSchedule, schedule_from_config
-from pyro_sculpt.utils import as_device, check_positive_int, progress, set_seed
+from pyro_sculpt.nn import ScoreMLP
+from pyro_sculpt.train.checkpoint import load_checkpoint, save_checkpoint
+from pyro_sculpt.utils import DeviceLike, as_device, check_positive_int, progress, set_seed
 
 CHECKPOINT_VERSION = 1
 
@@ -98,8 +98,7 @@ class ScoreModel(nn.Module, DiffusionModel):
         if not isinstance(out, torch.Tensor) or out.shape != (3, self.dim):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(
-                f"network must map x of shape (B, {self.dim}) and t of shape (B,) to (B, {self.dim}), "
-                f"got {shape}"
+                f"network must map x of shape (B, {self.dim}) and t of shape (B,) to (B, {self.dim}), got {shape}"
             )
 
     @property
@@ -130,9 +129,7 @@ class ScoreModel(nn.Module, DiffusionModel):
         row)."""
         net = self.network if network is None else network
         sched = self.schedule
-        t = sched.t_min + (sched.t_max - sched.t_min) * torch.rand(
-            x0.shape[0], device=x0.device, dtype=x0.dtype
-        )
+        t = sched.t_min + (sched.t_max - sched.t_min) * torch.rand(x0.shape[0], device=x0.device, dtype=x0.dtype)
         eps = torch.randn_like(x0)
         xt = sched.alpha(t).unsqueeze(-1) * x0 + sched.sigma(t).unsqueeze(-1) * eps
         return ((net(xt, t) - eps) ** 2).sum(-1).mean()
@@ -201,15 +198,12 @@ class ScoreModel(nn.Module, DiffusionModel):
                 x = data(b)
                 if not isinstance(x, torch.Tensor) or x.shape != (b, self.dim):
                     shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-                    raise ValueError(
-                        f"data({b}) must return a tensor of shape ({b}, {self.dim}), got {shape}"
-                    )
+                    raise ValueError(f"data({b}) must return a tensor of shape ({b}, {self.dim}), got {shape}")
                 return x.detach().to(device=dev, dtype=torch.get_default_dtype())
 
         else:
             raise TypeError(
-                f"data must be a tensor (N, {self.dim}) or a function of the batch size, "
-                f"got {type(data).__name__}"
+                f"data must be a tensor (N, {self.dim}) or a function of the batch size, got {type(data).__name__}"
             )
         set_seed(seed)
         opt = torch.optim.Adam(self.network.parameters(), lr=lr)
@@ -278,9 +272,7 @@ class ScoreModel(nn.Module, DiffusionModel):
         """
         data = load_checkpoint(path, "ScoreModel", CHECKPOINT_VERSION)
         if dim is not None and dim != data["dim"]:
-            raise ValueError(
-                f"checkpoint {path} is a model of dimension {data['dim']}, but dim={dim} was expected"
-            )
+            raise ValueError(f"checkpoint {path} is a model of dimension {data['dim']}, but dim={dim} was expected")
         schedule = schedule_from_config(data["schedule"])
         cfg = data.get("network")
         if network is None:

@@ -30,17 +30,11 @@ from typing import Callable, Optional, Sequence
 import pyro
 import torch
 
-from pyro_sculpt.diffusion import (
-    AncestralSampler,
-    DDIMSampler,
-    GaussianMixtureClassifier,
-    GaussianMixtureOracle,
-    ScoreModel,
-    VPSchedule,
-)
+from pyro_sculpt.diffusion import AncestralSampler, DDIMSampler, GaussianMixtureOracle, ScoreModel, VPSchedule
 from pyro_sculpt.metrics import energy_distance, grid_mode_weights, mmd, mode_weight_tv, mode_weights, sample_grid
 from pyro_sculpt.processes import ProcessDistribution
 from pyro_sculpt.sculpting import DiffusionObservationClassifier, composition_log_density, mixture, sculpt
+from pyro_sculpt.sculpting.diffusion import GaussianMixtureClassifier
 
 #: the 3x3 lattice of mode positions
 LATTICE = torch.tensor([[x, y] for y in (-3.0, 0.0, 3.0) for x in (-3.0, 0.0, 3.0)])

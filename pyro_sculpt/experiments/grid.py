@@ -20,7 +20,8 @@ import torch
 
 from pyro_sculpt.experiments.plotting import grid_heatmaps
 from pyro_sculpt.experiments.train_grid import FAST_RECIPE, REFERENCE_RECIPE
-from pyro_sculpt.gflownets import GFlowNet, HyperGrid, exact, rewards
+from pyro_sculpt.gflownets import GFlowNet, exact
+from pyro_sculpt.gflownets.envs.hypergrid import HyperGrid, rewards
 from pyro_sculpt.infer import twisted_smc
 from pyro_sculpt.metrics import empirical_distribution, expected_l1_floor, l1_distance
 from pyro_sculpt.sculpting import ObservationClassifier, composition_distribution, sculpt

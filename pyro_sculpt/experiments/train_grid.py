@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from pyro_sculpt.experiments.plotting import grid_heatmaps
-from pyro_sculpt.gflownets import GFlowNet, HyperGrid, exact, rewards
+from pyro_sculpt.gflownets import GFlowNet, exact
+from pyro_sculpt.gflownets.envs.hypergrid import HyperGrid, rewards
 from pyro_sculpt.metrics import js_divergence, l1_distance
 
 #: Our fast trajectory-balance recipe on the 32x32 grid (see docs/gflownets.md for the measurements).

@@ -10,13 +10,14 @@ from typing import Callable, Optional, Union
 import torch
 from torch import nn
 
-from pyro_sculpt.checkpoint import check_env, load_checkpoint, save_checkpoint
-from pyro_sculpt.gflownets import rewards as rewards_mod
 from pyro_sculpt.gflownets.env import DiscreteEnv
-from pyro_sculpt.gflownets.networks import MLP
 from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess, masked_log_softmax, parameters_key
+from pyro_sculpt.gflownets.registry import env_from_config, get_reward, reward_from_config
+from pyro_sculpt.gflownets.rewards import Reward, check_log_reward
+from pyro_sculpt.nn.mlp import MLP
 from pyro_sculpt.processes.distribution import ProcessDistribution
-from pyro_sculpt.training import cosine_decay, step_scheduler
+from pyro_sculpt.train.checkpoint import check_env, load_checkpoint, save_checkpoint
+from pyro_sculpt.train.optim import cosine_decay, step_scheduler
 from pyro_sculpt.utils import as_device, check_positive_int, progress, set_seed
 
 CHECKPOINT_VERSION = 1
@@ -30,8 +31,8 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
     terminal states, with an exact ``log_prob`` on enumerable environments.
 
     :param env: the environment.
-    :param reward: a reward ``reward(env, states) -> log R`` (see :mod:`pyro_sculpt.gflownets.rewards`) or a reward
-        name; needed by :meth:`fit`.
+    :param reward: a reward ``reward(env, states) -> log R`` (a :class:`~pyro_sculpt.gflownets.Reward`, or any
+        callable) or a registered reward name; needed by :meth:`fit`.
     :param policy: the policy network, mapping ``env.encode(states)`` to ``env.n_actions`` logits; default an
         :class:`MLP` with ``layers`` hidden layers of width ``hidden``.
     :param device: where the networks live and trajectories are sampled.
@@ -46,7 +47,7 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
     def __init__(
         self,
         env: DiscreteEnv,
-        reward: Union[rewards_mod.Reward, str, Callable, None] = None,
+        reward: Union[Reward, str, Callable, None] = None,
         *,
         policy: Optional[nn.Module] = None,
         hidden: int = 256,
@@ -57,7 +58,7 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
         if not isinstance(env, DiscreteEnv):
             raise TypeError(f"env must be a DiscreteEnv, got {type(env).__name__}")
         self.env = env
-        self.reward = rewards_mod.get(reward) if isinstance(reward, str) else reward
+        self.reward = get_reward(reward) if isinstance(reward, str) else reward
         self.hidden, self.layers = hidden, layers
         if policy is None:
             policy = MLP(env.feature_dim, env.n_actions, hidden, layers)
@@ -98,10 +99,7 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
         """:math:`\\log R` of terminal states."""
         if self.reward is None:
             raise ValueError("this GFlowNet has no reward: pass reward=... to GFlowNet(...)")
-        log_r = self.reward(self.env, states)
-        if not torch.isfinite(log_r).all():
-            raise ValueError("reward returned non-finite log-rewards (NaN or inf)")
-        return log_r
+        return check_log_reward(self.reward(self.env, states), states, "reward")
 
     # ----- training -----
 
@@ -214,7 +212,7 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
             CHECKPOINT_VERSION,
             {
                 "env": self.env.config(),
-                "reward": self.reward.config() if isinstance(self.reward, rewards_mod.Reward) else None,
+                "reward": self.reward.config() if isinstance(self.reward, Reward) else None,
                 "hidden": self.hidden,
                 "layers": self.layers,
                 "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
@@ -237,20 +235,8 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
         """
         data = load_checkpoint(path, "GFlowNet", CHECKPOINT_VERSION)
         check_env(path, data["env"], env)
-        reward = rewards_mod.from_config(data["reward"]) if data.get("reward") else None
+        reward = reward_from_config(data["reward"]) if data.get("reward") else None
         gfn = cls(env or env_from_config(data["env"]), reward, hidden=data["hidden"], layers=data["layers"])
         gfn.load_state_dict(data["state_dict"])
         gfn.history = list(data.get("history", []))
         return gfn.to(as_device(device))
-
-
-def env_from_config(config: dict) -> DiscreteEnv:
-    """Rebuild an environment from :meth:`DiscreteEnv.config`."""
-    from pyro_sculpt.gflownets.hypergrid import HyperGrid
-
-    kinds = {"HyperGrid": HyperGrid}
-    config = dict(config)
-    kind = config.pop("type", None)
-    if kind not in kinds:
-        raise ValueError(f"unknown environment type {kind!r} in checkpoint; expected one of {sorted(kinds)}")
-    return kinds[kind](**config)

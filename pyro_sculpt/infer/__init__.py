@@ -1,5 +1,20 @@
-"""Layer 5: inference on compositions (importance weights and twisted SMC of guided particles)."""
+"""Layer 4: inference over iterative processes: generic SMC with twists, resampling, diagnostics."""
 
-from pyro_sculpt.infer.smc import SMCResult, pareto_k, twisted_smc
+from pyro_sculpt.infer.diagnostics import effective_sample_size, pareto_k
+from pyro_sculpt.infer.resampling import multinomial, systematic
+from pyro_sculpt.infer.smc import SMCResult, as_twist, smc, twisted_smc
+from pyro_sculpt.infer.twist import ProcessProposal, Twist, index_particles
 
-__all__ = ["SMCResult", "pareto_k", "twisted_smc"]
+__all__ = [
+    "ProcessProposal",
+    "SMCResult",
+    "Twist",
+    "as_twist",
+    "effective_sample_size",
+    "index_particles",
+    "multinomial",
+    "pareto_k",
+    "smc",
+    "systematic",
+    "twisted_smc",
+]

@@ -41,9 +41,7 @@ def _pairwise_sum(
     return total
 
 
-def energy_distance(
-    x: torch.Tensor, y: torch.Tensor, *, unbiased: bool = False, chunk_size: int = 2048
-) -> float:
+def energy_distance(x: torch.Tensor, y: torch.Tensor, *, unbiased: bool = False, chunk_size: int = 2048) -> float:
     """The energy distance (Székely & Rizzo) between the sample sets ``x`` ``(N, D)`` and ``y`` ``(M, D)``:
 
     .. math::
@@ -71,9 +69,7 @@ def energy_distance(
     return float(2 * xy - xx - yy)
 
 
-def mmd2(
-    x: torch.Tensor, y: torch.Tensor, bandwidth: float, *, unbiased: bool = True, chunk_size: int = 2048
-) -> float:
+def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float, *, unbiased: bool = True, chunk_size: int = 2048) -> float:
     """Squared maximum mean discrepancy with the Gaussian kernel
     :math:`k(a, b) = \\exp(-\\lVert a - b \\rVert^2 / (2 h^2))` of fixed bandwidth :math:`h`:
 
@@ -148,9 +144,7 @@ def _soft_assign(
             raise ValueError(f"assign returned labels outside [0, {k - 1}]")
         return torch.nn.functional.one_hot(out.long(), k).to(torch.float64)
     if out.dim() != 2 or out.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"assign must return (N,) labels or (N, K) probabilities, got shape {tuple(out.shape)}"
-        )
+        raise ValueError(f"assign must return (N,) labels or (N, K) probabilities, got shape {tuple(out.shape)}")
     out = out.to(torch.float64)
     if (
         not torch.isfinite(out).all()
@@ -161,9 +155,7 @@ def _soft_assign(
     return out
 
 
-def mode_weights(
-    x: torch.Tensor, means: Optional[torch.Tensor] = None, *, assign: Assign = "nearest"
-) -> torch.Tensor:
+def mode_weights(x: torch.Tensor, means: Optional[torch.Tensor] = None, *, assign: Assign = "nearest") -> torch.Tensor:
     """Share of the samples ``x`` ``(N, D)`` in each mode: by nearest mode (``means`` ``(K, D)``), or by a
     function ``assign(x)`` returning ``(N,)`` labels or ``(N, K)`` probabilities (e.g. an exact target's
     posterior over its components). Returns a float64 vector of length :math:`K`."""
@@ -209,9 +201,7 @@ def grid_probabilities(
         chunk = pts[s : s + chunk_size]
         lp = torch.as_tensor(log_density(chunk)).to(torch.float64).reshape(-1)
         if lp.shape[0] != chunk.shape[0]:
-            raise ValueError(
-                f"log_density must map (N, D) to (N,), got {tuple(lp.shape)} for N = {chunk.shape[0]}"
-            )
+            raise ValueError(f"log_density must map (N, D) to (N,), got {tuple(lp.shape)} for N = {chunk.shape[0]}")
         logs.append(lp.cpu())
     lp = torch.cat(logs)
     if torch.isnan(lp).any() or not torch.isfinite(lp).any():

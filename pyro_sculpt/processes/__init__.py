@@ -3,13 +3,14 @@
 from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.processes.process import IterativeProcess, State
 from pyro_sculpt.processes.reparam import ProcessReparam
-from pyro_sculpt.processes.runner import run, sample, step_site_name, step_sites
+from pyro_sculpt.processes.runner import replace_step_dist, run, sample, step_site_name, step_sites
 
 __all__ = [
     "IterativeProcess",
     "ProcessDistribution",
     "ProcessReparam",
     "State",
+    "replace_step_dist",
     "run",
     "sample",
     "step_site_name",

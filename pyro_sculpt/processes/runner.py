@@ -6,6 +6,8 @@ from typing import Optional
 
 import pyro
 import torch
+from pyro.distributions import TorchDistribution
+from pyro.distributions.torch_distribution import MaskedDistribution
 
 from pyro_sculpt.processes.process import IterativeProcess, State
 
@@ -55,7 +57,7 @@ def run(
             return run(name, process, batch_shape=batch_shape, return_state=return_state)
     state: State = process.init()
     if batch_shape:
-        state = _expand_state(state, torch.Size(batch_shape), process.state_event_dims)
+        state = expand_state(state, torch.Size(batch_shape), process.state_event_dims)
     done = torch.tensor(False)
     for t in pyro.markov(range(process.max_steps)):
         fn = process.step_dist(state, t)
@@ -69,6 +71,17 @@ def run(
             break
     x = process.terminal(state)
     return (x, state) if return_state else x
+
+
+def replace_step_dist(fn: TorchDistribution, new_fn: TorchDistribution) -> TorchDistribution:
+    """``new_fn`` in place of a step site's distribution ``fn``, keeping ``fn``'s mask (trajectories that already
+    stopped) and batch shape (enclosing plates). Effect handlers that replace a step's distribution use this."""
+    mask = None
+    if isinstance(fn, MaskedDistribution):
+        mask, fn = fn._mask, fn.base_dist
+    if new_fn.batch_shape != fn.batch_shape:
+        new_fn = new_fn.expand(fn.batch_shape)
+    return new_fn.mask(mask) if mask is not None else new_fn
 
 
 def step_sites(trace, name: Optional[str] = None) -> list[dict]:
@@ -87,7 +100,7 @@ def sample(process: IterativeProcess, sample_shape: torch.Size = torch.Size(), *
     :param sample_shape: batch shape of the particles.
     """
     sample_shape = torch.Size(sample_shape)
-    state = _expand_state(process.init(), sample_shape, process.state_event_dims)
+    state = expand_state(process.init(), sample_shape, process.state_event_dims)
     done = torch.zeros(sample_shape, dtype=torch.bool)
     with torch.no_grad():
         for t in range(process.max_steps):
@@ -106,8 +119,8 @@ def _device(state: State) -> torch.device:
     return state[0].device if isinstance(state, tuple) else state.device
 
 
-def _expand_state(state: State, shape: torch.Size, event_dims: int) -> State:
+def expand_state(state: State, shape: torch.Size, event_dims: int) -> State:
     if isinstance(state, tuple):
-        return tuple(_expand_state(s, shape, event_dims) for s in state)
+        return tuple(expand_state(s, shape, event_dims) for s in state)
     event = state.shape[state.dim() - event_dims :] if event_dims else torch.Size()
     return state.expand(shape + event).clone()

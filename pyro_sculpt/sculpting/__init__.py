@@ -1,30 +1,39 @@
-"""Layer 3: compositional sculpting: observation classifiers, combinators, and guidance as a Pyro handler."""
+"""Layer 3: compositional sculpting.
 
+The top level is family-agnostic: observations of the augmented model, closed forms, the operators (Pyro
+distributions), the guidance handler, :class:`ModelOfOrigin` and :func:`sculpted_guide`. The families plug in from
+their subpackages (:mod:`pyro_sculpt.sculpting.gflownet`, :mod:`pyro_sculpt.sculpting.diffusion`), which register
+themselves with :func:`~pyro_sculpt.sculpting.family.register_family` and give their mixture processes the
+:class:`~pyro_sculpt.sculpting.guidance.GuidableProcess` protocol.
+"""
+
+from pyro_sculpt.sculpting import diffusion, gflownet
 from pyro_sculpt.sculpting.auto_guide import sculpted_guide
-from pyro_sculpt.sculpting.classifier import Classifier, ObservationClassifier, check_bases
 from pyro_sculpt.sculpting.closed_form import composition_distribution
-from pyro_sculpt.sculpting.combinators import contrast, harmonic_mean, mixture, reverse_contrast, sculpt
 from pyro_sculpt.sculpting.diffusion import (
     DiffusionMixtureProcess,
+    DiffusionObservationClassifier,
+    GaussianMixtureClassifier,
     SculptedDiffusionModel,
-    composed_score,
     composition_log_density,
     sculpted_diffusion,
 )
-from pyro_sculpt.sculpting.diffusion_classifier import DiffusionObservationClassifier, sample_reverse_chains
-from pyro_sculpt.sculpting.exact_classifier import ExactClassifier
-from pyro_sculpt.sculpting.guidance import GuidedStep, guided_step
+from pyro_sculpt.sculpting.family import CompositionFamily, family_of, register_family
+from pyro_sculpt.sculpting.gflownet import ExactClassifier, MixtureProcess, ObservationClassifier, SculptedProcess
+from pyro_sculpt.sculpting.guidance import GuidableProcess, Guidance
 from pyro_sculpt.sculpting.handler import SculptGuidanceMessenger, sculpt_guidance
 from pyro_sculpt.sculpting.model_of_origin import ModelOfOrigin
 from pyro_sculpt.sculpting.observations import Observations
-from pyro_sculpt.sculpting.processes import MixtureProcess, SculptedProcess
+from pyro_sculpt.sculpting.operators import contrast, harmonic_mean, mixture, reverse_contrast, sculpt
 
 __all__ = [
-    "Classifier",
+    "CompositionFamily",
     "DiffusionMixtureProcess",
     "DiffusionObservationClassifier",
     "ExactClassifier",
-    "GuidedStep",
+    "GaussianMixtureClassifier",
+    "GuidableProcess",
+    "Guidance",
     "MixtureProcess",
     "ModelOfOrigin",
     "ObservationClassifier",
@@ -32,18 +41,18 @@ __all__ = [
     "SculptGuidanceMessenger",
     "SculptedDiffusionModel",
     "SculptedProcess",
-    "check_bases",
-    "composed_score",
-    "composition_log_density",
     "composition_distribution",
+    "composition_log_density",
     "contrast",
-    "guided_step",
+    "diffusion",
+    "family_of",
+    "gflownet",
     "harmonic_mean",
     "mixture",
+    "register_family",
     "reverse_contrast",
-    "sample_reverse_chains",
     "sculpt",
-    "sculpted_diffusion",
     "sculpt_guidance",
+    "sculpted_diffusion",
     "sculpted_guide",
 ]

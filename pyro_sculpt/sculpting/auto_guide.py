@@ -1,4 +1,4 @@
-"""A guide for a Pyro model written with :class:`ModelOfOrigin` observations: the sculpted (guided) GFlowNet."""
+"""A guide for a Pyro model written with :class:`ModelOfOrigin` observations: the sculpted (guided) composition."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import pyro
 import pyro.poutine as poutine
 
 from pyro_sculpt.processes.distribution import ProcessDistribution
-from pyro_sculpt.sculpting.combinators import sculpt
 from pyro_sculpt.sculpting.model_of_origin import ModelOfOrigin
-from pyro_sculpt.sculpting.processes import MixtureProcess
+from pyro_sculpt.sculpting.operators import sculpt
 
 
 def _unwrap(fn):
@@ -46,7 +45,7 @@ def sculpted_guide(model: Callable, *args, **kwargs) -> Callable:
         if site["type"] != "sample":
             continue
         fn = _unwrap(site["fn"])
-        if isinstance(fn, ProcessDistribution) and isinstance(fn.process, MixtureProcess) and not site["is_observed"]:
+        if isinstance(fn, ProcessDistribution) and getattr(fn.process, "is_mixture", False) and not site["is_observed"]:
             mixtures.append(site)
         elif isinstance(site["fn"], ModelOfOrigin) and site["is_observed"]:
             observations.append(site)
@@ -74,7 +73,7 @@ def sculpted_guide(model: Callable, *args, **kwargs) -> Callable:
     if len(alphas) > 1:
         raise ValueError(f"every observation after the first must share one alpha, got {sorted(map(str, alphas))}")
     process = _unwrap(x_site["fn"]).process
-    dist = sculpt(process.bases, classifier, tuple(y), alphas.pop() if alphas else None, process.weights)
+    dist = sculpt(process.base_processes, classifier, tuple(y), alphas.pop() if alphas else None, process.weights)
     name = x_site["name"]
 
     def guide(*args, **kwargs):

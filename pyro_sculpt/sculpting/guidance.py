@@ -1,94 +1,71 @@
-"""The guided policy of a sculpted GFlowNet (Garipov et al. 2023, §4.1, eq. 12-13; MATH.md §1.1)."""
+"""What a guided step needs to know, and the protocol through which a process makes its own guided step.
+
+The guidance handler (:class:`~pyro_sculpt.sculpting.SculptGuidanceMessenger`) is family-agnostic: at every step
+site it asks the site's process for the guided distribution, through :class:`GuidableProcess`. Each family's
+mixture process implements it (GFlowNets: the guided policy of MATH.md §1.1; diffusion: the guided score of §1.3).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Sequence
+import math
+from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
-import torch
+from pyro.distributions import TorchDistribution
 
-from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess
-from pyro_sculpt.sculpting.classifier import Classifier
-from pyro_sculpt.sculpting.observations import Observations
+from pyro_sculpt.processes.process import State
 
 
-@dataclass
-class GuidedStep:
-    """Everything one guided step computes, for samplers that need more than the policy (SMC).
+def check_gamma(gamma: Any) -> float:
+    """Raise a :class:`ValueError` naming ``gamma`` unless it is a finite number >= 0."""
+    try:
+        g = float(gamma)
+    except (TypeError, ValueError):
+        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}") from None
+    if not math.isfinite(g) or g < 0:
+        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
+    return g
 
-    :ivar log_probs: ``(..., A)`` the guided policy, ``-inf`` on invalid actions.
-    :ivar log_norm: ``(...)`` :math:`\\log \\sum_a \\tilde P_F(a \\mid s) Q(y \\mid s_a) / Q(y \\mid s)`.
-    :ivar base_log_probs: ``(..., m, A)`` every base's policy.
-    :ivar log_q_y: ``(..., A)`` :math:`\\log Q(y \\mid s_a)` (the stop action's child is the terminal :math:`s`).
-    :ivar log_q_y_current: ``(...)`` :math:`\\log Q(y \\mid s)`.
+
+class Guidance:
+    """The observations to condition on, the classifier that answers them, and the guidance scale.
+
+    :param classifier: an observation classifier of the bases (any family: it has ``num_models`` and
+        ``num_observations``).
+    :param y: observed base indices (0-based), ``None`` for unobserved.
+    :param alpha: prior :math:`(\\alpha, 1-\\alpha)` of :math:`y_{2..n}` (two bases).
+    :param gamma: guidance scale (diffusion only; GFlowNet guidance is exact and needs 1).
     """
 
-    log_probs: torch.Tensor
-    log_norm: torch.Tensor
-    base_log_probs: torch.Tensor
-    log_q_y: torch.Tensor
-    log_q_y_current: torch.Tensor
+    def __init__(self, classifier: Any, y: Sequence[Optional[int]], alpha: Optional[float] = None, gamma: float = 1.0):
+        for attr in ("num_models", "num_observations"):
+            if not hasattr(classifier, attr):
+                raise TypeError(
+                    f"classifier must be an observation Classifier (with num_models and num_observations), got "
+                    f"{type(classifier).__name__}"
+                )
+        self.classifier = classifier
+        self.y = tuple(y)
+        self.alpha = alpha
+        self.gamma = check_gamma(gamma)
+        self._cache: dict = {}
+
+    def cached(self, process: Any, build: Callable[[], Any]) -> Any:
+        """``build()`` once per process (the observations and checks of a process are computed at its first step)."""
+        key = id(process)
+        if key not in self._cache:
+            self._cache[key] = (process, build())  # the process is kept alive so that its id stays its own
+        return self._cache[key][1]
+
+    def __repr__(self) -> str:
+        return (
+            f"Guidance(y={self.y}, alpha={self.alpha}, gamma={self.gamma}, classifier={type(self.classifier).__name__})"
+        )
 
 
-def _classify_distinct_rows(env, classifier: Classifier, obs: Observations, rows, terminal) -> torch.Tensor:
-    """``classifier.log_joint(rows, terminal, obs)`` in one call over the distinct (state, terminal) rows only:
-    neighbouring particles share children, and a particle's stop row repeats another's. ``(..., A+1, m, ..., m)``."""
-    if not env.is_enumerable or rows.shape[:-1].numel() < 64:
-        return classifier.log_joint(rows, terminal, obs)
-    flat, flags = rows.reshape(-1, rows.shape[-1]), terminal.reshape(-1)
-    ids = env.index(flat) * 2 + flags.long()
-    uniq, inverse = torch.unique(ids, return_inverse=True)
-    if len(uniq) > 0.75 * len(ids):
-        return classifier.log_joint(rows, terminal, obs)
-    first = torch.full((len(uniq),), len(ids), dtype=torch.long, device=ids.device)
-    first.scatter_reduce_(0, inverse, torch.arange(len(ids), device=ids.device), reduce="amin")
-    out = classifier.log_joint(flat[first], flags[first], obs)[inverse]
-    return out.reshape(rows.shape[:-1] + out.shape[1:])
+@runtime_checkable
+class GuidableProcess(Protocol):
+    """A process whose steps the guidance handler can replace by guided ones."""
 
-
-def guided_step(
-    bases: Sequence[DiscretePolicyProcess],
-    classifier: Classifier,
-    obs: Observations,
-    states: torch.Tensor,
-    base_log_probs: Optional[torch.Tensor] = None,
-    deduplicate: bool = True,
-) -> GuidedStep:
-    """The guided policy at a batch of states:
-
-    .. math::
-
-        \\log P_F(a \\mid s, y) = \\operatorname{logsumexp}_i\\big(\\log P_{i,F}(a \\mid s)
-            + \\log Q(y_1 = i \\mid s)\\big)
-            + \\log Q(y \\mid s_a) - \\log Q(y \\mid s) - \\log Z(s),
-
-    where :math:`s_a` is the child reached by :math:`a` and, for the stop action, the terminal :math:`x = s`. Every
-    child of every state, every stop (terminal) row and every current state go through the classifier in ONE
-    batched call; invalid actions are masked before normalising.
-
-    :param base_log_probs: ``(..., m, A)`` the bases' policies at ``states``, if already computed.
-    :param deduplicate: send each distinct (state, terminal flag) row through the classifier once.
-    """
-    env = bases[0].env
-    n_act = env.n_actions
-    kids, mask = env.children(states)  # (..., A, D): invalid children are placeholders, masked below
-    rows = torch.cat([kids[..., : n_act - 1, :], states.unsqueeze(-2), states.unsqueeze(-2)], -2)  # (..., A+1, D)
-    terminal = torch.zeros(n_act + 1, dtype=torch.bool, device=states.device)
-    terminal[n_act - 1] = True
-    terminal = terminal.expand(rows.shape[:-1])
-    if deduplicate:
-        log_joint = _classify_distinct_rows(env, classifier, obs, rows, terminal)
-    else:
-        log_joint = classifier.log_joint(rows, terminal, obs)
-    log_q_y_rows = obs.select(log_joint)  # (..., A+1)
-    n = obs.num_observations
-    current = log_joint.select(-(n + 1), n_act)  # (..., m, ..., m) at the current state
-    log_q1 = current if n == 1 else torch.logsumexp(current.flatten(-(n - 1)), -1)  # Q(y_1 = i | s)
-    base_lp = base_log_probs
-    if base_lp is None:
-        base_lp = torch.stack([b.action_log_probs(states) for b in bases], -2)  # (..., m, A)
-    mix = torch.logsumexp(base_lp + log_q1.unsqueeze(-1), -2)
-    log_q_y, log_q_cur = log_q_y_rows[..., :n_act], log_q_y_rows[..., n_act]
-    logits = (mix + log_q_y - log_q_cur.unsqueeze(-1)).masked_fill(~mask, float("-inf"))
-    log_norm = torch.logsumexp(logits, -1)
-    return GuidedStep(logits - log_norm.unsqueeze(-1), log_norm, base_lp, log_q_y, log_q_cur)
+    def guided_step_dist(self, state: State, t: int, guidance: Guidance) -> Optional[TorchDistribution]:
+        """The guided distribution of step ``t`` from ``state`` (batch shape of the state), or ``None`` to keep the
+        step as it is (e.g. a diffusion mixture's choice of base or its initial noise)."""

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from pyro.distributions import Categorical
 
-from pyro_sculpt.sculpting.classifier import Classifier
 from pyro_sculpt.sculpting.observations import Observations
 
 
@@ -18,7 +17,7 @@ class ModelOfOrigin(Categorical):
     origin; Pyro's inference (``Importance``, ``SMCFilter``, ...) then targets the sculpted distribution.
 
     :param classifier: an observation classifier of the bases.
-    :param x: terminal states ``(..., state_dim)``.
+    :param x: terminal values ``(...,) + event_shape`` (checked by the classifier).
     :param prior: the prior :math:`\\pi` over bases (default uniform): the mixture weights for :math:`y_1`.
     :param alpha: shorthand for ``prior=(alpha, 1 - alpha)`` (two bases).
 
@@ -32,17 +31,19 @@ class ModelOfOrigin(Categorical):
 
     def __init__(
         self,
-        classifier: Classifier,
+        classifier: Any,
         x: torch.Tensor,
         prior: Optional[Sequence[float]] = None,
         alpha: Optional[float] = None,
         validate_args=None,
     ):
-        if not isinstance(classifier, Classifier):
-            raise TypeError(f"classifier must be an observation Classifier, got {type(classifier).__name__}")
+        if not callable(getattr(classifier, "terminal_logits", None)) or not hasattr(classifier, "num_models"):
+            raise TypeError(
+                "classifier must be an observation classifier (with terminal_logits and num_models), got "
+                f"{type(classifier).__name__}"
+            )
         if prior is not None and alpha is not None:
             raise ValueError("give prior or alpha, not both")
-        classifier.env.validate_states(x, "x")
         m = classifier.num_models
         if alpha is not None:
             obs = Observations.build((None, None), m, alpha=alpha)

@@ -126,3 +126,18 @@ def reweight_first(log_joint: torch.Tensor, n: int, log_weights: torch.Tensor, t
     delta = (log_weights - trained_log_weights).reshape((-1,) + (1,) * (n - 1))
     out = log_joint + delta
     return out - torch.logsumexp(out.flatten(-n), -1).reshape(out.shape[:-n] + (1,) * n)
+
+
+def target_weights(t_logits: torch.Tensor, label: torch.Tensor, n: int, logit_alpha) -> torch.Tensor:
+    """:math:`W(y) = 1[y_1 = k] \\prod_{j \\ge 2} \\bar Q(y_j \\mid x)`, flattened to ``(B, m**n)``."""
+    m = t_logits.shape[-1]
+    w = torch.nn.functional.one_hot(label, m).to(t_logits.dtype)
+    if n > 1:
+        if logit_alpha is not None:  # prior (alpha, 1 - alpha): logit of y = 1 shifts by -logit(alpha)
+            shift = torch.stack([torch.zeros_like(logit_alpha), -logit_alpha], -1)
+            q = torch.softmax(t_logits + shift, -1)
+        else:
+            q = torch.softmax(t_logits, -1)
+        for _ in range(n - 1):
+            w = w.unsqueeze(-1) * q.reshape(q.shape[:1] + (1,) * (w.dim() - 1) + (m,))
+    return w.reshape(w.shape[0], -1)

@@ -6,7 +6,6 @@ import torch
 import pyro_sculpt as ps
 from pyro_sculpt.diffusion import (
     AncestralSampler,
-    GaussianMixtureClassifier,
     GaussianMixtureOracle,
     PredictorCorrectorSampler,
     ScoreModel,
@@ -14,6 +13,7 @@ from pyro_sculpt.diffusion import (
     probability_flow_log_prob,
 )
 from pyro_sculpt.metrics import energy_distance, mode_weight_tv
+from pyro_sculpt.sculpting.diffusion import GaussianMixtureClassifier
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

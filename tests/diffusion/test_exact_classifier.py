@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from pyro_sculpt.diffusion import GaussianMixtureClassifier, GaussianMixtureOracle, VESchedule, VPSchedule
+from pyro_sculpt.diffusion import GaussianMixtureOracle, VESchedule, VPSchedule
+from pyro_sculpt.sculpting.diffusion import GaussianMixtureClassifier
 
 F64 = torch.float64
 
@@ -60,9 +61,7 @@ def test_joint_is_normalised_and_its_first_marginal_is_closed_form(t):
     first = clf.log_prob_first(x, t)
     assert torch.allclose(torch.logsumexp(joint.flatten(-2), -1), first, atol=1e-10)
     assert torch.allclose(clf.log_prob((1, None, None), x, t), first[:, 1], atol=1e-10)
-    assert torch.allclose(
-        clf.log_prob((None, 0, 1), x, t), torch.logsumexp(joint[:, :, 0, 1], -1), atol=1e-10
-    )
+    assert torch.allclose(clf.log_prob((None, 0, 1), x, t), torch.logsumexp(joint[:, :, 0, 1], -1), atol=1e-10)
     assert torch.allclose(clf.log_prob((1, 0, 1), x, t), joint[:, 1, 0, 1], atol=1e-10)
     if t is not None:
         p1, p2 = clf.bases
@@ -163,9 +162,7 @@ def test_batched_times_chunks_and_observation_objects():
         y, weights, alpha = (0, 1), (0.5, 0.5), 0.25
 
     assert torch.allclose(clf.log_prob(Obs(), x, 0.3), clf.log_prob((0, 1), x, 0.3, alpha=0.25))
-    assert torch.allclose(
-        clf.log_joint(x, 0.3, obs=Obs())[..., 0, 1], clf.log_prob((0, 1), x, 0.3, alpha=0.25)
-    )
+    assert torch.allclose(clf.log_joint(x, 0.3, obs=Obs())[..., 0, 1], clf.log_prob((0, 1), x, 0.3, alpha=0.25))
 
 
 def test_float32_and_three_bases():

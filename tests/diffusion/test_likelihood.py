@@ -57,25 +57,19 @@ def test_pf_ode_log_likelihood_of_a_gaussian_matches_the_closed_form(schedule):
     lp = probability_flow_log_prob(oracle, x, num_steps=100)
     assert torch.allclose(lp, _flow_log_prob(oracle, x, t0), atol=1e-5)
     # with the exact p_1 as the prior, the data density p_{t0} itself
-    lp_exact = probability_flow_log_prob(
-        oracle, x, num_steps=100, prior_log_prob=lambda z: oracle.log_prob(z, 1.0)
-    )
+    lp_exact = probability_flow_log_prob(oracle, x, num_steps=100, prior_log_prob=lambda z: oracle.log_prob(z, 1.0))
     assert torch.allclose(lp_exact, oracle.log_prob(x, t0), atol=1e-5)
 
 
 def test_pf_ode_log_likelihood_of_a_mixture():
     means = torch.tensor([[-1.5, 0.0], [1.5, 0.5], [0.0, -1.5]], dtype=F64)
-    oracle = GaussianMixtureOracle(
-        means, stds=torch.tensor([0.4, 0.5, 0.3], dtype=F64), weights=[0.2, 0.5, 0.3]
-    )
+    oracle = GaussianMixtureOracle(means, stds=torch.tensor([0.4, 0.5, 0.3], dtype=F64), weights=[0.2, 0.5, 0.3])
     x = oracle.sample(30, oracle.schedule.t_min, generator=torch.Generator().manual_seed(1))
     lp = probability_flow_log_prob(oracle, x, num_steps=200, prior_log_prob=lambda z: oracle.log_prob(z, 1.0))
     assert torch.allclose(lp, oracle.log_prob(x, oracle.schedule.t_min), atol=1e-3)
     # the density at an intermediate time, from t0 = 0.3
     x = oracle.sample(10, 0.3, generator=torch.Generator().manual_seed(2))
-    lp = probability_flow_log_prob(
-        oracle, x, t0=0.3, num_steps=100, prior_log_prob=lambda z: oracle.log_prob(z, 1.0)
-    )
+    lp = probability_flow_log_prob(oracle, x, t0=0.3, num_steps=100, prior_log_prob=lambda z: oracle.log_prob(z, 1.0))
     assert torch.allclose(lp, oracle.log_prob(x, 0.3), atol=1e-4)
 
 
@@ -109,6 +103,4 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="num_steps"):
         probability_flow_log_prob(oracle, torch.zeros(3, 2, dtype=F64), num_steps=0)
     with pytest.raises(ValueError, match="prior_log_prob"):
-        probability_flow_log_prob(
-            oracle, torch.zeros(3, 2, dtype=F64), num_steps=2, prior_log_prob=lambda z: z
-        )
+        probability_flow_log_prob(oracle, torch.zeros(3, 2, dtype=F64), num_steps=2, prior_log_prob=lambda z: z)

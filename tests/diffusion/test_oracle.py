@@ -34,9 +34,7 @@ def test_noised_density_is_the_convolved_mixture(full_cov_oracle, schedule):
     for t in [schedule.t_min, 0.05, 0.3, 0.7, 1.0]:
         ref = _reference(oracle, t)
         assert torch.allclose(oracle.log_prob(x, t), ref.log_prob(x), atol=1e-10)
-    data = MixtureSameFamily(
-        Categorical(probs=oracle.weights), MultivariateNormal(oracle.means, oracle.covariances)
-    )
+    data = MixtureSameFamily(Categorical(probs=oracle.weights), MultivariateNormal(oracle.means, oracle.covariances))
     assert torch.allclose(oracle.log_prob(x), data.log_prob(x), atol=1e-10)
 
 

@@ -26,9 +26,7 @@ N = 4000
 def _exact_mode_weights(oracle):
     """Mode weights of the sampler's target p_{t_min} (nearest-mode regions), on a fine grid."""
     t = oracle.schedule.t_min
-    return grid_mode_weights(
-        lambda z: oracle.log_prob(z, t), [(-5, 5), (-5, 5)], oracle.means, resolution=400
-    )
+    return grid_mode_weights(lambda z: oracle.log_prob(z, t), [(-5, 5), (-5, 5)], oracle.means, resolution=400)
 
 
 @pytest.mark.parametrize(
@@ -121,9 +119,7 @@ def test_predictor_corrector_sites(make_four_modes):
     four_modes = make_four_modes
     sampler = PredictorCorrectorSampler(four_modes(), 5, corrector_steps=2)
     tr = poutine.trace(lambda: ps.run("x", sampler, num_particles=3)).get_trace()
-    kinds = [
-        tr.nodes[f"x_{k}"]["infer"]["pyro_sculpt"]["diffusion"]["kind"] for k in range(sampler.max_steps)
-    ]
+    kinds = [tr.nodes[f"x_{k}"]["infer"]["pyro_sculpt"]["diffusion"]["kind"] for k in range(sampler.max_steps)]
     assert kinds == ["prior"] + ["predictor", "corrector", "corrector"] * 5
     assert f"x_{sampler.max_steps}" not in tr.nodes
 
@@ -182,9 +178,7 @@ def test_ddim_eta_one_is_ancestral_and_eta_zero_is_deterministic(make_four_modes
     # rerun deterministically from the same initial noise by replaying step 0
     tr = poutine.trace(lambda: ps.run("x", ddim0, num_particles=50)).get_trace()
     x0 = tr.nodes["x_0"]["value"]
-    again = poutine.trace(
-        poutine.condition(lambda: ps.run("x", ddim0, num_particles=50), data={"x_0": x0})
-    ).get_trace()
+    again = poutine.trace(poutine.condition(lambda: ps.run("x", ddim0, num_particles=50), data={"x_0": x0})).get_trace()
     assert torch.allclose(again.nodes["_RETURN"]["value"], tr.nodes["_RETURN"]["value"])
 
 

@@ -69,9 +69,7 @@ def test_continuous_linear_vp_discretises_to_ddpm_betas():
     abar = sched.alpha(t) ** 2
     betas = 1 - abar[1:] / abar[:-1]
     mid = (torch.arange(1000, dtype=torch.float64) + 0.5) / 1000
-    ddpm = (
-        sched.beta(mid) / 1000
-    )  # 1e-4 + 1e-5 ... 0.02 - 1e-5: DDPM's linear betas at the interval midpoints
+    ddpm = sched.beta(mid) / 1000  # 1e-4 + 1e-5 ... 0.02 - 1e-5: DDPM's linear betas at the interval midpoints
     assert torch.allclose(betas, ddpm, rtol=0, atol=float(ddpm.max() ** 2))
     assert ddpm[0].item() == pytest.approx(1e-4, rel=0.1) and ddpm[-1].item() == pytest.approx(0.02, rel=1e-3)
 

@@ -2,16 +2,9 @@ import pytest
 import torch
 
 import pyro_sculpt as ps
-from pyro_sculpt.diffusion import (
-    AncestralSampler,
-    GaussianMixtureOracle,
-    ScoreMLP,
-    ScoreModel,
-    SinusoidalTimeEmbedding,
-    TabulatedVPSchedule,
-    VESchedule,
-)
+from pyro_sculpt.diffusion import AncestralSampler, GaussianMixtureOracle, ScoreModel, TabulatedVPSchedule, VESchedule
 from pyro_sculpt.metrics import mode_weight_tv
+from pyro_sculpt.nn import ScoreMLP, SinusoidalTimeEmbedding
 
 
 def _oracle():
@@ -60,9 +53,7 @@ def test_fit_learns_reproducibly_with_an_ema():
     for pe, pb, pr in zip(ema, before, raw, strict=True):
         assert torch.allclose(pe, 0.9 * pb + 0.1 * pr)
     # a tensor data set works too
-    c = ScoreModel(2, hidden=16, layers=1).fit(
-        oracle.sample(500), steps=20, batch_size=64, seed=0, progress_bar=False
-    )
+    c = ScoreModel(2, hidden=16, layers=1).fit(oracle.sample(500), steps=20, batch_size=64, seed=0, progress_bar=False)
     assert len(c.history) == 1
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import pyro_sculpt as ps
-from pyro_sculpt.gflownets.rewards import SymmetricShubert
+from pyro_sculpt.gflownets.envs.hypergrid.rewards import SymmetricShubert
 
 
 def test_hypergrid_structure():
@@ -69,7 +69,7 @@ def test_diagonal_sigmoid_and_circles():
         assert r.min().item() == pytest.approx(0.1, rel=1e-6)  # outside the disc
         assert r.max().item() > 5.0
     # circle 1 centre (-0.3, 0): a single normal with std 0.3 at its mean
-    c1 = ps.rewards.circle(1).log_reward(torch.tensor([[0.35, 0.5]])).exp()
+    c1 = ps.rewards.circle(1).log_reward_unit(torch.tensor([[0.35, 0.5]])).exp()
     assert c1.item() == pytest.approx(2.5 / (2 * math.pi * 0.09) + 6.5, rel=1e-5)
 
 

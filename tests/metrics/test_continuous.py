@@ -54,10 +54,7 @@ def test_energy_distance_null_expectation():
     gen = torch.Generator().manual_seed(1)
     n, m, reps = 40, 60, 400
     vals = torch.tensor(
-        [
-            energy_distance(torch.randn(n, 1, generator=gen), torch.randn(m, 1, generator=gen))
-            for _ in range(reps)
-        ]
+        [energy_distance(torch.randn(n, 1, generator=gen), torch.randn(m, 1, generator=gen)) for _ in range(reps)]
     )
     expected = (1 / n + 1 / m) * 2 / math.sqrt(math.pi)
     assert vals.mean().item() == pytest.approx(expected, abs=4 * vals.std().item() / math.sqrt(reps))
@@ -139,9 +136,7 @@ def test_sample_grid_draws_from_the_density():
             torch.tensor([0.5, -1.0], dtype=F64), torch.tensor([[1.0, 0.4], [0.4, 0.5]], dtype=F64)
         ).log_prob(z)
 
-    x = sample_grid(
-        log_density, 50_000, [(-6, 6), (-6, 6)], resolution=300, generator=torch.Generator().manual_seed(4)
-    )
+    x = sample_grid(log_density, 50_000, [(-6, 6), (-6, 6)], resolution=300, generator=torch.Generator().manual_seed(4))
     assert torch.allclose(x.mean(0), torch.tensor([0.5, -1.0], dtype=F64), atol=0.02)
     assert torch.allclose(torch.cov(x.T), torch.tensor([[1.0, 0.4], [0.4, 0.5]], dtype=F64), atol=0.03)
 

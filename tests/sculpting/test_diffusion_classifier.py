@@ -8,15 +8,10 @@ import pytest
 import torch
 
 import pyro_sculpt as ps
-from pyro_sculpt.diffusion import (
-    AncestralSampler,
-    DDIMSampler,
-    GaussianMixtureClassifier,
-    GaussianMixtureOracle,
-    ScoreModel,
-)
+from pyro_sculpt.diffusion import AncestralSampler, DDIMSampler, GaussianMixtureOracle, ScoreModel
 from pyro_sculpt.metrics import grid_mode_weights, mode_weight_tv
-from pyro_sculpt.sculpting import Observations, sample_reverse_chains
+from pyro_sculpt.sculpting import Observations
+from pyro_sculpt.sculpting.diffusion import GaussianMixtureClassifier, sample_reverse_chains
 from pyro_sculpt.sculpting.observations import terminal_log_joint
 
 MODES = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]])

@@ -11,10 +11,10 @@ from pyro.distributions import Categorical, Delta
 from pyro.distributions.torch_distribution import MaskedDistribution
 
 import pyro_sculpt as ps
-from pyro_sculpt.diffusion import AncestralSampler, DDIMSampler, GaussianMixtureClassifier, GaussianMixtureOracle
+from pyro_sculpt.diffusion import AncestralSampler, DDIMSampler, GaussianMixtureOracle
 from pyro_sculpt.metrics import energy_distance, grid_mode_weights, mode_weight_tv, mode_weights, sample_grid
 from pyro_sculpt.sculpting import Observations
-from pyro_sculpt.sculpting.diffusion import composed_score
+from pyro_sculpt.sculpting.diffusion import GaussianMixtureClassifier, composed_score
 
 N = 4000
 BOUNDS = [(-5.0, 5.0), (-4.0, 6.0)]

@@ -93,12 +93,16 @@ def test_guided_trace_replays():
     assert torch.equal(trace.nodes["_RETURN"]["value"], replayed.nodes["_RETURN"]["value"])
 
 
-def test_handler_skips_other_sites_and_checks_its_classifier():
+def test_handler_raises_on_processes_it_cannot_guide_and_checks_its_classifier():
     p1, p2 = exact_bases(ENV, 2, seed=6)
     clf = ps.ExactClassifier([p1, p2], 2)
-    with ps.sculpt_guidance(classifier=clf, y=(0, 1)):
-        trace = poutine.trace(lambda: ps.run("z", p1, num_particles=10)).get_trace()  # not a mixture: unchanged
+    trace = poutine.trace(lambda: ps.run("z", p1, num_particles=10)).get_trace()  # outside the handler: unguided
     assert isinstance(trace.nodes["z_0"]["fn"], pyro.distributions.Categorical)
+    with pytest.raises(TypeError, match="site 'z_0' is a step of .*which cannot be guided"):
+        with ps.sculpt_guidance(classifier=clf, y=(0, 1)):  # not a mixture: an error, never unguided in silence
+            ps.run("z", p1, num_particles=10)
+    with ps.sculpt_guidance(classifier=clf, y=(0, 1)):  # non-step sites are left alone
+        pyro.sample("w", pyro.distributions.Normal(0.0, 1.0))
     three = ps.ExactClassifier(exact_bases(ENV, 3, seed=7), 2)
     with pytest.raises(ValueError, match="trained for 3 base models"):
         with ps.sculpt_guidance(classifier=three, y=(0, 1)):

@@ -7,9 +7,11 @@ import torch.nn.functional as F
 from torch.distributions import constraints
 
 from pyro_sculpt.gflownets.env import DiscreteEnv
+from pyro_sculpt.gflownets.registry import register_env
 from pyro_sculpt.utils import check_positive_int
 
 
+@register_env
 class HyperGrid(DiscreteEnv):
     """States :math:`\\{0, \\dots, H-1\\}^D`, starting at the origin; an action increments one coordinate, or stops.
 

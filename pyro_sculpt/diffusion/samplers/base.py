@@ -32,9 +32,9 @@ import torch
 from pyro.distributions import Delta, Normal, TorchDistribution
 from torch.distributions import constraints
 
-from pyro_sculpt.diffusion.model import DeviceLike, DiffusionModel
+from pyro_sculpt.diffusion.model import DiffusionModel
 from pyro_sculpt.processes.process import IterativeProcess
-from pyro_sculpt.utils import as_device, check_positive_int
+from pyro_sculpt.utils import DeviceLike, as_device, check_positive_int
 
 
 class NonFiniteScoreError(ValueError):
@@ -80,8 +80,7 @@ class ReverseDiffusionProcess(IterativeProcess):
                 raise ValueError("times must strictly decrease (from the noisiest level to the cleanest)")
             if float(grid[-1]) < self.schedule.t_min - 1e-12 or float(grid[0]) > self.schedule.t_max + 1e-12:
                 raise ValueError(
-                    f"times must lie in [t_min, t_max] = [{self.schedule.t_min}, {self.schedule.t_max}] "
-                    "of the schedule"
+                    f"times must lie in [t_min, t_max] = [{self.schedule.t_min}, {self.schedule.t_max}] of the schedule"
                 )
         self.times = grid
         self.num_steps = grid.numel() - 1
@@ -228,66 +227,7 @@ class ReverseDiffusionProcess(IterativeProcess):
         )
 
 
-class DDIMSampler(ReverseDiffusionProcess):
-    """DDIM (Song, Meng & Ermon 2021), for any schedule. From :math:`t` to :math:`s < t`, with
-    :math:`\\hat x_0 = (x + \\sigma_t^2 \\hat s) / \\alpha_t` and :math:`\\hat\\epsilon = -\\sigma_t \\hat s`:
-
-    .. math::
-
-        x_s = \\alpha_s \\hat x_0 + \\sqrt{\\sigma_s^2 - c^2}\\, \\hat\\epsilon + c\\, z, \\qquad
-        c = \\eta\\, \\frac{\\sigma_s}{\\sigma_t} \\sigma_{t|s}, \\quad
-        \\sigma_{t|s}^2 = \\sigma_t^2 - \\frac{\\alpha_t^2}{\\alpha_s^2} \\sigma_s^2 .
-
-    ``eta=0`` is deterministic (an exponential integrator of the probability-flow ODE); each step is then a
-    :class:`~pyro.distributions.Delta` at the next state, and :meth:`terminal_log_prob` is the
-    probability-flow ODE's log-density (:func:`~pyro_sculpt.diffusion.probability_flow_log_prob`). ``eta=1``
-    is ancestral sampling.
-
-    :param eta: in [0, 1].
-    :param log_prob_steps: RK4 steps of :meth:`terminal_log_prob` (``eta=0`` only).
-
-    Example::
-
-        sampler = DDIMSampler(oracle, num_steps=50)
-        x = ps.ProcessDistribution(sampler).sample((1000,))
-    """
-
-    def __init__(
-        self,
-        model: DiffusionModel,
-        num_steps: int = 100,
-        *,
-        eta: float = 0.0,
-        log_prob_steps: int = 200,
-        **kwargs,
-    ):
-        eta = float(eta)
-        if not 0.0 <= eta <= 1.0 or math.isnan(eta):
-            raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
-        self.eta = eta
-        self.log_prob_steps = check_positive_int("log_prob_steps", log_prob_steps)
-        super().__init__(model, num_steps, **kwargs)
-
-    def _build(self) -> None:
-        kind = "ode" if self.eta == 0.0 else "predictor"
-        for k in range(self.num_steps):
-            t, s = float(self.times[k]), float(self.times[k + 1])
-            a, b, c = _ddim_coefficients(self._sched(t), self._sched(s), self.eta)
-            self._add_step(kind, t, a, b, c)
-
-    def terminal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        if self.eta != 0.0:
-            return super().terminal_log_prob(x)
-        from pyro_sculpt.diffusion.likelihood import probability_flow_log_prob
-
-        return probability_flow_log_prob(
-            self.model, x, t0=float(self.times[-1]), num_steps=self.log_prob_steps
-        )
-
-
-def _ddim_coefficients(
-    at: tuple[float, float], as_: tuple[float, float], eta: float
-) -> tuple[float, float, float]:
+def ddim_coefficients(at: tuple[float, float], as_: tuple[float, float], eta: float) -> tuple[float, float, float]:
     (alpha_t, sigma2_t), (alpha_s, sigma2_s) = at, as_
     a_ts = alpha_t / alpha_s
     sigma2_ts = sigma2_t - a_ts**2 * sigma2_s
@@ -298,157 +238,10 @@ def _ddim_coefficients(
     return a, b, math.sqrt(c2)
 
 
-class AncestralSampler(DDIMSampler):
-    """Ancestral sampling (DDPM, Ho et al. 2020; SMLD's ancestral sampler for VE schedules): each step draws
-    from the Gaussian posterior :math:`q(x_s \\mid x_t, \\hat x_0)` of the forward process,
-
-    .. math::
-
-        x_s \\sim \\mathcal N\\Big(\\frac{x_t + \\sigma_{t|s}^2\\, \\hat s(x_t, t)}{\\alpha_{t|s}},\\
-        \\frac{\\sigma_{t|s}^2 \\sigma_s^2}{\\sigma_t^2} I\\Big), \\qquad
-        \\alpha_{t|s} = \\alpha_t / \\alpha_s, \\quad
-        \\sigma_{t|s}^2 = \\sigma_t^2 - \\alpha_{t|s}^2 \\sigma_s^2
-
-    (for DDPM: mean :math:`(x + \\beta_n \\hat s)/\\sqrt{1 - \\beta_n}`, variance :math:`\\tilde\\beta_n`).
-
-    Even with exact scores the error is first order in the step size (:math:`\\hat x_0` replaces the posterior
-    of :math:`x_0`): on a 2D Gaussian of variance about 0.5, with the linear VP schedule and uniform times,
-    the sample variance comes out 16 % low at 50 steps, 5 % at 200 and 1.4 % at 1000.
-
-    Example::
-
-        x = ps.run("x", AncestralSampler(oracle, num_steps=500), num_particles=4000)
-    """
-
-    def __init__(self, model: DiffusionModel, num_steps: int = 500, **kwargs):
-        super().__init__(model, num_steps, eta=1.0, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"AncestralSampler(model={self.model!r}, num_steps={self.num_steps})"
-
-
-class EulerMaruyamaSampler(ReverseDiffusionProcess):
-    """Euler-Maruyama discretisation of the reverse-time SDE (Song et al. 2021)
-    :math:`dx = [f(t) x - g^2(t)\\, s(x, t)]\\, dt + g(t)\\, d\\bar w`: from :math:`t` to :math:`t - \\Delta`,
-
-    .. math::
-
-        x' = (1 - f(t)\\Delta)\\, x + g^2(t)\\Delta\\, s(x, t) + g(t)\\sqrt{\\Delta}\\, z .
-
-    The coefficients are evaluated at the step's start, so stiff schedules (the cosine VP near :math:`t = 1`)
-    need many steps; :class:`AncestralSampler` integrates the linear part exactly.
-
-    Example::
-
-        x = ps.ProcessDistribution(EulerMaruyamaSampler(oracle, num_steps=1000)).sample((2000,))
-    """
-
-    def _build(self) -> None:
-        for k in range(self.num_steps):
-            t, s = float(self.times[k]), float(self.times[k + 1])
-            self._add_step("predictor", t, *_euler_coefficients(self.schedule, t, t - s, 1.0))
-
-
-def _euler_coefficients(schedule, t: float, dt: float, noise: float) -> tuple[float, float, float]:
+def euler_coefficients(schedule, t: float, dt: float, noise: float) -> tuple[float, float, float]:
     """Euler step of :math:`dx = [f x - \\lambda g^2 s] dt + \\sqrt{noise}\\, g\\, dw` backwards by ``dt``,
     with :math:`\\lambda = 1` for the SDE (``noise=1``) and :math:`\\tfrac12` for the ODE (``noise=0``)."""
     tt = torch.tensor(t, dtype=torch.float64)
     f, g2 = float(schedule.drift(tt)), float(schedule.diffusion2(tt))
     lam = 1.0 if noise else 0.5
     return 1.0 - f * dt, lam * g2 * dt, math.sqrt(noise * g2 * dt)
-
-
-class ProbabilityFlowSampler(ReverseDiffusionProcess):
-    """Euler discretisation of the probability-flow ODE (Song et al. 2021)
-    :math:`dx/dt = f(t)\\, x - \\tfrac12 g^2(t)\\, s(x, t)`:
-    :math:`x' = (1 - f\\Delta) x + \\tfrac12 g^2 \\Delta\\, s(x, t)`.
-
-    Each step is deterministic: its distribution is a :class:`~pyro.distributions.Delta` at the next state
-    (log-density 0 at the sampled value), so a trace's log-probability is that of the initial noise.
-    :meth:`terminal_log_prob` is the ODE's log-density from
-    :func:`~pyro_sculpt.diffusion.probability_flow_log_prob` (RK4 with ``log_prob_steps`` steps, exact
-    divergence).
-
-    Example::
-
-        d = ps.ProcessDistribution(ProbabilityFlowSampler(oracle, num_steps=200))
-        x = d.sample((100,)); d.log_prob(x)
-    """
-
-    def __init__(self, model: DiffusionModel, num_steps: int = 200, *, log_prob_steps: int = 200, **kwargs):
-        self.log_prob_steps = check_positive_int("log_prob_steps", log_prob_steps)
-        super().__init__(model, num_steps, **kwargs)
-
-    def _build(self) -> None:
-        for k in range(self.num_steps):
-            t, s = float(self.times[k]), float(self.times[k + 1])
-            self._add_step("ode", t, *_euler_coefficients(self.schedule, t, t - s, 0.0))
-
-    def terminal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        from pyro_sculpt.diffusion.likelihood import probability_flow_log_prob
-
-        return probability_flow_log_prob(
-            self.model, x, t0=float(self.times[-1]), num_steps=self.log_prob_steps
-        )
-
-
-class PredictorCorrectorSampler(ReverseDiffusionProcess):
-    """Predictor-corrector sampling (Song et al. 2021): after each predictor step to level :math:`s`,
-    ``corrector_steps`` steps of unadjusted Langevin dynamics targeting :math:`p_s`,
-
-    .. math::
-
-        x' = x + \\epsilon_s\\, s(x, s) + \\sqrt{2 \\epsilon_s}\\, z, \\qquad
-        \\epsilon_s = 2\\, (r\\, \\sigma_s)^2,
-
-    each its own sample site (so every site uses one score, and guidance tilts correctors too). The step size
-    is Song et al.'s signal-to-noise rule :math:`2 (r \\lVert z \\rVert / \\lVert s \\rVert)^2` with the norms
-    replaced by their values for isotropic noise of scale :math:`\\sigma_s` (:math:`\\lVert s \\rVert \\approx
-    \\sqrt D/\\sigma_s`), which keeps every corrector step Gaussian given :math:`x`.
-
-    :param predictor: ``"ancestral"`` or ``"euler_maruyama"``.
-    :param corrector_steps: Langevin steps per level (>= 1).
-    :param snr: :math:`r > 0`.
-
-    Example::
-
-        sampler = PredictorCorrectorSampler(oracle, num_steps=200, corrector_steps=1, snr=0.1)
-    """
-
-    def __init__(
-        self,
-        model: DiffusionModel,
-        num_steps: int = 200,
-        *,
-        predictor: str = "ancestral",
-        corrector_steps: int = 1,
-        snr: float = 0.1,
-        **kwargs,
-    ):
-        if predictor not in ("ancestral", "euler_maruyama"):
-            raise ValueError(f"predictor must be 'ancestral' or 'euler_maruyama', got {predictor!r}")
-        self.predictor = predictor
-        self.corrector_steps = check_positive_int("corrector_steps", corrector_steps)
-        snr = float(snr)
-        if not snr > 0 or not math.isfinite(snr):
-            raise ValueError(f"snr must be a finite number > 0, got {snr!r}")
-        self.snr = snr
-        super().__init__(model, num_steps, **kwargs)
-
-    def _build(self) -> None:
-        for k in range(self.num_steps):
-            t, s = float(self.times[k]), float(self.times[k + 1])
-            if self.predictor == "ancestral":
-                coefs = _ddim_coefficients(self._sched(t), self._sched(s), 1.0)
-            else:
-                coefs = _euler_coefficients(self.schedule, t, t - s, 1.0)
-            self._add_step("predictor", t, *coefs)
-            eps = 2.0 * (self.snr**2) * self._sched(s)[1]
-            for _ in range(self.corrector_steps):
-                self._add_step("corrector", s, 1.0, eps, math.sqrt(2.0 * eps))
-
-    def __repr__(self) -> str:
-        return (
-            f"PredictorCorrectorSampler(model={self.model!r}, num_steps={self.num_steps}, "
-            f"predictor={self.predictor!r}, corrector_steps={self.corrector_steps}, snr={self.snr})"
-        )

@@ -8,7 +8,7 @@ import torch
 
 from pyro_sculpt.gflownets import exact
 from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess
-from pyro_sculpt.sculpting.classifier import Classifier, check_bases
+from pyro_sculpt.sculpting.gflownet.classifier import Classifier, check_bases
 from pyro_sculpt.sculpting.observations import Observations, terminal_log_joint
 
 

@@ -20,44 +20,23 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
-from pyro_sculpt.checkpoint import check_env, load_checkpoint, save_checkpoint
 from pyro_sculpt.gflownets.env import DiscreteEnv
-from pyro_sculpt.gflownets.gflownet import env_from_config
-from pyro_sculpt.gflownets.networks import MLP
 from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess, parameters_key
+from pyro_sculpt.gflownets.registry import env_from_config
+from pyro_sculpt.nn.mlp import MLP
+from pyro_sculpt.sculpting.gflownet.bases import check_bases
 from pyro_sculpt.sculpting.observations import (
     Observations,
     check_classifier_observations,
     reweight_first,
+    target_weights,
     terminal_log_joint,
 )
-from pyro_sculpt.training import check_ema_decay, cosine_decay, ema_update_, step_scheduler
+from pyro_sculpt.train.checkpoint import check_env, load_checkpoint, save_checkpoint
+from pyro_sculpt.train.optim import check_ema_decay, cosine_decay, ema_update_, step_scheduler
 from pyro_sculpt.utils import check_positive_int, logit, progress, set_seed
 
 CHECKPOINT_VERSION = 1
-
-
-def check_bases(bases: Sequence[DiscretePolicyProcess], name: str = "bases") -> DiscreteEnv:
-    """Check that ``bases`` are at least two discrete policy processes on one environment with one backward policy."""
-    bases = list(bases)
-    if len(bases) < 2:
-        raise ValueError(f"{name} must hold at least two base models, got {len(bases)}")
-    for k, b in enumerate(bases):
-        if not isinstance(b, DiscretePolicyProcess):
-            raise TypeError(f"{name}[{k}] must be a GFlowNet or another DiscretePolicyProcess, got {type(b).__name__}")
-    env = bases[0].env
-    for k, b in enumerate(bases[1:], 1):
-        if not env.same_as(b.env):
-            raise ValueError(
-                f"{name}[{k}] lives on {b.env.config()}, but {name}[0] on {env.config()}: every base "
-                "must share one environment"
-            )
-        if b.backward_policy != bases[0].backward_policy:
-            raise ValueError(
-                f"{name}[{k}] has backward policy {b.backward_policy!r}, but {name}[0] has "
-                f"{bases[0].backward_policy!r}: sculpting needs every base to share one backward policy"
-            )
-    return env
 
 
 class Classifier(nn.Module):
@@ -68,6 +47,8 @@ class Classifier(nn.Module):
     :param num_observations: :math:`n`, the number of observation variables of the joint head.
     """
 
+    #: the family this classifier guides (for messages)
+    guides = "GFlowNets"
     #: whether the non-terminal head accepts any prior :math:`(\\alpha, 1-\\alpha)` of :math:`y_{2..n}`
     supports_alpha: bool = False
 
@@ -102,7 +83,10 @@ class Classifier(nn.Module):
         return torch.where(terminal.reshape(terminal.shape + (1,) * n), term, nt)
 
     def terminal_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """:math:`\\ell_i(x) = \\log p_i(x) + c(x)`, shape ``(..., m)``."""
+        """:math:`\\ell_i(x) = \\log p_i(x) + c(x)`, shape ``(..., m)``.
+
+        :raises ValueError: if ``x`` are not states of the classifier's environment."""
+        self.env.validate_states(x, "x")
         obs = Observations.build((None,) * self.num_observations, self.num_models)
         return self.raw(x, torch.ones(x.shape[:-1], dtype=torch.bool, device=x.device), obs)[0]
 
@@ -283,7 +267,7 @@ class ObservationClassifier(Classifier):
             with torch.no_grad():  # W(s; y) from the target network's terminal predictions
                 flags = torch.ones(x.shape[:-1], dtype=torch.bool, device=device)
                 t_logits = target(self._features(x, flags, la if la is not None else 0.0))[..., :m]
-                weights = _target_weights(t_logits, label, n, la)  # (M*B, m**n)
+                weights = target_weights(t_logits, label, n, la)  # (M*B, m**n)
             if use_table:
                 both = torch.cat([all_states, all_states], 0)
                 flags = torch.arange(2 * len(all_states), device=device) < len(all_states)
@@ -383,18 +367,3 @@ def _visited(actions: torch.Tensor, active: torch.Tensor, stop: int) -> torch.Te
     """``(B, T + 1)`` mask of the states a trajectory visits (s_0 and every state reached by a non-stop action)."""
     moved = active & (actions != stop)
     return torch.cat([torch.ones_like(moved[:, :1]), moved], 1)
-
-
-def _target_weights(t_logits: torch.Tensor, label: torch.Tensor, n: int, logit_alpha) -> torch.Tensor:
-    """:math:`W(y) = 1[y_1 = k] \\prod_{j \\ge 2} \\bar Q(y_j \\mid x)`, flattened to ``(B, m**n)``."""
-    m = t_logits.shape[-1]
-    w = torch.nn.functional.one_hot(label, m).to(t_logits.dtype)
-    if n > 1:
-        if logit_alpha is not None:  # prior (alpha, 1 - alpha): logit of y = 1 shifts by -logit(alpha)
-            shift = torch.stack([torch.zeros_like(logit_alpha), -logit_alpha], -1)
-            q = torch.softmax(t_logits + shift, -1)
-        else:
-            q = torch.softmax(t_logits, -1)
-        for _ in range(n - 1):
-            w = w.unsqueeze(-1) * q.reshape(q.shape[:1] + (1,) * (w.dim() - 1) + (m,))
-    return w.reshape(w.shape[0], -1)

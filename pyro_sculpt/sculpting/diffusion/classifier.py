@@ -25,120 +25,24 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from pyro_sculpt.checkpoint import load_checkpoint, save_checkpoint
-from pyro_sculpt.diffusion.model import DeviceLike, check_points, time_like
-from pyro_sculpt.diffusion.networks import SinusoidalTimeEmbedding
-from pyro_sculpt.diffusion.samplers import ReverseDiffusionProcess
+from pyro_sculpt.diffusion.model import check_points, time_like
 from pyro_sculpt.diffusion.schedules import NoiseSchedule, TimeLike, schedule_from_config
-from pyro_sculpt.gflownets.networks import MLP
-from pyro_sculpt.processes.distribution import ProcessDistribution
-from pyro_sculpt.sculpting.classifier import _target_weights
+from pyro_sculpt.nn import SinusoidalTimeEmbedding
+from pyro_sculpt.nn.mlp import MLP
+from pyro_sculpt.sculpting.diffusion.bases import DiffusionBase, check_diffusion_bases, sample_reverse_chains
 from pyro_sculpt.sculpting.observations import (
     Observations,
     check_classifier_observations,
     reweight_first,
+    target_weights,
     terminal_log_joint,
 )
-from pyro_sculpt.training import check_ema_decay, cosine_decay, ema_update_, step_scheduler
-from pyro_sculpt.utils import as_device, check_positive_int, logit, progress, set_seed
+from pyro_sculpt.train.checkpoint import load_checkpoint, save_checkpoint
+from pyro_sculpt.train.optim import check_ema_decay, cosine_decay, ema_update_, step_scheduler
+from pyro_sculpt.utils import DeviceLike, as_device, check_positive_int, logit, progress, set_seed
 
 CHECKPOINT_KIND = "DiffusionObservationClassifier"
 CHECKPOINT_VERSION = 1
-
-DiffusionBase = Union[ReverseDiffusionProcess, ProcessDistribution]
-
-
-def as_sampler(base: Any, name: str = "base") -> ReverseDiffusionProcess:
-    """Unwrap a :class:`~pyro_sculpt.ProcessDistribution` to its process and check that it is a reverse-diffusion
-    sampler."""
-    if isinstance(base, ProcessDistribution):
-        base = base.process
-    if not isinstance(base, ReverseDiffusionProcess):
-        raise TypeError(
-            f"{name} must be a diffusion sampler (a ReverseDiffusionProcess such as AncestralSampler(model)) or its "
-            f"ProcessDistribution, got {type(base).__name__}"
-        )
-    return base
-
-
-def _sampler_signature(s: ReverseDiffusionProcess) -> tuple:
-    coefs = tuple(s.step_coefficients(t) for t in range(s.max_steps))
-    times = tuple(None if t == 0 else s.score_time(t) for t in range(s.max_steps))
-    kinds = tuple(s.step_kind(t) for t in range(s.max_steps))
-    return type(s), kinds, times, coefs
-
-
-def check_diffusion_bases(
-    bases: Sequence[DiffusionBase], name: str = "bases", *, same_sampler: bool = False
-) -> list[ReverseDiffusionProcess]:
-    """Check that ``bases`` are at least two diffusion samplers on one data space with one noise schedule.
-
-    :param bases: reverse-diffusion samplers (:class:`~pyro_sculpt.diffusion.ReverseDiffusionProcess`) or their
-        :class:`~pyro_sculpt.ProcessDistribution`.
-    :param name: the argument's name in error messages.
-    :param same_sampler: also require one sampler (type, time grid and step coefficients) for every base, as a
-        composition steps all bases together.
-    :returns: the samplers.
-    :raises TypeError: for a base that is not a diffusion sampler.
-    :raises ValueError: for fewer than two bases, or bases of different data dimensions, schedules or samplers.
-    """
-    if isinstance(bases, (ReverseDiffusionProcess, ProcessDistribution)) or not hasattr(bases, "__len__"):
-        raise TypeError(f"{name} must be a sequence of diffusion samplers, got {type(bases).__name__}")
-    samplers = [as_sampler(b, f"{name}[{k}]") for k, b in enumerate(bases)]
-    if len(samplers) < 2:
-        raise ValueError(f"{name} must hold at least two base models, got {len(samplers)}")
-    first = samplers[0]
-    for k, s in enumerate(samplers[1:], 1):
-        if s.dim != first.dim:
-            raise ValueError(
-                f"{name}[{k}] has data dimension {s.dim}, but {name}[0] has {first.dim}: every base must live in "
-                "one space"
-            )
-        if s.schedule != first.schedule:
-            raise ValueError(
-                f"{name}[{k}] has schedule {s.schedule!r}, but {name}[0] has {first.schedule!r}: every base must "
-                "share one noise schedule"
-            )
-        if same_sampler and _sampler_signature(s) != _sampler_signature(first):
-            raise ValueError(
-                f"{name}[{k}] is {s!r}, but {name}[0] is {first!r}: a composition steps every base together, so "
-                "every base needs one sampler (type, time grid and options); build them with the same arguments"
-            )
-    return samplers
-
-
-@torch.no_grad()
-def sample_reverse_chains(
-    sampler: ReverseDiffusionProcess, num_chains: int, max_time: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run ``num_chains`` reverse chains of ``sampler`` (a plain vectorised torch loop) and keep the states that its
-    steps read at diffusion times :math:`\\tau \\le` ``max_time``.
-
-    :returns: ``(states, times, final)``: states ``(num_chains, S, D)`` (the input of every kept step, in the
-        sampler's order), their diffusion times ``(S,)`` (float64), and the final samples ``(num_chains, D)``.
-    :raises ValueError: if no step of the sampler reads a state at :math:`\\tau \\le` ``max_time``.
-
-    Example::
-
-        states, times, final = sample_reverse_chains(AncestralSampler(model, 100), 4096, max_time=0.7)
-    """
-    check_positive_int("num_chains", num_chains)
-    kept = [t for t in range(1, sampler.max_steps) if sampler.score_time(t) <= max_time + 1e-12]
-    if not kept:
-        raise ValueError(
-            f"max_time={max_time} is below every diffusion time of the sampler {sampler!r} (the smallest is "
-            f"{sampler.score_time(sampler.max_steps - 1):.4g})"
-        )
-    x = sampler.prior(torch.Size([num_chains])).sample()
-    states = x.new_empty((num_chains, len(kept), sampler.dim))
-    j = 0
-    for t in range(1, sampler.max_steps):
-        if j < len(kept) and kept[j] == t:
-            states[:, j] = x
-            j += 1
-        x = sampler.step_dist(x, t).sample()
-    times = torch.tensor([sampler.score_time(t) for t in kept], dtype=torch.float64)
-    return states, times, x
 
 
 class DiffusionObservationClassifier(nn.Module):
@@ -178,6 +82,9 @@ class DiffusionObservationClassifier(nn.Module):
         x = hm.sample((4000,))
         clf.save("clf.pt"); clf = DiffusionObservationClassifier.load("clf.pt")
     """
+
+    #: the family this classifier guides (for messages)
+    guides = "diffusion models"
 
     def __init__(
         self,
@@ -422,7 +329,7 @@ class DiffusionObservationClassifier(nn.Module):
             W = \\mathbb 1[y_1 = k] \\prod_{j \\ge 2} \\bar Q(y_j \\mid x),
 
         with :math:`\\bar Q` an exponential moving average of the classifier (no gradient; the weights are
-        :func:`pyro_sculpt.sculpting.classifier._target_weights`, shared with GFlowNets), and loss :math:`L_T +
+        :func:`pyro_sculpt.sculpting.observations.target_weights`, shared with GFlowNets), and loss :math:`L_T +
         \\min(1, \\text{step}/\\text{ramp}) L_N`. With ``alpha_conditioned``, :math:`\\mathrm{logit}\\,\\alpha \\sim
         U[-r, r]` per chain sets the prior of :math:`y_{2..n}`. The terminal and non-terminal rows go through the
         network in one batched call.
@@ -517,7 +424,7 @@ class DiffusionObservationClassifier(nn.Module):
             zeros_t = torch.zeros(x.shape[0], dtype=dtype, device=device)
             with torch.no_grad():  # W(y) from the target network's terminal predictions
                 t_logits = target(self._features(x, zeros_t, flags, 0.0))[..., :m]
-                weights = _target_weights(t_logits, label, n, la)  # (m B, m**n)
+                weights = target_weights(t_logits, label, n, la)  # (m B, m**n)
             la_rows = la.repeat_interleave(k_states) if la is not None else 0.0
             rows = torch.cat(
                 [

@@ -1,4 +1,4 @@
-"""Sculpted and mixture GFlowNet processes."""
+"""The mixture of GFlowNets as an iterative process, exact without a classifier, and guidable."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from pyro.distributions import Categorical
 from pyro_sculpt.gflownets.policy_process import (
     DiscretePolicyProcess,
     gather_rows,
-    parameters_key,
-    per_unique_state,
     unique_rows,
 )
 from pyro_sculpt.processes.process import IterativeProcess
-from pyro_sculpt.sculpting.classifier import Classifier, check_bases
-from pyro_sculpt.sculpting.guidance import GuidedStep, guided_step
+from pyro_sculpt.sculpting.gflownet.bases import check_bases
+from pyro_sculpt.sculpting.gflownet.classifier import Classifier
+from pyro_sculpt.sculpting.gflownet.guided_step import guided_step
+from pyro_sculpt.sculpting.guidance import Guidance
 from pyro_sculpt.sculpting.observations import Observations
 
 
@@ -33,9 +33,13 @@ class MixtureProcess(IterativeProcess):
     :param weights: mixture weights (default uniform).
     """
 
+    #: a mixture of bases (read by :func:`~pyro_sculpt.sculpting.sculpted_guide`)
+    is_mixture = True
+
     def __init__(self, bases: Sequence[DiscretePolicyProcess], weights: Optional[Sequence[float]] = None):
         self.env = check_bases(bases)
         self.bases = list(bases)
+        self.base_processes = self.bases
         self.obs = Observations.build((None,), len(self.bases), weights)
         self.weights = self.obs.weights
         self.max_steps = self.env.max_steps
@@ -115,71 +119,29 @@ class MixtureProcess(IterativeProcess):
         self.env.validate_states(x, "x")
         return self.exact_terminal_distribution().to(x.device)[self.env.index(x)].log().to(torch.get_default_dtype())
 
+    # ----- guidance (GuidableProcess) -----
 
-class SculptedProcess(DiscretePolicyProcess):
-    """A sculpted GFlowNet: the mixture of ``bases`` conditioned on observations ``y`` through a classifier.
-
-    Its forward policy is the guided policy of :func:`~pyro_sculpt.sculpting.guidance.guided_step`. With an exact
-    classifier and bases that share the uniform backward policy its terminal distribution is exactly
-
-    .. math::
-
-        \\tilde p(x \\mid y) \\propto \\Big(\\sum_i w_i p_i(x)\\Big)
-            \\prod_{k \\text{ observed}} \\tilde p(y_k \\mid x).
-
-    A sculpted process can be a base of a new composition ("chaining"). That composition is approximate: a guided
-    policy no longer satisfies the uniform backward policy exactly, so the step-wise mixture of the new composition
-    is not exactly the mixture of terminal distributions (Garipov et al. 2023, §4.1).
-
-    :param bases: the base models.
-    :param classifier: the observation classifier (learned or :class:`~pyro_sculpt.sculpting.ExactClassifier`).
-    :param y: observed base indices (0-based), ``None`` for unobserved.
-    :param alpha: prior :math:`(\\alpha, 1-\\alpha)` of :math:`y_{2..n}` (two bases).
-    :param weights: mixture weights (default uniform).
-    """
-
-    def __init__(
-        self,
-        bases: Sequence[DiscretePolicyProcess],
-        classifier: Classifier,
-        y: Sequence[Optional[int]],
-        alpha: Optional[float] = None,
-        weights: Optional[Sequence[float]] = None,
-    ):
-        self.env = check_bases(bases)
-        if not isinstance(classifier, Classifier):
-            raise TypeError(f"classifier must be an observation Classifier, got {type(classifier).__name__}")
-        if not classifier.env.same_as(self.env):
-            raise ValueError(
-                f"classifier is for env {classifier.env.config()}, but the bases live on {self.env.config()}"
+    def _check_guidance(self, guidance: Guidance) -> Observations:
+        clf = guidance.classifier
+        if not isinstance(clf, Classifier):
+            raise TypeError(
+                f"classifier {type(clf).__name__} guides {getattr(clf, 'guides', 'another family')}, but {self!r} is a "
+                "GFlowNet mixture: use an ObservationClassifier or ExactClassifier"
             )
-        self.bases = list(bases)
-        self.classifier = classifier
-        self.obs = Observations.build(y, len(self.bases), weights, alpha)
-        classifier.check_observations(self.obs)
-        self.backward_policy = self.bases[0].backward_policy
+        if guidance.gamma != 1.0:
+            raise ValueError(
+                f"gamma applies to diffusion mixtures only; GFlowNet guidance is exact, got {guidance.gamma}"
+            )
+        if not clf.env.same_as(self.env):
+            raise ValueError(f"classifier is for env {clf.env.config()}, but the mixture lives on {self.env.config()}")
+        obs = Observations.build(guidance.y, len(self.bases), self.weights, guidance.alpha)
+        clf.check_observations(obs)
+        return obs
 
-    def __repr__(self) -> str:
-        return f"SculptedProcess(y={self.obs.y}, alpha={self.obs.alpha}, {len(self.bases)} bases)"
-
-    @property
-    def device(self) -> torch.device:  # type: ignore[override]
-        return self.bases[0].device
-
-    def cache_key(self):
-        clf_key = (
-            self.classifier.cache_key() if hasattr(self.classifier, "cache_key") else parameters_key(self.classifier)
-        )
-        return (tuple(b.cache_key() for b in self.bases), clf_key)
-
-    def guided(self, states: torch.Tensor) -> GuidedStep:
-        """The guided step at ``states``, evaluated once per distinct state."""
-        return per_unique_state(
-            self.env,
-            lambda s: guided_step(self.bases, self.classifier, self.obs, s, deduplicate=self.deduplicate),
-            states,
-            self.deduplicate,
-        )
-
-    def action_log_probs(self, states: torch.Tensor) -> torch.Tensor:
-        return self.guided(states).log_probs
+    def guided_step_dist(self, state, t: int, guidance: Guidance) -> Categorical:
+        """The guided policy of MATH.md §1.1 at the states of ``state`` (one batched classifier call over the distinct
+        rows); ``log_rho`` keeps tracking the exact prefix posterior."""
+        obs = guidance.cached(self, lambda: self._check_guidance(guidance))
+        rows, inverse, base_lp = self.unique_base_log_probs(state[0])  # shared with the step and its transition
+        step = guided_step(self.bases, guidance.classifier, obs, rows, base_lp, deduplicate=self.deduplicate)
+        return Categorical(logits=gather_rows(step.log_probs, inverse))

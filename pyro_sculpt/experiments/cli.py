@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train one GFlowNet on a 2D HyperGrid and report its exact L1")
-    from pyro_sculpt.gflownets.rewards import names
+    from pyro_sculpt.gflownets.registry import reward_names as names
 
     train.add_argument("--reward", default="symmetric_shubert", choices=names(), help="reward name")
     train.add_argument("--height", type=int, default=32, help="grid side (default 32)")

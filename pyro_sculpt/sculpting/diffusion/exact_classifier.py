@@ -9,10 +9,10 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from pyro_sculpt.diffusion.model import DeviceLike, check_points, time_like
+from pyro_sculpt.diffusion.model import check_points, time_like
 from pyro_sculpt.diffusion.oracle import GaussianMixtureOracle
 from pyro_sculpt.diffusion.schedules import TimeLike
-from pyro_sculpt.utils import check_positive_int, check_probability
+from pyro_sculpt.utils import DeviceLike, check_positive_int, check_probability
 
 Y = Sequence[Optional[int]]
 
@@ -63,6 +63,9 @@ class GaussianMixtureClassifier:
         lq = clf.log_prob((0, 1), x_t, 0.3)              # log Q(y1=0, y2=1 | x_t), harmonic mean
         lq, grad = clf.grad_log_prob((0, 1), x_t, 0.3)   # and its gradient in x_t
     """
+
+    #: the family this classifier guides (for messages)
+    guides = "diffusion models"
 
     supports_alpha = True
 
@@ -132,9 +135,7 @@ class GaussianMixtureClassifier:
     def _alpha_prior(self, alpha: Any, weights: torch.Tensor) -> torch.Tensor:
         if alpha is None:
             return weights
-        if isinstance(alpha, (int, float, np.floating)) or (
-            isinstance(alpha, torch.Tensor) and alpha.dim() == 0
-        ):
+        if isinstance(alpha, (int, float, np.floating)) or (isinstance(alpha, torch.Tensor) and alpha.dim() == 0):
             if self.num_models != 2:
                 raise ValueError(
                     f"a scalar alpha is defined for two base models, got {self.num_models}; pass a "
@@ -158,9 +159,7 @@ class GaussianMixtureClassifier:
     def check_y(self, y: Y) -> tuple:
         """Raise a :class:`ValueError` unless ``y`` has :math:`n` entries, each a base index or ``None``."""
         if isinstance(y, (str, bytes)) or not hasattr(y, "__len__"):
-            raise ValueError(
-                f"y must be a sequence of {self.num_observations} base indices or None, got {y!r}"
-            )
+            raise ValueError(f"y must be a sequence of {self.num_observations} base indices or None, got {y!r}")
         y = tuple(int(v) if isinstance(v, torch.Tensor) else v for v in y)
         if len(y) != self.num_observations:
             raise ValueError(
@@ -171,9 +170,7 @@ class GaussianMixtureClassifier:
             if v is None:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < self.num_models:
-                raise ValueError(
-                    f"y[{k}] must be a base index in [0, {self.num_models - 1}] or None, got {v!r}"
-                )
+                raise ValueError(f"y[{k}] must be a base index in [0, {self.num_models - 1}] or None, got {v!r}")
         return tuple(None if v is None else int(v) for v in y)
 
     # ----- densities of the bases at arbitrary points -----

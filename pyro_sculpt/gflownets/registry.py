@@ -1,0 +1,95 @@
+"""Registries of environment and reward classes: how checkpoints name them, save them and build them again.
+
+A checkpoint stores an environment as :meth:`DiscreteEnv.config() <pyro_sculpt.gflownets.DiscreteEnv.config>`
+(``{"type": name, **parameters}``) and a reward as :meth:`Reward.config() <pyro_sculpt.gflownets.Reward.config>`
+(``{"name": name, **parameters}``); loading looks the name up here. A user's own classes join with a decorator, in
+their own file:
+
+.. code-block:: python
+
+    @ps.gflownets.register_env
+    class Ring(ps.gflownets.DiscreteEnv):
+        ...
+        def config(self):
+            return {"type": "Ring", "size": self.size}
+
+    @ps.gflownets.register_reward("ring_peak")
+    class RingPeak(ps.gflownets.Reward):
+        def log_reward(self, env, states): ...
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+_ENVS: dict[str, type] = {}
+_REWARDS: dict[str, type] = {}
+
+
+def register_env(cls: Optional[type] = None, *, name: Optional[str] = None) -> Any:
+    """Register an environment class under ``name`` (default its class name), the ``"type"`` of its config.
+
+    Usable as ``@register_env`` or ``@register_env(name="...")``.
+    """
+
+    def deco(c: type) -> type:
+        key = name or c.__name__
+        if key in _ENVS and _ENVS[key] is not c:
+            raise ValueError(f"an environment is already registered as {key!r} ({_ENVS[key].__qualname__})")
+        _ENVS[key] = c
+        return c
+
+    return deco(cls) if cls is not None else deco
+
+
+def env_from_config(config: dict) -> Any:
+    """Rebuild an environment from its :meth:`~pyro_sculpt.gflownets.DiscreteEnv.config`.
+
+    :raises ValueError: for a type that is not registered (name the class with :func:`register_env`).
+    """
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict from DiscreteEnv.config(), got {type(config).__name__}")
+    config = dict(config)
+    kind = config.pop("type", None)
+    if kind not in _ENVS:
+        raise ValueError(
+            f"unknown environment type {kind!r} in config; registered: {sorted(_ENVS)} (register your own class "
+            "with pyro_sculpt.gflownets.register_env)"
+        )
+    return _ENVS[kind](**config)
+
+
+def register_reward(name: str) -> Callable[[type], type]:
+    """Register a reward class under ``name`` (its :attr:`~pyro_sculpt.gflownets.Reward.name`)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+
+    def deco(cls: type) -> type:
+        if name in _REWARDS and _REWARDS[name] is not cls:
+            raise ValueError(f"a reward is already registered as {name!r} ({_REWARDS[name].__qualname__})")
+        _REWARDS[name] = cls
+        cls.name = name
+        return cls
+
+    return deco
+
+
+def get_reward(name: str, **params) -> Any:
+    """A registered reward by name, built with ``params``.
+
+    :raises ValueError: for an unknown name.
+    """
+    if name not in _REWARDS:
+        raise ValueError(f"unknown reward name {name!r}; expected one of {sorted(_REWARDS)}")
+    return _REWARDS[name](**params)
+
+
+def reward_from_config(config: dict) -> Any:
+    """Rebuild a reward from its :meth:`~pyro_sculpt.gflownets.Reward.config`."""
+    config = dict(config)
+    return get_reward(config.pop("name"), **config)
+
+
+def reward_names() -> list[str]:
+    """The names of the registered rewards."""
+    return sorted(_REWARDS)

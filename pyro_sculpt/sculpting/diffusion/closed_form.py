@@ -1,0 +1,58 @@
+"""The exact log-density of a composition of diffusion bases with exact densities (oracles)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from pyro_sculpt.diffusion.samplers import ReverseDiffusionProcess
+from pyro_sculpt.sculpting.diffusion.bases import as_sampler
+from pyro_sculpt.sculpting.observations import Observations, terminal_log_joint
+
+
+def composition_log_density(
+    bases: Sequence[Any],
+    y: Sequence[Optional[int]],
+    alpha: Optional[float] = None,
+    weights: Optional[Sequence[float]] = None,
+    *,
+    t: Optional[float] = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The exact (unnormalised) log-density of a composition of bases with exact densities,
+
+    .. math::
+
+        \\log \\tilde p(x \\mid y) = \\log \\sum_i w_i p_i(x) + \\sum_{k \\text{ observed}}
+        \\log \\frac{\\pi_{k, y_k} p_{y_k}(x)}{\\sum_j \\pi_{k,j} p_j(x)} + \\text{const},
+
+    with the priors of :class:`~pyro_sculpt.sculpting.Observations`, for evaluation on a grid
+    (:func:`~pyro_sculpt.metrics.grid_mode_weights`, :func:`~pyro_sculpt.metrics.sample_grid`).
+
+    :param bases: :class:`~pyro_sculpt.diffusion.GaussianMixtureOracle` (or any object with ``log_prob(x, t)``), or
+        samplers of them.
+    :param y: observed base indices, ``None`` for unobserved (all ``None``: the mixture).
+    :param t: the noise level of the densities (``None``: the data densities).
+    :returns: a function mapping ``(N, D)`` to ``(N,)`` (float64).
+
+    Example::
+
+        f = composition_log_density([oracle1, oracle2], (0, 1))
+        target = ps.metrics.grid_mode_weights(f, [(-5, 5), (-5, 5)], means)
+    """
+    models = []
+    for k, b in enumerate(bases):
+        if isinstance(b, ReverseDiffusionProcess) or hasattr(b, "process"):
+            b = as_sampler(b, f"bases[{k}]").model
+        if not callable(getattr(b, "log_prob", None)):
+            raise TypeError(f"bases[{k}] must have an exact log_prob(x, t) (e.g. a GaussianMixtureOracle)")
+        models.append(b)
+    obs = Observations.build(y, len(models), weights, alpha)
+    log_priors = obs.log_priors(dtype=torch.float64)
+
+    def log_density(x: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([m.log_prob(x, t) for m in models], -1).to(torch.float64)
+        mix = torch.logsumexp(logp + log_priors[0], -1)
+        return mix + obs.select(terminal_log_joint(logp, log_priors))
+
+    return log_density

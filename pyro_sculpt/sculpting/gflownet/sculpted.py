@@ -1,0 +1,92 @@
+"""A sculpted GFlowNet: the guided policy of a mixture conditioned on observations."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from pyro_sculpt.gflownets.policy_process import (
+    DiscretePolicyProcess,
+    parameters_key,
+    per_unique_state,
+)
+from pyro_sculpt.sculpting.gflownet.bases import check_bases
+from pyro_sculpt.sculpting.gflownet.classifier import Classifier
+from pyro_sculpt.sculpting.gflownet.guided_step import GuidedStep, guided_step
+from pyro_sculpt.sculpting.gflownet.twist import ClassifierTwist
+from pyro_sculpt.sculpting.observations import Observations
+
+
+class SculptedProcess(DiscretePolicyProcess):
+    """A sculpted GFlowNet: the mixture of ``bases`` conditioned on observations ``y`` through a classifier.
+
+    Its forward policy is the guided policy of :func:`~pyro_sculpt.sculpting.gflownet.guided_step`. With an exact
+    classifier and bases that share the uniform backward policy its terminal distribution is exactly
+
+    .. math::
+
+        \\tilde p(x \\mid y) \\propto \\Big(\\sum_i w_i p_i(x)\\Big)
+            \\prod_{k \\text{ observed}} \\tilde p(y_k \\mid x).
+
+    A sculpted process can be a base of a new composition ("chaining"). That composition is approximate: a guided
+    policy no longer satisfies the uniform backward policy exactly, so the step-wise mixture of the new composition
+    is not exactly the mixture of terminal distributions (Garipov et al. 2023, §4.1).
+
+    :param bases: the base models.
+    :param classifier: the observation classifier (learned or :class:`~pyro_sculpt.sculpting.ExactClassifier`).
+    :param y: observed base indices (0-based), ``None`` for unobserved.
+    :param alpha: prior :math:`(\\alpha, 1-\\alpha)` of :math:`y_{2..n}` (two bases).
+    :param weights: mixture weights (default uniform).
+    """
+
+    def __init__(
+        self,
+        bases: Sequence[DiscretePolicyProcess],
+        classifier: Classifier,
+        y: Sequence[Optional[int]],
+        alpha: Optional[float] = None,
+        weights: Optional[Sequence[float]] = None,
+    ):
+        self.env = check_bases(bases)
+        if not isinstance(classifier, Classifier):
+            raise TypeError(f"classifier must be an observation Classifier, got {type(classifier).__name__}")
+        if not classifier.env.same_as(self.env):
+            raise ValueError(
+                f"classifier is for env {classifier.env.config()}, but the bases live on {self.env.config()}"
+            )
+        self.bases = list(bases)
+        self.classifier = classifier
+        self.obs = Observations.build(y, len(self.bases), weights, alpha)
+        classifier.check_observations(self.obs)
+        self.backward_policy = self.bases[0].backward_policy
+
+    def __repr__(self) -> str:
+        return f"SculptedProcess(y={self.obs.y}, alpha={self.obs.alpha}, {len(self.bases)} bases)"
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        return self.bases[0].device
+
+    def cache_key(self):
+        clf_key = (
+            self.classifier.cache_key() if hasattr(self.classifier, "cache_key") else parameters_key(self.classifier)
+        )
+        return (tuple(b.cache_key() for b in self.bases), clf_key)
+
+    def guided(self, states: torch.Tensor) -> GuidedStep:
+        """The guided step at ``states``, evaluated once per distinct state."""
+        return per_unique_state(
+            self.env,
+            lambda s: guided_step(self.bases, self.classifier, self.obs, s, deduplicate=self.deduplicate),
+            states,
+            self.deduplicate,
+        )
+
+    def action_log_probs(self, states: torch.Tensor) -> torch.Tensor:
+        return self.guided(states).log_probs
+
+    def twist(self, terminal: str = "trajectory"):
+        """The SMC twist of this process (:class:`~pyro_sculpt.sculpting.gflownet.twist.ClassifierTwist`): guided
+        proposal, classifier twist; see :func:`pyro_sculpt.infer.smc`."""
+        return ClassifierTwist(self, terminal)
