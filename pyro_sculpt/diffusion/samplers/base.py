@@ -220,6 +220,12 @@ class ReverseDiffusionProcess(IterativeProcess):
         infer["pyro_sculpt"]["diffusion"] = {"kind": self._kinds[t], "time": self._score_times[t]}
         return infer
 
+    def twist(self, **options):
+        """The SMC twist of this sampler (see :func:`pyro_sculpt.infer.smc`): its model's, for a model that has one
+        (a sculpted diffusion model: the classifier), else ``None`` (SMC then runs the sampler unweighted)."""
+        make = getattr(self.model, "twist", None)
+        return make(self, **options) if make is not None else None
+
     def terminal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(
             f"{type(self).__name__} is stochastic: its output has no tractable log-probability; use "

@@ -33,6 +33,7 @@ from pyro_sculpt.diffusion.schedules import TimeLike
 from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.sculpting.diffusion.bases import DiffusionBase, as_sampler, check_diffusion_bases
 from pyro_sculpt.sculpting.diffusion.score import check_diffusion_classifier, classifier_log_prob, composed_score
+from pyro_sculpt.sculpting.diffusion.twist import DiffusionClassifierTwist
 from pyro_sculpt.sculpting.guidance import check_gamma
 from pyro_sculpt.sculpting.observations import Observations
 from pyro_sculpt.utils import DeviceLike, as_device
@@ -125,6 +126,12 @@ class SculptedDiffusionModel(DiffusionModel):
         ``x.shape[:-1]``."""
         check_points(x, self.dim)
         return classifier_log_prob(self.classifier, self.obs, x, t)
+
+    def twist(self, sampler: ReverseDiffusionProcess) -> DiffusionClassifierTwist:
+        """The SMC twist of ``sampler`` driven by this model (see :func:`pyro_sculpt.infer.smc`): the guided step as
+        proposal and the classifier as twist (:class:`~pyro_sculpt.sculpting.diffusion.twist.DiffusionClassifierTwist`).
+        """
+        return DiffusionClassifierTwist(sampler, self)
 
 
 def sculpted_diffusion(

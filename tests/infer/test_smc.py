@@ -1,0 +1,84 @@
+"""The generic SMC driver: any process, twists, resampling, diagnostics and conversions."""
+
+import arviz as az
+import pytest
+import torch
+
+import pyro_sculpt as ps
+from pyro_sculpt.infer import ProcessProposal, Twist, smc, systematic
+from tests.conftest import exact_bases
+
+ENV = ps.HyperGrid(2, 6)
+
+
+class CoinTwist(Twist):
+    """Two steps of a fair coin proposal towards a target that prefers heads 3:1 (exact answer known)."""
+
+    max_steps = 2
+
+    def init(self, n):
+        return {"heads": torch.zeros(n), "done": torch.zeros(n, dtype=torch.bool)}
+
+    def step(self, particles, t):
+        coin = torch.randint(0, 2, particles["heads"].shape).float()
+        inc = torch.where(coin > 0, torch.tensor(0.75 / 0.5).log(), torch.tensor(0.25 / 0.5).log()).double()
+        done = torch.full_like(particles["done"], t == 1)
+        return {"heads": particles["heads"] + coin, "done": done}, inc, done
+
+    def terminal(self, particles):
+        return particles["heads"]
+
+
+def test_smc_of_a_twist_targets_its_tilted_distribution_and_reports_the_normaliser():
+    res = smc(CoinTwist(), 20_000, seed=0, resample_threshold=None)
+    mean = float((res.weights.double() * res.x.double()).sum())
+    assert abs(mean - 1.5) < 0.02  # two coins with P(heads) = 3/4
+    assert abs(res.log_evidence) < 0.01  # the target is normalised
+    assert res.num_resamples == 0 and len(res.ess_history) == 2
+
+
+def test_resampling_keeps_the_target_and_is_counted():
+    res = smc(CoinTwist(), 20_000, seed=1, resample_threshold=1.0)
+    assert res.num_resamples == 1 and res.resample_steps == [0]  # never after the last step
+    mean = float((res.weights.double() * res.x.double()).sum())
+    assert abs(mean - 1.5) < 0.03
+    assert abs(res.log_evidence) < 0.01
+
+
+def test_systematic_resampling_is_proportional():
+    log_w = torch.tensor([0.1, 0.2, 0.7]).log()
+    counts = torch.bincount(systematic(log_w.repeat_interleave(1000)), minlength=3000)
+    picked = torch.stack([counts[:1000].sum(), counts[1000:2000].sum(), counts[2000:].sum()]).double() / 3000
+    assert torch.allclose(picked, torch.tensor([0.1, 0.2, 0.7], dtype=torch.float64), atol=1e-3)
+
+
+def test_smc_of_a_plain_gflownet_is_its_sampler_with_equal_weights():
+    p1, _ = exact_bases(ENV, 2, seed=3)
+    res = smc(p1, 30_000, seed=0)
+    assert isinstance(ps.infer.as_twist(p1), ProcessProposal)
+    assert torch.allclose(res.log_weights, torch.full_like(res.log_weights, res.log_weights[0]))
+    l1 = ps.metrics.l1_distance(res.distribution(ENV), p1.exact_terminal_distribution())
+    assert l1 < 3 * ps.metrics.expected_l1_floor(p1.exact_terminal_distribution(), 30_000)
+
+
+def test_result_converts_to_arviz_and_to_a_pyro_empirical():
+    res = smc(CoinTwist(), 500, seed=0)
+    idata = res.to_inference_data()
+    assert isinstance(idata, az.InferenceData)
+    assert idata.posterior["x"].shape == (1, 500)
+    assert idata.sample_stats.attrs["num_resamples"] == res.num_resamples
+    emp = res.empirical()
+    assert abs(float(emp.mean) - float((res.weights * res.x).sum())) < 1e-4
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="num_particles must be an integer >= 1"):
+        smc(CoinTwist(), 0)
+    with pytest.raises(ValueError, match="resample_threshold must lie in"):
+        smc(CoinTwist(), 10, resample_threshold=1.5)
+    with pytest.raises(ValueError, match="resampling must be one of"):
+        smc(CoinTwist(), 10, resampling="stratified-ish")
+    with pytest.raises(TypeError, match="target must be an IterativeProcess"):
+        smc("nope", 10)
+    with pytest.raises(ValueError, match="has no twist, so options"):
+        smc(exact_bases(ENV, 2)[0], 10, terminal="classifier")
