@@ -62,6 +62,23 @@ class DiscreteEnv(ABC):
         kids = self.step(expanded, actions.expand(states.shape[:-1] + (self.n_actions,)))
         return kids, self.forward_mask(states)
 
+    def valid_children(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The children reached by the VALID non-stop actions of a flat batch of states, as a sparse list.
+
+        Guidance evaluates a classifier on every child of every particle; environments with many actions of which
+        few are valid at a time (fragment molecules) override this to build only the valid children. The default
+        derives it from :meth:`children`.
+
+        :param states: ``(B, state_dim)``.
+        :returns: ``(parent, action, children)`` of shapes ``(K,)``, ``(K,)``, ``(K, state_dim)``: child ``k`` is
+            reached from ``states[parent[k]]`` by ``action[k]``.
+        """
+        kids, mask = self.children(states)
+        mask = mask.clone()
+        mask[..., self.stop_action] = False
+        parent, action = mask.nonzero(as_tuple=True)
+        return parent, action, kids[parent, action]
+
     @abstractmethod
     def num_parents(self, states: torch.Tensor) -> torch.Tensor:
         """Number of parents of each state, shape ``(...)``."""

@@ -42,11 +42,8 @@ def state_graph(env: DiscreteEnv, device: torch.device | str | None = None) -> S
     if device in cache:
         return cache[device]
     states = env.all_states(device)
-    kids, mask = env.children(states)
-    mask = mask.clone()
-    mask[:, env.stop_action] = False
-    src, action = mask.nonzero(as_tuple=True)
-    dst = env.index(kids[src, action])
+    src, action, kids = env.valid_children(states)
+    dst = env.index(kids)
     level = env.levels(states)[src]
     order = torch.argsort(level, stable=True)
     src, action, dst, level = src[order], action[order], dst[order], level[order]

@@ -118,11 +118,12 @@ def test_chaining_runs_and_is_approximate():
 def test_one_batched_classifier_call_per_step():
     p1, p2 = exact_bases(ENV, 2, seed=8)
     clf = ps.ExactClassifier([p1, p2], 2)
-    calls = []
+    calls, flags = [], []
     original = clf.raw
 
     def counting(states, terminal, obs):
         calls.append(states.shape)
+        flags.append((states, terminal))
         return original(states, terminal, obs)
 
     clf.raw = counting
@@ -138,6 +139,44 @@ def test_one_batched_classifier_call_per_step():
     assert sum(rows) < steps * n  # particles share rows: far fewer than (A + 1) rows per particle per step
     proc.deduplicate = False
     calls.clear()
+    flags.clear()
     x = ps.sample(proc, (n,))
     assert len(calls) == int(ENV.levels(x).max()) + 1
-    assert all(shape == (n, ENV.n_actions + 1, 2) for shape in calls)
+    # without deduplication: exactly the valid children of the n states, then the n states as terminal and as current
+    for shape, (states, flag) in zip(calls, flags):
+        assert len(shape) == 2 and shape[-1] == 2 and int(flag.sum()) == n
+        k = shape[0] - 2 * n
+        assert k == int(ENV.forward_mask(states[flag])[:, :-1].sum())  # the valid children only
+        assert bool(flag[k : k + n].all()) and not bool(flag[:k].any()) and not bool(flag[k + n :].any())
+    rows_per_step = [shape[0] for shape in calls]
+    assert all(2 * n <= r <= n * (ENV.n_actions + 1) for r in rows_per_step)
+
+
+class SparseGrid(ps.HyperGrid):
+    """A grid that builds only its valid children (as an environment with many actions would), and counts it."""
+
+    calls = 0
+
+    def valid_children(self, states):
+        SparseGrid.calls += 1
+        inc = states < self.height - 1  # (B, D): the valid increments
+        parent, action = inc.nonzero(as_tuple=True)
+        kids = states[parent].clone()
+        kids[torch.arange(len(parent)), action] += 1
+        return parent, action, kids
+
+    def children(self, states):  # guidance must not need the dense children
+        raise AssertionError("guided_step built every child instead of the valid ones")
+
+
+def test_guidance_builds_only_the_valid_children_of_an_environment():
+    env = SparseGrid(2, 6)
+    p1, p2 = exact_bases(ps.HyperGrid(2, 6), 2, seed=12)
+    p1.env = p2.env = env
+    clf = ps.ExactClassifier([p1, p2], 2)  # its dynamic programming was built on the dense grid above
+    target = ps.composition_distribution(
+        torch.stack([p1.exact_terminal_distribution(), p2.exact_terminal_distribution()]), (0, 1)
+    )
+    got = ps.harmonic_mean(p1, p2, clf).process.exact_terminal_distribution()
+    assert SparseGrid.calls > 0
+    assert ps.metrics.l1_distance(got, target) < 1e-5

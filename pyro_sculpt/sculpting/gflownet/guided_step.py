@@ -32,7 +32,7 @@ class GuidedStep:
 
 def _classify_distinct_rows(env, classifier: Classifier, obs: Observations, rows, terminal) -> torch.Tensor:
     """``classifier.log_joint(rows, terminal, obs)`` in one call over the distinct (state, terminal) rows only:
-    neighbouring particles share children, and a particle's stop row repeats another's. ``(..., A+1, m, ..., m)``."""
+    neighbouring particles share children, and a particle's stop row repeats another's. ``(R, m, ..., m)``."""
     if not env.is_enumerable or rows.shape[:-1].numel() < 64:
         return classifier.log_joint(rows, terminal, obs)
     flat, flags = rows.reshape(-1, rows.shape[-1]), terminal.reshape(-1)
@@ -62,33 +62,44 @@ def guided_step(
             + \\log Q(y_1 = i \\mid s)\\big)
             + \\log Q(y \\mid s_a) - \\log Q(y \\mid s) - \\log Z(s),
 
-    where :math:`s_a` is the child reached by :math:`a` and, for the stop action, the terminal :math:`x = s`. Every
-    child of every state, every stop (terminal) row and every current state go through the classifier in ONE
-    batched call; invalid actions are masked before normalising.
+    where :math:`s_a` is the child reached by :math:`a` and, for the stop action, the terminal :math:`x = s`. The
+    valid children of every state (:meth:`~pyro_sculpt.gflownets.DiscreteEnv.valid_children`: environments with many
+    actions and few valid ones pay for the valid ones only), every stop (terminal) row and every current state go
+    through the classifier in ONE batched call; invalid actions get probability zero.
 
     :param base_log_probs: ``(..., m, A)`` the bases' policies at ``states``, if already computed.
     :param deduplicate: send each distinct (state, terminal flag) row through the classifier once.
     """
     env = bases[0].env
-    n_act = env.n_actions
-    kids, mask = env.children(states)  # (..., A, D): invalid children are placeholders, masked below
-    rows = torch.cat([kids[..., : n_act - 1, :], states.unsqueeze(-2), states.unsqueeze(-2)], -2)  # (..., A+1, D)
-    terminal = torch.zeros(n_act + 1, dtype=torch.bool, device=states.device)
-    terminal[n_act - 1] = True
-    terminal = terminal.expand(rows.shape[:-1])
+    n_act, stop = env.n_actions, env.stop_action
+    batch = states.shape[:-1]
+    flat = states.reshape(-1, states.shape[-1])
+    b = flat.shape[0]
+    parent, action, kids = env.valid_children(flat)  # only the valid (state, action) pairs: (K,), (K,), (K, D)
+    rows = torch.cat([kids, flat, flat], 0)  # children, then every state as terminal (stop), then as current
+    terminal = torch.zeros(rows.shape[0], dtype=torch.bool, device=states.device)
+    terminal[len(kids) : len(kids) + b] = True
     if deduplicate:
         log_joint = _classify_distinct_rows(env, classifier, obs, rows, terminal)
     else:
         log_joint = classifier.log_joint(rows, terminal, obs)
-    log_q_y_rows = obs.select(log_joint)  # (..., A+1)
+    q_rows = obs.select(log_joint)  # (K + 2B,)
+    log_q_y = torch.full((b, n_act), float("-inf"), dtype=q_rows.dtype, device=states.device)
+    log_q_y[parent, action] = q_rows[: len(kids)]
+    log_q_y[:, stop] = q_rows[len(kids) : len(kids) + b]
+    mask = torch.zeros((b, n_act), dtype=torch.bool, device=states.device)
+    mask[parent, action] = True
+    mask[:, stop] = True
+    log_q_y, mask = log_q_y.reshape(batch + (n_act,)), mask.reshape(batch + (n_act,))
+    log_q_cur = q_rows[len(kids) + b :].reshape(batch)
     n = obs.num_observations
-    current = log_joint.select(-(n + 1), n_act)  # (..., m, ..., m) at the current state
+    current = log_joint[len(kids) + b :].reshape(batch + log_joint.shape[1:])  # (..., m, ..., m) at the state
+    n = obs.num_observations
     log_q1 = current if n == 1 else torch.logsumexp(current.flatten(-(n - 1)), -1)  # Q(y_1 = i | s)
     base_lp = base_log_probs
     if base_lp is None:
         base_lp = torch.stack([b.action_log_probs(states) for b in bases], -2)  # (..., m, A)
     mix = torch.logsumexp(base_lp + log_q1.unsqueeze(-1), -2)
-    log_q_y, log_q_cur = log_q_y_rows[..., :n_act], log_q_y_rows[..., n_act]
     logits = (mix + log_q_y - log_q_cur.unsqueeze(-1)).masked_fill(~mask, float("-inf"))
     log_norm = torch.logsumexp(logits, -1)
     return GuidedStep(logits - log_norm.unsqueeze(-1), log_norm, base_lp, log_q_y, log_q_cur)
