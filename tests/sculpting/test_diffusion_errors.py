@@ -52,9 +52,9 @@ def test_bases_with_other_schedules_or_samplers(pair):
     p1, p2, clf = pair
     with pytest.raises(ValueError, match=r"bases\[1\] has schedule .* every base must share one noise schedule"):
         ps.mixture(DDIMSampler(p1, 5), DDIMSampler(oracle(schedule=VPSchedule("cosine")), 5))
-    with pytest.raises(ValueError, match=r"bases\[1\] is .* every base needs one sampler"):
+    with pytest.raises(ValueError, match=r"bases\[1\] has sampler .* every base needs one sampler"):
         ps.contrast(DDIMSampler(p1, 5), DDIMSampler(p2, 6), clf)
-    with pytest.raises(ValueError, match=r"bases\[1\] is .* every base needs one sampler"):
+    with pytest.raises(ValueError, match=r"bases\[1\] has sampler .* every base needs one sampler"):
         ps.mixture(DDIMSampler(p1, 5), AncestralSampler(p2, 5))
     with pytest.raises(TypeError, match=r"bases\[1\] must be a diffusion sampler"):
         ps.mixture(DDIMSampler(p1, 5), p2)  # a model, not a sampler

@@ -11,7 +11,7 @@ ENV = ps.HyperGrid(2, 4)
 def test_bases_on_different_envs():
     a = exact_bases(ENV, 1)[0]
     b = exact_bases(ps.HyperGrid(2, 5), 1)[0]
-    with pytest.raises(ValueError, match=r"bases\[1\] lives on .* every base must share one environment"):
+    with pytest.raises(ValueError, match=r"bases\[1\] has environment .* every base must share one environment"):
         ps.ExactClassifier([a, b], 2)
 
 

@@ -9,6 +9,7 @@ import torch
 
 from pyro_sculpt.diffusion.samplers import ReverseDiffusionProcess
 from pyro_sculpt.processes.distribution import ProcessDistribution
+from pyro_sculpt.sculpting.bases import check_shared
 from pyro_sculpt.utils import check_positive_int
 
 DiffusionBase = Union[ReverseDiffusionProcess, ProcessDistribution]
@@ -34,6 +35,13 @@ def _sampler_signature(s: ReverseDiffusionProcess) -> tuple:
     return type(s), kinds, times, coefs
 
 
+def check_same_space(models: Sequence[Any], name: str = "bases") -> None:
+    """Raise a :class:`ValueError` unless ``models`` (diffusion models or samplers) are at least two, of one data
+    dimension and one noise schedule."""
+    check_shared(models, name, "data dimension", lambda m: m.dim, "every base must live in one space")
+    check_shared(models, name, "schedule", lambda m: m.schedule, "every base must share one noise schedule")
+
+
 def check_diffusion_bases(
     bases: Sequence[DiffusionBase], name: str = "bases", *, same_sampler: bool = False
 ) -> list[ReverseDiffusionProcess]:
@@ -51,25 +59,17 @@ def check_diffusion_bases(
     if isinstance(bases, (ReverseDiffusionProcess, ProcessDistribution)) or not hasattr(bases, "__len__"):
         raise TypeError(f"{name} must be a sequence of diffusion samplers, got {type(bases).__name__}")
     samplers = [as_sampler(b, f"{name}[{k}]") for k, b in enumerate(bases)]
-    if len(samplers) < 2:
-        raise ValueError(f"{name} must hold at least two base models, got {len(samplers)}")
-    first = samplers[0]
-    for k, s in enumerate(samplers[1:], 1):
-        if s.dim != first.dim:
-            raise ValueError(
-                f"{name}[{k}] has data dimension {s.dim}, but {name}[0] has {first.dim}: every base must live in "
-                "one space"
-            )
-        if s.schedule != first.schedule:
-            raise ValueError(
-                f"{name}[{k}] has schedule {s.schedule!r}, but {name}[0] has {first.schedule!r}: every base must "
-                "share one noise schedule"
-            )
-        if same_sampler and _sampler_signature(s) != _sampler_signature(first):
-            raise ValueError(
-                f"{name}[{k}] is {s!r}, but {name}[0] is {first!r}: a composition steps every base together, so "
-                "every base needs one sampler (type, time grid and options); build them with the same arguments"
-            )
+    check_same_space(samplers, name)
+    if same_sampler:
+        check_shared(
+            samplers,
+            name,
+            "sampler",
+            _sampler_signature,
+            "a composition steps every base together, so every base needs one sampler (type, time grid and "
+            "options); build them with the same arguments",
+            show=lambda s: s,
+        )
     return samplers
 
 

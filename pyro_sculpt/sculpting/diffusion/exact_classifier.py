@@ -12,6 +12,7 @@ import torch
 from pyro_sculpt.diffusion.model import check_points, time_like
 from pyro_sculpt.diffusion.oracle import GaussianMixtureOracle
 from pyro_sculpt.diffusion.schedules import TimeLike
+from pyro_sculpt.sculpting.diffusion.bases import check_same_space
 from pyro_sculpt.utils import DeviceLike, check_positive_int, check_probability
 
 Y = Sequence[Optional[int]]
@@ -85,17 +86,7 @@ class GaussianMixtureClassifier:
         for k, b in enumerate(bases):
             if not isinstance(b, GaussianMixtureOracle):
                 raise TypeError(f"bases[{k}] must be a GaussianMixtureOracle, got {type(b).__name__}")
-        for k, b in enumerate(bases[1:], 1):
-            if b.dim != bases[0].dim:
-                raise ValueError(
-                    f"bases[{k}] has data dimension {b.dim}, but bases[0] has {bases[0].dim}: every base "
-                    "must live in one space"
-                )
-            if b.schedule != bases[0].schedule:
-                raise ValueError(
-                    f"bases[{k}] has schedule {b.schedule!r}, but bases[0] has {bases[0].schedule!r}: "
-                    "every base must share one noise schedule"
-                )
+        check_same_space(bases)
         if device is not None:
             bases = [b.to(device) for b in bases]
         self.bases = bases

@@ -31,7 +31,7 @@ from pyro_sculpt.diffusion.model import DiffusionModel, check_points
 from pyro_sculpt.diffusion.samplers import ReverseDiffusionProcess
 from pyro_sculpt.diffusion.schedules import TimeLike
 from pyro_sculpt.processes.distribution import ProcessDistribution
-from pyro_sculpt.sculpting.diffusion.bases import DiffusionBase, as_sampler, check_diffusion_bases
+from pyro_sculpt.sculpting.diffusion.bases import DiffusionBase, as_sampler, check_diffusion_bases, check_same_space
 from pyro_sculpt.sculpting.diffusion.score import check_diffusion_classifier, classifier_log_prob, composed_score
 from pyro_sculpt.sculpting.diffusion.twist import DiffusionClassifierTwist
 from pyro_sculpt.sculpting.guidance import check_gamma
@@ -86,17 +86,7 @@ class SculptedDiffusionModel(DiffusionModel):
             if not isinstance(b, DiffusionModel):
                 raise TypeError(f"bases[{k}] must be a DiffusionModel or a diffusion sampler, got {type(b).__name__}")
             models.append(b)
-        for k, b in enumerate(models[1:], 1):
-            if b.dim != models[0].dim:
-                raise ValueError(
-                    f"bases[{k}] has data dimension {b.dim}, but bases[0] has {models[0].dim}: every base must live "
-                    "in one space"
-                )
-            if b.schedule != models[0].schedule:
-                raise ValueError(
-                    f"bases[{k}] has schedule {b.schedule!r}, but bases[0] has {models[0].schedule!r}: every base "
-                    "must share one noise schedule"
-                )
+        check_same_space(models)
         self.bases = models
         self.schedule = models[0].schedule
         self.dim = models[0].dim
