@@ -52,7 +52,10 @@ def probability_flow_log_prob(
     ``prior_log_prob`` is given (e.g. an oracle's exact :math:`\\log p_{t_1}`, which removes the prior's
     mismatch :math:`O(\\alpha_{t_1})` and leaves only the integration error). The state and the log-density
     are integrated together by the classical Runge-Kutta method with ``num_steps`` uniform steps; the
-    divergence is exact (one backward pass per data dimension: meant for low-dimensional data).
+    divergence is exact (one backward pass per data dimension: meant for low-dimensional data), by autograd through
+    ``model.score`` at points that require grad: a model whose score holds terms it computes separately (the
+    classifier's guidance of :class:`~pyro_sculpt.sculpting.SculptedDiffusionModel`) must keep them differentiable
+    in ``x`` there, or their part of the divergence is lost.
 
     :param model: a diffusion model (trained, oracle or composed).
     :param x: points, shape ``(..., D)``.

@@ -19,6 +19,12 @@ Two compositions of diffusion bases :math:`p_1, \\dots, p_m` (reverse-diffusion 
 With exact scores and an exact classifier (:class:`~pyro_sculpt.diffusion.GaussianMixtureClassifier`) and
 :math:`\\gamma = 1`, :math:`s_{comp}` is the exact score of the noised sculpted density :math:`\\tilde p_t(x \\mid y)
 \\propto \\tilde p_t(x)\\, Q(y \\mid x_t)`, so the samplers' only error is their discretisation.
+
+The log-density of a deterministic sampler of the sculpted model (``DDIMSampler(eta=0)``,
+:class:`~pyro_sculpt.diffusion.ProbabilityFlowSampler`) is that of the probability-flow ODE of the guided score
+(:func:`~pyro_sculpt.diffusion.probability_flow_log_prob`), whose divergence differentiates the guided score in
+:math:`x` through the classifier too (:func:`composed_score`); see :class:`SculptedDiffusionModel` for what it is
+the density of.
 """
 
 from __future__ import annotations
@@ -49,6 +55,32 @@ class SculptedDiffusionModel(DiffusionModel):
 
     (:func:`composed_score`). Any sampler runs it (``sampler.with_model(model)``), and it can be a base of a new
     composition ("chaining").
+
+    **Log-density.** A deterministic sampler's ``log_prob`` (``DDIMSampler(eta=0)``,
+    :class:`~pyro_sculpt.diffusion.ProbabilityFlowSampler`) integrates the probability-flow ODE of
+    :math:`s_{comp}` with its exact divergence (:func:`~pyro_sculpt.diffusion.probability_flow_log_prob`; the
+    classifier's part :math:`\\sum_i s_i \\nabla_x Q(y_1 = i \\mid x, t)^\\top + \\gamma \\nabla^2_x \\log Q(y \\mid
+    x, t)` of the Jacobian included). With :math:`\\gamma = 1`, exact base scores and the exact classifier this is
+    the normalised log-density of the composition itself: every base noises its data with the same kernel
+    :math:`k_t(x \\mid x_0)`, and :math:`y` depends on a trajectory only through its base and :math:`x_0`, so
+
+    .. math::
+
+        \\tilde p_t(x \\mid y) \\propto \\sum_i w_i\\, p_{i,t}(x)\\, Q(y \\mid x_t = x)
+        = \\frac{1}{P(y)} \\int \\tilde p(x_0, y)\\, k_t(x \\mid x_0)\\, dx_0
+
+    is the forward noising of the sculpted density :math:`\\tilde p(x_0 \\mid y)`, and the ODE of its score
+    :math:`s_{comp}` transports :math:`\\tilde p_{t_1}(\\cdot \\mid y)` to :math:`\\tilde p_{t_0}(\\cdot \\mid y)`
+    exactly (Song et al. 2021). The remaining errors are the Gaussian prior's mismatch at ``t_max`` (of order
+    :math:`\\alpha_{t_{max}}`), the classifier's quadrature and the RK4 steps.
+
+    With :math:`\\gamma \\ne 1`, :math:`s_{comp}` is at each :math:`t` the score of :math:`\\tilde p_t(x)\\, Q(y
+    \\mid x_t = x)^\\gamma`, but these densities are not the forward noising of one density (a power does not
+    commute with the noising), so ``log_prob`` is the normalised density of the guided ODE's output (what
+    ``DDIMSampler(eta=0)`` samples as its steps shrink), not of :math:`\\tilde p(x)\\, Q(y \\mid x)^\\gamma` nor of what
+    stochastic samplers of the same model draw. Likewise with learned scores or a learned classifier it is the
+    density of the learned guided ODE; beyond the classifier's ``max_time`` that ODE follows the prior-weighted
+    bases' scores :math:`\\sum_i w_i s_i` (:func:`guidance_terms`).
 
     :param bases: the base diffusion models (one data dimension and one schedule), or samplers of them.
     :param classifier: a :class:`DiffusionObservationClassifier` or an exact

@@ -4,7 +4,8 @@
 
     s_{comp}(x, t) = \\sum_i Q(y_1 = i \\mid x, t)\\, s_i(x, t) + \\gamma\\, \\nabla_x \\log Q(y \\mid x, t),
 
-from one classifier forward and backward pass, batched over particles.
+from one classifier forward and backward pass, batched over particles; differentiable in :math:`x` through the
+classifier when :math:`x` requires grad (the divergence of the probability-flow likelihood).
 """
 
 from __future__ import annotations
@@ -60,7 +61,13 @@ def check_diffusion_classifier(classifier: Any, dim: int, schedule, obs: Observa
 
 
 def guidance_terms(
-    classifier: Any, obs: Observations, x: torch.Tensor, t: TimeLike, *, need_grad: bool = True
+    classifier: Any,
+    obs: Observations,
+    x: torch.Tensor,
+    t: TimeLike,
+    *,
+    need_grad: bool = True,
+    create_graph: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """The classifier's part of the guided score at ``x`` ``(..., D)`` and diffusion time ``t``, from one forward
     and (if ``need_grad`` and some :math:`y_k` is observed) one backward pass.
@@ -69,15 +76,27 @@ def guidance_terms(
     :math:`Q(y_1 \\mid x, t)` is the prior :math:`w` and :math:`Q(y \\mid x, t)` a constant in :math:`x` (reported as
     0, gradient 0), the limit the classifier tends to as the noise grows.
 
+    :param need_grad: compute :math:`\\nabla_x \\log Q(y \\mid x, t)` (skipped when no :math:`y_k` is observed).
+    :param create_graph: return the terms as differentiable functions of ``x`` (which must require grad), the
+        gradient included (a double-backward graph): what the divergence of the guided score needs
+        (:func:`~pyro_sculpt.diffusion.probability_flow_log_prob`). Both classifiers are twice differentiable in
+        ``x``. Beyond ``max_time`` the terms are constants, so their derivatives are zero there. Costs a
+        larger graph; samplers leave it off.
     :returns: ``(log_q1, log_q_y, grad)``: :math:`\\log Q(y_1 = i \\mid x, t)` ``(..., m)``, :math:`\\log Q(y \\mid x,
-        t)` ``(...)`` and :math:`\\nabla_x \\log Q(y \\mid x, t)` ``(..., D)`` (``None`` when not needed), detached.
-        Works under :func:`torch.no_grad`.
+        t)` ``(...)`` and :math:`\\nabla_x \\log Q(y \\mid x, t)` ``(..., D)`` (``None`` when not needed), detached
+        unless ``create_graph``. Works under :func:`torch.no_grad` (``create_graph`` needs grad mode).
+    :raises ValueError: if ``create_graph`` is set but ``x`` does not require grad or grad mode is off.
 
     Example::
 
         obs = Observations.build((0, 1), 2)
         log_q1, log_q_y, grad = guidance_terms(clf, obs, x, 0.3)
     """
+    if create_graph and not (x.requires_grad and torch.is_grad_enabled()):
+        raise ValueError(
+            "create_graph=True returns the guidance terms as functions of x: x must require grad and grad mode be "
+            f"enabled, got x.requires_grad={x.requires_grad}, grad enabled={torch.is_grad_enabled()}"
+        )
     observed = any(v is not None for v in obs.y)
     need_grad = need_grad and observed
     beyond = None
@@ -90,20 +109,23 @@ def guidance_terms(
             log_w = torch.tensor(obs.weights, dtype=x.dtype, device=x.device).log()
             zeros = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
             return log_w.expand(x.shape[:-1] + log_w.shape), zeros, torch.zeros_like(x) if need_grad else None
-    with torch.enable_grad() if need_grad else torch.no_grad():
-        xg = x.detach().requires_grad_(need_grad)
-        if isinstance(classifier, GaussianMixtureClassifier):
-            # closed-form first marginal; the quadrature only for Q(y | x_t) and only for the observed y_1
-            with torch.no_grad():
-                log_q1 = classifier.log_prob_first(x.detach(), t, weights=list(obs.weights))
-            if observed:
-                log_q_y = classifier.log_prob(obs.y, xg, t, **_exact_priors(obs))
+    if create_graph:
+        log_q1, log_q_y, grad = _differentiable_terms(classifier, obs, x, t, need_grad)
+    else:
+        with torch.enable_grad() if need_grad else torch.no_grad():
+            xg = x.detach().requires_grad_(need_grad)
+            if isinstance(classifier, GaussianMixtureClassifier):
+                # closed-form first marginal; the quadrature only for Q(y | x_t) and only for the observed y_1
+                with torch.no_grad():
+                    log_q1 = classifier.log_prob_first(x.detach(), t, weights=list(obs.weights))
+                if observed:
+                    log_q_y = classifier.log_prob(obs.y, xg, t, **_exact_priors(obs))
+                else:
+                    log_q_y = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
             else:
-                log_q_y = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
-        else:
-            log_q1, log_q_y = classifier.guidance_log_probs(xg, t, obs)
-        grad = torch.autograd.grad(log_q_y.sum(), xg)[0] if need_grad else None
-    log_q1, log_q_y = log_q1.detach(), log_q_y.detach()
+                log_q1, log_q_y = classifier.guidance_log_probs(xg, t, obs)
+            grad = torch.autograd.grad(log_q_y.sum(), xg)[0] if need_grad else None
+        log_q1, log_q_y = log_q1.detach(), log_q_y.detach()
     if beyond is not None and bool(beyond.any()):  # per-particle times, some beyond max_time
         b = beyond.expand(log_q_y.shape)
         log_w = torch.tensor(obs.weights, dtype=log_q1.dtype, device=x.device).log()
@@ -111,6 +133,22 @@ def guidance_terms(
         log_q_y = torch.where(b, torch.zeros_like(log_q_y), log_q_y)
         if grad is not None:
             grad = torch.where(b.unsqueeze(-1), torch.zeros_like(grad), grad)
+    return log_q1, log_q_y, grad
+
+
+def _differentiable_terms(
+    classifier: Any, obs: Observations, x: torch.Tensor, t: TimeLike, need_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """:func:`guidance_terms` as functions of ``x`` (no detaching; the gradient with ``create_graph=True``)."""
+    if isinstance(classifier, GaussianMixtureClassifier):
+        log_q1 = classifier.log_prob_first(x, t, weights=list(obs.weights))
+        if any(v is not None for v in obs.y):
+            log_q_y = classifier.log_prob(obs.y, x, t, **_exact_priors(obs))
+        else:
+            log_q_y = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
+    else:
+        log_q1, log_q_y = classifier.guidance_log_probs(x, t, obs)
+    grad = torch.autograd.grad(log_q_y.sum(), x, create_graph=True)[0] if need_grad else None
     return log_q1, log_q_y, grad
 
 
@@ -123,21 +161,33 @@ def composed_score(
     *,
     gamma: float = 1.0,
     base_scores: Optional[torch.Tensor] = None,
+    create_graph: Optional[bool] = None,
 ) -> torch.Tensor:
     """The guided score :math:`\\sum_i Q(y_1 = i \\mid x, t)\\, s_i(x, t) + \\gamma \\nabla_x \\log Q(y \\mid x, t)`
     at ``x`` ``(..., D)``, batched over particles.
+
+    Under :func:`torch.no_grad` (the samplers) the classifier's terms are detached constants: one classifier forward
+    and backward pass per call. When ``x`` requires grad in grad mode (the probability-flow likelihood, whose
+    divergence differentiates the score), the score is a differentiable function of ``x`` whole: its Jacobian
+    holds the classifier's part :math:`\\sum_i s_i \\nabla_x Q(y_1 = i \\mid x, t)^\\top + \\gamma \\nabla_x^2 \\log
+    Q(y \\mid x, t)` too (:func:`guidance_terms` with ``create_graph``).
 
     :param bases: the base models (their :meth:`~pyro_sculpt.diffusion.DiffusionModel.score`).
     :param classifier: a diffusion observation classifier of the bases.
     :param obs: the observations and their priors.
     :param gamma: the guidance scale.
-    :param base_scores: ``(..., m, D)`` the bases' scores at ``x``, if already computed.
+    :param base_scores: ``(..., m, D)`` the bases' scores at ``x``, if already computed (as functions of ``x`` when
+        the score must be differentiable).
+    :param create_graph: whether the score is differentiable in ``x`` through the classifier; default: when ``x``
+        requires grad and grad mode is on.
 
     Example::
 
         s = composed_score([oracle1, oracle2], clf, Observations.build((0, 0), 2), x, 0.3, gamma=2.0)
     """
-    log_q1, _, grad = guidance_terms(classifier, obs, x, t, need_grad=gamma != 0.0)
+    if create_graph is None:
+        create_graph = x.requires_grad and torch.is_grad_enabled()
+    log_q1, _, grad = guidance_terms(classifier, obs, x, t, need_grad=gamma != 0.0, create_graph=create_graph)
     if base_scores is None:
         base_scores = torch.stack([b.score(x, t) for b in bases], -2)  # a loop over bases, batched over particles
     score = (log_q1.exp().to(base_scores.dtype).unsqueeze(-1) * base_scores).sum(-2)
