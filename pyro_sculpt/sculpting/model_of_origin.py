@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Union
 
 import torch
 from pyro.distributions import Categorical
 
-from pyro_sculpt.sculpting.observations import Observations
+from pyro_sculpt.sculpting.observations import Observations, PriorLike, check_weights
 
 
 class ModelOfOrigin(Categorical):
@@ -18,8 +18,12 @@ class ModelOfOrigin(Categorical):
 
     :param classifier: an observation classifier of the bases.
     :param x: terminal values ``(...,) + event_shape`` (checked by the classifier).
-    :param prior: the prior :math:`\\pi` over bases (default uniform): the mixture weights for :math:`y_1`.
-    :param alpha: shorthand for ``prior=(alpha, 1 - alpha)`` (two bases).
+    :param prior: the prior :math:`\\pi` over bases (default uniform): the mixture weights for :math:`y_1`. Numbers
+        or tensors (e.g. ``(w, 1 - w)`` or a ``simplex``-constrained :func:`pyro.param`), each finite and > 0.
+    :param alpha: shorthand for ``prior=(alpha, 1 - alpha)`` (two bases), in (0, 1); a number or a 0-d tensor.
+
+    :meth:`log_prob` is differentiable in a tensor ``prior`` or ``alpha`` (not in ``x``: the classifier's logits
+    are what they are), so that SVI learns them.
 
     Example::
 
@@ -27,14 +31,19 @@ class ModelOfOrigin(Categorical):
             x = pyro.sample("x", ps.mixture(p1, p2))
             pyro.sample("y1", ps.ModelOfOrigin(clf, x), obs=torch.tensor(0))
             pyro.sample("y2", ps.ModelOfOrigin(clf, x), obs=torch.tensor(1))
+
+        def learn_alpha(x, y2):  # x: terminal states, y2: observed labels
+            a = pyro.param("a", torch.tensor(0.5), constraint=constraints.unit_interval)
+            with pyro.plate("data", len(x)):
+                pyro.sample("y2", ps.ModelOfOrigin(clf, x, alpha=a), obs=y2)
     """
 
     def __init__(
         self,
         classifier: Any,
         x: torch.Tensor,
-        prior: Optional[Sequence[float]] = None,
-        alpha: Optional[float] = None,
+        prior: Optional[PriorLike] = None,
+        alpha: Optional[Union[float, torch.Tensor]] = None,
         validate_args=None,
     ):
         if not callable(getattr(classifier, "terminal_logits", None)) or not hasattr(classifier, "num_models"):
@@ -49,7 +58,7 @@ class ModelOfOrigin(Categorical):
             obs = Observations.build((None, None), m, alpha=alpha)
             log_prior = obs.log_priors()[1]
         else:
-            log_prior = Observations.build((None,), m, prior).log_priors()[0]
+            log_prior = check_weights(prior, m, "prior").log()
         logits = classifier.terminal_logits(x)
         super().__init__(logits=logits + log_prior.to(logits), validate_args=validate_args)
         self.classifier, self.prior, self.alpha = classifier, prior, alpha

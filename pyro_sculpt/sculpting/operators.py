@@ -23,23 +23,69 @@ operator                 observation             density (2 bases, uniform weigh
 =======================  =====================  ==========================================================
 
 With ``alpha``, the denominators :math:`p_1 + p_2` become :math:`\\alpha p_1 + (1-\\alpha) p_2`.
+
+Learnable parameters (DESIGN.md: composition parameters stay tensors with gradients where the density is
+differentiable in them). ``weights`` and ``alpha`` may be tensors, e.g. :func:`pyro.param` with a ``simplex`` or
+``unit_interval`` constraint:
+
+* differentiable: the :func:`mixture`'s ``log_prob`` in its weights (exact on enumerable spaces; for diffusion bases
+  the bases' own densities, e.g. :class:`~pyro_sculpt.diffusion.DDIMSampler` with ``eta=0``), its step sites under
+  :func:`pyro_sculpt.run`; :class:`~pyro_sculpt.sculpting.ModelOfOrigin`'s ``log_prob`` in ``prior`` and ``alpha``;
+  the closed forms :func:`~pyro_sculpt.sculpting.composition_distribution` and
+  :func:`~pyro_sculpt.sculpting.composition_log_density` in both;
+* constant (detached, with a warning when a tensor requires grad): the sculpted processes of :func:`sculpt`,
+  :func:`harmonic_mean`, :func:`contrast` and :func:`reverse_contrast`. Their exact ``log_prob`` is a dynamic
+  programme over a guided policy whose classifier is evaluated at a fixed ``alpha`` (an exact classifier's tables, a
+  learned one's network), and a diffusion composition's density is that of a guided score; neither carries a
+  gradient in the composition parameters. Learn them by observing ``ModelOfOrigin`` labels in a Pyro model, or by
+  fitting a closed form.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+import warnings
+from typing import Any, Optional, Sequence, Union
+
+import torch
 
 from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.sculpting.family import family_of
 from pyro_sculpt.sculpting.guidance import check_gamma
+from pyro_sculpt.sculpting.observations import PriorLike
 
 
-def mixture(*bases: Any, weights: Optional[Sequence[float]] = None) -> ProcessDistribution:
+def _requires_grad(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.requires_grad
+    if isinstance(value, (list, tuple)):
+        return any(_requires_grad(v) for v in value)
+    return False
+
+
+def _warn_constant_parameters(alpha: Any, weights: Any) -> None:
+    if _requires_grad(alpha) or _requires_grad(weights):
+        warnings.warn(
+            "sculpt(...) treats weights and alpha as constants: the sculpted process's samples and log_prob carry no "
+            "gradient in them. To learn them, observe ps.ModelOfOrigin labels in the model, or fit "
+            "ps.sculpting.composition_distribution / composition_log_density",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def mixture(*bases: Any, weights: Optional[PriorLike] = None) -> ProcessDistribution:
     """The mixture :math:`\\sum_i w_i p_i` (exact; no classifier needed).
+
+    :param bases: the base models, or their distributions.
+    :param weights: mixture weights (default uniform), each finite and > 0: numbers or tensors. Its ``log_prob`` is
+        differentiable in tensor weights; samples are drawn with their current values.
 
     Example::
 
         x = pyro.sample("x", ps.mixture(p1, p2))
+
+        w = pyro.param("w", torch.tensor([0.5, 0.5]), constraint=constraints.simplex)
+        pyro.sample("x", ps.mixture(p1, p2, weights=w), obs=x_data)   # SVI learns w
     """
     return ProcessDistribution(family_of(bases).mixture(list(bases), weights))
 
@@ -48,8 +94,8 @@ def sculpt(
     bases: Sequence[Any],
     classifier: Any,
     y: Sequence[Optional[int]],
-    alpha: Optional[float] = None,
-    weights: Optional[Sequence[float]] = None,
+    alpha: Optional[Union[float, torch.Tensor]] = None,
+    weights: Optional[PriorLike] = None,
     *,
     gamma: float = 1.0,
 ) -> ProcessDistribution:
@@ -60,6 +106,9 @@ def sculpt(
     :param y: observed base indices (0-based), ``None`` to leave an entry unobserved.
     :param alpha: prior :math:`(\\alpha, 1-\\alpha)` of :math:`y_{2..n}` (two bases), in (0, 1).
     :param weights: mixture weights.
+
+    ``alpha`` and ``weights`` are constants of the sculpted process (see the module's notes on learnable
+    parameters): a tensor that requires grad is detached, with a :class:`UserWarning`.
     :param gamma: guidance scale of diffusion bases (:func:`~pyro_sculpt.sculpting.diffusion.composed_score`).
 
     Example::
@@ -71,11 +120,13 @@ def sculpt(
         hm = ps.sculpt([AncestralSampler(m1, 200), AncestralSampler(m2, 200)], diffusion_clf, y=(0, 1))
     """
     family = family_of(bases)
-    return ProcessDistribution(family.sculpt(list(bases), classifier, y, alpha, weights, check_gamma(gamma)))
+    process = family.sculpt(list(bases), classifier, y, alpha, weights, check_gamma(gamma))
+    _warn_constant_parameters(alpha, weights)  # after the checks: bad values raise first
+    return ProcessDistribution(process)
 
 
 def harmonic_mean(
-    p1: Any, p2: Any, classifier: Any, alpha: Optional[float] = None, *, gamma: float = 1.0
+    p1: Any, p2: Any, classifier: Any, alpha: Optional[Union[float, torch.Tensor]] = None, *, gamma: float = 1.0
 ) -> ProcessDistribution:
     """:math:`p_1 \\otimes p_2 \\propto p_1 p_2 / (\\alpha p_1 + (1-\\alpha) p_2)`
     (:math:`\\alpha = 1/2` by default)."""
@@ -83,7 +134,7 @@ def harmonic_mean(
 
 
 def contrast(
-    p1: Any, p2: Any, classifier: Any, alpha: Optional[float] = None, *, gamma: float = 1.0
+    p1: Any, p2: Any, classifier: Any, alpha: Optional[Union[float, torch.Tensor]] = None, *, gamma: float = 1.0
 ) -> ProcessDistribution:
     """:math:`p_1 \\,◑\\, p_2 \\propto p_1^2 / (\\alpha p_1 + (1-\\alpha) p_2)`: what :math:`p_1` has and
     :math:`p_2` lacks."""
@@ -91,7 +142,7 @@ def contrast(
 
 
 def reverse_contrast(
-    p1: Any, p2: Any, classifier: Any, alpha: Optional[float] = None, *, gamma: float = 1.0
+    p1: Any, p2: Any, classifier: Any, alpha: Optional[Union[float, torch.Tensor]] = None, *, gamma: float = 1.0
 ) -> ProcessDistribution:
     """:math:`p_1 \\,◐\\, p_2 \\propto p_2^2 / (\\alpha p_1 + (1-\\alpha) p_2)`."""
     return sculpt([p1, p2], classifier, (1, 1), alpha, gamma=gamma)

@@ -128,6 +128,8 @@ def test_one_batched_classifier_call_per_step():
 
     clf.raw = counting
     proc = ps.harmonic_mean(p1, p2, clf).process
+    proc.check_support()  # one row at the initial state, once per version of the bases and classifier: not a step
+    calls.clear()
     n = 500
     x, state = ps.sample(proc, (n,), return_state=True)
     steps = int(ENV.levels(x).max()) + 1

@@ -202,7 +202,7 @@ class DiffusionObservationClassifier(nn.Module):
             return terminal_log_joint(self.terminal_logits(x), log_priors)
         tt = time_like(t, x)
         flag = torch.zeros(x.shape[:-1], dtype=torch.bool, device=x.device)
-        la = logit(o.alpha) if (self.alpha_conditioned and o.alpha is not None) else 0.0
+        la = logit(o.alpha_value) if (self.alpha_conditioned and o.alpha is not None) else 0.0
         _, joint = self._split(self.net(self._features(x, tt, flag, la)))
         m, n = self.num_models, self.num_observations
         uniform = torch.full((m,), -math.log(m), dtype=x.dtype, device=x.device)

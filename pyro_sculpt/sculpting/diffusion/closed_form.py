@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
 from pyro_sculpt.diffusion.samplers import ReverseDiffusionProcess
 from pyro_sculpt.sculpting.diffusion.bases import as_sampler
-from pyro_sculpt.sculpting.observations import Observations, terminal_log_joint
+from pyro_sculpt.sculpting.observations import Observations, PriorLike, terminal_log_joint
 
 
 def composition_log_density(
     bases: Sequence[Any],
     y: Sequence[Optional[int]],
-    alpha: Optional[float] = None,
-    weights: Optional[Sequence[float]] = None,
+    alpha: Optional[Union[float, torch.Tensor]] = None,
+    weights: Optional[PriorLike] = None,
     *,
     t: Optional[float] = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -32,8 +32,11 @@ def composition_log_density(
     :param bases: :class:`~pyro_sculpt.diffusion.GaussianMixtureOracle` (or any object with ``log_prob(x, t)``), or
         samplers of them.
     :param y: observed base indices, ``None`` for unobserved (all ``None``: the mixture).
+    :param alpha: prior :math:`(\\alpha, 1-\\alpha)` of :math:`y_{2..n}` (two bases), a number or a 0-d tensor.
+    :param weights: mixture weights, numbers or a tensor.
     :param t: the noise level of the densities (``None``: the data densities).
-    :returns: a function mapping ``(N, D)`` to ``(N,)`` (float64).
+    :returns: a function mapping ``(N, D)`` to ``(N,)`` (float64), differentiable in tensor ``weights`` and
+        ``alpha``.
 
     Example::
 
@@ -52,7 +55,8 @@ def composition_log_density(
 
     def log_density(x: torch.Tensor) -> torch.Tensor:
         logp = torch.stack([m.log_prob(x, t) for m in models], -1).to(torch.float64)
-        mix = torch.logsumexp(logp + log_priors[0], -1)
-        return mix + obs.select(terminal_log_joint(logp, log_priors))
+        lp = log_priors.to(logp.device)
+        mix = torch.logsumexp(logp + lp[0], -1)
+        return mix + obs.select(terminal_log_joint(logp, lp))
 
     return log_density

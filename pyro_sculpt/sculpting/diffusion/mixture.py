@@ -13,7 +13,7 @@ from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.diffusion.bases import DiffusionBase, check_diffusion_bases
 from pyro_sculpt.sculpting.diffusion.score import check_diffusion_classifier, composed_score, is_diffusion_classifier
 from pyro_sculpt.sculpting.guidance import Guidance
-from pyro_sculpt.sculpting.observations import Observations
+from pyro_sculpt.sculpting.observations import Observations, PriorLike
 from pyro_sculpt.utils import DeviceLike, as_device
 
 
@@ -31,8 +31,12 @@ class DiffusionMixtureProcess(IterativeProcess):
     Under :func:`~pyro_sculpt.sculpting.sculpt_guidance` every step :math:`t \\ge 2` is rebuilt from the guided score
     (:func:`composed_score`, which weights the bases by the classifier's :math:`Q(y_1 \\mid x, t)` instead of ``k``).
 
+    The weights may be tensors (e.g. a ``simplex``-constrained :func:`pyro.param`): :meth:`terminal_log_prob` and the
+    component site of step 0 are differentiable in them (the bases' densities are not); sampling draws detached
+    values, and guidance treats them as constants.
+
     :param bases: diffusion samplers built with the same sampler arguments (or their distributions).
-    :param weights: mixture weights (default uniform).
+    :param weights: mixture weights (default uniform): numbers or tensors, each finite and > 0.
     :param device: where states live (default the first sampler's device).
 
     Example::
@@ -48,7 +52,7 @@ class DiffusionMixtureProcess(IterativeProcess):
     is_mixture = True
 
     def __init__(
-        self, bases: Sequence[DiffusionBase], weights: Optional[Sequence[float]] = None, *, device: DeviceLike = None
+        self, bases: Sequence[DiffusionBase], weights: Optional[PriorLike] = None, *, device: DeviceLike = None
     ):
         self.samplers = check_diffusion_bases(bases, same_sampler=True)
         self.sampler = self.samplers[0]
@@ -63,7 +67,10 @@ class DiffusionMixtureProcess(IterativeProcess):
         self._memo: Optional[tuple] = None
 
     def __repr__(self) -> str:
-        return f"DiffusionMixtureProcess({len(self.samplers)} bases, weights={self.weights}, sampler={self.sampler!r})"
+        return (
+            f"DiffusionMixtureProcess({len(self.samplers)} bases, weights={self.obs.weight_values}, "
+            f"sampler={self.sampler!r})"
+        )
 
     @property
     def device(self) -> torch.device:
@@ -132,7 +139,7 @@ class DiffusionMixtureProcess(IterativeProcess):
     def step_dist(self, state, t: int) -> TorchDistribution:
         x, k = state
         if t == 0:
-            probs = torch.tensor(self.weights, device=self.device)
+            probs = self.weights.to(device=self.device, dtype=torch.get_default_dtype())
             return Categorical(probs=probs).expand(k.shape[:-1])
         if t == 1:
             return self.sampler.prior(x.shape[:-1])
@@ -168,9 +175,9 @@ class DiffusionMixtureProcess(IterativeProcess):
 
     def terminal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """:math:`\\log \\sum_i w_i p_i(x)` from the bases' own log-densities (deterministic samplers, see
-        :class:`~pyro_sculpt.diffusion.DDIMSampler`)."""
+        :class:`~pyro_sculpt.diffusion.DDIMSampler`), differentiable in tensor weights."""
         logs = torch.stack([s.terminal_log_prob(x) for s in self.samplers], -1)
-        return torch.logsumexp(logs + torch.tensor(self.weights, dtype=logs.dtype, device=logs.device).log(), -1)
+        return torch.logsumexp(logs + self.weights.to(dtype=logs.dtype, device=logs.device).log(), -1)
 
     # ----- guidance (GuidableProcess) -----
 
@@ -181,7 +188,7 @@ class DiffusionMixtureProcess(IterativeProcess):
                 f"classifier {type(clf).__name__} guides {getattr(clf, 'guides', 'another family')}, but {self!r} is a "
                 "diffusion mixture: use a DiffusionObservationClassifier or GaussianMixtureClassifier"
             )
-        obs = Observations.build(guidance.y, len(self.bases), self.weights, guidance.alpha)
+        obs = Observations.build(guidance.y, len(self.bases), self.weights, guidance.alpha).detach()
         check_diffusion_classifier(guidance.classifier, self.dim, self.schedule, obs)
         return obs
 
@@ -205,8 +212,6 @@ class DiffusionMixtureProcess(IterativeProcess):
         return self.step_from_score(x, t, score)
 
 
-def diffusion_mixture(
-    bases: Sequence[DiffusionBase], weights: Optional[Sequence[float]] = None
-) -> DiffusionMixtureProcess:
+def diffusion_mixture(bases: Sequence[DiffusionBase], weights: Optional[PriorLike] = None) -> DiffusionMixtureProcess:
     """The exact mixture process of diffusion samplers (:class:`DiffusionMixtureProcess`)."""
     return DiffusionMixtureProcess(bases, weights)

@@ -106,7 +106,7 @@ def guidance_terms(
         if beyond.dim() == 0 or bool(beyond.all()):
             beyond = beyond.expand(x.shape[:-1])
         if bool(beyond.all()):  # nothing to evaluate: the prior, and no guidance term
-            log_w = torch.tensor(obs.weights, dtype=x.dtype, device=x.device).log()
+            log_w = obs.weights.detach().to(dtype=x.dtype, device=x.device).log()
             zeros = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
             return log_w.expand(x.shape[:-1] + log_w.shape), zeros, torch.zeros_like(x) if need_grad else None
     if create_graph:
@@ -117,7 +117,7 @@ def guidance_terms(
             if isinstance(classifier, GaussianMixtureClassifier):
                 # closed-form first marginal; the quadrature only for Q(y | x_t) and only for the observed y_1
                 with torch.no_grad():
-                    log_q1 = classifier.log_prob_first(x.detach(), t, weights=list(obs.weights))
+                    log_q1 = classifier.log_prob_first(x.detach(), t, weights=obs.weights.detach())
                 if observed:
                     log_q_y = classifier.log_prob(obs.y, xg, t, **_exact_priors(obs))
                 else:
@@ -128,7 +128,7 @@ def guidance_terms(
         log_q1, log_q_y = log_q1.detach(), log_q_y.detach()
     if beyond is not None and bool(beyond.any()):  # per-particle times, some beyond max_time
         b = beyond.expand(log_q_y.shape)
-        log_w = torch.tensor(obs.weights, dtype=log_q1.dtype, device=x.device).log()
+        log_w = obs.weights.detach().to(dtype=log_q1.dtype, device=x.device).log()
         log_q1 = torch.where(b.unsqueeze(-1), log_w, log_q1)
         log_q_y = torch.where(b, torch.zeros_like(log_q_y), log_q_y)
         if grad is not None:
@@ -141,7 +141,7 @@ def _differentiable_terms(
 ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """:func:`guidance_terms` as functions of ``x`` (no detaching; the gradient with ``create_graph=True``)."""
     if isinstance(classifier, GaussianMixtureClassifier):
-        log_q1 = classifier.log_prob_first(x, t, weights=list(obs.weights))
+        log_q1 = classifier.log_prob_first(x, t, weights=obs.weights.detach())
         if any(v is not None for v in obs.y):
             log_q_y = classifier.log_prob(obs.y, x, t, **_exact_priors(obs))
         else:
@@ -199,9 +199,9 @@ def composed_score(
 def _exact_priors(obs: Observations) -> dict:
     """The priors of ``obs`` as keywords of :class:`~pyro_sculpt.diffusion.GaussianMixtureClassifier` (whose default
     prior of :math:`y_{2..n}` is the mixture weights; :class:`Observations` uses ``alpha`` or uniform)."""
-    kw: dict = {"weights": list(obs.weights)}
+    kw: dict = {"weights": obs.weights.detach()}
     if obs.num_observations > 1:
-        kw["alpha"] = obs.log_priors(dtype=torch.float64)[1].exp()
+        kw["alpha"] = obs.log_priors(dtype=torch.float64)[1].exp().detach()
     return kw
 
 

@@ -153,7 +153,7 @@ class ObservationClassifier(Classifier):
     def raw(self, states, terminal, obs):
         logit_alpha = 0.0
         if self.alpha_conditioned and obs.alpha is not None:
-            logit_alpha = logit(obs.alpha)
+            logit_alpha = logit(obs.alpha_value)
         return self._split(self.net(self._features(states, terminal, logit_alpha)))
 
     # ----- training (MATH.md §1.2) -----

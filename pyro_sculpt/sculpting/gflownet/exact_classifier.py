@@ -72,7 +72,7 @@ class ExactClassifier(Classifier):
         return tables
 
     def raw(self, states, terminal, obs):
-        term, nt = self._tables(obs.alpha if self.num_observations > 1 else None)
+        term, nt = self._tables(obs.alpha_value if self.num_observations > 1 else None)
         idx = self.env.index(states)
         return term[idx], nt[idx]  # float64: the oracle keeps double precision
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -28,6 +29,31 @@ class GuidedStep:
     base_log_probs: torch.Tensor
     log_q_y: torch.Tensor
     log_q_y_current: torch.Tensor
+
+
+#: :math:`Q(y \\mid s_0)` at or below this is taken for zero by :func:`check_common_support`. The exact classifier
+#: floors its probabilities at 1e-300; this leaves twenty orders of magnitude between the two, far below any
+#: normaliser a float64 composition of grid distributions reaches.
+MIN_EVIDENCE = 1e-280
+
+
+def check_common_support(env, classifier: Classifier, obs: Observations, device=None) -> None:
+    """Raise a :class:`ValueError` naming ``y`` when the observations are impossible: when the classifier's
+    :math:`Q(y \\mid s_0)` at the initial state, the probability :math:`\\tilde p(y)` of the observations under the
+    augmented model (exact with an exact classifier), is at most :data:`MIN_EVIDENCE` or NaN. The bases then share
+    no support where the observations need it (e.g. the harmonic mean of bases with disjoint supports): the sculpted
+    distribution is zero everywhere, and the guided policy would be meaningless. One classifier call on one row.
+    """
+    s0 = env.initial_state(device).unsqueeze(0)
+    flags = torch.zeros(1, dtype=torch.bool, device=s0.device)
+    with torch.no_grad():
+        log_q = float(obs.select(classifier.log_joint(s0, flags, obs.detach()))[0])
+    if not log_q > math.log(MIN_EVIDENCE):  # also true for NaN
+        raise ValueError(
+            f"y={obs.y} has probability {math.exp(log_q) if log_q == log_q else log_q:.3g} <= {MIN_EVIDENCE:g} under "
+            "the classifier at the initial state: the bases share no support where these observations need it, so "
+            "the sculpted distribution is zero everywhere (undefined)"
+        )
 
 
 def _classify_distinct_rows(env, classifier: Classifier, obs: Observations, rows, terminal) -> torch.Tensor:

@@ -15,9 +15,9 @@ from pyro_sculpt.gflownets.policy_process import (
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.gflownet.bases import check_bases
 from pyro_sculpt.sculpting.gflownet.classifier import Classifier
-from pyro_sculpt.sculpting.gflownet.guided_step import guided_step
+from pyro_sculpt.sculpting.gflownet.guided_step import check_common_support, guided_step
 from pyro_sculpt.sculpting.guidance import Guidance
-from pyro_sculpt.sculpting.observations import Observations
+from pyro_sculpt.sculpting.observations import Observations, PriorLike
 
 
 class MixtureProcess(IterativeProcess):
@@ -29,14 +29,19 @@ class MixtureProcess(IterativeProcess):
     guidance handler (:class:`~pyro_sculpt.sculpting.SculptGuidanceMessenger`) its steps become the guided policy
     while ``log_rho`` keeps tracking the exact prefix posterior (used by the SMC correction).
 
+    The weights may be tensors (e.g. a ``simplex``-constrained :func:`pyro.param`): the exact
+    :meth:`terminal_log_prob` (the log-probability of :func:`~pyro_sculpt.sculpting.mixture` on an enumerable space)
+    and the step sites of :func:`pyro_sculpt.run` are differentiable in them; sampling draws detached values. Under
+    guidance the guided policy treats them as constants (see :class:`~pyro_sculpt.sculpting.gflownet.SculptedProcess`).
+
     :param bases: the base models.
-    :param weights: mixture weights (default uniform).
+    :param weights: mixture weights (default uniform): numbers or tensors, each finite and > 0.
     """
 
     #: a mixture of bases (read by :func:`~pyro_sculpt.sculpting.sculpted_guide`)
     is_mixture = True
 
-    def __init__(self, bases: Sequence[DiscretePolicyProcess], weights: Optional[Sequence[float]] = None):
+    def __init__(self, bases: Sequence[DiscretePolicyProcess], weights: Optional[PriorLike] = None):
         self.env = check_bases(bases)
         self.bases = list(bases)
         self.base_processes = self.bases
@@ -46,14 +51,15 @@ class MixtureProcess(IterativeProcess):
         self.backward_policy = self.bases[0].backward_policy
 
     def __repr__(self) -> str:
-        return f"MixtureProcess({len(self.bases)} bases, weights={self.weights})"
+        return f"MixtureProcess({len(self.bases)} bases, weights={self.obs.weight_values})"
 
     @property
     def device(self) -> torch.device:
         return self.bases[0].device
 
     def init(self):
-        return (self.env.initial_state(self.device), torch.tensor(self.weights, device=self.device).log())
+        log_w = self.weights.to(device=self.device, dtype=torch.get_default_dtype()).log()
+        return (self.env.initial_state(self.device), log_w)
 
     #: evaluate the bases once per distinct state of a batch
     deduplicate: bool = True
@@ -82,7 +88,13 @@ class MixtureProcess(IterativeProcess):
         s, log_rho = state
         lp = self.base_log_probs(s)
         post = torch.log_softmax(log_rho, -1).unsqueeze(-1)
-        return Categorical(logits=torch.logsumexp(post + lp, -2))
+        if not log_rho.requires_grad:
+            return Categorical(logits=torch.logsumexp(post + lp, -2))
+        # differentiable in the weights (under pyro_sculpt.run): keep the logsumexp of invalid actions, -inf under
+        # every base, out of the graph, where its gradient would be NaN
+        valid = (lp > float("-inf")).any(-2)
+        logits = torch.logsumexp(post + torch.where(valid.unsqueeze(-2), lp, torch.zeros_like(lp)), -2)
+        return Categorical(logits=logits.masked_fill(~valid, float("-inf")))
 
     def transition(self, state, value, t):
         s, log_rho = state
@@ -110,8 +122,10 @@ class MixtureProcess(IterativeProcess):
         return self.bases[0].support
 
     def exact_terminal_distribution(self) -> torch.Tensor:
-        """:math:`\\sum_i w_i p_i(x)` over all states, from the bases' exact distributions."""
-        return sum(w * b.exact_terminal_distribution() for w, b in zip(self.weights, self.bases))
+        """:math:`\\sum_i w_i p_i(x)` over all states (float64), from the bases' exact distributions; differentiable in
+        tensor weights."""
+        p = torch.stack([b.exact_terminal_distribution() for b in self.bases])  # (m, N)
+        return (self.weights.to(device=p.device, dtype=p.dtype).unsqueeze(-1) * p).sum(0)
 
     def terminal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         if not self.env.is_enumerable:
@@ -134,8 +148,9 @@ class MixtureProcess(IterativeProcess):
             )
         if not clf.env.same_as(self.env):
             raise ValueError(f"classifier is for env {clf.env.config()}, but the mixture lives on {self.env.config()}")
-        obs = Observations.build(guidance.y, len(self.bases), self.weights, guidance.alpha)
+        obs = Observations.build(guidance.y, len(self.bases), self.weights, guidance.alpha).detach()
         clf.check_observations(obs)
+        check_common_support(self.env, clf, obs, self.device)
         return obs
 
     def guided_step_dist(self, state, t: int, guidance: Guidance) -> Categorical:

@@ -13,7 +13,7 @@ from pyro_sculpt.gflownets.policy_process import (
 )
 from pyro_sculpt.sculpting.gflownet.bases import check_bases
 from pyro_sculpt.sculpting.gflownet.classifier import Classifier
-from pyro_sculpt.sculpting.gflownet.guided_step import GuidedStep, guided_step
+from pyro_sculpt.sculpting.gflownet.guided_step import GuidedStep, check_common_support, guided_step
 from pyro_sculpt.sculpting.gflownet.twist import ClassifierTwist
 from pyro_sculpt.sculpting.observations import Observations
 
@@ -32,6 +32,17 @@ class SculptedProcess(DiscretePolicyProcess):
     A sculpted process can be a base of a new composition ("chaining"). That composition is approximate: a guided
     policy no longer satisfies the uniform backward policy exactly, so the step-wise mixture of the new composition
     is not exactly the mixture of terminal distributions (Garipov et al. 2023, §4.1).
+
+    ``weights`` and ``alpha`` are treated as constants (tensors are detached): the exact :meth:`terminal_log_prob`
+    is a dynamic programme over the guided policy, whose classifier (the exact one's tables, a learned one's network)
+    is evaluated at a fixed :math:`\\alpha`, so it carries no gradient in them. To learn them, observe
+    :class:`~pyro_sculpt.sculpting.ModelOfOrigin` labels, or fit
+    :func:`~pyro_sculpt.sculpting.composition_distribution` (which equals this distribution for an exact classifier
+    and bases sharing the uniform backward policy) to samples.
+
+    Impossible observations (bases that share no support where ``y`` needs it, so that the target is zero
+    everywhere) raise a :class:`ValueError` when the process is sampled or its exact distribution computed
+    (:func:`~pyro_sculpt.sculpting.gflownet.guided_step.check_common_support`).
 
     :param bases: the base models.
     :param classifier: the observation classifier (learned or :class:`~pyro_sculpt.sculpting.ExactClassifier`).
@@ -57,12 +68,12 @@ class SculptedProcess(DiscretePolicyProcess):
             )
         self.bases = list(bases)
         self.classifier = classifier
-        self.obs = Observations.build(y, len(self.bases), weights, alpha)
+        self.obs = Observations.build(y, len(self.bases), weights, alpha).detach()
         classifier.check_observations(self.obs)
         self.backward_policy = self.bases[0].backward_policy
 
     def __repr__(self) -> str:
-        return f"SculptedProcess(y={self.obs.y}, alpha={self.obs.alpha}, {len(self.bases)} bases)"
+        return f"SculptedProcess(y={self.obs.y}, alpha={self.obs.alpha_value}, {len(self.bases)} bases)"
 
     @property
     def device(self) -> torch.device:  # type: ignore[override]
@@ -73,6 +84,24 @@ class SculptedProcess(DiscretePolicyProcess):
             self.classifier.cache_key() if hasattr(self.classifier, "cache_key") else parameters_key(self.classifier)
         )
         return (tuple(b.cache_key() for b in self.bases), clf_key)
+
+    def check_support(self) -> None:
+        """Raise a :class:`ValueError` naming ``y`` if the bases share no support where the observations need it
+        (:func:`~pyro_sculpt.sculpting.gflownet.guided_step.check_common_support`); checked once per version of the
+        bases and classifier."""
+        key = self.cache_key()
+        if self.__dict__.get("_support_checked") == key:
+            return
+        check_common_support(self.env, self.classifier, self.obs, self.device)
+        self.__dict__["_support_checked"] = key
+
+    def init(self) -> torch.Tensor:
+        self.check_support()
+        return super().init()
+
+    def exact_terminal_distribution(self) -> torch.Tensor:
+        self.check_support()
+        return super().exact_terminal_distribution()
 
     def guided(self, states: torch.Tensor) -> GuidedStep:
         """The guided step at ``states``, evaluated once per distinct state."""

@@ -45,7 +45,8 @@ class ClassifierTwist(Twist):
 
     def init(self, num_particles: int):
         env, device = self.process.env, self.process.device
-        log_w0 = torch.tensor(self.process.obs.weights, device=device).log()
+        self.process.check_support()  # impossible observations raise here, not as NaN weights
+        log_w0 = self.process.obs.weights.detach().to(device=device, dtype=torch.get_default_dtype()).log()
         return {
             "s": env.initial_state(device).expand(num_particles, env.state_dim).clone(),
             "log_rho": log_w0.expand(num_particles, -1).clone(),  # log w_i + log P_i(prefix), unnormalised
@@ -66,7 +67,7 @@ class ClassifierTwist(Twist):
         log_mix = torch.logsumexp(torch.log_softmax(log_rho, -1) + base_taken, -1)
         log_q_next = g.log_q_y.gather(-1, idx).squeeze(-1)
         if self.terminal_kind == "trajectory":  # at the stop, Q(y | x) from the trajectory's likelihood under each base
-            log_w0 = torch.tensor(obs.weights, device=s.device, dtype=log_rho.dtype).log()
+            log_w0 = obs.weights.detach().to(device=s.device, dtype=log_rho.dtype).log()
             log_priors = obs.log_priors(s.device, log_rho.dtype)
             traj = obs.select(terminal_log_joint((log_rho + base_taken) - log_w0, log_priors))
             log_q_next = torch.where(a == stop, traj.to(log_q_next.dtype), log_q_next)
