@@ -26,7 +26,8 @@ class ExactClassifier(Classifier):
 
     for a uniform prior of :math:`y_1` (other mixture weights are applied by Bayes' rule, as for a learned
     classifier). Any prior :math:`\\alpha` of :math:`y_{2..n}` is exact. It is the test oracle of the guidance, and a
-    practical choice on small spaces. Tables are computed on first use and cached while the bases do not change.
+    practical choice on small spaces. Tables are computed on first use (in float64) and cached while the bases do not
+    change; answers are in the default dtype.
 
     :param bases: the base models.
     :param num_observations: :math:`n`.
@@ -74,7 +75,9 @@ class ExactClassifier(Classifier):
     def raw(self, states, terminal, obs):
         term, nt = self._tables(obs.alpha if self.num_observations > 1 else None)
         idx = self.env.index(states)
-        return term[idx], nt[idx]  # float64: the oracle keeps double precision
+        # computed in float64 (the precision of the oracle), returned in the default dtype like any classifier's
+        dtype = torch.get_default_dtype()
+        return term[idx].to(dtype), nt[idx].to(dtype)
 
     def cache_key(self):
         return self._key()
