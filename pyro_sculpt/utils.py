@@ -29,11 +29,40 @@ def set_seed(seed: int | None) -> None:
     pyro.set_rng_seed(seed)
 
 
-def as_device(device: str | torch.device | None) -> torch.device:
-    """Normalise a device argument (``None`` means CPU)."""
+def as_device(device: DeviceLike, name: str = "device") -> torch.device:
+    """Normalise a device argument (``None`` means CPU) and check that this machine has it.
+
+    Every model, sampler and oracle that takes a ``device`` goes through this function, so that asking for a device
+    that is not there fails at once with a message naming the argument, instead of deep inside torch.
+
+    :param device: a device name (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...), a :class:`torch.device`, or ``None``.
+    :param name: the argument's name, for messages.
+    :raises ValueError: naming ``name`` for a malformed device, a CUDA device when CUDA is not available (or an
+        index beyond the devices present), or an MPS device when MPS is not available.
+    """
     if device is None:
         return torch.device("cpu")
-    return torch.device(device)
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
+        raise ValueError(
+            f"{name} must be a device name such as 'cpu' or 'cuda:0', a torch.device or None, got "
+            f"{type(device).__name__}"
+        )
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"{name} must be a device such as 'cpu' or 'cuda:0', got {device!r} ({e})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"{name}='{dev}' asks for CUDA, but CUDA is not available on this machine (torch "
+                f"{torch.__version__}); pass device='cpu' or None"
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"{name}='{dev}': this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}='{dev}' asks for MPS, but MPS is not available on this machine; pass 'cpu'")
+    return dev
 
 
 def progress(iterable: Iterable, *, enabled: bool, total: int | None = None, desc: str | None = None) -> Any:
@@ -50,6 +79,18 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_sample_shape(name: str, value: Any) -> torch.Size:
+    """Raise a :class:`ValueError` naming ``name`` unless ``value`` is a shape: a sequence of integers >= 0 (a
+    ``torch.Size`` or a tuple such as ``(1000,)``). A zero entry is allowed and gives an empty batch."""
+    if isinstance(value, (str, bytes, torch.Tensor)) or not isinstance(value, Iterable):
+        raise ValueError(f"{name} must be a tuple of integers >= 0 such as (1000,), got {value!r}")
+    dims = tuple(value)
+    for v in dims:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{name} must be a tuple of integers >= 0 such as (1000,), got {dims!r}")
+    return torch.Size(int(v) for v in dims)
 
 
 def check_probability(name: str, value: Any, *, open_interval: bool = True) -> float:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from pyro_sculpt.gflownets.env import DiscreteEnv
+from pyro_sculpt.gflownets.rewards import check_log_reward
 
 
 @dataclass
@@ -142,7 +143,12 @@ def _check_table(env: DiscreteEnv, log_pf: torch.Tensor, graph: StateGraph) -> N
 
 
 def reward_distribution(env: DiscreteEnv, reward) -> torch.Tensor:
-    """The normalised target :math:`R(x) / Z` over all states (float64)."""
+    """The normalised target :math:`R(x) / Z` over all states (float64).
+
+    :param reward: a reward ``reward(env, states) -> log R``.
+    :raises ValueError: if the reward does not return one finite log-reward per state
+        (:func:`~pyro_sculpt.gflownets.check_log_reward`).
+    """
     states = env.all_states()
-    log_r = reward(env, states).double()
-    return torch.softmax(log_r, 0)
+    log_r = check_log_reward(reward(env, states), states, "reward")
+    return torch.softmax(log_r.double(), 0)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
 from abc import abstractmethod
-from typing import Hashable, Optional
+from typing import Hashable, Optional, Sequence
 
 import torch
 from pyro.distributions import Categorical
@@ -32,7 +33,11 @@ class DiscretePolicyProcess(IterativeProcess):
         """``(..., n_actions)`` log-probabilities of the actions at ``states``, ``-inf`` on invalid actions."""
 
     def cache_key(self) -> Hashable:
-        """Changes whenever the policy changes; used to invalidate cached exact distributions."""
+        """Changes whenever the policy changes; used to invalidate cached exact distributions.
+
+        The default, ``None``, means "unknown": nothing is cached. A process whose policy depends on modules returns
+        :func:`parameters_key` of them; a composition returns a tuple of its parts' keys.
+        """
         return None
 
     # ----- IterativeProcess -----
@@ -113,8 +118,10 @@ class DiscretePolicyProcess(IterativeProcess):
     def exact_terminal_distribution(self) -> torch.Tensor:
         """The exact terminal distribution over ``env.all_states()`` (float64), by dynamic programming."""
         key = self.cache_key()
+        if not is_cacheable(key):
+            return exact.terminal_distribution(self.env, self.log_prob_table())
         cached = self.__dict__.get("_exact_cache")
-        if cached is not None and key is not None and cached[0] == key:
+        if cached is not None and cached[0] == key:
             return cached[1]
         p = exact.terminal_distribution(self.env, self.log_prob_table())
         self.__dict__["_exact_cache"] = (key, p)
@@ -167,10 +174,56 @@ def masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     return torch.log_softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
 
 
-def parameters_key(*modules: torch.nn.Module) -> tuple:
-    """A key that changes whenever a parameter or buffer of ``modules`` is modified in place or replaced."""
-    key = []
-    for m in modules:
-        for t in list(m.parameters()) + list(m.buffers()):
-            key.append((id(t), t._version))
-    return tuple(key)
+class ParametersKey:
+    """A cache key over the parameters and buffers of modules, valid while none of them changes.
+
+    Two keys are equal when they hold the same tensor objects (a replaced parameter or buffer is another object),
+    with the same shape, dtype and device and the same values. The values are compared with a copy taken when the key
+    was made, so that every way of changing a parameter invalidates the key: an optimiser step, ``load_state_dict``,
+    an in-place operation, an assignment to ``.data``, or an in-place write through ``.data`` (which torch's version
+    counters do not see). Comparing costs one pass over the parameters, small next to one evaluation of the
+    network on a batch of states.
+
+    :param tensors: the tensors the cached value depends on.
+    """
+
+    __slots__ = ("_refs", "_meta", "_values")
+
+    def __init__(self, tensors: Sequence[torch.Tensor]):
+        self._refs = tuple(weakref.ref(t) for t in tensors)
+        self._meta = tuple((t.shape, t.dtype, t.device) for t in tensors)
+        self._values = tuple(t.detach().clone() for t in tensors)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ParametersKey):
+            return NotImplemented
+        if self is other:
+            return True
+        if len(self._refs) != len(other._refs) or self._meta != other._meta:
+            return False
+        for r1, r2 in zip(self._refs, other._refs):
+            t = r1()
+            if t is None or t is not r2():
+                return False
+        return all(torch.equal(a, b) for a, b in zip(self._values, other._values))
+
+    def __hash__(self) -> int:
+        return hash(tuple(id(r()) for r in self._refs))
+
+    def __repr__(self) -> str:
+        return f"ParametersKey({len(self._refs)} tensors)"
+
+
+def parameters_key(*modules: torch.nn.Module) -> ParametersKey:
+    """A key that changes whenever a parameter or buffer of ``modules`` changes (see :class:`ParametersKey`)."""
+    return ParametersKey([t for m in modules for t in list(m.parameters()) + list(m.buffers())])
+
+
+def is_cacheable(key: Hashable) -> bool:
+    """Whether ``key`` identifies a cached value: not ``None`` (a process that cannot tell when it changes), nor a
+    tuple holding ``None`` (a composition with such a process)."""
+    if key is None:
+        return False
+    if isinstance(key, tuple):
+        return all(is_cacheable(k) for k in key)
+    return True

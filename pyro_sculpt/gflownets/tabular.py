@@ -8,6 +8,7 @@ from torch import nn
 from pyro_sculpt.gflownets import exact
 from pyro_sculpt.gflownets.env import DiscreteEnv
 from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess, parameters_key
+from pyro_sculpt.gflownets.rewards import check_log_reward
 from pyro_sculpt.processes.distribution import ProcessDistribution
 
 
@@ -36,9 +37,15 @@ class TabularGFlowNet(nn.Module, DiscretePolicyProcess):
 
     @classmethod
     def from_reward(cls, env: DiscreteEnv, reward) -> "TabularGFlowNet":
-        """The exact GFlowNet of ``reward`` (a reward callable or a ``(num_states,)`` tensor of log-rewards)."""
+        """The exact GFlowNet of ``reward`` (a reward callable or a ``(num_states,)`` tensor of log-rewards).
+
+        :raises ValueError: if the log-rewards are not one finite value per state of ``env.all_states()``.
+        """
+        if not isinstance(env, DiscreteEnv) or not env.is_enumerable:
+            raise ValueError(f"env must be an enumerable DiscreteEnv, got {env!r}")
         states = env.all_states()
         log_r = reward if isinstance(reward, torch.Tensor) else reward(env, states)
+        check_log_reward(log_r, states, "reward")
         return cls(env, exact.flow_policy(env, log_r))
 
     @property

@@ -8,6 +8,7 @@ from torch.distributions import constraints
 
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.processes.runner import sample as sample_process
+from pyro_sculpt.utils import check_sample_shape
 
 
 class ProcessDistribution(TorchDistribution):
@@ -50,12 +51,44 @@ class ProcessDistribution(TorchDistribution):
         return new
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        return sample_process(self.process, torch.Size(sample_shape) + self.batch_shape)
+        """Run the process; a zero in ``sample_shape`` gives an empty batch (see :func:`pyro_sculpt.sample`).
+
+        :raises ValueError: if ``sample_shape`` is not a tuple of integers >= 0.
+        """
+        sample_shape = check_sample_shape("sample_shape", sample_shape)
+        return sample_process(self.process, sample_shape + self.batch_shape)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """The exact log-probability of ``value`` (see the class docstring). An empty batch gives an empty result,
+        of shape ``value.shape[:-len(event_shape)]`` broadcast with the batch shape, without consulting the process.
+        """
         if self._validate_args:
             self._validate_sample(value)
+        value_batch = value.shape[: value.dim() - len(self.event_shape)]
+        if value_batch.numel() == 0:
+            batch = torch.broadcast_shapes(value_batch, self.batch_shape)
+            dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
+            return torch.zeros(batch, dtype=dtype, device=value.device)
         return self.process.terminal_log_prob(value)
+
+    def _validate_sample(self, value: torch.Tensor) -> None:
+        if isinstance(value, torch.Tensor) and value.numel() == 0:
+            # torch's independent constraints cannot reshape an empty tensor; the support check is vacuous there,
+            # the shape check is not
+            event_dim = len(self.event_shape)
+            if value.dim() < event_dim or value.shape[value.dim() - event_dim :] != self.event_shape:
+                raise ValueError(
+                    f"value must have event shape {tuple(self.event_shape)}, got shape {tuple(value.shape)}"
+                )
+            try:
+                torch.broadcast_shapes(value.shape, self.batch_shape + self.event_shape)
+            except RuntimeError:
+                raise ValueError(
+                    f"value of shape {tuple(value.shape)} does not broadcast with the distribution's shape "
+                    f"{tuple(self.batch_shape + self.event_shape)}"
+                ) from None
+            return
+        super()._validate_sample(value)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.process!r}, batch_shape={tuple(self.batch_shape)})"

@@ -10,6 +10,7 @@ from pyro.distributions import TorchDistribution
 from pyro.distributions.torch_distribution import MaskedDistribution
 
 from pyro_sculpt.processes.process import IterativeProcess, State
+from pyro_sculpt.utils import check_positive_int, check_sample_shape
 
 
 def step_site_name(name: str, t: int) -> str:
@@ -37,13 +38,15 @@ def run(
 
     :param name: base name of the step sites.
     :param process: the process to run.
-    :param num_particles: if given, run inside a ``pyro.plate`` of that many particles named ``{name}_particles``;
-        otherwise the enclosing plates set the batch shape.
+    :param num_particles: if given, run inside a ``pyro.plate`` of that many particles named ``{name}_particles``
+        (an integer >= 1: Pyro has no plate of size zero; :func:`sample` accepts an empty batch); otherwise the
+        enclosing plates set the batch shape.
     :param particle_dim: the plate's ``dim`` (default: Pyro's choice, the next free dimension on the left).
     :param batch_shape: expand the initial state to this batch shape (for a process distribution that was
         expanded); plates broadcast it further.
     :param return_state: also return the final state.
     :returns: the terminal values, of shape ``plates + process.event_shape``.
+    :raises ValueError: if ``num_particles`` is not an integer >= 1.
 
     Example::
 
@@ -53,6 +56,7 @@ def run(
         trace = pyro.poutine.trace(model).get_trace()
     """
     if num_particles is not None:
+        num_particles = check_positive_int("num_particles", num_particles, 1)
         with pyro.plate(f"{name}_particles", num_particles, dim=particle_dim):
             return run(name, process, batch_shape=batch_shape, return_state=return_state)
     state: State = process.init()
@@ -97,10 +101,22 @@ def step_sites(trace, name: Optional[str] = None) -> list[dict]:
 def sample(process: IterativeProcess, sample_shape: torch.Size = torch.Size(), *, return_state: bool = False):
     """Sample terminal values from ``process`` with a plain vectorised torch loop (no Pyro effects).
 
-    :param sample_shape: batch shape of the particles.
+    :param sample_shape: batch shape of the particles, a tuple of integers >= 0. A zero entry gives an empty batch of
+        shape ``sample_shape + process.event_shape``, without running a step.
+    :param return_state: also return the final state.
+    :raises ValueError: if ``sample_shape`` is not a tuple of integers >= 0.
+
+    Example::
+
+        x = ps.sample(gfn, (1000,))      # (1000, state_dim)
+        ps.sample(gfn, (0,)).shape       # (0, state_dim)
     """
-    sample_shape = torch.Size(sample_shape)
+    sample_shape = check_sample_shape("sample_shape", sample_shape)
     state = expand_state(process.init(), sample_shape, process.state_event_dims)
+    if sample_shape.numel() == 0:
+        # nothing to sample; the steps are skipped (torch distributions cannot validate empty parameters)
+        x = process.terminal(state)
+        return (x, state) if return_state else x
     done = torch.zeros(sample_shape, dtype=torch.bool)
     with torch.no_grad():
         for t in range(process.max_steps):

@@ -7,7 +7,8 @@ from typing import Sequence
 import torch
 
 from pyro_sculpt.gflownets import exact
-from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess
+from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess, is_cacheable
+from pyro_sculpt.sculpting.gflownet.bases import base_processes
 from pyro_sculpt.sculpting.gflownet.classifier import Classifier, check_bases
 from pyro_sculpt.sculpting.observations import Observations, terminal_log_joint
 
@@ -26,9 +27,10 @@ class ExactClassifier(Classifier):
 
     for a uniform prior of :math:`y_1` (other mixture weights are applied by Bayes' rule, as for a learned
     classifier). Any prior :math:`\\alpha` of :math:`y_{2..n}` is exact. It is the test oracle of the guidance, and a
-    practical choice on small spaces. Tables are computed on first use and cached while the bases do not change.
+    practical choice on small spaces. Tables are computed on first use (in float64) and cached while the bases do not
+    change (:meth:`~pyro_sculpt.gflownets.DiscretePolicyProcess.cache_key`); answers are in the default dtype.
 
-    :param bases: the base models.
+    :param bases: the base models (processes or their distributions).
     :param num_observations: :math:`n`.
     """
 
@@ -39,7 +41,7 @@ class ExactClassifier(Classifier):
         if not env.is_enumerable:
             raise ValueError(f"ExactClassifier needs an enumerable environment, got {env!r}")
         super().__init__(env, len(bases), num_observations)
-        self.bases = list(bases)
+        self.bases = base_processes(bases)
         self._cache: dict = {}
 
     def _key(self):
@@ -47,8 +49,8 @@ class ExactClassifier(Classifier):
 
     def _tables(self, alpha):
         key = self._key()
-        if self._cache.get("key") != key:
-            self._cache = {"key": key}
+        if not is_cacheable(key) or self._cache.get("key") != key:
+            self._cache = {"key": key}  # a base that cannot tell when it changes (key None) is never cached
         if alpha in self._cache:
             return self._cache[alpha]
         env, m, n = self.env, self.num_models, self.num_observations
@@ -68,13 +70,16 @@ class ExactClassifier(Classifier):
         joint = flows.unsqueeze(-1) * v / flows.sum(0).unsqueeze(-1)  # (m, N, m**(n-1))
         nt = joint.permute(1, 0, 2).reshape((-1,) + (m,) * n).clamp(min=1e-300).log()
         tables = (term_logits, nt)
-        self._cache[alpha] = tables
+        if is_cacheable(key):
+            self._cache[alpha] = tables
         return tables
 
     def raw(self, states, terminal, obs):
         term, nt = self._tables(obs.alpha_value if self.num_observations > 1 else None)
         idx = self.env.index(states)
-        return term[idx], nt[idx]  # float64: the oracle keeps double precision
+        # computed in float64 (the precision of the oracle), returned in the default dtype like any classifier's
+        dtype = torch.get_default_dtype()
+        return term[idx].to(dtype), nt[idx].to(dtype)
 
     def cache_key(self):
         return self._key()
