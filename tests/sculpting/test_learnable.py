@@ -12,7 +12,7 @@ from pyro.optim import ClippedAdam
 
 import pyro_sculpt as ps
 from pyro_sculpt.diffusion import DDIMSampler, GaussianMixtureOracle
-from pyro_sculpt.gflownets import TabularGFlowNet
+from pyro_sculpt.gflownets import TabularGFlowNet, exact
 from tests.conftest import exact_bases
 
 ENV = ps.HyperGrid(2, 8)
@@ -215,16 +215,16 @@ def test_bad_weights_and_alpha_raise_naming_the_argument():
 
 
 def disjoint_bases(env):
-    """Two exact GFlowNets with disjoint supports (x_0 < h/2 and x_0 >= h/2), zero mass outside. ``from_reward``
-    accepts log-rewards of -inf but leaves NaN rows at the states its base never visits (0/0 flows); those rows are
-    unreachable, so any valid policy serves there: the uniform one of a flat reward."""
+    """Two exact GFlowNets with disjoint supports (x_0 < h/2 and x_0 >= h/2), zero mass outside. The flow policy of
+    log-rewards of -inf has NaN rows at the states its base never visits (0/0 flows); those rows are unreachable, so
+    any valid policy serves there: the uniform one of a flat reward."""
     s = env.all_states()
     left = s[:, 0] < env.height // 2
     flat = TabularGFlowNet.from_reward(env, torch.zeros(env.num_states)).table
     out = []
     for support in (left, ~left):
-        table = TabularGFlowNet.from_reward(env, torch.where(support, 0.0, -math.inf)).table
-        out.append(TabularGFlowNet(env, torch.where(torch.isnan(table), flat, table)))
+        table = exact.flow_policy(env, torch.where(support, 0.0, -math.inf))  # from_reward rejects -inf rewards
+        out.append(TabularGFlowNet(env, torch.where(torch.isnan(table), flat.to(table), table)))
     return out
 
 
