@@ -22,9 +22,7 @@ def main(height: int = 12, gfn_steps: int = 800, clf_steps: int = 800, seed: int
         l1 = ps.metrics.l1_distance(g.exact_terminal_distribution(), exact.reward_distribution(env, g.reward))
         print(f"{name}: exact L1 to its reward distribution {l1:.3f}")
 
-    clf = ps.ObservationClassifier.fit(
-        [p1, p2],
-        num_observations=2,
+    clf = ps.ObservationClassifier.for_bases([p1, p2], num_observations=2).fit(
         steps=clf_steps,
         batch_size=128,
         lr=2e-3,

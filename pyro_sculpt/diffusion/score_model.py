@@ -4,8 +4,6 @@ checkpoints."""
 from __future__ import annotations
 
 import copy
-import math
-import time
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -15,15 +13,17 @@ from torch import nn
 from pyro_sculpt.diffusion.model import DiffusionModel, check_points, time_like
 from pyro_sculpt.diffusion.schedules import NoiseSchedule, TimeLike, VPSchedule, schedule_from_config
 from pyro_sculpt.nn import ScoreMLP
-from pyro_sculpt.train.checkpoint import load_checkpoint, save_checkpoint
-from pyro_sculpt.utils import DeviceLike, as_device, check_positive_int, progress, set_seed
+from pyro_sculpt.train.checkpoint import Checkpointable, cpu_state_dict
+from pyro_sculpt.train.loop import EMA, TrainState, fit_loop
+from pyro_sculpt.train.optim import ema_update_
+from pyro_sculpt.utils import DeviceLike, as_device, check_positive_int, set_seed
 
 CHECKPOINT_VERSION = 1
 
 Data = Union[torch.Tensor, Callable[[int], torch.Tensor]]
 
 
-class ScoreModel(nn.Module, DiffusionModel):
+class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
     """A diffusion model whose noise predictor :math:`\\hat\\epsilon_\\theta(x, t)` is a network; the score is
     :math:`s(x, t) = -\\hat\\epsilon_\\theta(x, t) / \\sigma_t`.
 
@@ -43,8 +43,12 @@ class ScoreModel(nn.Module, DiffusionModel):
     :param schedule: the noise schedule (default :class:`~pyro_sculpt.diffusion.VPSchedule`).
     :param network: a module ``network(x, t) -> eps`` with ``x`` of shape ``(..., D)``; default a
         :class:`ScoreMLP` with ``hidden``, ``layers`` and ``time_embedding_dim``.
-    :param seed: seed of the global generators before the network is initialised (``fit`` has its own).
+    :param seed: seed of the global generators before the network is initialised (a seed given to :meth:`fit`
+        re-initialises it from that seed).
     :param device: where the networks live.
+
+    Checkpoints: :meth:`save` and ``ScoreModel.load(path, *, network=None, dim=None, device=None)``
+    (:meth:`_from_checkpoint`).
 
     Example::
 
@@ -136,11 +140,12 @@ class ScoreModel(nn.Module, DiffusionModel):
 
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
-        """:math:`\\bar\\theta \\leftarrow d\\, \\bar\\theta + (1 - d)\\, \\theta`."""
-        for pe, p in zip(self.ema_network.parameters(), self.network.parameters(), strict=True):
-            pe.mul_(decay).add_(p.detach(), alpha=1 - decay)
-        for be, b in zip(self.ema_network.buffers(), self.network.buffers(), strict=True):
-            be.copy_(b)
+        """:math:`\\bar\\theta \\leftarrow d\\, \\bar\\theta + (1 - d)\\, \\theta` (buffers are copied)."""
+        ema_update_(self.ema_network, self.network, decay)
+
+    def training_loss(self, draw: Callable[[int], torch.Tensor], batch_size: int) -> torch.Tensor:
+        """One step's loss: :meth:`loss` on ``draw(batch_size)``, a batch of training points ``(batch_size, D)``."""
+        return self.loss(draw(batch_size))
 
     def fit(
         self,
@@ -155,11 +160,18 @@ class ScoreModel(nn.Module, DiffusionModel):
         callback: Optional[Callable[[int, "ScoreModel"], None]] = None,
         callback_every: int = 1000,
         time_limit: Optional[float] = None,
+        lr_final_factor: float = 1.0,
     ) -> "ScoreModel":
-        """Train by denoising score matching with Adam and an EMA of the weights.
+        """Train by denoising score matching with Adam and an EMA of the weights, in place (the loop is
+        :func:`~pyro_sculpt.train.fit_loop`).
 
         The EMA decay is warmed up as :math:`\\min(d, (1 + k) / (10 + k))` at step :math:`k`, so that short
-        runs average recent weights rather than the initialisation.
+        runs average recent weights rather than the initialisation. The history records a running average of the
+        loss.
+
+        A seed starts a fresh, reproducible run: the network is re-initialised from it (and the EMA weights reset to
+        the fresh ones), so that the trained weights do not depend on the generators' state when the model was
+        built. Without a seed, training continues from the current weights and their average.
 
         :param data: training points, a tensor ``(N, D)`` (minibatches drawn with replacement), or a function
             ``data(batch_size) -> (batch_size, D)`` (e.g. :meth:`GaussianMixtureOracle.sample`).
@@ -167,19 +179,17 @@ class ScoreModel(nn.Module, DiffusionModel):
         :param batch_size: points per step.
         :param lr: Adam's learning rate.
         :param ema_decay: :math:`d \\in [0, 1)`.
-        :param seed: seed of the global generators (reproducible runs).
+        :param seed: see above.
         :param progress_bar: show a progress bar.
         :param callback: called as ``callback(step, self)`` every ``callback_every`` steps and at the end.
+        :param callback_every: see ``callback``.
         :param time_limit: stop after this many seconds.
+        :param lr_final_factor: cosine decay of the learning rate to this fraction, in (0, 1] (1, the default, keeps
+            it constant).
         :returns: ``self``.
+        :raises FloatingPointError: when the loss becomes non-finite (the message names the step).
         """
-        check_positive_int("steps", steps)
         check_positive_int("batch_size", batch_size)
-        check_positive_int("callback_every", callback_every)
-        if not (lr > 0) or not math.isfinite(lr):
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-        if not (0.0 <= ema_decay < 1.0):
-            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
         dev = self.device
         if isinstance(data, torch.Tensor):
             check_points(data, self.dim, "data")
@@ -205,72 +215,67 @@ class ScoreModel(nn.Module, DiffusionModel):
             raise TypeError(
                 f"data must be a tensor (N, {self.dim}) or a function of the batch size, got {type(data).__name__}"
             )
-        set_seed(seed)
-        opt = torch.optim.Adam(self.network.parameters(), lr=lr)
-        start = time.perf_counter()
-        self.network.train()
-        running = None
-        first = len(self.history)
-        for step in progress(range(1, steps + 1), enabled=progress_bar, total=steps, desc="score matching"):
-            loss = self.loss(draw(batch_size))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            self.update_ema(min(ema_decay, (1 + step) / (10 + step)))
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"score matching loss became non-finite at step {step}")
-            running = value if running is None else 0.98 * running + 0.02 * value
-            if step % 100 == 0 or step == steps:
-                self.history.append({"step": step, "loss": running, "time": time.perf_counter() - start})
-            if callback is not None and (step % callback_every == 0 or step == steps):
-                callback(step, self)
-            if time_limit is not None and time.perf_counter() - start > time_limit:
-                if len(self.history) == first or self.history[-1]["step"] != step:
-                    self.history.append({"step": step, "loss": running, "time": time.perf_counter() - start})
-                break
-        self.network.eval()
-        return self
+        running: Optional[float] = None
+
+        def loss(state: TrainState):
+            nonlocal running
+            value = self.training_loss(draw, batch_size)
+            v = float(value.detach())
+            running = v if running is None else 0.98 * running + 0.02 * v
+            return value, {"loss": running}
+
+        return fit_loop(
+            self,
+            loss,
+            param_groups=[{"params": self.network.parameters(), "lr": lr, "name": "lr"}],
+            steps=steps,
+            lr_final_factor=lr_final_factor,
+            ema=EMA(self.network, ema_decay, target=self.ema_network, warmup=True),
+            seed=seed,
+            progress_bar=progress_bar,
+            desc="score matching",
+            callback=callback,
+            callback_every=callback_every,
+            time_limit=time_limit,
+        )
 
     # ----- checkpoints -----
 
-    def save(self, path: Union[str, Path]) -> None:
-        """Save the networks (current and EMA), schedule and history (format version
-        :data:`CHECKPOINT_VERSION`)."""
-        cfg = self.network.config() if isinstance(self.network, ScoreMLP) else None
-        save_checkpoint(
-            path,
-            "ScoreModel",
-            CHECKPOINT_VERSION,
-            {
-                "dim": self.dim,
-                "schedule": self.schedule.config(),
-                "network": cfg,
-                "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
-                "ema_state_dict": {k: v.detach().cpu() for k, v in self.ema_network.state_dict().items()},
-                "use_ema": self.use_ema,
-                "history": self.history,
-            },
-        )
+    checkpoint_format = "ScoreModel"
+    checkpoint_version = CHECKPOINT_VERSION
+
+    def checkpoint_payload(self) -> dict:
+        """The networks (current and EMA), schedule and history (format version :data:`CHECKPOINT_VERSION`)."""
+        return {
+            "dim": self.dim,
+            "schedule": self.schedule.config(),
+            "network": self.network.config() if isinstance(self.network, ScoreMLP) else None,
+            "state_dict": cpu_state_dict(self.network),
+            "ema_state_dict": cpu_state_dict(self.ema_network),
+            "use_ema": self.use_ema,
+            "history": self.history,
+        }
 
     @classmethod
-    def load(
+    def _from_checkpoint(
         cls,
         path: Union[str, Path],
+        data: dict,
         *,
         network: Optional[nn.Module] = None,
         dim: Optional[int] = None,
         device: DeviceLike = None,
     ) -> "ScoreModel":
-        """Load a checkpoint written by :meth:`save`.
+        """``ScoreModel.load(path, *, network=None, dim=None, device=None)``: load a checkpoint written by
+        :meth:`save`.
 
         :param network: an (untrained) network of the saved architecture, required when the model was saved
             with a custom network.
         :param dim: the data dimension expected by the caller (checked against the checkpoint's).
+        :param device: where to put the loaded model.
         :raises ValueError: for a file that is not a ScoreModel checkpoint (for instance a GFlowNet's or a
             classifier's), another format version, or another data dimension.
         """
-        data = load_checkpoint(path, "ScoreModel", CHECKPOINT_VERSION)
         if dim is not None and dim != data["dim"]:
             raise ValueError(f"checkpoint {path} is a model of dimension {data['dim']}, but dim={dim} was expected")
         schedule = schedule_from_config(data["schedule"])

@@ -144,10 +144,9 @@ def _train_bases(oracles, schedule: Schedule, seed: int, progress_bar: bool, log
 def _train_classifier(models, n_obs, max_time, schedule: Schedule, seed, progress_bar, log):
     chains = [AncestralSampler(m, schedule.chain_steps) for m in models]
     start = time.perf_counter()
-    clf = DiffusionObservationClassifier.fit(
-        chains, n_obs, max_time=max_time, **schedule.classifier_net, **schedule.classifier, seed=seed,
-        progress_bar=progress_bar,
-    )  # fmt: skip
+    clf = DiffusionObservationClassifier.for_bases(chains, n_obs, max_time=max_time, **schedule.classifier_net).fit(
+        **schedule.classifier, seed=seed, progress_bar=progress_bar
+    )
     seconds = time.perf_counter() - start
     log(f"trained the {len(models)}-model classifier (max_time {max_time}) in {seconds:.1f}s")
     return clf, seconds

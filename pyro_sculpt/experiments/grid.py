@@ -81,10 +81,7 @@ def _get_classifier(out, name, bases, n, alpha_conditioned, schedule, seed, prog
         log(f"loaded {path}")
         return ObservationClassifier.load(path, bases[0].env), None
     t = time.perf_counter()
-    clf = ObservationClassifier.fit(
-        bases,
-        n,
-        alpha_conditioned=alpha_conditioned,
+    clf = ObservationClassifier.for_bases(bases, n, alpha_conditioned=alpha_conditioned).fit(
         **schedule.classifier,
         seed=seed,
         progress_bar=progress_bar,

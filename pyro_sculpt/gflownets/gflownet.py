@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -16,14 +15,14 @@ from pyro_sculpt.gflownets.registry import env_from_config, get_reward, reward_f
 from pyro_sculpt.gflownets.rewards import Reward, check_log_reward
 from pyro_sculpt.nn.mlp import MLP
 from pyro_sculpt.processes.distribution import ProcessDistribution
-from pyro_sculpt.train.checkpoint import check_env, load_checkpoint, save_checkpoint
-from pyro_sculpt.train.optim import cosine_decay, step_scheduler
-from pyro_sculpt.utils import as_device, check_positive_int, progress, set_seed
+from pyro_sculpt.train.checkpoint import Checkpointable, check_env, cpu_state_dict
+from pyro_sculpt.train.loop import TrainState, fit_loop
+from pyro_sculpt.utils import as_device, check_positive_int
 
 CHECKPOINT_VERSION = 1
 
 
-class GFlowNet(nn.Module, DiscretePolicyProcess):
+class GFlowNet(Checkpointable, nn.Module, DiscretePolicyProcess):
     """A GFlowNet: a forward policy :math:`P_F(a \\mid s)` on a :class:`DiscreteEnv`, with the uniform backward policy.
 
     It is an :class:`~pyro_sculpt.processes.IterativeProcess` (run it in a Pyro program with
@@ -36,6 +35,10 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
     :param policy: the policy network, mapping ``env.encode(states)`` to ``env.n_actions`` logits; default an
         :class:`MLP` with ``layers`` hidden layers of width ``hidden``.
     :param device: where the networks live and trajectories are sampled.
+    :raises ValueError: for a policy that does not map ``(batch, env.feature_dim)`` features to
+        ``(batch, env.n_actions)`` logits.
+
+    Checkpoints: :meth:`save` and ``GFlowNet.load(path, env=None, device=None)`` (:meth:`_from_checkpoint`).
 
     Example::
 
@@ -69,12 +72,21 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
         self.history: list[dict] = []
 
     def _check_policy(self) -> None:
-        with torch.no_grad():
-            out = self.policy(self.env.encode(self.env.initial_state(self.device)).unsqueeze(0))
-        if out.shape != (1, self.env.n_actions):
+        features = self.env.encode(self.env.initial_state(self.device)).unsqueeze(0)
+        try:
+            with torch.no_grad():
+                out = self.policy(features)
+        except (RuntimeError, ValueError, TypeError) as err:
             raise ValueError(
-                f"policy must map (batch, {self.env.feature_dim}) features to (batch, env.n_actions="
-                f"{self.env.n_actions}) logits, got output shape {tuple(out.shape)} for a batch of 1"
+                f"policy must map (batch, env.feature_dim={self.env.feature_dim}) features to (batch, "
+                f"env.n_actions={self.env.n_actions}) logits, but it fails on features of shape "
+                f"{tuple(features.shape)}: {err}"
+            ) from None
+        if not isinstance(out, torch.Tensor) or out.shape != (1, self.env.n_actions):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(
+                f"policy must map (batch, env.feature_dim={self.env.feature_dim}) features to (batch, env.n_actions="
+                f"{self.env.n_actions}) logits, got output shape {shape} for a batch of 1"
             )
 
     def __repr__(self) -> str:
@@ -125,6 +137,28 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
         log_r = self.log_reward(states[:, -1])
         return ((self.log_z + log_pf - log_pb - log_r) ** 2).mean()
 
+    def training_loss(
+        self, batch_size: int = 16, exploration: float = 0.05, all_states: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """One step's trajectory balance loss on ``batch_size`` trajectories drawn from the current policy mixed with
+        an :math:`\\epsilon`-uniform choice over valid actions (``exploration``).
+
+        :param all_states: every state of an enumerable environment (``env.all_states()``): the policy is evaluated
+            once on them and trajectories and the loss read it from that table (the same loss, fewer network rows
+            when the batch visits more states than there are).
+        """
+        table = self.action_log_probs(all_states) if all_states is not None else None
+        states, actions, active = self.sample_trajectories(
+            batch_size, exploration, table.detach() if table is not None else None
+        )
+        return self.trajectory_balance_loss(states, actions, active, table)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise the parameters of the GFlowNet itself (:math:`\\log Z = 0`); the policy's layers have their
+        own ``reset_parameters`` (:func:`~pyro_sculpt.train.reset_parameters_` calls them all)."""
+        with torch.no_grad():
+            self.log_z.zero_()
+
     def fit(
         self,
         steps: int = 20_000,
@@ -140,25 +174,28 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
         time_limit: Optional[float] = None,
         lr_final_factor: float = 1.0,
     ) -> "GFlowNet":
-        """Train by trajectory balance with Adam (a separate learning rate for :math:`\\log Z`).
+        """Train by trajectory balance (:meth:`training_loss`) with Adam, a separate learning rate for
+        :math:`\\log Z`, in place (the loop is :func:`~pyro_sculpt.train.fit_loop`).
 
-        Trajectories come from the current policy mixed with an :math:`\\epsilon`-uniform choice over valid actions.
-        On an enumerable environment small enough, the policy is evaluated once per step on every state and
-        trajectories read it from that table: the same loss, far fewer network rows.
+        A seed starts a fresh, reproducible run: the policy and :math:`\\log Z` are re-initialised from it, so that
+        the trained weights do not depend on the generators' state when the GFlowNet was built. Without a seed,
+        training continues from the current weights.
 
         :param steps: optimisation steps.
         :param batch_size: trajectories per step.
         :param lr: learning rate of the policy.
         :param lr_logz: learning rate of :math:`\\log Z`.
         :param exploration: :math:`\\epsilon` in [0, 1).
-        :param seed: seed of the global generators (reproducible runs).
+        :param seed: see above.
         :param progress_bar: show a progress bar.
         :param callback: called as ``callback(step, self)`` every ``callback_every`` steps and at the end.
+        :param callback_every: see ``callback``.
         :param time_limit: stop after this many seconds.
         :param lr_final_factor: both learning rates follow a cosine decay from their value to this fraction of it
             at the last step (1.0, the default, keeps them constant). Decaying to ~0.05 makes the final checkpoint
             stable instead of wandering around the optimum.
         :returns: ``self``.
+        :raises FloatingPointError: when the loss becomes non-finite (the message names the step).
         """
         check_positive_int("steps", steps)
         check_positive_int("batch_size", batch_size)
@@ -166,74 +203,62 @@ class GFlowNet(nn.Module, DiscretePolicyProcess):
             raise ValueError(f"exploration must lie in [0, 1), got {exploration!r}")
         if self.reward is None:
             raise ValueError("fit needs a reward: pass reward=... to GFlowNet(...)")
-        if lr <= 0 or lr_logz <= 0:
-            raise ValueError(f"lr and lr_logz must be > 0, got lr={lr}, lr_logz={lr_logz}")
-        set_seed(seed)
-        opt = torch.optim.Adam(
-            [{"params": self.policy.parameters(), "lr": lr}, {"params": [self.log_z], "lr": lr_logz}]
-        )
-        sched = cosine_decay(opt, steps, lr_final_factor)
         env = self.env
         use_table = env.is_enumerable and env.num_states <= batch_size * env.max_steps
         all_states = env.all_states(self.device) if use_table else None
-        start = time.perf_counter()
-        for step in progress(range(1, steps + 1), enabled=progress_bar, total=steps, desc="GFlowNet TB"):
-            table = self.action_log_probs(all_states) if use_table else None
-            states, actions, active = self.sample_trajectories(
-                batch_size, exploration, table.detach() if use_table else None
-            )
-            loss = self.trajectory_balance_loss(states, actions, active, table)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step_scheduler(sched)
-            if step % 100 == 0 or step == steps:
-                self.history.append(
-                    {
-                        "step": step,
-                        "loss": float(loss.detach()),
-                        "log_z": float(self.log_z.detach()),
-                        "time": time.perf_counter() - start,
-                    }
-                )
-            if callback is not None and (step % callback_every == 0 or step == steps):
-                callback(step, self)
-            if time_limit is not None and time.perf_counter() - start > time_limit:
-                break
-        return self
+
+        def loss(state: TrainState):
+            value = self.training_loss(batch_size, exploration, all_states)
+            return value, {"loss": value, "log_z": self.log_z}
+
+        return fit_loop(
+            self,
+            loss,
+            param_groups=[
+                {"params": self.policy.parameters(), "lr": lr, "name": "lr"},
+                {"params": [self.log_z], "lr": lr_logz, "name": "lr_logz"},
+            ],
+            steps=steps,
+            lr_final_factor=lr_final_factor,
+            seed=seed,
+            progress_bar=progress_bar,
+            desc="GFlowNet TB",
+            callback=callback,
+            callback_every=callback_every,
+            time_limit=time_limit,
+        )
 
     # ----- checkpoints -----
 
-    def save(self, path: Union[str, Path]) -> None:
-        """Save the networks and their configuration (format version :data:`CHECKPOINT_VERSION`)."""
-        save_checkpoint(
-            path,
-            "GFlowNet",
-            CHECKPOINT_VERSION,
-            {
-                "env": self.env.config(),
-                "reward": self.reward.config() if isinstance(self.reward, Reward) else None,
-                "hidden": self.hidden,
-                "layers": self.layers,
-                "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-                "history": self.history,
-            },
-        )
+    checkpoint_format = "GFlowNet"
+    checkpoint_version = CHECKPOINT_VERSION
+
+    def checkpoint_payload(self) -> dict:
+        """The networks and their configuration (format version :data:`CHECKPOINT_VERSION`)."""
+        return {
+            "env": self.env.config(),
+            "reward": self.reward.config() if isinstance(self.reward, Reward) else None,
+            "hidden": self.hidden,
+            "layers": self.layers,
+            "state_dict": cpu_state_dict(self),
+            "history": self.history,
+        }
 
     @classmethod
-    def load(
+    def _from_checkpoint(
         cls,
         path: Union[str, Path],
+        data: dict,
         env: Optional[DiscreteEnv] = None,
         device: Union[str, torch.device, None] = None,
     ) -> "GFlowNet":
-        """Load a checkpoint written by :meth:`save`.
+        """``GFlowNet.load(path, env=None, device=None)``: load a checkpoint written by :meth:`save`.
 
         :param env: the environment; must match the checkpoint's (rebuilt from the checkpoint when omitted).
+        :param device: where to put the loaded model.
         :raises ValueError: for a file that is not a GFlowNet checkpoint, another format version, or a checkpoint
             trained on another environment.
         """
-        data = load_checkpoint(path, "GFlowNet", CHECKPOINT_VERSION)
         check_env(path, data["env"], env)
         reward = reward_from_config(data["reward"]) if data.get("reward") else None
         gfn = cls(env or env_from_config(data["env"]), reward, hidden=data["hidden"], layers=data["layers"])

@@ -1,7 +1,15 @@
-"""Layer 1: network modules shared by the families (MLP, time embeddings, score networks)."""
+"""Layer 1: network modules shared by the families (MLP, time embeddings, score networks, the observation head)."""
 
 from pyro_sculpt.nn.embeddings import SinusoidalTimeEmbedding
 from pyro_sculpt.nn.mlp import MLP
+from pyro_sculpt.nn.observation_head import check_network, observation_output_size, split_observation_output
 from pyro_sculpt.nn.score_mlp import ScoreMLP
 
-__all__ = ["MLP", "ScoreMLP", "SinusoidalTimeEmbedding"]
+__all__ = [
+    "MLP",
+    "ScoreMLP",
+    "SinusoidalTimeEmbedding",
+    "check_network",
+    "observation_output_size",
+    "split_observation_output",
+]

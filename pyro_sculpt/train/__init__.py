@@ -1,14 +1,30 @@
-"""Layer 1: training pieces shared by every model (learning-rate decay, moving averages) and checkpoints."""
+"""Layer 1: the training loop shared by every model (:func:`fit_loop`: optimiser, learning-rate decay, moving
+averages, seed, progress bar, time limit, history), its pieces, and checkpoints (:class:`Checkpointable`)."""
 
-from pyro_sculpt.train.checkpoint import check_env, load_checkpoint, save_checkpoint
+from pyro_sculpt.train.checkpoint import (
+    Checkpointable,
+    atomic_torch_save,
+    check_env,
+    cpu_state_dict,
+    load_checkpoint,
+    save_checkpoint,
+)
+from pyro_sculpt.train.loop import EMA, TrainState, fit_loop, reset_parameters_
 from pyro_sculpt.train.optim import check_ema_decay, cosine_decay, ema_update_, step_scheduler
 
 __all__ = [
+    "EMA",
+    "Checkpointable",
+    "TrainState",
+    "atomic_torch_save",
     "check_ema_decay",
     "check_env",
     "cosine_decay",
+    "cpu_state_dict",
     "ema_update_",
+    "fit_loop",
     "load_checkpoint",
+    "reset_parameters_",
     "save_checkpoint",
     "step_scheduler",
 ]

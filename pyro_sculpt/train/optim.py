@@ -34,9 +34,12 @@ def check_ema_decay(decay: float) -> float:
 
 @torch.no_grad()
 def ema_update_(target: nn.Module, source: nn.Module, decay: float) -> None:
-    """:math:`\\bar\\theta \\leftarrow \\text{decay}\\, \\bar\\theta + (1 - \\text{decay})\\, \\theta`, in place."""
-    for pt, p in zip(target.parameters(), source.parameters()):
-        pt.lerp_(p, 1 - decay)
+    """:math:`\\bar\\theta \\leftarrow \\text{decay}\\, \\bar\\theta + (1 - \\text{decay})\\, \\theta`, in place, for
+    every parameter; buffers (running statistics) are copied from ``source``."""
+    for pt, p in zip(target.parameters(), source.parameters(), strict=True):
+        pt.lerp_(p.detach(), 1 - decay)
+    for bt, b in zip(target.buffers(), source.buffers(), strict=True):
+        bt.copy_(b)
 
 
 def step_scheduler(scheduler: Optional[torch.optim.lr_scheduler.LRScheduler]) -> None:

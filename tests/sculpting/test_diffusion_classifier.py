@@ -33,9 +33,9 @@ def trained():
     """A short training run on oracle bases (the exact classifier is the reference)."""
     p1, p2 = two_bases()
     samplers = [AncestralSampler(p, 50) for p in (p1, p2)]
-    clf = ps.DiffusionObservationClassifier.fit(
-        samplers, 2, max_time=1.0, hidden=64, layers=2, steps=1500, batch_size=64, ramp=300, lr=2e-3,
-        lr_final_factor=0.1, num_chains=4096, refresh_every=None, states_per_chain=8, seed=0, progress_bar=False,
+    clf = ps.DiffusionObservationClassifier.for_bases(samplers, 2, max_time=1.0, hidden=64, layers=2).fit(
+        steps=1500, batch_size=64, ramp=300, lr=2e-3, lr_final_factor=0.1, num_chains=4096, refresh_every=None,
+        states_per_chain=8, seed=0, progress_bar=False,
     )  # fmt: skip
     return p1, p2, samplers, clf
 
@@ -146,9 +146,11 @@ def test_trained_classifier_sculpts_oracle_bases(trained):
 def test_alpha_conditioned_training_matches_the_exact_classifier():
     p1, p2 = two_bases()
     samplers = [AncestralSampler(p, 50) for p in (p1, p2)]
-    clf = ps.DiffusionObservationClassifier.fit(
-        samplers, 2, alpha_conditioned=True, max_time=1.0, hidden=64, layers=2, steps=3000, batch_size=64,
-        ramp=600, lr=2e-3, lr_final_factor=0.1, num_chains=4096, seed=0, progress_bar=False,
+    clf = ps.DiffusionObservationClassifier.for_bases(
+        samplers, 2, alpha_conditioned=True, max_time=1.0, hidden=64, layers=2
+    ).fit(
+        steps=3000, batch_size=64, ramp=600, lr=2e-3, lr_final_factor=0.1, num_chains=4096, seed=0,
+        progress_bar=False,
     )  # fmt: skip
     exact = GaussianMixtureClassifier([p1, p2], 2, quadrature_points=8)
     torch.manual_seed(1)
@@ -167,9 +169,9 @@ def test_trained_scores_and_classifier_compose_within_target():
     p1, p2 = two_bases()
     models = [ScoreModel(2, seed=k).fit(p.sample, steps=3000, batch_size=512, seed=k, progress_bar=False)
               for k, p in enumerate((p1, p2))]  # fmt: skip
-    clf = ps.DiffusionObservationClassifier.fit(
-        [AncestralSampler(m, 100) for m in models], 2, hidden=128, steps=3000, batch_size=128, ramp=750,
-        lr_final_factor=0.1, num_chains=8192, refresh_every=None, seed=0, progress_bar=False,
+    clf = ps.DiffusionObservationClassifier.for_bases([AncestralSampler(m, 100) for m in models], 2, hidden=128).fit(
+        steps=3000, batch_size=128, ramp=750, lr_final_factor=0.1, num_chains=8192, refresh_every=None, seed=0,
+        progress_bar=False,
     )  # fmt: skip
     samplers = [DDIMSampler(m, 100) for m in models]
     for y in [(0, 1), (0, 0), (1, 1)]:
@@ -185,9 +187,9 @@ def test_trained_scores_and_classifier_compose_within_target():
 def test_training_is_reproducible_from_a_seed():
     p1, p2 = two_bases()
     samplers = [AncestralSampler(p, 10) for p in (p1, p2)]
-    kw = dict(hidden=16, layers=1, steps=20, batch_size=8, num_chains=64, seed=3, progress_bar=False)
-    a = ps.DiffusionObservationClassifier.fit(samplers, 2, **kw)
-    b = ps.DiffusionObservationClassifier.fit(samplers, 2, **kw)
+    kw = dict(steps=20, batch_size=8, num_chains=64, seed=3, progress_bar=False)
+    a = ps.DiffusionObservationClassifier.for_bases(samplers, 2, hidden=16, layers=1).fit(**kw)
+    b = ps.DiffusionObservationClassifier.for_bases(samplers, 2, hidden=16, layers=1).fit(**kw)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
 
@@ -234,17 +236,17 @@ def test_classifier_and_training_argument_errors():
         random_classifier().log_prob((0, 2), torch.randn(4, 2), 0.2)
     samplers = [AncestralSampler(p, 10) for p in (p1, p2)]
     with pytest.raises(ValueError, match="deterministic \\(ODE\\) sampler"):
-        ps.DiffusionObservationClassifier.fit([DDIMSampler(p1, 10), samplers[1]], 2, steps=1)
+        ps.DiffusionObservationClassifier.for_bases([DDIMSampler(p1, 10), samplers[1]], 2)
     with pytest.raises(ValueError, match="classifier is for 2 base models, got 3 bases"):
-        random_classifier().optimize(samplers + [AncestralSampler(p1, 10)], steps=1)
+        random_classifier().fit(samplers + [AncestralSampler(p1, 10)], steps=1)
     with pytest.raises(ValueError, match="ema_decay must lie in"):
-        random_classifier().optimize(samplers, steps=1, ema_decay=1.0)
+        random_classifier().fit(samplers, steps=1, ema_decay=1.0)
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
-        random_classifier().optimize(samplers, steps=0)
+        random_classifier().fit(samplers, steps=0)
     assert math.isfinite(
         float(
             random_classifier()
-            .optimize(samplers, steps=2, batch_size=4, num_chains=8, progress_bar=False)
+            .fit(samplers, steps=2, batch_size=4, num_chains=8, progress_bar=False)
             .history[-1]["loss_terminal"]
         )
     )

@@ -265,10 +265,9 @@ def test_diffusion_sculpting_runs_on_cuda():
     s1, s2 = DDIMSampler(p1, 10), DDIMSampler(p2, 10)
     assert ps.harmonic_mean(s1, s2, exact).sample((64,)).device.type == "cuda"
     assert ps.mixture(s1, s2).sample((64,)).device.type == "cuda"
-    clf = ps.DiffusionObservationClassifier.fit(
-        [AncestralSampler(p1, 10), AncestralSampler(p2, 10)], 2, hidden=16, steps=5, batch_size=8, num_chains=32,
-        progress_bar=False, device=dev,
-    )  # fmt: skip
+    clf = ps.DiffusionObservationClassifier.for_bases(
+        [AncestralSampler(p1, 10), AncestralSampler(p2, 10)], 2, hidden=16, device=dev
+    ).fit(steps=5, batch_size=8, num_chains=32, progress_bar=False)
     assert clf.device.type == "cuda"
     with torch.no_grad(), ps.sculpt_guidance(classifier=clf, y=(0, 0)):
         x = ps.run("x", ps.mixture(s1, s2).process, num_particles=64)

@@ -43,7 +43,7 @@ def test_data_dimension_mismatch_between_bases(pair):
     with pytest.raises(ValueError, match=msg):
         ps.harmonic_mean(s1, s3, clf)
     with pytest.raises(ValueError, match=msg):
-        ps.DiffusionObservationClassifier.fit([AncestralSampler(p1, 5), AncestralSampler(oracle(3), 5)], 2)
+        ps.DiffusionObservationClassifier.for_bases([AncestralSampler(p1, 5), AncestralSampler(oracle(3), 5)], 2)
     with pytest.raises(ValueError, match=msg):
         ps.SculptedDiffusionModel([p1, oracle(3)], clf, (0, 1))
 

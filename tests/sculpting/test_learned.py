@@ -14,16 +14,13 @@ ENV = ps.HyperGrid(2, 8)
 def trained():
     p1 = TabularGFlowNet.from_reward(ENV, ps.rewards.symmetric_shubert(0.5))
     p2 = TabularGFlowNet.from_reward(ENV, ps.rewards.diagonal_sigmoid())
-    clf = ps.ObservationClassifier.fit(
-        [p1, p2],
-        2,
+    clf = ps.ObservationClassifier.for_bases([p1, p2], 2, hidden=128).fit(
         steps=800,
         batch_size=128,
         lr=2e-3,
         ramp=200,
         seed=0,
         progress_bar=False,
-        hidden=128,
         lr_final_factor=0.05,
     )
     return p1, p2, clf
@@ -67,17 +64,13 @@ def test_smc_targets_its_classifier_exactly(trained):
 def test_alpha_conditioned_classifier_trains_and_round_trips(tmp_path):
     p1 = TabularGFlowNet.from_reward(ENV, ps.rewards.symmetric_shubert(0.5))
     p2 = TabularGFlowNet.from_reward(ENV, ps.rewards.diagonal_sigmoid())
-    clf = ps.ObservationClassifier.fit(
-        [p1, p2],
-        2,
-        alpha_conditioned=True,
+    clf = ps.ObservationClassifier.for_bases([p1, p2], 2, alpha_conditioned=True, hidden=128).fit(
         steps=1000,
         batch_size=128,
         lr=2e-3,
         ramp=250,
         seed=0,
         progress_bar=False,
-        hidden=128,
         lr_final_factor=0.05,
     )
     bases = torch.stack([p1.exact_terminal_distribution(), p2.exact_terminal_distribution()])
@@ -95,8 +88,8 @@ def test_alpha_conditioned_classifier_trains_and_round_trips(tmp_path):
 def test_trajectory_terminal_smc_reaches_the_exact_composition_with_a_weak_classifier():
     p1 = TabularGFlowNet.from_reward(ENV, ps.rewards.symmetric_shubert(0.5))
     p2 = TabularGFlowNet.from_reward(ENV, ps.rewards.diagonal_sigmoid())
-    weak = ps.ObservationClassifier.fit(
-        [p1, p2], 2, steps=100, batch_size=32, lr=2e-3, ramp=50, seed=0, progress_bar=False, hidden=32
+    weak = ps.ObservationClassifier.for_bases([p1, p2], 2, hidden=32).fit(
+        steps=100, batch_size=32, lr=2e-3, ramp=50, seed=0, progress_bar=False
     )
     bases = torch.stack([p1.exact_terminal_distribution(), p2.exact_terminal_distribution()])
     n = 40_000

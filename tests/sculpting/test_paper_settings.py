@@ -26,7 +26,7 @@ def _l1(bases, clf, y):
 @pytest.mark.slow
 def test_two_models_at_paper_settings():
     bases = _bases([ps.rewards.symmetric_shubert(0.5), ps.rewards.diagonal_sigmoid()])
-    clf = ps.ObservationClassifier.fit(bases, 2, **PAPER, seed=0, progress_bar=False)
+    clf = ps.ObservationClassifier.for_bases(bases, 2).fit(**PAPER, seed=0, progress_bar=False)
     assert _l1(bases, clf, (0, 1)) <= 0.05
     assert _l1(bases, clf, (0, 0)) <= 0.07
     assert _l1(bases, clf, (1, 1)) <= 0.07
@@ -35,7 +35,7 @@ def test_two_models_at_paper_settings():
 @pytest.mark.slow
 def test_three_models_at_paper_settings():
     bases = _bases([ps.rewards.circle(k) for k in (1, 2, 3)])
-    clf = ps.ObservationClassifier.fit(bases, 3, **PAPER, seed=0, progress_bar=False)
+    clf = ps.ObservationClassifier.for_bases(bases, 3).fit(**PAPER, seed=0, progress_bar=False)
     for label in ("12", "13", "23", "123", "11", "22", "33", "111", "222", "333"):
         y = tuple(int(c) - 1 for c in label) + (None,) * (3 - len(label))
         assert _l1(bases, clf, y) <= 0.10, label

@@ -11,14 +11,13 @@ The classifier answers, for a batch of points :math:`x` at diffusion times :math
 
 It has the interface of the exact :class:`~pyro_sculpt.diffusion.GaussianMixtureClassifier` (``log_joint(x, t, obs=)``,
 ``terminal_logits``, ``log_prob_first``, ``log_prob``, ``grad_log_prob``), and the training entry point, checkpoints and
-loss of the GFlowNet :class:`~pyro_sculpt.sculpting.ObservationClassifier` (whose target weights it reuses).
+loss of the GFlowNet :class:`~pyro_sculpt.sculpting.ObservationClassifier` (whose target weights it reuses), and the
+training loop of every model (:func:`~pyro_sculpt.train.fit_loop`).
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -27,8 +26,13 @@ from torch import nn
 
 from pyro_sculpt.diffusion.model import check_points, time_like
 from pyro_sculpt.diffusion.schedules import NoiseSchedule, TimeLike, schedule_from_config
-from pyro_sculpt.nn import SinusoidalTimeEmbedding
-from pyro_sculpt.nn.mlp import MLP
+from pyro_sculpt.nn import (
+    MLP,
+    SinusoidalTimeEmbedding,
+    check_network,
+    observation_output_size,
+    split_observation_output,
+)
 from pyro_sculpt.sculpting.diffusion.bases import DiffusionBase, check_diffusion_bases, sample_reverse_chains
 from pyro_sculpt.sculpting.observations import (
     Observations,
@@ -37,18 +41,18 @@ from pyro_sculpt.sculpting.observations import (
     target_weights,
     terminal_log_joint,
 )
-from pyro_sculpt.train.checkpoint import load_checkpoint, save_checkpoint
-from pyro_sculpt.train.optim import check_ema_decay, cosine_decay, ema_update_, step_scheduler
-from pyro_sculpt.utils import DeviceLike, as_device, check_positive_int, logit, progress, set_seed
+from pyro_sculpt.train.checkpoint import Checkpointable, cpu_state_dict
+from pyro_sculpt.train.loop import EMA, TrainState, fit_loop
+from pyro_sculpt.utils import DeviceLike, as_device, check_positive_int, logit
 
 CHECKPOINT_KIND = "DiffusionObservationClassifier"
 CHECKPOINT_VERSION = 1
 
 
-class DiffusionObservationClassifier(nn.Module):
+class DiffusionObservationClassifier(Checkpointable, nn.Module):
     """A learned, time-conditioned observation classifier :math:`Q(y_1, \\dots, y_n \\mid x_t)` for diffusion bases.
 
-    One MLP on ``[x, e(t), terminal flag, logit(alpha)]`` (:math:`e` the sinusoidal embedding of
+    One network (default an MLP) on ``[x, e(t), terminal flag, logit(alpha)]`` (:math:`e` the sinusoidal embedding of
     :class:`~pyro_sculpt.diffusion.SinusoidalTimeEmbedding`) with :math:`m + m^n` outputs: the terminal logits
     :math:`\\ell_i(x)` and the non-terminal joint. Terminal points are the bases' final samples; non-terminal points are
     the noisy states of their reverse chains at diffusion times :math:`t \\le` ``max_time`` (0.7 in the reference
@@ -65,19 +69,27 @@ class DiffusionObservationClassifier(nn.Module):
     :param num_models: :math:`m \\ge 2`.
     :param num_observations: :math:`n \\ge 1`.
     :param schedule: the bases' noise schedule (checked against the bases; ``None``: taken from the bases by
-        :meth:`optimize`).
+        :meth:`fit`).
     :param alpha_conditioned: feed :math:`\\mathrm{logit}\\,\\alpha` so that one classifier serves every
         :math:`\\alpha` of the parameterised operations (two models only).
     :param max_time: largest diffusion time of the training states, in (0, 1].
-    :param hidden: hidden width.
-    :param layers: hidden layers.
+    :param hidden: hidden width of the default network.
+    :param layers: hidden layers of the default network.
     :param time_embedding_dim: size of :math:`e(t)`.
+    :param network: the network, mapping rows of ``D + time_embedding_dim + 1 (+ 1 with alpha_conditioned)``
+        features to :math:`m + m^n` outputs; default an :class:`~pyro_sculpt.nn.MLP` with ``layers`` hidden layers of
+        width ``hidden``.
     :param device: where the weights live.
+    :raises ValueError: for a network of the wrong input or output size.
+
+    Build one for given bases with :meth:`for_bases` (it remembers them) and train it in place with :meth:`fit`.
+    Checkpoints: :meth:`save` and ``DiffusionObservationClassifier.load(path, *, dim=None, num_models=None,
+    num_observations=None, network=None, device=None)`` (:meth:`_from_checkpoint`).
 
     Example::
 
         s1, s2 = AncestralSampler(model1, 200), AncestralSampler(model2, 200)
-        clf = DiffusionObservationClassifier.fit([s1, s2], num_observations=2, steps=3000, seed=0)
+        clf = DiffusionObservationClassifier.for_bases([s1, s2], num_observations=2).fit(steps=3000, seed=0)
         hm = ps.harmonic_mean(s1, s2, clf)             # guided reverse diffusion
         x = hm.sample((4000,))
         clf.save("clf.pt"); clf = DiffusionObservationClassifier.load("clf.pt")
@@ -85,6 +97,8 @@ class DiffusionObservationClassifier(nn.Module):
 
     #: the family this classifier guides (for messages)
     guides = "diffusion models"
+    checkpoint_format = CHECKPOINT_KIND
+    checkpoint_version = CHECKPOINT_VERSION
 
     def __init__(
         self,
@@ -98,6 +112,7 @@ class DiffusionObservationClassifier(nn.Module):
         hidden: int = 256,
         layers: int = 3,
         time_embedding_dim: int = 32,
+        network: Optional[nn.Module] = None,
         device: DeviceLike = None,
     ):
         super().__init__()
@@ -119,9 +134,13 @@ class DiffusionObservationClassifier(nn.Module):
         self.time_embedding_dim = check_positive_int("time_embedding_dim", time_embedding_dim, 2)
         self.embed = SinusoidalTimeEmbedding(time_embedding_dim)
         in_dim = dim + time_embedding_dim + 1 + int(self.alpha_conditioned)
-        self.net = MLP(in_dim, num_models + num_models**num_observations, hidden, layers)
+        out_dim = observation_output_size(num_models, num_observations)
+        self.custom_network = network is not None
+        self.net = network if network is not None else MLP(in_dim, out_dim, hidden, layers)
         self.history: list[dict] = []
+        self.bases: Optional[list] = None
         self.to(as_device(device))
+        check_network(self.net, in_dim, out_dim, "network", device)
 
     @property
     def device(self) -> torch.device:
@@ -149,9 +168,7 @@ class DiffusionObservationClassifier(nn.Module):
         return torch.cat(feats, -1)
 
     def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m, n = self.num_models, self.num_observations
-        joint = torch.log_softmax(out[..., m:], -1).reshape(out.shape[:-1] + (m,) * n)
-        return out[..., :m], joint
+        return split_observation_output(out, self.num_models, self.num_observations)
 
     def _obs(self, weights=None, alpha=None, obs: Any = None) -> Observations:
         if obs is not None:
@@ -260,7 +277,7 @@ class DiffusionObservationClassifier(nn.Module):
     # ----- training (MATH.md §1.2, §1.3) -----
 
     @classmethod
-    def fit(
+    def for_bases(
         cls,
         bases: Sequence[DiffusionBase],
         num_observations: int = 2,
@@ -270,18 +287,18 @@ class DiffusionObservationClassifier(nn.Module):
         hidden: int = 256,
         layers: int = 3,
         time_embedding_dim: int = 32,
+        network: Optional[nn.Module] = None,
         device: DeviceLike = None,
-        **train_kwargs,
     ) -> "DiffusionObservationClassifier":
-        """Build a classifier for ``bases`` (diffusion samplers) and train it (see :meth:`optimize` for
-        ``train_kwargs``).
+        """An untrained classifier for ``bases`` (diffusion samplers: their data dimension and schedule, one output
+        per base, on the first base's device unless ``device`` is given); it remembers the bases, on which
+        :meth:`fit` trains by default.
 
         Example::
 
-            clf = DiffusionObservationClassifier.fit([s1, s2], 2, alpha_conditioned=True, steps=3000, seed=0)
+            clf = DiffusionObservationClassifier.for_bases([s1, s2], 2, alpha_conditioned=True).fit(steps=3000, seed=0)
         """
         samplers = check_diffusion_bases(bases)
-        set_seed(train_kwargs.get("seed"))  # the initial weights are part of a reproducible run
         clf = cls(
             samplers[0].dim,
             len(samplers),
@@ -292,13 +309,101 @@ class DiffusionObservationClassifier(nn.Module):
             hidden=hidden,
             layers=layers,
             time_embedding_dim=time_embedding_dim,
+            network=network,
             device=device if device is not None else samplers[0].device,
         )
-        return clf.optimize(samplers, **train_kwargs)
+        clf._check_training_bases(samplers)
+        clf.bases = samplers
+        return clf
 
-    def optimize(
+    def _check_training_bases(self, samplers: list) -> None:
+        if len(samplers) != self.num_models:
+            raise ValueError(f"classifier is for {self.num_models} base models, got {len(samplers)} bases")
+        if samplers[0].dim != self.dim:
+            raise ValueError(f"bases have data dimension {samplers[0].dim}, but the classifier has {self.dim}")
+        if self.num_observations > 1:
+            for k, s in enumerate(samplers):
+                if any(s.step_coefficients(t)[2] == 0.0 for t in range(1, s.max_steps)):
+                    raise ValueError(
+                        f"bases[{k}] is {s!r}, a deterministic (ODE) sampler: its chains tie the final sample to "
+                        "every noisy state, so the non-terminal head would not learn Q(y | x_t); train on a "
+                        "stochastic sampler of the same model (AncestralSampler, EulerMaruyamaSampler, "
+                        "DDIMSampler(eta > 0), PredictorCorrectorSampler) and compose with any sampler"
+                    )
+        if self.schedule is not None and samplers[0].schedule != self.schedule:
+            raise ValueError(
+                f"bases use schedule {samplers[0].schedule!r}, but the classifier was built for {self.schedule!r}"
+            )
+
+    def draw_chains(self, bases: Sequence[DiffusionBase], num_chains: int) -> list:
+        """A pool of ``num_chains`` reverse chains per base, sampled with each base's own sampler (a loop over bases;
+        every chain of a base is batched): per base ``(states, times, final)`` on the classifier's device."""
+        dtype = next(self.net.parameters()).dtype
+        pool = []
+        for s in bases:
+            states, times, final = sample_reverse_chains(s, num_chains, self.max_time)
+            pool.append((states.to(self.device, dtype), times.to(self.device, dtype), final.to(self.device, dtype)))
+        return pool
+
+    def training_loss(
         self,
-        bases: Sequence[DiffusionBase],
+        pool: list,
+        target: nn.Module,
+        step: int,
+        batch_size: int = 64,
+        ramp: int = 3_000,
+        logit_alpha_range: float = 3.5,
+        states_per_chain: int = 8,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step's loss on ``batch_size`` chains per base drawn from ``pool`` (:meth:`draw_chains`) and
+        ``states_per_chain`` noisy states of each (see :meth:`fit`).
+
+        :param target: the moving average :math:`\\bar Q` of the network (no gradient).
+        :param step: the step, for the ramp of :math:`L_N`.
+        :returns: ``(loss, L_T, L_N)``.
+        """
+        m, n = self.num_models, self.num_observations
+        device = self.device
+        dtype = next(self.net.parameters()).dtype
+        k_states = states_per_chain
+        label = torch.arange(m, device=device).repeat_interleave(batch_size)
+        finals, noisy, noisy_t = [], [], []
+        for states, times, final in pool:
+            idx = torch.randint(0, final.shape[0], (batch_size,), device=device)
+            col = torch.randint(0, times.shape[0], (batch_size, k_states), device=device)
+            finals.append(final[idx])
+            noisy.append(states[idx.unsqueeze(-1), col])  # (B, K, D)
+            noisy_t.append(times[col])  # (B, K)
+        x = torch.cat(finals, 0)  # (m B, D)
+        xs = torch.cat(noisy, 0).reshape(-1, self.dim)  # (m B K, D)
+        ts = torch.cat(noisy_t, 0).reshape(-1)
+        la = None
+        if self.alpha_conditioned:
+            la = (torch.rand(m * batch_size, device=device, dtype=dtype) * 2 - 1) * logit_alpha_range
+        flags = torch.ones(x.shape[0], dtype=torch.bool, device=device)
+        zeros_t = torch.zeros(x.shape[0], dtype=dtype, device=device)
+        with torch.no_grad():  # W(y) from the target network's terminal predictions
+            t_logits = target(self._features(x, zeros_t, flags, 0.0))[..., :m]
+            weights = target_weights(t_logits, label, n, la)  # (m B, m**n)
+        la_rows = la.repeat_interleave(k_states) if la is not None else 0.0
+        rows = torch.cat(
+            [
+                self._features(x, zeros_t, flags, 0.0),
+                self._features(xs, ts, torch.zeros(xs.shape[0], dtype=torch.bool, device=device), la_rows),
+            ],
+            0,
+        )
+        out = self.net(rows)  # terminal and non-terminal rows in one call
+        term_logits = out[: x.shape[0], :m]
+        nt = torch.log_softmax(out[x.shape[0] :, m:], -1)  # (m B K, m**n)
+        loss_t = torch.nn.functional.cross_entropy(term_logits, label)
+        loss_n = -(weights.repeat_interleave(k_states, 0) * nt).sum(-1).mean()
+        loss = loss_t + min(1.0, step / ramp if ramp else 1.0) * loss_n
+        return loss, loss_t, loss_n
+
+    def fit(
+        self,
+        bases: Optional[Sequence[DiffusionBase]] = None,
         steps: int = 15_000,
         batch_size: int = 64,
         lr: float = 1e-3,
@@ -313,9 +418,11 @@ class DiffusionObservationClassifier(nn.Module):
         progress_bar: bool = True,
         callback: Optional[Callable[[int, "DiffusionObservationClassifier"], None]] = None,
         callback_every: int = 1000,
+        time_limit: Optional[float] = None,
         lr_final_factor: float = 1.0,
     ) -> "DiffusionObservationClassifier":
-        """Train by the bootstrapped objective of Garipov et al. (2023) on reverse chains of the bases.
+        """Train in place by the bootstrapped objective of Garipov et al. (2023) on reverse chains of the bases; the
+        loop is :func:`~pyro_sculpt.train.fit_loop`.
 
         A pool of ``num_chains`` reverse chains per base is sampled with each base's own sampler (and resampled every
         ``refresh_every`` steps). Every step draws ``batch_size`` chains per base from the pool and, on each,
@@ -330,11 +437,16 @@ class DiffusionObservationClassifier(nn.Module):
 
         with :math:`\\bar Q` an exponential moving average of the classifier (no gradient; the weights are
         :func:`pyro_sculpt.sculpting.observations.target_weights`, shared with GFlowNets), and loss :math:`L_T +
-        \\min(1, \\text{step}/\\text{ramp}) L_N`. With ``alpha_conditioned``, :math:`\\mathrm{logit}\\,\\alpha \\sim
-        U[-r, r]` per chain sets the prior of :math:`y_{2..n}`. The terminal and non-terminal rows go through the
-        network in one batched call.
+        \\min(1, \\text{step}/\\text{ramp}) L_N` (:meth:`training_loss`). With ``alpha_conditioned``,
+        :math:`\\mathrm{logit}\\,\\alpha \\sim U[-r, r]` per chain sets the prior of :math:`y_{2..n}`. The terminal
+        and non-terminal rows go through the network in one batched call.
 
-        :param bases: the base samplers, in the order of the classifier's outputs.
+        A seed starts a fresh, reproducible run: the network is re-initialised from it, so that the trained weights
+        do not depend on the generators' state when the classifier was built. Without a seed, training continues
+        from the current weights.
+
+        :param bases: the base samplers, in the order of the classifier's outputs; ``None``: those remembered by
+            :meth:`for_bases` (bases given here are remembered for later calls).
         :param steps: optimisation steps.
         :param batch_size: chains per base per step.
         :param lr: Adam learning rate.
@@ -344,168 +456,110 @@ class DiffusionObservationClassifier(nn.Module):
         :param num_chains: chains per base in the pool.
         :param refresh_every: resample the pool every this many steps (``None``: never).
         :param states_per_chain: noisy states per chain per step.
-        :param seed: seed of the global generators.
+        :param seed: see above.
         :param progress_bar: show a progress bar.
         :param callback: ``callback(step, self)`` every ``callback_every`` steps and at the end.
         :param callback_every: see ``callback``.
+        :param time_limit: stop after this many seconds.
         :param lr_final_factor: cosine decay of the learning rate to this fraction, in (0, 1] (1 keeps it constant).
         :returns: ``self``.
+        :raises FloatingPointError: when the loss becomes non-finite (the message names the step).
         """
-        samplers = check_diffusion_bases(bases)
-        if len(samplers) != self.num_models:
-            raise ValueError(f"classifier is for {self.num_models} base models, got {len(samplers)} bases")
-        if samplers[0].dim != self.dim:
-            raise ValueError(f"bases have data dimension {samplers[0].dim}, but the classifier has {self.dim}")
-        if self.num_observations > 1:
-            for k, s in enumerate(samplers):
-                if any(s.step_coefficients(t)[2] == 0.0 for t in range(1, s.max_steps)):
-                    raise ValueError(
-                        f"bases[{k}] is {s!r}, a deterministic (ODE) sampler: its chains tie the final sample to "
-                        "every noisy state, so the non-terminal head would not learn Q(y | x_t); train on a "
-                        "stochastic sampler of the same model (AncestralSampler, EulerMaruyamaSampler, "
-                        "DDIMSampler(eta > 0), PredictorCorrectorSampler) and compose with any sampler"
-                    )
-        if self.schedule is None:
-            self.schedule = samplers[0].schedule
-        elif samplers[0].schedule != self.schedule:
-            raise ValueError(
-                f"bases use schedule {samplers[0].schedule!r}, but the classifier was built for {self.schedule!r}"
-            )
-        check_positive_int("steps", steps)
+        if bases is None:
+            if self.bases is None:
+                raise ValueError(
+                    "fit needs bases: build the classifier with DiffusionObservationClassifier.for_bases(bases, ...) "
+                    "or pass fit(bases=...)"
+                )
+            samplers = self.bases
+        else:
+            samplers = check_diffusion_bases(bases)
+            self._check_training_bases(samplers)
         check_positive_int("batch_size", batch_size)
         check_positive_int("ramp", ramp, 0)
         check_positive_int("num_chains", num_chains)
         check_positive_int("states_per_chain", states_per_chain)
-        check_positive_int("callback_every", callback_every)
         if refresh_every is not None:
             check_positive_int("refresh_every", refresh_every)
-        if not (lr > 0) or not math.isfinite(lr):
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-        check_ema_decay(ema_decay)
         if not (logit_alpha_range > 0) or not math.isfinite(logit_alpha_range):
             raise ValueError(f"logit_alpha_range must be a finite number > 0, got {logit_alpha_range!r}")
-        set_seed(seed)
-        m, n = self.num_models, self.num_observations
-        device = self.device
-        dtype = next(self.net.parameters()).dtype
-        target = copy.deepcopy(self.net).requires_grad_(False)
-        opt = torch.optim.Adam(self.net.parameters(), lr=lr)
-        sched = cosine_decay(opt, steps, lr_final_factor)
+        if self.schedule is None:
+            self.schedule = samplers[0].schedule
+        self.bases = samplers
+        pool: list = []
 
-        def draw_pool():
-            pool = []
-            for s in samplers:  # a loop over bases; every chain of a base is batched
-                states, times, final = sample_reverse_chains(s, num_chains, self.max_time)
-                pool.append((states.to(device, dtype), times.to(device, dtype), final.to(device, dtype)))
-            return pool
-
-        pool = draw_pool()
-        label = torch.arange(m, device=device).repeat_interleave(batch_size)
-        k_states = states_per_chain
-        start = time.perf_counter()
-        self.net.train()
-        for step in progress(range(1, steps + 1), enabled=progress_bar, total=steps, desc="classifier"):
-            if refresh_every is not None and step > 1 and (step - 1) % refresh_every == 0:
-                pool = draw_pool()
-            finals, noisy, noisy_t = [], [], []
-            for states, times, final in pool:
-                idx = torch.randint(0, num_chains, (batch_size,), device=device)
-                col = torch.randint(0, times.shape[0], (batch_size, k_states), device=device)
-                finals.append(final[idx])
-                noisy.append(states[idx.unsqueeze(-1), col])  # (B, K, D)
-                noisy_t.append(times[col])  # (B, K)
-            x = torch.cat(finals, 0)  # (m B, D)
-            xs = torch.cat(noisy, 0).reshape(-1, self.dim)  # (m B K, D)
-            ts = torch.cat(noisy_t, 0).reshape(-1)
-            la = None
-            if self.alpha_conditioned:
-                la = (torch.rand(m * batch_size, device=device, dtype=dtype) * 2 - 1) * logit_alpha_range
-            flags = torch.ones(x.shape[0], dtype=torch.bool, device=device)
-            zeros_t = torch.zeros(x.shape[0], dtype=dtype, device=device)
-            with torch.no_grad():  # W(y) from the target network's terminal predictions
-                t_logits = target(self._features(x, zeros_t, flags, 0.0))[..., :m]
-                weights = target_weights(t_logits, label, n, la)  # (m B, m**n)
-            la_rows = la.repeat_interleave(k_states) if la is not None else 0.0
-            rows = torch.cat(
-                [
-                    self._features(x, zeros_t, flags, 0.0),
-                    self._features(xs, ts, torch.zeros(xs.shape[0], dtype=torch.bool, device=device), la_rows),
-                ],
-                0,
+        def loss(state: TrainState):
+            if state.step == 1 or (refresh_every is not None and (state.step - 1) % refresh_every == 0):
+                pool[:] = self.draw_chains(samplers, num_chains)
+            value, loss_t, loss_n = self.training_loss(
+                pool, state.ema, state.step, batch_size, ramp, logit_alpha_range, states_per_chain
             )
-            out = self.net(rows)  # terminal and non-terminal rows in one call
-            term_logits = out[: x.shape[0], :m]
-            nt = torch.log_softmax(out[x.shape[0] :, m:], -1)  # (m B K, m**n)
-            loss_t = torch.nn.functional.cross_entropy(term_logits, label)
-            loss_n = -(weights.repeat_interleave(k_states, 0) * nt).sum(-1).mean()
-            loss = loss_t + min(1.0, step / ramp if ramp else 1.0) * loss_n
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step_scheduler(sched)
-            ema_update_(target, self.net, ema_decay)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"classifier loss became non-finite at step {step}")
-            if step % 100 == 0 or step == steps:
-                self.history.append(
-                    {
-                        "step": step,
-                        "loss_terminal": float(loss_t.detach()),
-                        "loss_nonterminal": float(loss_n.detach()),
-                        "time": time.perf_counter() - start,
-                    }
-                )
-            if callback is not None and (step % callback_every == 0 or step == steps):
-                callback(step, self)
-        self.net.eval()
-        return self
+            return value, {"loss_terminal": loss_t, "loss_nonterminal": loss_n}
+
+        return fit_loop(
+            self,
+            loss,
+            param_groups=[{"params": self.net.parameters(), "lr": lr, "name": "lr"}],
+            steps=steps,
+            lr_final_factor=lr_final_factor,
+            ema=EMA(self.net, ema_decay),
+            seed=seed,
+            progress_bar=progress_bar,
+            desc="classifier",
+            callback=callback,
+            callback_every=callback_every,
+            time_limit=time_limit,
+        )
 
     # ----- checkpoints -----
 
-    def save(self, path: Union[str, Path]) -> None:
-        """Save weights and configuration (format version :data:`CHECKPOINT_VERSION`)."""
-        save_checkpoint(
-            path,
-            CHECKPOINT_KIND,
-            CHECKPOINT_VERSION,
-            {
-                "dim": self.dim,
-                "num_models": self.num_models,
-                "num_observations": self.num_observations,
-                "schedule": None if self.schedule is None else self.schedule.config(),
-                "alpha_conditioned": self.alpha_conditioned,
-                "max_time": self.max_time,
-                "hidden": self.hidden,
-                "layers": self.layers,
-                "time_embedding_dim": self.time_embedding_dim,
-                "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
-                "history": self.history,
-            },
-        )
+    def checkpoint_payload(self) -> dict:
+        """Weights and configuration (format version :data:`CHECKPOINT_VERSION`)."""
+        return {
+            "dim": self.dim,
+            "num_models": self.num_models,
+            "num_observations": self.num_observations,
+            "schedule": None if self.schedule is None else self.schedule.config(),
+            "alpha_conditioned": self.alpha_conditioned,
+            "max_time": self.max_time,
+            "hidden": self.hidden,
+            "layers": self.layers,
+            "time_embedding_dim": self.time_embedding_dim,
+            "custom_network": self.custom_network,
+            "state_dict": cpu_state_dict(self.net),
+            "history": self.history,
+        }
 
     @classmethod
-    def load(
+    def _from_checkpoint(
         cls,
         path: Union[str, Path],
+        data: dict,
         *,
         dim: Optional[int] = None,
         num_models: Optional[int] = None,
         num_observations: Optional[int] = None,
+        network: Optional[nn.Module] = None,
         device: DeviceLike = None,
     ) -> "DiffusionObservationClassifier":
-        """Load a checkpoint written by :meth:`save`.
+        """``DiffusionObservationClassifier.load(path, *, dim=None, num_models=None, num_observations=None,
+        network=None, device=None)``: load a checkpoint written by :meth:`save`.
 
         :param dim: the data dimension expected by the caller (checked).
         :param num_models: the number of bases expected (checked).
         :param num_observations: the number of observations expected (checked).
+        :param network: an (untrained) network of the saved architecture, required when the classifier was saved
+            with a custom network.
+        :param device: where to put the loaded classifier.
         :raises ValueError: for a file that is not such a checkpoint (for instance a GFlowNet classifier's or a score
-            model's), another format version, or a classifier for another dimension or number of models.
+            model's), another format version, a classifier for another dimension or number of models, or a network
+            that does not match.
         """
-        data = load_checkpoint(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)
         for name, want in (("dim", dim), ("num_models", num_models), ("num_observations", num_observations)):
             if want is not None and want != data[name]:
                 raise ValueError(f"checkpoint {path} is a classifier with {name}={data[name]}, but {want} was expected")
+        if data.get("custom_network", False) and network is None:
+            raise ValueError(f"checkpoint {path} was saved with a custom network: pass network=...")
         schedule = None if data.get("schedule") is None else schedule_from_config(data["schedule"])
         clf = cls(
             data["dim"],
@@ -517,8 +571,12 @@ class DiffusionObservationClassifier(nn.Module):
             hidden=data["hidden"],
             layers=data["layers"],
             time_embedding_dim=data["time_embedding_dim"],
+            network=network,
         )
-        clf.net.load_state_dict(data["state_dict"])
+        try:
+            clf.net.load_state_dict(data["state_dict"])
+        except RuntimeError as err:
+            raise ValueError(f"checkpoint {path} does not match the network: {err}") from None
         clf.history = list(data.get("history", []))
         clf.net.eval()
         return clf.to(as_device(device))

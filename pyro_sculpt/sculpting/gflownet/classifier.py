@@ -10,12 +10,10 @@ A classifier answers two questions in one batched call, for a batch of states ea
 
 from __future__ import annotations
 
-import copy
 import math
-import time
 from abc import abstractmethod
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -23,8 +21,8 @@ from torch import nn
 from pyro_sculpt.gflownets.env import DiscreteEnv
 from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess, parameters_key
 from pyro_sculpt.gflownets.registry import env_from_config
-from pyro_sculpt.nn.mlp import MLP
-from pyro_sculpt.sculpting.gflownet.bases import check_bases
+from pyro_sculpt.nn import MLP, check_network, observation_output_size, split_observation_output
+from pyro_sculpt.sculpting.gflownet.bases import base_processes, check_bases  # noqa: F401 - check_bases re-exported
 from pyro_sculpt.sculpting.observations import (
     Observations,
     check_classifier_observations,
@@ -32,9 +30,9 @@ from pyro_sculpt.sculpting.observations import (
     target_weights,
     terminal_log_joint,
 )
-from pyro_sculpt.train.checkpoint import check_env, load_checkpoint, save_checkpoint
-from pyro_sculpt.train.optim import check_ema_decay, cosine_decay, ema_update_, step_scheduler
-from pyro_sculpt.utils import check_positive_int, logit, progress, set_seed
+from pyro_sculpt.train.checkpoint import Checkpointable, check_env, cpu_state_dict
+from pyro_sculpt.train.loop import EMA, TrainState, fit_loop
+from pyro_sculpt.utils import check_positive_int, logit
 
 CHECKPOINT_VERSION = 1
 
@@ -91,23 +89,36 @@ class Classifier(nn.Module):
         return self.raw(x, torch.ones(x.shape[:-1], dtype=torch.bool, device=x.device), obs)[0]
 
 
-class ObservationClassifier(Classifier):
-    """A learned classifier: one MLP on ``[encode(s), terminal flag, logit(alpha)]`` with :math:`m + m^n` outputs
+class ObservationClassifier(Checkpointable, Classifier):
+    """A learned classifier: one network on ``[encode(s), terminal flag, logit(alpha)]`` with :math:`m + m^n` outputs
     (the terminal logits and the non-terminal joint), trained as in Garipov et al. (2023), Algorithm 1 / §4.3.
+
+    Build one for given bases with :meth:`for_bases` (it remembers them) and train it in place with :meth:`fit`.
 
     :param env: the environment.
     :param num_models: :math:`m`.
     :param num_observations: :math:`n`.
     :param alpha_conditioned: feed :math:`\\mathrm{logit}\\,\\alpha` to the network so that one classifier serves
         every :math:`\\alpha` of the parameterised operations (two models only).
-    :param hidden: hidden width.
-    :param layers: hidden layers.
+    :param hidden: hidden width of the default network.
+    :param layers: hidden layers of the default network.
+    :param network: the network, mapping rows of ``env.feature_dim + 1 (+ 1 with alpha_conditioned)`` features to
+        :math:`m + m^n` outputs; default an :class:`~pyro_sculpt.nn.MLP` with ``layers`` hidden layers of width
+        ``hidden``.
+    :param device: where the network lives.
+    :raises ValueError: for a network of the wrong input or output size.
+
+    Checkpoints: :meth:`save` and ``ObservationClassifier.load(path, env=None, device=None, *, network=None)``
+    (:meth:`_from_checkpoint`).
 
     Example::
 
-        clf = ObservationClassifier.fit([p1, p2], num_observations=2, steps=15_000)
+        clf = ObservationClassifier.for_bases([p1, p2], num_observations=2).fit(steps=15_000)
         hm = harmonic_mean(p1, p2, clf)
     """
+
+    checkpoint_format = "ObservationClassifier"
+    checkpoint_version = CHECKPOINT_VERSION
 
     def __init__(
         self,
@@ -118,6 +129,7 @@ class ObservationClassifier(Classifier):
         alpha_conditioned: bool = False,
         hidden: int = 256,
         layers: int = 2,
+        network: Optional[nn.Module] = None,
         device=None,
     ):
         super().__init__(env, num_models, num_observations)
@@ -127,10 +139,47 @@ class ObservationClassifier(Classifier):
         self.supports_alpha = self.alpha_conditioned
         self.hidden, self.layers = hidden, layers
         in_dim = env.feature_dim + 1 + int(self.alpha_conditioned)
-        self.net = MLP(in_dim, num_models + num_models**num_observations, hidden, layers)
+        out_dim = observation_output_size(num_models, num_observations)
+        self.custom_network = network is not None
+        self.net = network if network is not None else MLP(in_dim, out_dim, hidden, layers)
         if device is not None:
             self.to(device)
+        check_network(self.net, in_dim, out_dim, "network", device)
         self.history: list[dict] = []
+        self.bases: Optional[list[DiscretePolicyProcess]] = None
+
+    @classmethod
+    def for_bases(
+        cls,
+        bases: Sequence[DiscretePolicyProcess],
+        num_observations: int = 2,
+        *,
+        alpha_conditioned: bool = False,
+        hidden: int = 256,
+        layers: int = 2,
+        network: Optional[nn.Module] = None,
+        device=None,
+    ) -> "ObservationClassifier":
+        """An untrained classifier for ``bases`` (on their environment, one output per base, on the first base's
+        device unless ``device`` is given); it remembers the bases, on which :meth:`fit` trains by default.
+
+        Example::
+
+            clf = ObservationClassifier.for_bases([p1, p2], num_observations=2).fit(steps=2000)
+        """
+        procs = base_processes(bases)
+        clf = cls(
+            procs[0].env,
+            len(procs),
+            num_observations,
+            alpha_conditioned=alpha_conditioned,
+            hidden=hidden,
+            layers=layers,
+            network=network,
+            device=device if device is not None else procs[0].device,
+        )
+        clf.bases = procs
+        return clf
 
     @property
     def device(self) -> torch.device:
@@ -145,10 +194,7 @@ class ObservationClassifier(Classifier):
         return torch.cat(feats, -1)
 
     def _split(self, out: torch.Tensor):
-        m, n = self.num_models, self.num_observations
-        term = out[..., :m]
-        joint = torch.log_softmax(out[..., m:], -1).reshape(out.shape[:-1] + (m,) * n)
-        return term, joint
+        return split_observation_output(out, self.num_models, self.num_observations)
 
     def raw(self, states, terminal, obs):
         logit_alpha = 0.0
@@ -158,33 +204,88 @@ class ObservationClassifier(Classifier):
 
     # ----- training (MATH.md §1.2) -----
 
-    @classmethod
-    def fit(
-        cls,
-        bases: Sequence[DiscretePolicyProcess],
-        num_observations: int = 2,
-        *,
-        alpha_conditioned: bool = False,
-        hidden: int = 256,
-        layers: int = 2,
-        **train_kwargs,
-    ) -> "ObservationClassifier":
-        """Build a classifier for ``bases`` and train it (see :meth:`optimize` for ``train_kwargs``)."""
-        env = check_bases(bases)
-        clf = cls(
-            env,
-            len(bases),
-            num_observations,
-            alpha_conditioned=alpha_conditioned,
-            hidden=hidden,
-            layers=layers,
-            device=bases[0].device,
-        )
-        return clf.optimize(bases, **train_kwargs)
+    def _resolve_bases(self, bases) -> list:
+        if bases is None:
+            if self.bases is None:
+                raise ValueError(
+                    "fit needs bases: build the classifier with ObservationClassifier.for_bases(bases, ...) or pass "
+                    "fit(bases=...)"
+                )
+            return self.bases
+        procs = base_processes(bases)
+        if not self.env.same_as(procs[0].env):
+            raise ValueError(f"bases live on {procs[0].env.config()}, but the classifier on {self.env.config()}")
+        if len(procs) != self.num_models:
+            raise ValueError(f"classifier is for {self.num_models} base models, got {len(procs)} bases")
+        return procs
 
-    def optimize(
+    def training_loss(
         self,
         bases: Sequence[DiscretePolicyProcess],
+        target: nn.Module,
+        step: int,
+        batch_size: int = 64,
+        ramp: int = 3_000,
+        logit_alpha_range: float = 3.5,
+        nonterminal_reduction: str = "sum",
+        tables: Optional[Sequence[Optional[torch.Tensor]]] = None,
+        all_states: Optional[torch.Tensor] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step's loss on ``batch_size`` trajectories drawn from each base (see :meth:`fit`).
+
+        :param target: the moving average :math:`\\bar Q` of the network (no gradient).
+        :param step: the step, for the ramp of :math:`L_N`.
+        :param tables: each base's log-policy on every state (``log_prob_table``) or ``None``, to sample from.
+        :param all_states: every state of an enumerable environment: the network is evaluated once on them and the
+            loss gathers from that table (an unconditioned classifier only).
+        :returns: ``(loss, L_T, L_N)``.
+        """
+        env = self.env
+        m, n = self.num_models, self.num_observations
+        device = self.device
+        stop = env.stop_action
+        tables = tables if tables is not None else [None] * len(bases)
+        batches = _pad([b.sample_trajectories(batch_size, 0.0, t) for b, t in zip(bases, tables)], stop)
+        states = torch.cat([s for s, _, _ in batches], 0)  # (M*B, T+1, D)
+        x = states[:, -1]
+        label = torch.arange(m, device=device).repeat_interleave(batch_size)
+        visited = torch.cat([_visited(a, act, stop) for _, a, act in batches], 0)
+        # L_N summed over each trajectory's states (MATH.md §1.2) or averaged over all visited states
+        norm = visited.shape[0] if nonterminal_reduction == "sum" else visited.sum()
+        la = None
+        if self.alpha_conditioned:
+            la = (torch.rand(m * batch_size, device=device) * 2 - 1) * logit_alpha_range
+        with torch.no_grad():  # W(s; y) from the target network's terminal predictions
+            flags = torch.ones(x.shape[:-1], dtype=torch.bool, device=device)
+            t_logits = target(self._features(x, flags, la if la is not None else 0.0))[..., :m]
+            weights = target_weights(t_logits, label, n, la)  # (M*B, m**n)
+        if all_states is not None and not self.alpha_conditioned:
+            both = torch.cat([all_states, all_states], 0)
+            flags = torch.arange(2 * len(all_states), device=device) < len(all_states)
+            out = self.net(self._features(both, flags, 0.0))
+            term_table = out[: len(all_states), :m]
+            nt_table = torch.log_softmax(out[len(all_states) :, m:], -1)
+            term_logits = term_table[env.index(x)]
+            idx = env.index(states)[visited]  # (V,)
+            w_rows = weights.unsqueeze(1).expand(-1, states.shape[1], -1)[visited]
+            acc = torch.zeros_like(nt_table).index_add_(0, idx, w_rows)
+            loss_n = -(acc * nt_table).sum() / norm
+        else:
+            flags = torch.ones(x.shape[:-1], dtype=torch.bool, device=device)
+            term_logits = self.net(self._features(x, flags, 0.0))[..., :m]
+            s_vis = states[visited]
+            la_vis = la.unsqueeze(1).expand(visited.shape)[visited] if la is not None else 0.0
+            nf = torch.zeros(s_vis.shape[:-1], dtype=torch.bool, device=device)
+            nt = torch.log_softmax(self.net(self._features(s_vis, nf, la_vis))[..., m:], -1)
+            w_rows = weights.unsqueeze(1).expand(-1, states.shape[1], -1)[visited]
+            loss_n = -(w_rows * nt).sum() / norm
+        loss_t = torch.nn.functional.cross_entropy(term_logits, label)
+        loss = loss_t + min(1.0, step / ramp if ramp else 1.0) * loss_n
+        return loss, loss_t, loss_n
+
+    def fit(
+        self,
+        bases: Optional[Sequence[DiscretePolicyProcess]] = None,
         steps: int = 15_000,
         batch_size: int = 64,
         lr: float = 1e-3,
@@ -194,12 +295,14 @@ class ObservationClassifier(Classifier):
         *,
         seed: Optional[int] = None,
         progress_bar: bool = True,
-        callback=None,
+        callback: Optional[Callable[[int, "ObservationClassifier"], None]] = None,
         callback_every: int = 1000,
+        time_limit: Optional[float] = None,
         lr_final_factor: float = 1.0,
         nonterminal_reduction: str = "sum",
     ) -> "ObservationClassifier":
-        """Train by the bootstrapped objective of Garipov et al. (2023) (MATH.md §1.2).
+        """Train in place by the bootstrapped objective of Garipov et al. (2023) (MATH.md §1.2); the loop is
+        :func:`~pyro_sculpt.train.fit_loop`.
 
         Every step samples ``batch_size`` trajectories from each base with its own policy. For a trajectory of base
         :math:`k` ending in :math:`x`:
@@ -211,128 +314,105 @@ class ObservationClassifier(Classifier):
             W = \\mathbb 1[y_1 = k] \\prod_{j \\ge 2} \\bar Q(y_j \\mid x),
 
         with :math:`\\bar Q` an exponential moving average of the classifier (no gradient), and loss
-        :math:`L_T + \\min(1, \\text{step}/\\text{ramp}) L_N`, averaged over trajectories.
-        With ``alpha_conditioned``, :math:`\\mathrm{logit}\\,\\alpha \\sim U[-r, r]` per trajectory sets the prior of
-        :math:`y_{2..n}`. On an enumerable environment, an unconditioned classifier is evaluated once per step on
-        every state and the loss gathers from that table (the same loss, fewer rows).
+        :math:`L_T + \\min(1, \\text{step}/\\text{ramp}) L_N`, averaged over trajectories
+        (:meth:`training_loss`). With ``alpha_conditioned``, :math:`\\mathrm{logit}\\,\\alpha \\sim U[-r, r]` per
+        trajectory sets the prior of :math:`y_{2..n}`. On an enumerable environment, an unconditioned classifier is
+        evaluated once per step on every state and the loss gathers from that table (the same loss, fewer rows).
 
-        :param bases: the base models, in the order of the classifier's outputs.
+        A seed starts a fresh, reproducible run: the network is re-initialised from it, so that the trained weights
+        do not depend on the generators' state when the classifier was built. Without a seed, training continues
+        from the current weights.
+
+        :param bases: the base models, in the order of the classifier's outputs; ``None``: those remembered by
+            :meth:`for_bases` (bases given here are remembered for later calls).
         :param steps: optimisation steps.
         :param batch_size: trajectories per base per step.
         :param lr: Adam learning rate.
         :param ramp: steps of the linear ramp of the non-terminal loss.
         :param ema_decay: decay of the target network's moving average.
         :param logit_alpha_range: :math:`r`.
-        :param seed: seed of the global generators.
+        :param seed: see above.
         :param progress_bar: show a progress bar.
         :param callback: ``callback(step, self)`` every ``callback_every`` steps and at the end.
+        :param callback_every: see ``callback``.
+        :param time_limit: stop after this many seconds.
         :param lr_final_factor: cosine decay of the learning rate to this fraction (1.0 keeps it constant).
         :param nonterminal_reduction: ``"sum"`` sums :math:`L_N` over each trajectory's states and averages over
             trajectories (MATH.md §1.2); ``"mean"`` averages over all visited states.
         :returns: ``self``.
+        :raises FloatingPointError: when the loss becomes non-finite (the message names the step).
         """
-        env = check_bases(bases)
-        if not self.env.same_as(env):
-            raise ValueError(f"bases live on {env.config()}, but the classifier on {self.env.config()}")
-        if len(bases) != self.num_models:
-            raise ValueError(f"classifier is for {self.num_models} base models, got {len(bases)} bases")
-        check_positive_int("steps", steps)
+        bases = self._resolve_bases(bases)
         check_positive_int("batch_size", batch_size)
         check_positive_int("ramp", ramp, 0)
-        check_ema_decay(ema_decay)
         if nonterminal_reduction not in ("sum", "mean"):
             raise ValueError(f"nonterminal_reduction must be 'sum' or 'mean', got {nonterminal_reduction!r}")
-        set_seed(seed)
-        m, n = self.num_models, self.num_observations
-        device = self.device
-        target = copy.deepcopy(self.net).requires_grad_(False)
-        opt = torch.optim.Adam(self.net.parameters(), lr=lr)
-        sched = cosine_decay(opt, steps, lr_final_factor)
+        self.bases = bases
+        env = self.env
         tables = [b.log_prob_table() if env.is_enumerable else None for b in bases]
-        use_table = env.is_enumerable and not self.alpha_conditioned
-        all_states = env.all_states(device) if use_table else None
-        stop = env.stop_action
-        start = time.perf_counter()
-        for step in progress(range(1, steps + 1), enabled=progress_bar, total=steps, desc="classifier"):
-            batches = _pad([b.sample_trajectories(batch_size, 0.0, t) for b, t in zip(bases, tables)], stop)
-            states = torch.cat([s for s, _, _ in batches], 0)  # (M*B, T+1, D)
-            x = states[:, -1]
-            label = torch.arange(m, device=device).repeat_interleave(batch_size)
-            visited = torch.cat([_visited(a, act, stop) for _, a, act in batches], 0)
-            # L_N summed over each trajectory's states (MATH.md §1.2) or averaged over all visited states
-            norm = visited.shape[0] if nonterminal_reduction == "sum" else visited.sum()
-            la = None
-            if self.alpha_conditioned:
-                la = (torch.rand(m * batch_size, device=device) * 2 - 1) * logit_alpha_range
-            with torch.no_grad():  # W(s; y) from the target network's terminal predictions
-                flags = torch.ones(x.shape[:-1], dtype=torch.bool, device=device)
-                t_logits = target(self._features(x, flags, la if la is not None else 0.0))[..., :m]
-                weights = target_weights(t_logits, label, n, la)  # (M*B, m**n)
-            if use_table:
-                both = torch.cat([all_states, all_states], 0)
-                flags = torch.arange(2 * len(all_states), device=device) < len(all_states)
-                out = self.net(self._features(both, flags, 0.0))
-                term_table = out[: len(all_states), :m]
-                nt_table = torch.log_softmax(out[len(all_states) :, m:], -1)
-                term_logits = term_table[env.index(x)]
-                idx = env.index(states)[visited]  # (V,)
-                w_rows = weights.unsqueeze(1).expand(-1, states.shape[1], -1)[visited]
-                acc = torch.zeros_like(nt_table).index_add_(0, idx, w_rows)
-                loss_n = -(acc * nt_table).sum() / norm
-            else:
-                flags = torch.ones(x.shape[:-1], dtype=torch.bool, device=device)
-                term_logits = self.net(self._features(x, flags, 0.0))[..., :m]
-                s_vis = states[visited]
-                la_vis = la.unsqueeze(1).expand(visited.shape)[visited] if la is not None else 0.0
-                nf = torch.zeros(s_vis.shape[:-1], dtype=torch.bool, device=device)
-                nt = torch.log_softmax(self.net(self._features(s_vis, nf, la_vis))[..., m:], -1)
-                w_rows = weights.unsqueeze(1).expand(-1, states.shape[1], -1)[visited]
-                loss_n = -(w_rows * nt).sum() / norm
-            loss_t = torch.nn.functional.cross_entropy(term_logits, label)
-            loss = loss_t + min(1.0, step / ramp if ramp else 1.0) * loss_n
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step_scheduler(sched)
-            ema_update_(target, self.net, ema_decay)
-            if step % 100 == 0 or step == steps:
-                self.history.append(
-                    {
-                        "step": step,
-                        "loss_terminal": float(loss_t.detach()),
-                        "loss_nonterminal": float(loss_n.detach()),
-                        "time": time.perf_counter() - start,
-                    }
-                )
-            if callback is not None and (step % callback_every == 0 or step == steps):
-                callback(step, self)
-        return self
+        all_states = env.all_states(self.device) if env.is_enumerable and not self.alpha_conditioned else None
+
+        def loss(state: TrainState):
+            value, loss_t, loss_n = self.training_loss(
+                bases, state.ema, state.step, batch_size, ramp, logit_alpha_range, nonterminal_reduction, tables,
+                all_states,
+            )  # fmt: skip
+            return value, {"loss_terminal": loss_t, "loss_nonterminal": loss_n}
+
+        return fit_loop(
+            self,
+            loss,
+            param_groups=[{"params": self.net.parameters(), "lr": lr, "name": "lr"}],
+            steps=steps,
+            lr_final_factor=lr_final_factor,
+            ema=EMA(self.net, ema_decay),
+            seed=seed,
+            progress_bar=progress_bar,
+            desc="classifier",
+            callback=callback,
+            callback_every=callback_every,
+            time_limit=time_limit,
+        )
 
     # ----- checkpoints -----
 
-    def save(self, path: Union[str, Path]) -> None:
-        """Save weights and configuration (format version :data:`CHECKPOINT_VERSION`)."""
-        save_checkpoint(
-            path,
-            "ObservationClassifier",
-            CHECKPOINT_VERSION,
-            {
-                "env": self.env.config(),
-                "num_models": self.num_models,
-                "num_observations": self.num_observations,
-                "alpha_conditioned": self.alpha_conditioned,
-                "hidden": self.hidden,
-                "layers": self.layers,
-                "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-                "history": self.history,
-            },
-        )
+    def checkpoint_payload(self) -> dict:
+        """Weights and configuration (format version :data:`CHECKPOINT_VERSION`)."""
+        return {
+            "env": self.env.config(),
+            "num_models": self.num_models,
+            "num_observations": self.num_observations,
+            "alpha_conditioned": self.alpha_conditioned,
+            "hidden": self.hidden,
+            "layers": self.layers,
+            "custom_network": self.custom_network,
+            "state_dict": cpu_state_dict(self),
+            "history": self.history,
+        }
 
     @classmethod
-    def load(cls, path: Union[str, Path], env: Optional[DiscreteEnv] = None, device=None) -> "ObservationClassifier":
-        """Load a checkpoint written by :meth:`save`; ``env``, if given, must match the checkpoint's."""
-        data = load_checkpoint(path, "ObservationClassifier", CHECKPOINT_VERSION)
+    def _from_checkpoint(
+        cls,
+        path: Union[str, Path],
+        data: dict,
+        env: Optional[DiscreteEnv] = None,
+        device=None,
+        *,
+        network: Optional[nn.Module] = None,
+    ) -> "ObservationClassifier":
+        """``ObservationClassifier.load(path, env=None, device=None, *, network=None)``: load a checkpoint written
+        by :meth:`save`.
+
+        :param env: the environment; must match the checkpoint's (rebuilt from the checkpoint when omitted).
+        :param device: where to put the loaded classifier.
+        :param network: an (untrained) network of the saved architecture, required when the classifier was saved
+            with a custom network.
+        :raises ValueError: for a file that is not such a checkpoint, another format version, a checkpoint trained
+            on another environment, or a network that does not match.
+        """
         check_env(path, data["env"], env)
+        if data.get("custom_network", False) and network is None:
+            raise ValueError(f"checkpoint {path} was saved with a custom network: pass network=...")
         clf = cls(
             env or env_from_config(data["env"]),
             data["num_models"],
@@ -340,8 +420,12 @@ class ObservationClassifier(Classifier):
             alpha_conditioned=data["alpha_conditioned"],
             hidden=data["hidden"],
             layers=data["layers"],
+            network=network,
         )
-        clf.load_state_dict(data["state_dict"])
+        try:
+            clf.load_state_dict(data["state_dict"])
+        except RuntimeError as err:
+            raise ValueError(f"checkpoint {path} does not match the network: {err}") from None
         clf.history = list(data.get("history", []))
         return clf.to(device) if device is not None else clf
 
