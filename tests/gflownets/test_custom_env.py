@@ -165,10 +165,7 @@ def trained():
     assert isinstance(p2.reward, LinePeak) and p2.reward.params() == LinePeak().params()
     p2.reward = R2
     p2.fit(300, seed=2, progress_bar=False, **kw)
-    clf = ps.ObservationClassifier.fit(
-        [p1, p2],
-        2,
-        hidden=32,
+    clf = ps.ObservationClassifier.for_bases([p1, p2], 2, hidden=32).fit(
         steps=250,
         batch_size=32,
         lr=1e-2,
