@@ -13,6 +13,7 @@ from pyro_sculpt.diffusion import (
     ScoreModel,
     VPSchedule,
 )
+from pyro_sculpt.nn import SinusoidalTimeEmbedding
 from pyro_sculpt.utils import as_device
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -39,6 +40,8 @@ CONSTRUCTORS = {
     "DiffusionObservationClassifier": lambda device: ps.DiffusionObservationClassifier(
         2, hidden=8, layers=1, device=device
     ),
+    "ObservationClassifier": lambda device: ps.ObservationClassifier(ENV, 2, 2, hidden=8, device=device),
+    "SinusoidalTimeEmbedding": lambda device: SinusoidalTimeEmbedding(8, device=device),
 }
 
 

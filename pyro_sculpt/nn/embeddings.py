@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from pyro_sculpt.utils import DeviceLike, check_positive_int
+from pyro_sculpt.utils import DeviceLike, as_device, check_positive_int
 
 
 class SinusoidalTimeEmbedding(nn.Module):
@@ -33,7 +33,8 @@ class SinusoidalTimeEmbedding(nn.Module):
             raise ValueError(f"dim must be even, got {dim}")
         self.dim, self.scale, self.max_period = dim, float(scale), float(max_period)
         half = dim // 2
-        self.register_buffer("freqs", torch.exp(-math.log(max_period) * torch.arange(half) / half), persistent=False)
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half) / half)
+        self.register_buffer("freqs", freqs.to(as_device(device)), persistent=False)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         arg = (self.scale * t).unsqueeze(-1) * self.freqs.to(t.dtype)

@@ -32,7 +32,7 @@ from pyro_sculpt.sculpting.observations import (
 )
 from pyro_sculpt.train.checkpoint import Checkpointable, check_env, cpu_state_dict
 from pyro_sculpt.train.loop import EMA, TrainState, fit_loop
-from pyro_sculpt.utils import check_positive_int, logit
+from pyro_sculpt.utils import as_device, check_positive_int, logit
 
 CHECKPOINT_VERSION = 1
 
@@ -143,7 +143,7 @@ class ObservationClassifier(Checkpointable, Classifier):
         self.custom_network = network is not None
         self.net = network if network is not None else MLP(in_dim, out_dim, hidden, layers)
         if device is not None:
-            self.to(device)
+            self.to(as_device(device))
         check_network(self.net, in_dim, out_dim, "network", device)
         self.history: list[dict] = []
         self.bases: Optional[list[DiscretePolicyProcess]] = None
