@@ -1,10 +1,16 @@
 """The sculpting paper's 2D grid experiment (Garipov et al. 2023, §6.1, Fig. 3 and Fig. C.1).
 
 Base GFlowNets on a 32x32 grid (symmetric Shubert at temperature 0.5 and diagonal sigmoid; the three circles), an
-observation classifier per experiment, and every operation of the paper's figures. Each composition is measured
+observation classifier per experiment, and the operations of the paper's figures. Each composition is measured
 against the exact composition of the *learned* bases by the exact L1 of the guided policy's terminal distribution
 (dynamic programming), and by empirical L1 of particles with and without the twisted-SMC correction. Models are
-cached in the output directory and reused.
+cached in the output directory and reused; an unusable cached file is retrained (with a logged warning).
+
+The default run (README command 1, :func:`reduced_schedule`) is sized to finish within 10 minutes on 2 CPU cores:
+the harmonic mean, contrast and reverse contrast at alpha = 1/2 with a classifier not conditioned on alpha, and
+four 3-model operations. ``all_ops`` (``pyro-sculpt grid --all-ops``) adds the alpha-conditioned classifier at
+alphas 0.05, 0.5, 0.95, every 3-model operation and the chained composition; ``--full`` is the paper's training
+settings with every operation.
 """
 
 from __future__ import annotations
@@ -12,12 +18,13 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from pyro_sculpt.experiments.cache import load_or_train
 from pyro_sculpt.experiments.plotting import grid_heatmaps
 from pyro_sculpt.experiments.train_grid import FAST_RECIPE, REFERENCE_RECIPE
 from pyro_sculpt.gflownets import GFlowNet, exact
@@ -35,23 +42,47 @@ THREE_MODEL_OPS = ["12", "13", "23", "123", "11", "22", "33", "111", "222", "333
 
 @dataclass
 class Schedule:
-    """Training settings of one run of the experiment."""
+    """Training settings and operations of one run of the experiment (every operation by default)."""
 
     base: dict = field(default_factory=lambda: dict(FAST_RECIPE))
     classifier: dict = field(default_factory=dict)
     particles: int = 100_000
+    #: alphas of the 2-model operations with the alpha-conditioned classifier (empty: that classifier is not trained)
+    alphas: tuple = ALPHAS
+    #: the chained composition (the harmonic mean used as a base; one more classifier)
+    chained: bool = True
     three_models: bool = True
+    #: the 3-model operations run (labels of :data:`THREE_MODEL_OPS`)
+    three_model_ops: tuple = tuple(THREE_MODEL_OPS)
 
 
-def reduced_schedule() -> Schedule:
-    """The schedule of README command 1: large batches and a decaying learning rate, minutes on 2 CPU cores."""
+#: the 3-model operations of the default run: one of each kind (two different observations, three different, two
+#: and three equal)
+DEFAULT_THREE_MODEL_OPS = ("12", "123", "11", "111")
+
+
+def default_operations(schedule: Schedule) -> Schedule:
+    """``schedule`` restricted to the operations of the default run (README command 1): the bases, the classifier
+    not conditioned on alpha with the harmonic mean, contrast and reverse contrast at alpha = 1/2, and
+    :data:`DEFAULT_THREE_MODEL_OPS`; no alpha-conditioned classifier (alphas 0.05, 0.5, 0.95) and no chained
+    composition. ``pyro-sculpt grid --all-ops`` runs every operation."""
+    return replace(schedule, alphas=(), chained=False, three_model_ops=DEFAULT_THREE_MODEL_OPS)
+
+
+def reduced_schedule(all_ops: bool = False) -> Schedule:
+    """The schedule of README command 1: large batches and a decaying learning rate, minutes on 2 CPU cores.
+
+    :param all_ops: every operation of the paper's figures (the alpha-conditioned classifier at alphas 0.05, 0.5,
+        0.95, every 3-model operation, the chained composition); otherwise :func:`default_operations`.
+    """
     clf = dict(steps=2000, batch_size=128, lr=2e-3, ramp=400, lr_final_factor=0.05)
-    return Schedule(classifier=clf, particles=100_000, three_models=True)
+    schedule = Schedule(classifier=clf, particles=100_000, three_models=True)
+    return schedule if all_ops else default_operations(schedule)
 
 
 def paper_schedule() -> Schedule:
-    """The paper's settings: bases by the reference TB recipe, classifiers at 64 trajectories per model per step
-    for 15,000 steps (Adam 1e-3, ramp 3,000, EMA 0.995)."""
+    """The paper's settings and every operation: bases by the reference TB recipe, classifiers at 64 trajectories
+    per model per step for 15,000 steps (Adam 1e-3, ramp 3,000, EMA 0.995)."""
     clf = dict(steps=15_000, batch_size=64, lr=1e-3, ramp=3_000)
     return Schedule(base=dict(REFERENCE_RECIPE), classifier=clf, particles=100_000, three_models=True)
 
@@ -60,35 +91,58 @@ def _label(y) -> str:
     return "".join(str(v + 1) for v in y if v is not None)
 
 
-def _get_base(out: Path, name: str, reward, schedule: Schedule, seed: int, progress_bar: bool, log) -> GFlowNet:
-    path = out / f"base_{name}.pt"
-    env = HyperGrid(2, 32)
-    if path.exists():
-        gfn = GFlowNet.load(path, env)
-        log(f"loaded {path}")
-        return gfn
-    t = time.perf_counter()
-    gfn = GFlowNet(env, reward).fit(**schedule.base, seed=seed, progress_bar=progress_bar)
-    l1 = l1_distance(gfn.exact_terminal_distribution(), exact.reward_distribution(env, reward))
-    log(f"trained base {name} in {time.perf_counter() - t:.1f}s: exact L1 to its reward = {l1:.4f}")
-    gfn.save(path)
+def _load_base(path: Path, env: HyperGrid, reward) -> GFlowNet:
+    gfn = GFlowNet.load(path, env)
+    if gfn.reward is not None and gfn.reward.config() != reward.config():
+        raise ValueError(f"{path} holds a GFlowNet of reward {gfn.reward.config()}, expected {reward.config()}")
     return gfn
 
 
+def _get_base(out: Path, name: str, reward, schedule: Schedule, seed: int, progress_bar: bool, log) -> GFlowNet:
+    """The base GFlowNet cached as ``out/base_{name}.pt``, trained (and cached) if missing or unusable."""
+    env = HyperGrid(2, 32)
+
+    def train() -> GFlowNet:
+        t = time.perf_counter()
+        # a seeded fit starts from weights drawn from the seed: the same --seed gives the same bases
+        gfn = GFlowNet(env, reward).fit(**schedule.base, seed=seed, progress_bar=progress_bar)
+        l1 = l1_distance(gfn.exact_terminal_distribution(), exact.reward_distribution(env, reward))
+        log(f"trained base {name} in {time.perf_counter() - t:.1f}s: exact L1 to its reward = {l1:.4f}")
+        return gfn
+
+    gfn, _ = load_or_train(out / f"base_{name}.pt", lambda p: _load_base(p, env, reward), train, log)
+    return gfn
+
+
+def _load_classifier(path: Path, env, n: int, alpha_conditioned: bool, num_models: int) -> ObservationClassifier:
+    clf = ObservationClassifier.load(path, env)
+    found = (clf.num_models, clf.num_observations, clf.alpha_conditioned)
+    if found != (num_models, n, alpha_conditioned):
+        raise ValueError(
+            f"{path} holds a classifier of (models, observations, alpha-conditioned) = {found}, expected "
+            f"{(num_models, n, alpha_conditioned)}"
+        )
+    return clf
+
+
 def _get_classifier(out, name, bases, n, alpha_conditioned, schedule, seed, progress_bar, log):
+    """The classifier cached as ``out/classifier_{name}.pt``, trained (and cached) if missing or unusable; returns
+    it with its training time in seconds (``None`` when loaded)."""
+    seconds = None
+
+    def train() -> ObservationClassifier:
+        nonlocal seconds
+        t = time.perf_counter()
+        clf = ObservationClassifier.for_bases(bases, n, alpha_conditioned=alpha_conditioned).fit(
+            **schedule.classifier, seed=seed, progress_bar=progress_bar
+        )  # a seeded fit starts from weights drawn from the seed
+        seconds = time.perf_counter() - t
+        log(f"trained classifier {name} in {seconds:.1f}s")
+        return clf
+
     path = out / f"classifier_{name}.pt"
-    if path.exists():
-        log(f"loaded {path}")
-        return ObservationClassifier.load(path, bases[0].env), None
-    t = time.perf_counter()
-    clf = ObservationClassifier.for_bases(bases, n, alpha_conditioned=alpha_conditioned).fit(
-        **schedule.classifier,
-        seed=seed,
-        progress_bar=progress_bar,
-    )
-    seconds = time.perf_counter() - t
-    log(f"trained classifier {name} in {seconds:.1f}s")
-    clf.save(path)
+    load = lambda p: _load_classifier(p, bases[0].env, n, alpha_conditioned, len(bases))  # noqa: E731
+    clf, _ = load_or_train(path, load, train, log)
     return clf, seconds
 
 
@@ -136,35 +190,39 @@ def run(out: Path, schedule: Schedule, seed: int = 0, progress_bar: bool = True,
     shubert = _get_base(out, "shubert", rewards.symmetric_shubert(0.5), schedule, seed, progress_bar, log)
     sigmoid = _get_base(out, "sigmoid", rewards.diagonal_sigmoid(), schedule, seed + 1, progress_bar, log)
     bases = [shubert, sigmoid]
-    clf, secs = _get_classifier(out, "two_models", bases, 2, True, schedule, seed, progress_bar, log)
-    results["two_models_classifier_seconds"] = secs
     panels = [
         ("P1: Shubert", shubert.exact_terminal_distribution()),
         ("P2: sigmoid", sigmoid.exact_terminal_distribution()),
     ]
-    for alpha in ALPHAS:
-        for label, y in TWO_MODEL_OPS:
-            row, target, proc = _evaluate(bases, clf, y, alpha, schedule.particles, seed)
-            row["op"] = label
-            results["two_models"].append(row)
-            log(_format(row))
-            panels.append((f"{label} a={alpha}\nL1={row['exact_l1']:.3f}", proc.exact_terminal_distribution()))
+    clf = None
+    if schedule.alphas:
+        clf, secs = _get_classifier(out, "two_models", bases, 2, True, schedule, seed, progress_bar, log)
+        results["two_models_classifier_seconds"] = secs
+        for alpha in schedule.alphas:
+            for label, y in TWO_MODEL_OPS:
+                row, target, proc = _evaluate(bases, clf, y, alpha, schedule.particles, seed)
+                row["op"] = label
+                results["two_models"].append(row)
+                log(_format(row))
+                panels.append((f"{label} a={alpha}\nL1={row['exact_l1']:.3f}", proc.exact_terminal_distribution()))
     # the unparameterised operations (alpha = 1/2) with a classifier that is not conditioned on alpha
     plain, secs = _get_classifier(out, "two_models_plain", bases, 2, False, schedule, seed, progress_bar, log)
     results["two_models_plain_classifier_seconds"] = secs
     for label, y in TWO_MODEL_OPS:
-        row, _, _ = _evaluate(bases, plain, y, None, schedule.particles, seed)
+        row, _, proc = _evaluate(bases, plain, y, None, schedule.particles, seed)
         row["op"] = f"{label} (plain clf)"
         results["two_models"].append(row)
         log(_format(row))
-    # chaining: the harmonic mean is itself a base; its composition is approximate (see SculptedProcess)
-    hm = sculpt(bases, clf, (0, 1), 0.5).process
-    chain_clf, _ = _get_classifier(out, "chained", [hm, sigmoid], 2, False, schedule, seed, progress_bar, log)
-    row, _, proc = _evaluate([hm, sigmoid], chain_clf, (0, 0), None, 0, seed)
-    row["op"] = "(P1 x P2) contrast P2"
-    results["chained"] = row
-    log(_format(row) + "  [chained: approximate by construction]")
-    panels.append((f"(P1xP2) contrast P2\nL1={row['exact_l1']:.3f}", proc.exact_terminal_distribution()))
+        panels.append((f"{label} (plain clf)\nL1={row['exact_l1']:.3f}", proc.exact_terminal_distribution()))
+    if schedule.chained:
+        # chaining: the harmonic mean is itself a base; its composition is approximate (see SculptedProcess)
+        hm = (sculpt(bases, clf, (0, 1), 0.5) if clf is not None else sculpt(bases, plain, (0, 1))).process
+        chain_clf, _ = _get_classifier(out, "chained", [hm, sigmoid], 2, False, schedule, seed, progress_bar, log)
+        row, _, proc = _evaluate([hm, sigmoid], chain_clf, (0, 0), None, 0, seed)
+        row["op"] = "(P1 x P2) contrast P2"
+        results["chained"] = row
+        log(_format(row) + "  [chained: approximate by construction]")
+        panels.append((f"(P1xP2) contrast P2\nL1={row['exact_l1']:.3f}", proc.exact_terminal_distribution()))
     grid_heatmaps(panels, 32, out / "two_models.png", ncols=6, suptitle="Sculpting 2 GFlowNets (exact, guided)")
     if schedule.three_models:
         circles = [
@@ -174,14 +232,15 @@ def run(out: Path, schedule: Schedule, seed: int = 0, progress_bar: bool = True,
         clf3, secs3 = _get_classifier(out, "three_models", circles, 3, False, schedule, seed, progress_bar, log)
         results["three_models_classifier_seconds"] = secs3
         panels = [(f"P{k + 1}: circle {k + 1}", c.exact_terminal_distribution()) for k, c in enumerate(circles)]
-        for label in THREE_MODEL_OPS:
+        for label in schedule.three_model_ops:
             y = tuple(int(c) - 1 for c in label) + (None,) * (3 - len(label))
             row, target, proc = _evaluate(circles, clf3, y, None, schedule.particles, seed)
             row["op"] = f"y={label}"
             results["three_models"].append(row)
             log(_format(row))
             panels.append((f"y={label}\nL1={row['exact_l1']:.3f}", proc.exact_terminal_distribution()))
-        grid_heatmaps(panels, 32, out / "three_models.png", ncols=5, suptitle="Sculpting 3 GFlowNets")
+        ncols = 5 if len(panels) > 8 else 4
+        grid_heatmaps(panels, 32, out / "three_models.png", ncols=ncols, suptitle="Sculpting 3 GFlowNets")
     results["total_seconds"] = time.perf_counter() - start
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown_table(results))
@@ -252,9 +311,17 @@ def main(
     progress_bar: bool,
     particles: Optional[int] = None,
     two_only: bool = False,
+    all_ops: bool = False,
 ) -> dict:
-    """The ``pyro-sculpt grid`` command."""
-    schedule = paper_schedule() if full else reduced_schedule()
+    """The ``pyro-sculpt grid`` command.
+
+    :param full: the paper's training settings and every operation (:func:`paper_schedule`).
+    :param all_ops: every operation with the reduced training (:func:`reduced_schedule` with ``all_ops=True``);
+        otherwise the default run's operations (:func:`default_operations`).
+    :param particles: particles of the empirical L1s (0: exact L1 only); default 100,000.
+    :param two_only: skip the 3-model experiment.
+    """
+    schedule = paper_schedule() if full else reduced_schedule(all_ops)
     if particles is not None:
         schedule.particles = particles
     if two_only:

@@ -1,0 +1,72 @@
+"""Bad command-line values are usage errors (exit code 2, the option named on stderr), raised before any work."""
+
+import pytest
+
+from pyro_sculpt.experiments import cli
+
+
+@pytest.fixture(autouse=True)
+def _no_work(monkeypatch):
+    """Every command fails the test if it gets as far as running: the checks must come first."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the command started running")
+
+    from pyro_sculpt.experiments import gaussians, grid, train_grid
+
+    for mod in (train_grid, grid, gaussians):
+        monkeypatch.setattr(mod, "main", fail)
+
+
+def _usage_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: pyro-sculpt" in err and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("command", ["train", "grid", "gaussians"])
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_threads_must_be_positive(command, value, capsys):
+    err = _usage_error([command, "--threads", value], capsys)
+    assert "argument --threads" in err and "expected" in err
+
+
+@pytest.mark.parametrize("value", ["1", "0", "-4"])
+def test_height_must_be_a_grid_side(value, capsys):
+    err = _usage_error(["train", "--height", value], capsys)
+    assert "argument --height" in err and ">= 2" in err and value in err
+
+
+@pytest.mark.parametrize("value", ["0", "-10"])
+def test_steps_must_be_positive(value, capsys):
+    err = _usage_error(["train", "--steps", value], capsys)
+    assert "argument --steps" in err and value in err
+
+
+@pytest.mark.parametrize("command", ["train", "grid", "gaussians"])
+def test_out_must_not_be_a_file(command, tmp_path, capsys):
+    f = tmp_path / "results.txt"
+    f.write_text("not a directory")
+    err = _usage_error([command, "--out", str(f)], capsys)
+    assert "argument --out" in err and "existing file" in err and str(f) in err
+    err = _usage_error([command, "--out", str(f / "sub")], capsys)
+    assert "argument --out" in err and "existing file" in err
+
+
+@pytest.mark.parametrize(("command", "value"), [("grid", "-1"), ("gaussians", "-1"), ("gaussians", "1")])
+def test_particles_range(command, value, capsys):
+    err = _usage_error([command, "--particles", value], capsys)
+    assert "argument --particles" in err and value in err
+
+
+def test_good_values_reach_the_command(tmp_path, monkeypatch):
+    from pyro_sculpt.experiments import grid
+
+    seen = {}
+    monkeypatch.setattr(grid, "main", lambda *args: seen.setdefault("args", args))
+    out = tmp_path / "new" / "dir"
+    assert cli.main(["grid", "--out", str(out), "--particles", "0", "--threads", "1", "--all-ops"]) == 0
+    assert seen["args"] == (out, False, 0, True, 0, False, True)  # particles 0: skip the empirical L1s
