@@ -1,4 +1,4 @@
-"""Sculpting 2D Gaussian-mixture diffusion models (issue 4; Garipov et al. 2023, §4.2; MATH.md §1.3).
+"""Sculpting 2D Gaussian-mixture diffusion models (issue 4; Garipov et al. 2023, §4.2; docs/math.md §1.3).
 
 Base models are 2D Gaussian mixtures on a 3x3 lattice of modes (two and three models). Every composition is measured
 against the exact composed density of the *true* base distributions on a fine grid, in two variants:
@@ -6,7 +6,7 @@ against the exact composed density of the *true* base distributions on a fine gr
 * ``oracle``: exact scores (:class:`~pyro_sculpt.diffusion.GaussianMixtureOracle`) and the exact time-conditioned
   classifier (:class:`~pyro_sculpt.diffusion.GaussianMixtureClassifier`): only the sampler's discretisation errs;
 * ``trained``: score networks (:class:`~pyro_sculpt.diffusion.ScoreModel`) trained on samples of the bases, and a
-  :class:`~pyro_sculpt.sculpting.DiffusionObservationClassifier` trained on their reverse chains (MATH.md §1.2).
+  :class:`~pyro_sculpt.sculpting.DiffusionObservationClassifier` trained on their reverse chains (docs/math.md §1.2).
   The classifier learns from the states of every noise level (``max_time=1``). A second one, trained only up to
   diffusion time 0.7 as in the reference implementation (the library's default) and unused beyond it, is reported for
   comparison: with this VP schedule and modes 3 to 6 apart, part of the choice between modes is made at

@@ -1,4 +1,4 @@
-"""Sequential Monte Carlo over any iterative process (MATH.md §1.5).
+"""Sequential Monte Carlo over any iterative process (docs/math.md §1.5).
 
 Particles follow a :class:`~pyro_sculpt.infer.twist.Twist` (a proposal for every step with twisted incremental
 weights), carry log-weights, and are resampled when the effective sample size falls below a threshold, never after

@@ -1,4 +1,4 @@
-"""The protocol through which sequential Monte Carlo drives any iterative process (MATH.md §1.5).
+"""The protocol through which sequential Monte Carlo drives any iterative process (docs/math.md §1.5).
 
 A :class:`Twist` owns a batch of particles of one process: it proposes each step (a guided step, or the process's own
 step), advances the particles and returns each particle's incremental log-weight

@@ -22,7 +22,7 @@ def split_observation_output(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a classifier network's output ``(..., m + m^n)`` into the terminal logits :math:`\\ell_i(x)`,
     ``(..., m)``, and the normalised non-terminal log-joint :math:`\\log Q(y_1, \\dots, y_n \\mid s)`,
-    ``(..., m, ..., m)`` with ``n`` trailing dims (Garipov et al. 2023, §4.1, §4.3; MATH.md §1.2)."""
+    ``(..., m, ..., m)`` with ``n`` trailing dims (Garipov et al. 2023, §4.1, §4.3; docs/math.md §1.2)."""
     m, n = num_models, num_observations
     joint = torch.log_softmax(out[..., m:], -1).reshape(out.shape[:-1] + (m,) * n)
     return out[..., :m], joint

@@ -1,4 +1,4 @@
-"""Closed forms of the compositions on enumerable spaces (Garipov et al. 2023, §3; MATH.md §1)."""
+"""Closed forms of the compositions on enumerable spaces (Garipov et al. 2023, §3; docs/math.md §1)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 The guidance handler (:class:`~pyro_sculpt.sculpting.SculptGuidanceMessenger`) is family-agnostic: at every step
 site it asks the site's process for the guided distribution, through :class:`GuidableProcess`. Each family's
-mixture process implements it (GFlowNets: the guided policy of MATH.md §1.1; diffusion: the guided score of §1.3).
+mixture process implements it (GFlowNets: the guided policy of docs/math.md §1.1; diffusion: the guided score of §1.3).
 """
 
 from __future__ import annotations

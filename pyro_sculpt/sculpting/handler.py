@@ -16,7 +16,7 @@ class SculptGuidanceMessenger(Messenger):
 
     The handler acts on the step sites that :func:`pyro_sculpt.run` emits (recognised by their
     ``infer["pyro_sculpt"]`` annotation) and asks the site's process for the guided distribution
-    (:class:`~pyro_sculpt.sculpting.guidance.GuidableProcess`): the guided policy of MATH.md §1.1 for a GFlowNet
+    (:class:`~pyro_sculpt.sculpting.guidance.GuidableProcess`): the guided policy of docs/math.md §1.1 for a GFlowNet
     mixture, one batched classifier call over all particles; the guided score of §1.3 for a diffusion mixture, one
     classifier forward and backward pass. The site's mask (trajectories that already stopped) and batch shape
     (enclosing plates) are kept. Plate sub-sample sites and sites already ``done`` are left alone; observed step

@@ -1,5 +1,5 @@
 """Composition operators on GFlowNets and diffusion models, each a Pyro distribution (Garipov et al. 2023, Table 1;
-MATH.md §1).
+docs/math.md §1).
 
 Every operator returns a :class:`~pyro_sculpt.processes.ProcessDistribution`: sample it (guided and vectorised over
 particles), score it (exactly on enumerable spaces, by dynamic programming over the guided policy), run its steps

@@ -1,6 +1,6 @@
 """The probability-flow log-density of sculpted diffusion compositions against exact answers: the divergence of the
 guided score against finite differences, and the log-density of oracle compositions against the exact normalised
-density of the composition (MATH.md §1.3)."""
+density of the composition (docs/math.md §1.3)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""With exact classifiers, every composition matches its closed form (MATH.md §1)."""
+"""With exact classifiers, every composition matches its closed form (docs/math.md §1)."""
 
 import pytest
 import torch

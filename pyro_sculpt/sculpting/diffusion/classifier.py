@@ -1,5 +1,5 @@
 """A time-conditioned observation classifier for diffusion bases, trained from sampled reverse chains
-(Garipov et al. 2023, §4.2 and Appendix; MATH.md §1.2, §1.3).
+(Garipov et al. 2023, §4.2 and Appendix; docs/math.md §1.2, §1.3).
 
 The classifier answers, for a batch of points :math:`x` at diffusion times :math:`t` (or terminal points),
 
@@ -274,7 +274,7 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
             (g,) = torch.autograd.grad(lp.sum(), xg)
         return lp.detach(), g
 
-    # ----- training (MATH.md §1.2, §1.3) -----
+    # ----- training (docs/math.md §1.2, §1.3) -----
 
     @classmethod
     def for_bases(

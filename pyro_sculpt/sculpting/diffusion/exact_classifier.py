@@ -1,4 +1,4 @@
-"""The exact observation classifier of Gaussian-mixture oracles, terminal and time-conditioned (MATH.md §1,
+"""The exact observation classifier of Gaussian-mixture oracles, terminal and time-conditioned (docs/math.md §1,
 §1.3)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class GaussianMixtureClassifier:
 
     Observations are 0-based base indices. :math:`y_1` has prior :math:`w` (the mixture weights, default
     uniform) and :math:`y_{2..n}` the prior :math:`\\pi` (default :math:`w`; ``alpha`` gives :math:`(\\alpha,
-    1 - \\alpha)` for two bases, the parameterised operations of MATH.md §1). Terminal (``t=None``), the
+    1 - \\alpha)` for two bases, the parameterised operations of docs/math.md §1). Terminal (``t=None``), the
     observations are independent given :math:`x`:
 
     .. math::

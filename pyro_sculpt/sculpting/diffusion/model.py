@@ -1,4 +1,4 @@
-"""Sculpted diffusion models (Garipov et al. 2023, §4.2; MATH.md §1.3).
+"""Sculpted diffusion models (Garipov et al. 2023, §4.2; docs/math.md §1.3).
 
 Two compositions of diffusion bases :math:`p_1, \\dots, p_m` (reverse-diffusion samplers on one data space):
 
@@ -47,7 +47,7 @@ from pyro_sculpt.utils import DeviceLike, as_device
 
 class SculptedDiffusionModel(DiffusionModel):
     """The sculpted diffusion model :math:`\\tilde p(x \\mid y_1, \\dots, y_n)` of bases :math:`p_1, \\dots, p_m`: a
-    :class:`~pyro_sculpt.diffusion.DiffusionModel` whose score is the guided score (MATH.md §1.3)
+    :class:`~pyro_sculpt.diffusion.DiffusionModel` whose score is the guided score (docs/math.md §1.3)
 
     .. math::
 

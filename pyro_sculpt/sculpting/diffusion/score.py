@@ -1,4 +1,4 @@
-"""The guided score of sculpted diffusion models (Garipov et al. 2023, §4.2; MATH.md §1.3):
+"""The guided score of sculpted diffusion models (Garipov et al. 2023, §4.2; docs/math.md §1.3):
 
 .. math::
 

@@ -1,5 +1,5 @@
 """The classifier twist of a sculpted diffusion model for SMC: twisted diffusion sampling (Wu et al., NeurIPS 2023)
-for the sculpting operators (MATH.md §1.3, §1.5).
+for the sculpting operators (docs/math.md §1.3, §1.5).
 
 The target is the sculpted reverse chain: the mixture transition
 :math:`\\tilde P(x' \\mid x) = \\sum_i Q(y_1 = i \\mid x, t)\\, \\mathcal N(x';\\ a x + b\\, s_i(x, t),\\ c^2 I)`

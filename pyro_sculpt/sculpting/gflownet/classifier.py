@@ -202,7 +202,7 @@ class ObservationClassifier(Checkpointable, Classifier):
             logit_alpha = logit(obs.alpha_value)
         return self._split(self.net(self._features(states, terminal, logit_alpha)))
 
-    # ----- training (MATH.md §1.2) -----
+    # ----- training (docs/math.md §1.2) -----
 
     def _resolve_bases(self, bases) -> list:
         if bases is None:
@@ -250,7 +250,7 @@ class ObservationClassifier(Checkpointable, Classifier):
         x = states[:, -1]
         label = torch.arange(m, device=device).repeat_interleave(batch_size)
         visited = torch.cat([_visited(a, act, stop) for _, a, act in batches], 0)
-        # L_N summed over each trajectory's states (MATH.md §1.2) or averaged over all visited states
+        # L_N summed over each trajectory's states (docs/math.md §1.2) or averaged over all visited states
         norm = visited.shape[0] if nonterminal_reduction == "sum" else visited.sum()
         la = None
         if self.alpha_conditioned:
@@ -301,7 +301,7 @@ class ObservationClassifier(Checkpointable, Classifier):
         lr_final_factor: float = 1.0,
         nonterminal_reduction: str = "sum",
     ) -> "ObservationClassifier":
-        """Train in place by the bootstrapped objective of Garipov et al. (2023) (MATH.md §1.2); the loop is
+        """Train in place by the bootstrapped objective of Garipov et al. (2023) (docs/math.md §1.2); the loop is
         :func:`~pyro_sculpt.train.fit_loop`.
 
         Every step samples ``batch_size`` trajectories from each base with its own policy. For a trajectory of base
@@ -338,7 +338,7 @@ class ObservationClassifier(Checkpointable, Classifier):
         :param time_limit: stop after this many seconds.
         :param lr_final_factor: cosine decay of the learning rate to this fraction (1.0 keeps it constant).
         :param nonterminal_reduction: ``"sum"`` sums :math:`L_N` over each trajectory's states and averages over
-            trajectories (MATH.md §1.2); ``"mean"`` averages over all visited states.
+            trajectories (docs/math.md §1.2); ``"mean"`` averages over all visited states.
         :returns: ``self``.
         :raises FloatingPointError: when the loss becomes non-finite (the message names the step).
         """

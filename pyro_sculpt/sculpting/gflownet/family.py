@@ -12,7 +12,7 @@ from pyro_sculpt.sculpting.gflownet.sculpted import SculptedProcess
 
 
 class GFlowNetFamily:
-    """Mixture: :class:`MixtureProcess`; sculpting: :class:`SculptedProcess` (the guided policy, MATH.md §1.1)."""
+    """Mixture: :class:`MixtureProcess`; sculpting: :class:`SculptedProcess` (the guided policy, docs/math.md §1.1)."""
 
     name = "GFlowNet"
     base_description = "a GFlowNet, a composition, or their distribution"

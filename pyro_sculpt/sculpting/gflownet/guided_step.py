@@ -1,4 +1,4 @@
-"""The guided policy of a sculpted GFlowNet (Garipov et al. 2023, §4.1, eq. 12-13; MATH.md §1.1)."""
+"""The guided policy of a sculpted GFlowNet (Garipov et al. 2023, §4.1, eq. 12-13; docs/math.md §1.1)."""
 
 from __future__ import annotations
 

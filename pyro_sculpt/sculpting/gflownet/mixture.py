@@ -154,8 +154,8 @@ class MixtureProcess(IterativeProcess):
         return obs
 
     def guided_step_dist(self, state, t: int, guidance: Guidance) -> Categorical:
-        """The guided policy of MATH.md §1.1 at the states of ``state`` (one batched classifier call over the distinct
-        rows); ``log_rho`` keeps tracking the exact prefix posterior."""
+        """The guided policy of docs/math.md §1.1 at the states of ``state`` (one batched classifier call over the
+        distinct rows); ``log_rho`` keeps tracking the exact prefix posterior."""
         obs = guidance.cached(self, lambda: self._check_guidance(guidance))
         rows, inverse, base_lp = self.unique_base_log_probs(state[0])  # shared with the step and its transition
         step = guided_step(self.bases, guidance.classifier, obs, rows, base_lp, deduplicate=self.deduplicate)

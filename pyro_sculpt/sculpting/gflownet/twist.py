@@ -1,4 +1,4 @@
-"""The classifier twist of a sculpted GFlowNet for SMC (MATH.md §1.5).
+"""The classifier twist of a sculpted GFlowNet for SMC (docs/math.md §1.5).
 
 The target is the sculpted trajectory measure :math:`\\gamma(\\tau) = \\big(\\sum_i w_i P_i(\\tau)\\big) Q(y \\mid x)`,
 whose terminal marginal is :math:`\\tilde p(x \\mid y)`. The guided policy :math:`q` is the proposal and the
