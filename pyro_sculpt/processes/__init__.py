@@ -1,11 +1,13 @@
 """Layer 1: iterative generative processes and their Pyro interface."""
 
+from pyro_sculpt.processes.deferred import DeferredCategorical
 from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.processes.process import IterativeProcess, State
 from pyro_sculpt.processes.reparam import ProcessReparam
 from pyro_sculpt.processes.runner import replace_step_dist, run, sample, step_site_name, step_sites
 
 __all__ = [
+    "DeferredCategorical",
     "IterativeProcess",
     "ProcessDistribution",
     "ProcessReparam",

@@ -12,6 +12,7 @@ from pyro_sculpt.gflownets.policy_process import (
     gather_rows,
     unique_rows,
 )
+from pyro_sculpt.processes.deferred import DeferredCategorical
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.gflownet.bases import check_bases
 from pyro_sculpt.sculpting.gflownet.classifier import Classifier
@@ -86,15 +87,20 @@ class MixtureProcess(IterativeProcess):
 
     def step_dist(self, state, t):
         s, log_rho = state
+        if not log_rho.requires_grad:  # computed on first use: under guidance the handler replaces it unused
+            batch = torch.broadcast_shapes(s.shape[:-1], log_rho.shape[:-1])
+            return DeferredCategorical(batch, self.env.n_actions, lambda: self._mixture_logits(s, log_rho))
         lp = self.base_log_probs(s)
         post = torch.log_softmax(log_rho, -1).unsqueeze(-1)
-        if not log_rho.requires_grad:
-            return Categorical(logits=torch.logsumexp(post + lp, -2))
         # differentiable in the weights (under pyro_sculpt.run): keep the logsumexp of invalid actions, -inf under
         # every base, out of the graph, where its gradient would be NaN
         valid = (lp > float("-inf")).any(-2)
         logits = torch.logsumexp(post + torch.where(valid.unsqueeze(-2), lp, torch.zeros_like(lp)), -2)
         return Categorical(logits=logits.masked_fill(~valid, float("-inf")))
+
+    def _mixture_logits(self, s: torch.Tensor, log_rho: torch.Tensor) -> torch.Tensor:
+        post = torch.log_softmax(log_rho, -1).unsqueeze(-1)
+        return torch.logsumexp(post + self.base_log_probs(s), -2)
 
     def transition(self, state, value, t):
         s, log_rho = state
