@@ -35,6 +35,10 @@ class GaussianMixtureOracle(DiffusionModel):
     :class:`~pyro_sculpt.diffusion.ScoreModel` is, so that sampler and composition errors can be measured
     apart from model error.
 
+    The oracle is a vector model (event shape ``(D,)``); an image-shaped oracle is a thin
+    :class:`~pyro_sculpt.diffusion.DiffusionModel` that reshapes ``(..., C, H, W)`` to ``(..., C H W)``, calls this
+    one and reshapes the score back.
+
     :param means: component means, shape ``(K, D)``.
     :param covariances: component covariances, shape ``(K, D, D)``, symmetric positive definite. Give either
         this or ``stds``.

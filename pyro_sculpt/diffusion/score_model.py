@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from pyro_sculpt.diffusion.model import DiffusionModel, check_points, time_like
+from pyro_sculpt.diffusion.model import (
+    DiffusionModel,
+    batch_shape_of,
+    check_points,
+    per_batch,
+    resolve_event_shape,
+    sum_event,
+    time_like,
+)
 from pyro_sculpt.diffusion.schedules import NoiseSchedule, TimeLike, VPSchedule, schedule_from_config
 from pyro_sculpt.nn import ScoreMLP
 from pyro_sculpt.train.checkpoint import Checkpointable, cpu_state_dict
@@ -39,10 +47,15 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
     i.e. score matching weighted by :math:`\\sigma_t^2`, and keeps an exponential moving average of the
     weights, which :meth:`score` uses by default (``use_ema``).
 
-    :param dim: data dimension :math:`D`.
+    :param dim: data dimension :math:`D` of vector data (event shape ``(D,)``); give this or ``event_shape``.
     :param schedule: the noise schedule (default :class:`~pyro_sculpt.diffusion.VPSchedule`).
-    :param network: a module ``network(x, t) -> eps`` with ``x`` of shape ``(..., D)``; default a
-        :class:`ScoreMLP` with ``hidden``, ``layers`` and ``time_embedding_dim``.
+    :param event_shape: the shape of one data point, e.g. ``(3, 28, 28)`` for images (with ``dim``, it must have
+        ``dim`` entries).
+    :param network: a module ``network(x, t) -> eps`` with ``x`` of shape ``(B,) + event_shape``, ``t`` of shape
+        ``(B,)`` and output of ``x``'s shape (for images, e.g. a small U-Net; :meth:`eps` flattens the batch
+        dimensions of its input to the one ``B``); default a :class:`ScoreMLP` with
+        ``hidden``, ``layers`` and ``time_embedding_dim`` (which flattens the event: meant for vectors and small
+        events).
     :param seed: seed of the global generators before the network is initialised (a seed given to :meth:`fit`
         re-initialises it from that seed).
     :param device: where the networks live.
@@ -56,13 +69,15 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
         model = ScoreModel(2, seed=0).fit(oracle.sample, steps=5000, seed=0)
         x = ps.ProcessDistribution(AncestralSampler(model, 200)).sample((1000,))
         model.save("model.pt"); model = ScoreModel.load("model.pt")
+        images = ScoreModel(event_shape=(3, 28, 28), network=MyConvNet())    # network(x (B, 3, 28, 28), t (B,))
     """
 
     def __init__(
         self,
-        dim: int,
+        dim: Optional[int] = None,
         schedule: Optional[NoiseSchedule] = None,
         *,
+        event_shape: Optional[Sequence[int]] = None,
         network: Optional[nn.Module] = None,
         hidden: int = 128,
         layers: int = 3,
@@ -71,7 +86,7 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
         device: DeviceLike = None,
     ):
         super().__init__()
-        self.dim = check_positive_int("dim", dim)
+        self.event_shape = resolve_event_shape(dim, event_shape)
         set_seed(seed)
         if schedule is None:
             schedule = VPSchedule()
@@ -79,7 +94,10 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
             raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
         self.schedule = schedule
         if network is None:
-            network = ScoreMLP(dim, hidden, layers, time_embedding_dim)
+            vector = len(self.event_shape) == 1
+            network = ScoreMLP(
+                self.dim, hidden, layers, time_embedding_dim, event_shape=None if vector else self.event_shape
+            )
         self.network = network
         self.ema_network = copy.deepcopy(network)
         for p in self.ema_network.parameters():
@@ -90,20 +108,16 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
         self._check_network()
 
     def _check_network(self) -> None:
+        shape = (3,) + tuple(self.event_shape)
+        want = "(B, " + ", ".join(str(s) for s in self.event_shape) + ")"
         try:
             with torch.no_grad():
-                out = self.network(
-                    torch.zeros(3, self.dim, device=self.device), torch.full((3,), 0.5, device=self.device)
-                )
+                out = self.network(torch.zeros(shape, device=self.device), torch.full((3,), 0.5, device=self.device))
         except RuntimeError as err:
-            raise ValueError(
-                f"network must map x of shape (B, {self.dim}) and t of shape (B,) to (B, {self.dim}): {err}"
-            ) from None
-        if not isinstance(out, torch.Tensor) or out.shape != (3, self.dim):
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(
-                f"network must map x of shape (B, {self.dim}) and t of shape (B,) to (B, {self.dim}), got {shape}"
-            )
+            raise ValueError(f"network must map x of shape {want} and t of shape (B,) to {want}: {err}") from None
+        if not isinstance(out, torch.Tensor) or out.shape != shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"network must map x of shape {want} and t of shape (B,) to {want}, got {got}")
 
     @property
     def device(self) -> torch.device:  # type: ignore[override]
@@ -111,32 +125,35 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
         return p.device if p is not None else torch.device("cpu")
 
     def __repr__(self) -> str:
-        return f"ScoreModel(dim={self.dim}, schedule={self.schedule!r})"
+        shape = f"dim={self.dim}" if len(self.event_shape) == 1 else f"event_shape={tuple(self.event_shape)}"
+        return f"ScoreModel({shape}, schedule={self.schedule!r})"
 
     # ----- the model -----
 
     def eps(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
         """The noise prediction :math:`\\hat\\epsilon(x, t)` (EMA weights when ``use_ema``)."""
-        check_points(x, self.dim)
+        check_points(x, self.event_shape)
         net = self.ema_network if self.use_ema else self.network
-        return net(x, time_like(t, x))
+        batch = batch_shape_of(x, self.event_shape)  # the network sees one batch dimension
+        tt = time_like(t, x, self.event_shape).expand(batch).reshape(-1)
+        return net(x.reshape((-1,) + tuple(self.event_shape)), tt).reshape(x.shape)
 
     def score(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
         """:math:`s(x, t) = -\\hat\\epsilon(x, t) / \\sigma_t`."""
-        sigma = self.schedule.sigma(time_like(t, x)).unsqueeze(-1)
+        sigma = per_batch(self.schedule.sigma(time_like(t, x, self.event_shape)), self.event_shape)
         return -self.eps(x, t) / sigma
 
     # ----- training -----
 
     def loss(self, x0: torch.Tensor, network: Optional[nn.Module] = None) -> torch.Tensor:
-        """The denoising score matching loss on a batch ``x0`` of shape ``(B, D)`` (one random time per
-        row)."""
+        """The denoising score matching loss on a batch ``x0`` of shape ``(B,) + event_shape`` (one random time per
+        row; the squared error summed over the event)."""
         net = self.network if network is None else network
         sched = self.schedule
         t = sched.t_min + (sched.t_max - sched.t_min) * torch.rand(x0.shape[0], device=x0.device, dtype=x0.dtype)
         eps = torch.randn_like(x0)
-        xt = sched.alpha(t).unsqueeze(-1) * x0 + sched.sigma(t).unsqueeze(-1) * eps
-        return ((net(xt, t) - eps) ** 2).sum(-1).mean()
+        xt = per_batch(sched.alpha(t), self.event_shape) * x0 + per_batch(sched.sigma(t), self.event_shape) * eps
+        return sum_event((net(xt, t) - eps) ** 2, self.event_shape).mean()
 
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
@@ -192,9 +209,9 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
         check_positive_int("batch_size", batch_size)
         dev = self.device
         if isinstance(data, torch.Tensor):
-            check_points(data, self.dim, "data")
-            if data.dim() != 2 or data.shape[0] < 1:
-                raise ValueError(f"data must have shape (N, {self.dim}) with N >= 1, got {tuple(data.shape)}")
+            check_points(data, self.event_shape, "data")
+            if data.dim() != 1 + len(self.event_shape) or data.shape[0] < 1:
+                raise ValueError(f"data must have shape (N, {_entries(self)}) with N >= 1, got {tuple(data.shape)}")
             if not torch.isfinite(data).all():
                 raise ValueError("data must be finite")
             table = data.detach().to(device=dev, dtype=torch.get_default_dtype())
@@ -206,14 +223,15 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
 
             def draw(b: int) -> torch.Tensor:
                 x = data(b)
-                if not isinstance(x, torch.Tensor) or x.shape != (b, self.dim):
+                if not isinstance(x, torch.Tensor) or x.shape != (b,) + tuple(self.event_shape):
                     shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-                    raise ValueError(f"data({b}) must return a tensor of shape ({b}, {self.dim}), got {shape}")
+                    raise ValueError(f"data({b}) must return a tensor of shape ({b}, {_entries(self)}), got {shape}")
                 return x.detach().to(device=dev, dtype=torch.get_default_dtype())
 
         else:
             raise TypeError(
-                f"data must be a tensor (N, {self.dim}) or a function of the batch size, got {type(data).__name__}"
+                f"data must be a tensor (N, {_entries(self)}) or a function of the batch size, "
+                f"got {type(data).__name__}"
             )
         running: Optional[float] = None
 
@@ -248,6 +266,7 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
         """The networks (current and EMA), schedule and history (format version :data:`CHECKPOINT_VERSION`)."""
         return {
             "dim": self.dim,
+            "event_shape": list(self.event_shape),
             "schedule": self.schedule.config(),
             "network": self.network.config() if isinstance(self.network, ScoreMLP) else None,
             "state_dict": cpu_state_dict(self.network),
@@ -285,9 +304,11 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
                 raise ValueError(f"checkpoint {path} was saved with a custom network: pass network=...")
             cfg = dict(cfg)
             cfg.pop("type", None)
-            model = cls(data["dim"], schedule, **{k: v for k, v in cfg.items() if k != "dim"})
+            kwargs = {k: v for k, v in cfg.items() if k != "dim"}
+            kwargs.setdefault("event_shape", data.get("event_shape"))
+            model = cls(data["dim"], schedule, **kwargs)
         else:
-            model = cls(data["dim"], schedule, network=network)
+            model = cls(data["dim"], schedule, event_shape=data.get("event_shape"), network=network)
         try:
             model.network.load_state_dict(data["state_dict"])
             model.ema_network.load_state_dict(data["ema_state_dict"])
@@ -297,3 +318,8 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
         model.history = list(data.get("history", []))
         model.network.eval()
         return model.to(as_device(device))
+
+
+def _entries(model: ScoreModel) -> str:
+    """The event shape of ``model`` as the entries of a shape in messages (``"2"``, ``"3, 28, 28"``)."""
+    return ", ".join(str(s) for s in model.event_shape)

@@ -14,7 +14,7 @@ stop action); trajectories of different lengths are handled with masks, never wi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 from pyro.distributions import TorchDistribution
@@ -27,7 +27,8 @@ class IterativeProcess(ABC):
     """Abstract base class of an iterative generative process.
 
     A state is a tensor, or a tuple of tensors, whose leading dimensions are batch dimensions and whose trailing
-    :attr:`state_event_dims` dimensions describe one state. :meth:`init` returns an *unbatched* state: inside a Pyro
+    :attr:`state_event_dims` dimensions describe one state (an int for every leaf, or one int per leaf of a tuple
+    state, e.g. ``(3, 1)`` for an image and a label). :meth:`init` returns an *unbatched* state: inside a Pyro
     program the plates broadcast it, and :meth:`step_dist` must therefore accept states of any batch shape.
 
     Subclasses implement :meth:`init`, :meth:`step_dist`, :meth:`transition` and :meth:`terminal`; processes whose
@@ -36,8 +37,9 @@ class IterativeProcess(ABC):
 
     #: Upper bound on the number of steps of a trajectory.
     max_steps: int
-    #: Number of trailing dimensions of one state tensor (per leaf, for tuple states).
-    state_event_dims: int = 1
+    #: Number of trailing dimensions of one state tensor: one int for every leaf, or a tuple of one int per leaf of a
+    #: tuple state.
+    state_event_dims: Union[int, tuple[int, ...]] = 1
 
     @abstractmethod
     def init(self) -> State:
@@ -79,13 +81,33 @@ class IterativeProcess(ABC):
     def keep_done(self, done: torch.Tensor, old: State, new: State) -> State:
         """Select ``old`` where ``done`` and ``new`` elsewhere, leaf by leaf."""
         if isinstance(new, tuple):
-            return tuple(self._where(done, o, n) for o, n in zip(old, new))
-        return self._where(done, old, new)
+            dims = leaf_event_dims(self.state_event_dims, len(new))
+            return tuple(self._where(done, o, n, d) for o, n, d in zip(old, new, dims))
+        return self._where(done, old, new, leaf_event_dims(self.state_event_dims, None))
 
-    def _where(self, done: torch.Tensor, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        mask = done.reshape(done.shape + (1,) * self.state_event_dims)
+    def _where(
+        self, done: torch.Tensor, old: torch.Tensor, new: torch.Tensor, event_dims: Optional[int] = None
+    ) -> torch.Tensor:
+        k = self.state_event_dims if event_dims is None else event_dims
+        mask = done.reshape(done.shape + (1,) * k)
         return torch.where(mask, old, new)
 
     def site_infer(self, state: State, t: int) -> dict[str, Any]:
         """The ``infer`` annotation of a step site, read by effect handlers such as the guidance handler."""
         return {"pyro_sculpt": {"process": self, "state": state, "t": t}}
+
+
+def leaf_event_dims(event_dims: Union[int, tuple[int, ...]], num_leaves: Optional[int]):
+    """The event dimensions of every leaf of a state: a tuple of ``num_leaves`` ints for a tuple state, one int for a
+    tensor state (``num_leaves=None``).
+
+    :raises ValueError: if a tuple ``event_dims`` does not have one entry per leaf, or is given for a tensor state.
+    """
+    if isinstance(event_dims, tuple):
+        if num_leaves is None or len(event_dims) != num_leaves:
+            raise ValueError(
+                f"state_event_dims {event_dims} must have one entry per leaf of the state "
+                f"({'a tensor' if num_leaves is None else f'{num_leaves} leaves'})"
+            )
+        return event_dims
+    return event_dims if num_leaves is None else (event_dims,) * num_leaves

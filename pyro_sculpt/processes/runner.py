@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import pyro
 import torch
 from pyro.distributions import TorchDistribution
 from pyro.distributions.torch_distribution import MaskedDistribution
 
-from pyro_sculpt.processes.process import IterativeProcess, State
+from pyro_sculpt.processes.process import IterativeProcess, State, leaf_event_dims
 from pyro_sculpt.utils import check_positive_int, check_sample_shape
 
 
@@ -135,8 +135,12 @@ def _device(state: State) -> torch.device:
     return state[0].device if isinstance(state, tuple) else state.device
 
 
-def expand_state(state: State, shape: torch.Size, event_dims: int) -> State:
+def expand_state(state: State, shape: torch.Size, event_dims: Union[int, tuple[int, ...]]) -> State:
+    """An unbatched ``state`` expanded (and copied) to the batch shape ``shape``; ``event_dims`` is the process's
+    :attr:`~IterativeProcess.state_event_dims` (one int, or one per leaf of a tuple state)."""
     if isinstance(state, tuple):
-        return tuple(expand_state(s, shape, event_dims) for s in state)
+        dims = leaf_event_dims(event_dims, len(state))
+        return tuple(expand_state(s, shape, d) for s, d in zip(state, dims))
+    event_dims = leaf_event_dims(event_dims, None)
     event = state.shape[state.dim() - event_dims :] if event_dims else torch.Size()
     return state.expand(shape + event).clone()

@@ -1,7 +1,9 @@
 """Reverse-diffusion samplers as iterative processes: one Pyro sample site per reverse step.
 
 Every sampler is an :class:`~pyro_sculpt.processes.IterativeProcess` whose state is :math:`x`, of shape
-``(..., D)``, and whose step ``k`` draws the next state (the value of a step *is* the next state):
+``batch_shape + event_shape`` (the model's :attr:`~pyro_sculpt.diffusion.DiffusionModel.event_shape`: ``(D,)`` for
+vectors, ``(C, H, W)`` for images), and whose step ``k`` draws the next state (the value of a step *is* the next
+state):
 
 * step 0 draws the initial noise :math:`x_{t_{max}} \\sim \\mathcal N(0, s^2 I)`
   (:meth:`NoiseSchedule.prior_std`); it uses no score;
@@ -32,7 +34,7 @@ import torch
 from pyro.distributions import Delta, Normal, TorchDistribution
 from torch.distributions import constraints
 
-from pyro_sculpt.diffusion.model import DiffusionModel
+from pyro_sculpt.diffusion.model import DiffusionModel, batch_shape_of, describe_event
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.utils import DeviceLike, as_device, check_positive_int
 
@@ -51,9 +53,10 @@ class ReverseDiffusionProcess(IterativeProcess):
         ``schedule.t_max`` down to ``schedule.t_min``).
     :param times: an explicit decreasing grid of times instead (overrides ``num_steps``).
     :param device: where states live (default the model's device).
-    """
 
-    state_event_dims = 1
+    The state, every step's value and the output have shape ``batch_shape + event_shape`` (the model's); every
+    step's distribution has ``len(event_shape)`` event dimensions.
+    """
 
     def __init__(
         self,
@@ -67,7 +70,7 @@ class ReverseDiffusionProcess(IterativeProcess):
             raise TypeError(f"model must be a DiffusionModel, got {type(model).__name__}")
         self.model = model
         self.schedule = model.schedule
-        self.dim = int(model.dim)
+        self._event_shape = model.event_shape
         self.device = as_device(device) if device is not None else model.device
         if times is None:
             check_positive_int("num_steps", num_steps)
@@ -118,8 +121,10 @@ class ReverseDiffusionProcess(IterativeProcess):
             raise TypeError(f"model must be a DiffusionModel, got {type(model).__name__}")
         if model.schedule != self.schedule:
             raise ValueError(f"model has schedule {model.schedule!r}, this sampler uses {self.schedule!r}")
-        if model.dim != self.dim:
-            raise ValueError(f"model has data dimension {model.dim}, this sampler has {self.dim}")
+        if model.event_shape != self.event_shape:
+            raise ValueError(
+                f"model has {describe_event(model.event_shape)}, this sampler has {describe_event(self.event_shape)}"
+            )
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         new.model = model
@@ -157,8 +162,8 @@ class ReverseDiffusionProcess(IterativeProcess):
         """The distribution of step ``t``'s value (the next state) from state ``x`` given ``score`` at ``x``
         (the model's, or a guided one).
 
-        :returns: ``Normal(a x + b score, c).to_event(1)``, or ``Delta(a x + b score, event_dim=1)`` for a
-            deterministic step (:math:`c = 0`, ODE samplers).
+        :returns: ``Normal(a x + b score, c).to_event(k)``, or ``Delta(a x + b score, event_dim=k)`` for a
+            deterministic step (:math:`c = 0`, ODE samplers), with ``k = len(event_shape)``.
         :raises NonFiniteScoreError: if ``score`` has NaN or infinite entries (the message names the step).
         :raises ValueError: if ``score`` does not have ``x``'s shape.
         """
@@ -175,14 +180,16 @@ class ReverseDiffusionProcess(IterativeProcess):
             )
         a, b, c = self._coefs[t]
         mean = a * x + b * score
+        k = len(self.event_shape)
         if c == 0.0:
-            return Delta(mean, event_dim=1)
-        return Normal(mean, mean.new_full((), c).expand(mean.shape)).to_event(1)
+            return Delta(mean, event_dim=k)
+        return Normal(mean, mean.new_full((), c).expand(mean.shape)).to_event(k)
 
     def prior(self, batch_shape: Optional[torch.Size] = None) -> TorchDistribution:
-        """The distribution of step 0, :math:`\\mathcal N(0, s^2 I)`, with batch shape ``batch_shape``."""
-        loc = torch.zeros(tuple(batch_shape or ()) + (self.dim,), device=self.device)
-        return Normal(loc, loc.new_full((), self._coefs[0][2]).expand(loc.shape)).to_event(1)
+        """The distribution of step 0, :math:`\\mathcal N(0, s^2 I)`, with batch shape ``batch_shape`` and event
+        shape :attr:`event_shape`."""
+        loc = torch.zeros(tuple(batch_shape or ()) + tuple(self.event_shape), device=self.device)
+        return Normal(loc, loc.new_full((), self._coefs[0][2]).expand(loc.shape)).to_event(len(self.event_shape))
 
     def _check_step(self, t: int) -> None:
         if not isinstance(t, int) or not 0 <= t < self.max_steps:
@@ -192,11 +199,11 @@ class ReverseDiffusionProcess(IterativeProcess):
 
     def init(self) -> torch.Tensor:
         """A placeholder state (zeros); step 0 replaces it by the initial noise."""
-        return torch.zeros(self.dim, device=self.device)
+        return torch.zeros(self.event_shape, device=self.device)
 
     def step_dist(self, state: torch.Tensor, t: int) -> TorchDistribution:
         if t == 0:
-            return self.prior(state.shape[:-1])
+            return self.prior(batch_shape_of(state, self.event_shape))
         return self.step_from_score(state, t, self.score(state, t))
 
     def transition(self, state: torch.Tensor, value: torch.Tensor, t: int) -> torch.Tensor:
@@ -207,11 +214,23 @@ class ReverseDiffusionProcess(IterativeProcess):
 
     @property
     def event_shape(self) -> torch.Size:
-        return torch.Size([self.dim])
+        """The shape of one state and output: the model's event shape."""
+        return self._event_shape
+
+    @property
+    def dim(self) -> int:
+        """The number of entries of one state (``event_shape[0]`` for vector data)."""
+        return self._event_shape.numel()
+
+    @property
+    def state_event_dims(self) -> int:  # type: ignore[override]
+        """``len(event_shape)``: the trailing dimensions of a state that describe one point."""
+        return len(self._event_shape)
 
     @property
     def support(self) -> constraints.Constraint:
-        return constraints.real_vector
+        """Real entries, with ``len(event_shape)`` event dimensions."""
+        return constraints.independent(constraints.real, len(self._event_shape))
 
     def site_infer(self, state: torch.Tensor, t: int) -> dict[str, Any]:
         """Adds ``"diffusion": {"kind", "time"}`` (the step kind and its score time, ``None`` at step 0) to

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
+from pyro_sculpt.diffusion.likelihood import check_divergence, probability_flow_log_prob
 from pyro_sculpt.diffusion.model import DiffusionModel
 from pyro_sculpt.diffusion.samplers.base import ReverseDiffusionProcess, ddim_coefficients
 from pyro_sculpt.utils import check_positive_int
@@ -28,6 +30,10 @@ class DDIMSampler(ReverseDiffusionProcess):
 
     :param eta: in [0, 1].
     :param log_prob_steps: RK4 steps of :meth:`terminal_log_prob` (``eta=0`` only).
+    :param divergence: how :meth:`terminal_log_prob` computes the divergence: ``"exact"``, ``"hutchinson"`` or
+        ``None`` (exact for events of at most 16 entries); see
+        :func:`~pyro_sculpt.diffusion.probability_flow_log_prob`.
+    :param num_probes: Rademacher probes per divergence evaluation of ``"hutchinson"``.
 
     Example::
 
@@ -42,6 +48,8 @@ class DDIMSampler(ReverseDiffusionProcess):
         *,
         eta: float = 0.0,
         log_prob_steps: int = 200,
+        divergence: Optional[str] = None,
+        num_probes: int = 1,
         **kwargs,
     ):
         eta = float(eta)
@@ -50,6 +58,8 @@ class DDIMSampler(ReverseDiffusionProcess):
         self.eta = eta
         self.log_prob_steps = check_positive_int("log_prob_steps", log_prob_steps)
         super().__init__(model, num_steps, **kwargs)
+        self.divergence = check_divergence(divergence, self.event_shape, num_probes)
+        self.num_probes = num_probes
 
     def _build(self) -> None:
         kind = "ode" if self.eta == 0.0 else "predictor"
@@ -61,6 +71,11 @@ class DDIMSampler(ReverseDiffusionProcess):
     def terminal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         if self.eta != 0.0:
             return super().terminal_log_prob(x)
-        from pyro_sculpt.diffusion.likelihood import probability_flow_log_prob
-
-        return probability_flow_log_prob(self.model, x, t0=float(self.times[-1]), num_steps=self.log_prob_steps)
+        return probability_flow_log_prob(
+            self.model,
+            x,
+            t0=float(self.times[-1]),
+            num_steps=self.log_prob_steps,
+            divergence=self.divergence,
+            num_probes=self.num_probes,
+        )

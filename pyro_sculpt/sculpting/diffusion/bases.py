@@ -36,9 +36,17 @@ def _sampler_signature(s: ReverseDiffusionProcess) -> tuple:
 
 
 def check_same_space(models: Sequence[Any], name: str = "bases") -> None:
-    """Raise a :class:`ValueError` unless ``models`` (diffusion models or samplers) are at least two, of one data
-    dimension and one noise schedule."""
-    check_shared(models, name, "data dimension", lambda m: m.dim, "every base must live in one space")
+    """Raise a :class:`ValueError` unless ``models`` (diffusion models or samplers) are at least two, of one event
+    shape and one noise schedule. The message names the "data dimension" of vector bases, else the "event shape"."""
+    vectors = all(len(m.event_shape) == 1 for m in models)
+    check_shared(
+        models,
+        name,
+        "data dimension" if vectors else "event shape",
+        lambda m: tuple(m.event_shape),
+        "every base must live in one space",
+        show=(lambda m: m.event_shape[0]) if vectors else (lambda m: tuple(m.event_shape)),
+    )
     check_shared(models, name, "schedule", lambda m: m.schedule, "every base must share one noise schedule")
 
 
@@ -54,7 +62,8 @@ def check_diffusion_bases(
         composition steps all bases together.
     :returns: the samplers.
     :raises TypeError: for a base that is not a diffusion sampler.
-    :raises ValueError: for fewer than two bases, or bases of different data dimensions, schedules or samplers.
+    :raises ValueError: for fewer than two bases, or bases of different event shapes (data dimensions), schedules or
+        samplers.
     """
     if isinstance(bases, (ReverseDiffusionProcess, ProcessDistribution)) or not hasattr(bases, "__len__"):
         raise TypeError(f"{name} must be a sequence of diffusion samplers, got {type(bases).__name__}")
@@ -80,8 +89,9 @@ def sample_reverse_chains(
     """Run ``num_chains`` reverse chains of ``sampler`` (a plain vectorised torch loop) and keep the states that its
     steps read at diffusion times :math:`\\tau \\le` ``max_time``.
 
-    :returns: ``(states, times, final)``: states ``(num_chains, S, D)`` (the input of every kept step, in the
-        sampler's order), their diffusion times ``(S,)`` (float64), and the final samples ``(num_chains, D)``.
+    :returns: ``(states, times, final)``: states ``(num_chains, S) + event_shape`` (the input of every kept step, in
+        the sampler's order), their diffusion times ``(S,)`` (float64), and the final samples ``(num_chains,) +
+        event_shape``.
     :raises ValueError: if no step of the sampler reads a state at :math:`\\tau \\le` ``max_time``.
 
     Example::
@@ -96,7 +106,7 @@ def sample_reverse_chains(
             f"{sampler.score_time(sampler.max_steps - 1):.4g})"
         )
     x = sampler.prior(torch.Size([num_chains])).sample()
-    states = x.new_empty((num_chains, len(kept), sampler.dim))
+    states = x.new_empty((num_chains, len(kept)) + tuple(sampler.event_shape))
     j = 0
     for t in range(1, sampler.max_steps):
         if j < len(kept) and kept[j] == t:

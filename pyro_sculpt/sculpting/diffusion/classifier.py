@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from pyro_sculpt.diffusion.model import check_points, time_like
+from pyro_sculpt.diffusion.model import batch_shape_of, check_points, describe_event, resolve_event_shape, time_like
 from pyro_sculpt.diffusion.schedules import NoiseSchedule, TimeLike, schedule_from_config
 from pyro_sculpt.nn import (
     MLP,
@@ -65,7 +65,7 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
     ``weights`` (applied by Bayes' rule, the network is trained with a uniform one) and :math:`y_{2..n}` the prior
     :math:`(\\alpha, 1 - \\alpha)` (two bases, ``alpha_conditioned``) or uniform.
 
-    :param dim: data dimension :math:`D`.
+    :param dim: data dimension :math:`D` of vector bases; give this or ``event_shape``.
     :param num_models: :math:`m \\ge 2`.
     :param num_observations: :math:`n \\ge 1`.
     :param schedule: the bases' noise schedule (checked against the bases; ``None``: taken from the bases by
@@ -80,6 +80,8 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
         features to :math:`m + m^n` outputs; default an :class:`~pyro_sculpt.nn.MLP` with ``layers`` hidden layers of
         width ``hidden``.
     :param device: where the weights live.
+    :param event_shape: the bases' event shape, e.g. ``(3, 28, 28)`` (the MLP reads the flattened event; with
+        ``dim``, it must have ``dim`` entries).
     :raises ValueError: for a network of the wrong input or output size.
 
     Build one for given bases with :meth:`for_bases` (it remembers them) and train it in place with :meth:`fit`.
@@ -102,10 +104,11 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
 
     def __init__(
         self,
-        dim: int,
+        dim: Optional[int] = None,
         num_models: int = 2,
         num_observations: int = 2,
         *,
+        event_shape: Optional[Sequence[int]] = None,
         schedule: Optional[NoiseSchedule] = None,
         alpha_conditioned: bool = False,
         max_time: float = 0.7,
@@ -116,7 +119,8 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
         device: DeviceLike = None,
     ):
         super().__init__()
-        self.dim = check_positive_int("dim", dim)
+        self.event_shape = resolve_event_shape(dim, event_shape)
+        self.dim = self.event_shape.numel()
         self.num_models = check_positive_int("num_models", num_models, 2)
         self.num_observations = check_positive_int("num_observations", num_observations, 1)
         if alpha_conditioned and num_models != 2:
@@ -133,7 +137,7 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
         self.hidden, self.layers = check_positive_int("hidden", hidden), check_positive_int("layers", layers, 0)
         self.time_embedding_dim = check_positive_int("time_embedding_dim", time_embedding_dim, 2)
         self.embed = SinusoidalTimeEmbedding(time_embedding_dim)
-        in_dim = dim + time_embedding_dim + 1 + int(self.alpha_conditioned)
+        in_dim = self.dim + time_embedding_dim + 1 + int(self.alpha_conditioned)
         out_dim = observation_output_size(num_models, num_observations)
         self.custom_network = network is not None
         self.net = network if network is not None else MLP(in_dim, out_dim, hidden, layers)
@@ -156,10 +160,11 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
     # ----- the network -----
 
     def _features(self, x: torch.Tensor, t: torch.Tensor, terminal: torch.Tensor, logit_alpha) -> torch.Tensor:
-        """Rows ``[x, e(min(t, max_time)), flag, logit_alpha]``; terminal rows take :math:`t = 0` and
-        :math:`\\mathrm{logit}\\,\\alpha = 0` (the terminal head ignores both)."""
+        """Rows ``[x, e(min(t, max_time)), flag, logit_alpha]`` (``x`` flattened over the event, ``terminal`` of its
+        batch shape); terminal rows take :math:`t = 0` and :math:`\\mathrm{logit}\\,\\alpha = 0` (the terminal head
+        ignores both)."""
         dtype = next(self.net.parameters()).dtype
-        x = x.to(dtype)
+        x = x.reshape(terminal.shape + (self.dim,)).to(dtype)
         tt = torch.where(terminal, torch.zeros_like(t), t.clamp(max=self.max_time)).to(dtype)
         feats = [x, self.embed(tt), terminal.to(dtype).unsqueeze(-1)]
         if self.alpha_conditioned:
@@ -191,10 +196,12 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
     # ----- the interface of GaussianMixtureClassifier -----
 
     def terminal_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """:math:`\\ell_i(x) = \\log p_i(x) + c(x)` of a final sample ``x`` ``(..., D)``, shape ``(..., m)``."""
-        check_points(x, self.dim, "x")
-        flag = torch.ones(x.shape[:-1], dtype=torch.bool, device=x.device)
-        zero = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
+        """:math:`\\ell_i(x) = \\log p_i(x) + c(x)` of a final sample ``x`` ``batch_shape + event_shape``, shape
+        ``batch_shape + (m,)``."""
+        check_points(x, self.event_shape, "x")
+        batch = batch_shape_of(x, self.event_shape)
+        flag = torch.ones(batch, dtype=torch.bool, device=x.device)
+        zero = torch.zeros(batch, dtype=x.dtype, device=x.device)
         out = self.net(self._features(x, zero, flag, 0.0))
         return out[..., : self.num_models].to(x.dtype)
 
@@ -203,22 +210,22 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
     ) -> torch.Tensor:
         """:math:`\\log Q(y_1, \\dots, y_n \\mid x_t)` for every configuration, in ONE network evaluation.
 
-        :param x: ``(..., D)``.
-        :param t: diffusion time (a float or a tensor broadcasting against ``x.shape[:-1]``); ``None``: ``x`` is a
+        :param x: ``batch_shape + event_shape``.
+        :param t: diffusion time (a float or a tensor broadcasting against ``batch_shape``); ``None``: ``x`` is a
             final sample (the terminal head, observations independent given ``x``).
         :param weights: prior of :math:`y_1` (the mixture weights), default uniform.
         :param alpha: prior :math:`(\\alpha, 1 - \\alpha)` of :math:`y_{2..n}` (two bases), default uniform.
         :param obs: an :class:`~pyro_sculpt.sculpting.Observations` (or any object with ``weights`` and ``alpha``)
             supplying the priors.
-        :returns: ``(..., m, ..., m)`` with ``n`` trailing dims.
+        :returns: ``batch_shape + (m, ..., m)`` with ``n`` trailing dims.
         """
-        check_points(x, self.dim, "x")
+        check_points(x, self.event_shape, "x")
         o = self._obs(weights, alpha, obs)
         log_priors = o.log_priors(x.device, x.dtype)
         if t is None:
             return terminal_log_joint(self.terminal_logits(x), log_priors)
-        tt = time_like(t, x)
-        flag = torch.zeros(x.shape[:-1], dtype=torch.bool, device=x.device)
+        tt = time_like(t, x, self.event_shape)
+        flag = torch.zeros(batch_shape_of(x, self.event_shape), dtype=torch.bool, device=x.device)
         la = logit(o.alpha_value) if (self.alpha_conditioned and o.alpha is not None) else 0.0
         _, joint = self._split(self.net(self._features(x, tt, flag, la)))
         m, n = self.num_models, self.num_observations
@@ -300,9 +307,10 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
         """
         samplers = check_diffusion_bases(bases)
         clf = cls(
-            samplers[0].dim,
+            None,
             len(samplers),
             num_observations,
+            event_shape=samplers[0].event_shape,
             schedule=samplers[0].schedule,
             alpha_conditioned=alpha_conditioned,
             max_time=max_time,
@@ -319,8 +327,11 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
     def _check_training_bases(self, samplers: list) -> None:
         if len(samplers) != self.num_models:
             raise ValueError(f"classifier is for {self.num_models} base models, got {len(samplers)} bases")
-        if samplers[0].dim != self.dim:
-            raise ValueError(f"bases have data dimension {samplers[0].dim}, but the classifier has {self.dim}")
+        if samplers[0].event_shape != self.event_shape:
+            raise ValueError(
+                f"bases have {describe_event(samplers[0].event_shape)}, but the classifier has "
+                f"{describe_event(self.event_shape)}"
+            )
         if self.num_observations > 1:
             for k, s in enumerate(samplers):
                 if any(s.step_coefficients(t)[2] == 0.0 for t in range(1, s.max_steps)):
@@ -517,6 +528,7 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
         """Weights and configuration (format version :data:`CHECKPOINT_VERSION`)."""
         return {
             "dim": self.dim,
+            "event_shape": list(self.event_shape),
             "num_models": self.num_models,
             "num_observations": self.num_observations,
             "schedule": None if self.schedule is None else self.schedule.config(),
@@ -566,6 +578,7 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
             data["num_models"],
             data["num_observations"],
             schedule=schedule,
+            event_shape=data.get("event_shape"),
             alpha_conditioned=data["alpha_conditioned"],
             max_time=data["max_time"],
             hidden=data["hidden"],

@@ -35,8 +35,8 @@ def composition_log_density(
     :param alpha: prior :math:`(\\alpha, 1-\\alpha)` of :math:`y_{2..n}` (two bases), a number or a 0-d tensor.
     :param weights: mixture weights, numbers or a tensor.
     :param t: the noise level of the densities (``None``: the data densities).
-    :returns: a function mapping ``(N, D)`` to ``(N,)`` (float64), differentiable in tensor ``weights`` and
-        ``alpha``.
+    :returns: a function mapping points ``(N,) + event_shape`` to ``(N,)`` (float64), differentiable in tensor
+        ``weights`` and ``alpha``.
 
     Example::
 

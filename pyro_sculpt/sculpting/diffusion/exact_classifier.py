@@ -48,6 +48,9 @@ class GaussianMixtureClassifier:
     :math:`t = 1` down to a point mass at :math:`\\sigma_t = 0`, and is differentiable in :math:`x_t`:
     :meth:`grad_log_prob` is autograd through it.
 
+    The classifier is for vector data (event shape ``(D,)``, that of its oracles); its quadrature grid grows as
+    ``quadrature_points ** D``, so it is meant for small :math:`D`.
+
     :param bases: the base oracles (at least two), one data dimension and one schedule.
     :param num_observations: :math:`n \\ge 1`.
     :param weights: the mixture weights :math:`w`, default uniform.
@@ -93,6 +96,8 @@ class GaussianMixtureClassifier:
         self.num_models = len(bases)
         self.num_observations = check_positive_int("num_observations", num_observations)
         self.dim = bases[0].dim
+        #: the shape of one point: vectors ``(D,)``
+        self.event_shape = torch.Size([self.dim])
         self.schedule = bases[0].schedule
         self.quadrature_points = check_positive_int("quadrature_points", quadrature_points)
         self.chunk_size = check_positive_int("chunk_size", chunk_size)

@@ -8,6 +8,7 @@ import torch
 from pyro.distributions import Categorical, TorchDistribution
 from torch.distributions import constraints
 
+from pyro_sculpt.diffusion.model import batch_shape_of, per_batch
 from pyro_sculpt.diffusion.samplers import NonFiniteScoreError
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.diffusion.bases import DiffusionBase, check_diffusion_bases
@@ -21,7 +22,8 @@ class DiffusionMixtureProcess(IterativeProcess):
     """The mixture :math:`\\sum_i w_i p_i` of diffusion samplers as an iterative process, exact without a
     classifier.
 
-    The state is ``(x, k)``: the particle ``x`` ``(..., D)`` and the base ``k`` ``(..., 1)`` that generates it. Step 0
+    The state is ``(x, k)``: the particle ``x`` (``batch_shape + event_shape``, the bases' event shape) and the base
+    ``k`` ``batch_shape + (1,)`` that generates it. Step 0
     draws :math:`k \\sim \\mathrm{Categorical}(w)` (kind ``"component"``), step 1 the initial noise (kind
     ``"prior"``), and step :math:`t \\ge 2` is step :math:`t - 1` of the bases' sampler with the particle's own
     base's score: every base's score is computed batched over all particles, and each particle's is selected. This is
@@ -47,7 +49,6 @@ class DiffusionMixtureProcess(IterativeProcess):
             x = ps.run("x", mix, num_particles=4000)
     """
 
-    state_event_dims = 1
     #: a mixture of bases (read by :func:`~pyro_sculpt.sculpting.sculpted_guide`)
     is_mixture = True
 
@@ -61,6 +62,10 @@ class DiffusionMixtureProcess(IterativeProcess):
         self.obs = Observations.build((None,), len(self.samplers), weights)
         self.weights = self.obs.weights
         self.dim = self.sampler.dim
+        #: the shape of one particle (the bases' event shape)
+        self._event_shape = self.sampler.event_shape
+        #: the event dimensions of the state's leaves ``(x, k)``
+        self.state_event_dims = (len(self._event_shape), 1)
         self.schedule = self.sampler.schedule
         self.max_steps = self.sampler.max_steps + 1
         self._device = as_device(device) if device is not None else self.sampler.device
@@ -103,14 +108,15 @@ class DiffusionMixtureProcess(IterativeProcess):
         return self.sampler.step_coefficients(t - 1)
 
     def base_scores(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        """``(..., m, D)`` every base's score at ``x`` for step ``t``, each batched over all particles. The last
+        """``batch_shape + (m,) + event_shape`` every base's score at ``x`` for step ``t``, each batched over all
+        particles. The last
         result is remembered for the same state tensor, so that a step's distribution and its guided replacement
         evaluate the bases once."""
         memo = self._memo
         if memo is not None and memo[0] is x and memo[1] == t:
             return memo[2]
         tau = self.score_time(t)
-        out = torch.stack([b.score(x, tau) for b in self.bases], -2)  # a loop over bases, not particles
+        out = torch.stack([b.score(x, tau) for b in self.bases], -1 - len(self._event_shape))  # a loop over bases
         self._memo = (x, t, out)
         return out
 
@@ -132,7 +138,7 @@ class DiffusionMixtureProcess(IterativeProcess):
 
     def init(self):
         return (
-            torch.zeros(self.dim, device=self.device),
+            torch.zeros(self._event_shape, device=self.device),
             torch.zeros(1, dtype=torch.long, device=self.device),
         )
 
@@ -141,13 +147,15 @@ class DiffusionMixtureProcess(IterativeProcess):
         if t == 0:
             probs = self.weights.to(device=self.device, dtype=torch.get_default_dtype())
             return Categorical(probs=probs).expand(k.shape[:-1])
+        event = self._event_shape
         if t == 1:
-            return self.sampler.prior(x.shape[:-1])
-        scores = self.base_scores(x, t)  # (..., m, D)
-        batch = torch.broadcast_shapes(scores.shape[:-2], k.shape[:-1])
-        scores = scores.expand(batch + scores.shape[-2:])
-        idx = k.expand(batch + (1,)).unsqueeze(-1).expand(batch + (1, self.dim))
-        return self.step_from_score(x.expand(batch + (self.dim,)), t, scores.gather(-2, idx).squeeze(-2))
+            return self.sampler.prior(batch_shape_of(x, event))
+        scores = self.base_scores(x, t)  # batch + (m,) + event
+        axis = -1 - len(event)
+        batch = torch.broadcast_shapes(scores.shape[:axis], k.shape[:-1])
+        scores = scores.expand(batch + scores.shape[axis:])
+        idx = per_batch(k.expand(batch + (1,)), event).expand(batch + (1,) + event)
+        return self.step_from_score(x.expand(batch + event), t, scores.gather(axis, idx).squeeze(axis))
 
     def transition(self, state, value: torch.Tensor, t: int):
         x, k = state
@@ -160,11 +168,11 @@ class DiffusionMixtureProcess(IterativeProcess):
 
     @property
     def event_shape(self) -> torch.Size:
-        return torch.Size([self.dim])
+        return self._event_shape
 
     @property
     def support(self) -> constraints.Constraint:
-        return constraints.real_vector
+        return constraints.independent(constraints.real, len(self._event_shape))
 
     def site_infer(self, state, t: int) -> dict:
         """Adds ``"diffusion": {"kind", "time"}`` (the step kind and its score time, ``None`` at steps 0 and 1)."""
@@ -189,7 +197,7 @@ class DiffusionMixtureProcess(IterativeProcess):
                 "diffusion mixture: use a DiffusionObservationClassifier or GaussianMixtureClassifier"
             )
         obs = Observations.build(guidance.y, len(self.bases), self.weights, guidance.alpha).detach()
-        check_diffusion_classifier(guidance.classifier, self.dim, self.schedule, obs)
+        check_diffusion_classifier(guidance.classifier, self._event_shape, self.schedule, obs)
         return obs
 
     def guided_step_dist(self, state, t: int, guidance: Guidance) -> Optional[TorchDistribution]:

@@ -82,7 +82,7 @@ class SculptedDiffusionModel(DiffusionModel):
     density of the learned guided ODE; beyond the classifier's ``max_time`` that ODE follows the prior-weighted
     bases' scores :math:`\\sum_i w_i s_i` (:func:`guidance_terms`).
 
-    :param bases: the base diffusion models (one data dimension and one schedule), or samplers of them.
+    :param bases: the base diffusion models (one event shape and one schedule), or samplers of them.
     :param classifier: a :class:`DiffusionObservationClassifier` or an exact
         :class:`~pyro_sculpt.diffusion.GaussianMixtureClassifier` of the bases.
     :param y: observed base indices (0-based), ``None`` for unobserved.
@@ -121,9 +121,9 @@ class SculptedDiffusionModel(DiffusionModel):
         check_same_space(models)
         self.bases = models
         self.schedule = models[0].schedule
-        self.dim = models[0].dim
+        self.event_shape = models[0].event_shape
         self.obs = Observations.build(y, len(models), weights, alpha)
-        check_diffusion_classifier(classifier, self.dim, self.schedule, self.obs)
+        check_diffusion_classifier(classifier, self.event_shape, self.schedule, self.obs)
         self.classifier = classifier
         self.gamma = check_gamma(gamma)
         self._device = as_device(device) if device is not None else models[0].device
@@ -139,14 +139,14 @@ class SculptedDiffusionModel(DiffusionModel):
         )
 
     def score(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        """The guided score :math:`s_{comp}(x, t)`, shape of ``x``."""
-        check_points(x, self.dim)
+        """The guided score :math:`s_{comp}(x, t)`, shape of ``x`` (``batch_shape + event_shape``)."""
+        check_points(x, self.event_shape)
         return composed_score(self.bases, self.classifier, self.obs, x, t, gamma=self.gamma)
 
     def log_q(self, x: torch.Tensor, t: Optional[TimeLike] = None) -> torch.Tensor:
         """:math:`\\log Q(y \\mid x, t)` of the observations (``t=None``: of a final sample), shape
-        ``x.shape[:-1]``."""
-        check_points(x, self.dim)
+        ``batch_shape``."""
+        check_points(x, self.event_shape)
         return classifier_log_prob(self.classifier, self.obs, x, t)
 
     def twist(self, sampler: ReverseDiffusionProcess) -> DiffusionClassifierTwist:

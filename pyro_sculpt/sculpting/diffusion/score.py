@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from pyro_sculpt.diffusion.model import DiffusionModel
+from pyro_sculpt.diffusion.model import DiffusionModel, EventShapeLike, as_event_shape, batch_shape_of, per_batch
 from pyro_sculpt.diffusion.schedules import TimeLike
 from pyro_sculpt.sculpting.diffusion.classifier import DiffusionObservationClassifier
 from pyro_sculpt.sculpting.diffusion.exact_classifier import GaussianMixtureClassifier
@@ -29,21 +29,27 @@ def is_diffusion_classifier(classifier: Any) -> bool:
     return isinstance(classifier, DIFFUSION_CLASSIFIERS)
 
 
-def check_diffusion_classifier(classifier: Any, dim: int, schedule, obs: Observations) -> None:
-    """Raise a clear error unless ``classifier`` guides ``obs.num_models`` diffusion bases of data dimension ``dim``
-    and noise schedule ``schedule`` for the observations ``obs``.
+def check_diffusion_classifier(classifier: Any, event_shape: EventShapeLike, schedule, obs: Observations) -> None:
+    """Raise a clear error unless ``classifier`` guides ``obs.num_models`` diffusion bases of event shape
+    ``event_shape`` (an int ``D``: vectors of data dimension ``D``) and noise schedule ``schedule`` for the
+    observations ``obs``.
 
     :raises TypeError: if ``classifier`` is not a diffusion observation classifier.
-    :raises ValueError: for another data dimension, number of bases, number of observations or schedule, or an
-        ``alpha`` the classifier cannot answer.
+    :raises ValueError: for another event shape (data dimension), number of bases, number of observations or schedule,
+        or an ``alpha`` the classifier cannot answer.
     """
     if not is_diffusion_classifier(classifier):
         raise TypeError(
             "classifier must be a diffusion observation classifier (DiffusionObservationClassifier or "
             f"GaussianMixtureClassifier), got {type(classifier).__name__}"
         )
-    if classifier.dim != dim:
-        raise ValueError(f"classifier is for data dimension {classifier.dim}, but the bases have dimension {dim}")
+    event_shape = as_event_shape(event_shape)
+    if classifier.event_shape != event_shape:
+        if len(classifier.event_shape) == len(event_shape) == 1:
+            msg = f"data dimension {classifier.dim}, but the bases have dimension {event_shape[0]}"
+        else:
+            msg = f"event shape {tuple(classifier.event_shape)}, but the bases have event shape {tuple(event_shape)}"
+        raise ValueError(f"classifier is for {msg}")
     if classifier.num_models != obs.num_models:
         raise ValueError(
             f"classifier was trained for {classifier.num_models} base models, but {obs.num_models} bases were given"
@@ -69,8 +75,9 @@ def guidance_terms(
     need_grad: bool = True,
     create_graph: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """The classifier's part of the guided score at ``x`` ``(..., D)`` and diffusion time ``t``, from one forward
-    and (if ``need_grad`` and some :math:`y_k` is observed) one backward pass.
+    """The classifier's part of the guided score at ``x`` (``batch_shape + event_shape``, the classifier's event
+    shape) and diffusion time ``t``, from one forward and (if ``need_grad`` and some :math:`y_k` is observed) one
+    backward pass.
 
     A learned classifier trained on states up to ``classifier.max_time`` is not used at later (noisier) times: there
     :math:`Q(y_1 \\mid x, t)` is the prior :math:`w` and :math:`Q(y \\mid x, t)` a constant in :math:`x` (reported as
@@ -82,8 +89,9 @@ def guidance_terms(
         (:func:`~pyro_sculpt.diffusion.probability_flow_log_prob`). Both classifiers are twice differentiable in
         ``x``. Beyond ``max_time`` the terms are constants, so their derivatives are zero there. Costs a
         larger graph; samplers leave it off.
-    :returns: ``(log_q1, log_q_y, grad)``: :math:`\\log Q(y_1 = i \\mid x, t)` ``(..., m)``, :math:`\\log Q(y \\mid x,
-        t)` ``(...)`` and :math:`\\nabla_x \\log Q(y \\mid x, t)` ``(..., D)`` (``None`` when not needed), detached
+    :returns: ``(log_q1, log_q_y, grad)``: :math:`\\log Q(y_1 = i \\mid x, t)` ``batch_shape + (m,)``, :math:`\\log Q(y
+        \\mid x, t)` ``batch_shape`` and :math:`\\nabla_x \\log Q(y \\mid x, t)` of ``x``'s shape (``None`` when not
+        needed), detached
         unless ``create_graph``. Works under :func:`torch.no_grad` (``create_graph`` needs grad mode).
     :raises ValueError: if ``create_graph`` is set but ``x`` does not require grad or grad mode is off.
 
@@ -99,16 +107,18 @@ def guidance_terms(
         )
     observed = any(v is not None for v in obs.y)
     need_grad = need_grad and observed
+    event_shape = classifier.event_shape
+    batch = batch_shape_of(x, event_shape)
     beyond = None
     max_time = getattr(classifier, "max_time", None)
     if max_time is not None and t is not None:
         beyond = torch.as_tensor(t, device=x.device) > max_time
         if beyond.dim() == 0 or bool(beyond.all()):
-            beyond = beyond.expand(x.shape[:-1])
+            beyond = beyond.expand(batch)
         if bool(beyond.all()):  # nothing to evaluate: the prior, and no guidance term
             log_w = obs.weights.detach().to(dtype=x.dtype, device=x.device).log()
-            zeros = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
-            return log_w.expand(x.shape[:-1] + log_w.shape), zeros, torch.zeros_like(x) if need_grad else None
+            zeros = torch.zeros(batch, dtype=x.dtype, device=x.device)
+            return log_w.expand(batch + log_w.shape), zeros, torch.zeros_like(x) if need_grad else None
     if create_graph:
         log_q1, log_q_y, grad = _differentiable_terms(classifier, obs, x, t, need_grad)
     else:
@@ -121,7 +131,7 @@ def guidance_terms(
                 if observed:
                     log_q_y = classifier.log_prob(obs.y, xg, t, **_exact_priors(obs))
                 else:
-                    log_q_y = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
+                    log_q_y = torch.zeros(batch, dtype=x.dtype, device=x.device)
             else:
                 log_q1, log_q_y = classifier.guidance_log_probs(xg, t, obs)
             grad = torch.autograd.grad(log_q_y.sum(), xg)[0] if need_grad else None
@@ -132,7 +142,7 @@ def guidance_terms(
         log_q1 = torch.where(b.unsqueeze(-1), log_w, log_q1)
         log_q_y = torch.where(b, torch.zeros_like(log_q_y), log_q_y)
         if grad is not None:
-            grad = torch.where(b.unsqueeze(-1), torch.zeros_like(grad), grad)
+            grad = torch.where(per_batch(b, event_shape), torch.zeros_like(grad), grad)
     return log_q1, log_q_y, grad
 
 
@@ -145,7 +155,7 @@ def _differentiable_terms(
         if any(v is not None for v in obs.y):
             log_q_y = classifier.log_prob(obs.y, x, t, **_exact_priors(obs))
         else:
-            log_q_y = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
+            log_q_y = torch.zeros(batch_shape_of(x, classifier.event_shape), dtype=x.dtype, device=x.device)
     else:
         log_q1, log_q_y = classifier.guidance_log_probs(x, t, obs)
     grad = torch.autograd.grad(log_q_y.sum(), x, create_graph=True)[0] if need_grad else None
@@ -164,7 +174,7 @@ def composed_score(
     create_graph: Optional[bool] = None,
 ) -> torch.Tensor:
     """The guided score :math:`\\sum_i Q(y_1 = i \\mid x, t)\\, s_i(x, t) + \\gamma \\nabla_x \\log Q(y \\mid x, t)`
-    at ``x`` ``(..., D)``, batched over particles.
+    at ``x`` (``batch_shape + event_shape``), batched over particles.
 
     Under :func:`torch.no_grad` (the samplers) the classifier's terms are detached constants: one classifier forward
     and backward pass per call. When ``x`` requires grad in grad mode (the probability-flow likelihood, whose
@@ -176,8 +186,8 @@ def composed_score(
     :param classifier: a diffusion observation classifier of the bases.
     :param obs: the observations and their priors.
     :param gamma: the guidance scale.
-    :param base_scores: ``(..., m, D)`` the bases' scores at ``x``, if already computed (as functions of ``x`` when
-        the score must be differentiable).
+    :param base_scores: ``batch_shape + (m,) + event_shape`` the bases' scores at ``x``, if already computed (as
+        functions of ``x`` when the score must be differentiable).
     :param create_graph: whether the score is differentiable in ``x`` through the classifier; default: when ``x``
         requires grad and grad mode is on.
 
@@ -188,9 +198,11 @@ def composed_score(
     if create_graph is None:
         create_graph = x.requires_grad and torch.is_grad_enabled()
     log_q1, _, grad = guidance_terms(classifier, obs, x, t, need_grad=gamma != 0.0, create_graph=create_graph)
+    event_shape = classifier.event_shape
+    axis = -1 - len(event_shape)  # the bases' axis, before the event
     if base_scores is None:
-        base_scores = torch.stack([b.score(x, t) for b in bases], -2)  # a loop over bases, batched over particles
-    score = (log_q1.exp().to(base_scores.dtype).unsqueeze(-1) * base_scores).sum(-2)
+        base_scores = torch.stack([b.score(x, t) for b in bases], axis)  # a loop over bases, batched over particles
+    score = (per_batch(log_q1.exp().to(base_scores.dtype), event_shape) * base_scores).sum(axis)
     if grad is not None:
         score = score + gamma * grad.to(score.dtype)
     return score

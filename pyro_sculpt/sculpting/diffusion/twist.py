@@ -26,14 +26,16 @@ import math
 
 import torch
 
+from pyro_sculpt.diffusion.model import per_batch, sum_event
 from pyro_sculpt.infer.twist import Twist
 from pyro_sculpt.sculpting.diffusion.score import classifier_log_prob, guidance_terms
 
 
-def _gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tensor:
-    """:math:`\\log \\mathcal N(x; \\mu, \\sigma^2 I)` summed over the last dimension."""
-    d = x.shape[-1]
-    return -0.5 * ((x - mean) ** 2).sum(-1) / std**2 - d * math.log(std) - 0.5 * d * math.log(2 * math.pi)
+def _gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: float, event_shape: torch.Size) -> torch.Tensor:
+    """:math:`\\log \\mathcal N(x; \\mu, \\sigma^2 I)` summed over the event dimensions ``event_shape``."""
+    d = event_shape.numel()
+    sq = sum_event((x - mean) ** 2, event_shape)
+    return -0.5 * sq / std**2 - d * math.log(std) - 0.5 * d * math.log(2 * math.pi)
 
 
 class DiffusionClassifierTwist(Twist):
@@ -67,7 +69,7 @@ class DiffusionClassifierTwist(Twist):
         return {"log_q1": log_q1, "log_q_y": log_q_y, "grad": grad}
 
     def init(self, num_particles: int):
-        x = torch.zeros(num_particles, self.sampler.dim, device=self.sampler.device)
+        x = torch.zeros((num_particles,) + tuple(self.sampler.event_shape), device=self.sampler.device)
         return {"x": x}
 
     def step(self, particles, t: int):
@@ -80,14 +82,18 @@ class DiffusionClassifierTwist(Twist):
         a, b, c = self.sampler.step_coefficients(t)
         tau = self.sampler.score_time(t)
         m = self.model
-        base_scores = torch.stack([base.score(x, tau) for base in m.bases], -2)  # (N, m, D)
-        post = particles["log_q1"].exp().to(base_scores.dtype)
-        guided = (post.unsqueeze(-1) * base_scores).sum(-2) + m.gamma * particles["grad"].to(base_scores.dtype)
+        event = self.sampler.event_shape
+        axis = -1 - len(event)  # the bases' axis, before the event
+        base_scores = torch.stack([base.score(x, tau) for base in m.bases], axis)  # (N, m) + event
+        post = per_batch(particles["log_q1"].exp().to(base_scores.dtype), event)
+        guided = (post * base_scores).sum(axis) + m.gamma * particles["grad"].to(base_scores.dtype)
         mean = a * x + b * guided
         new = mean + c * torch.randn_like(mean)
-        log_m = _gaussian_log_prob(new, mean, c)
-        base_means = a * x.unsqueeze(-2) + b * base_scores  # (N, m, D)
-        log_mix = torch.logsumexp(particles["log_q1"] + _gaussian_log_prob(new.unsqueeze(-2), base_means, c), -1)
+        log_m = _gaussian_log_prob(new, mean, c, event)
+        base_means = a * x.unsqueeze(axis) + b * base_scores  # (N, m) + event
+        log_mix = torch.logsumexp(
+            particles["log_q1"] + _gaussian_log_prob(new.unsqueeze(axis), base_means, c, event), -1
+        )
         terms = self._twist_at(new, t + 1)
         inc = (log_mix + terms["log_q_y"] - particles["log_q_y"] - log_m).double()
         done = torch.full((n,), t + 1 >= self.max_steps, dtype=torch.bool, device=x.device)
