@@ -95,7 +95,7 @@ def test_bases_and_classifiers_of_another_event_shape_are_refused():
     with pytest.raises(ValueError, match=r"classifier is for event shape \(12,\), but the bases have event shape"):
         ps.harmonic_mean(s1, s2, flat_clf)
     with pytest.raises(ValueError, match=r"bases have event shape \(3, 2, 2\), but the classifier has data dimension"):
-        flat_clf.optimize([s1, s2], steps=1, progress_bar=False)
+        flat_clf.fit([s1, s2], steps=1, progress_bar=False)
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +104,8 @@ def learned():
     bases."""
     p1, p2 = bases()
     samplers = [AncestralSampler(p1, 20), AncestralSampler(p2, 20)]
-    clf = ps.DiffusionObservationClassifier.fit(
-        samplers, 2, hidden=32, layers=2, steps=30, batch_size=16, num_chains=64, seed=0, progress_bar=False
+    clf = ps.DiffusionObservationClassifier.for_bases(samplers, 2, hidden=32, layers=2).fit(
+        steps=30, batch_size=16, num_chains=64, seed=0, progress_bar=False
     )
     assert clf.event_shape == EVENT and clf.dim == D
     flat = ps.DiffusionObservationClassifier(D, 2, 2, schedule=clf.schedule, hidden=32, layers=2)

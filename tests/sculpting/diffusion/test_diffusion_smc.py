@@ -8,7 +8,7 @@ import pyro_sculpt as ps
 from pyro_sculpt.diffusion import AncestralSampler, DDIMSampler
 from pyro_sculpt.metrics import grid_mode_weights, mode_weight_tv
 from pyro_sculpt.sculpting.diffusion import GaussianMixtureClassifier
-from tests.sculpting.test_diffusion_composition import BOUNDS, MODES, two_bases
+from tests.sculpting.diffusion.test_diffusion_composition import BOUNDS, MODES, two_bases
 
 
 def weighted_mode_weights(x, log_w):
