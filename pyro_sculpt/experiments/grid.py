@@ -29,7 +29,7 @@ from pyro_sculpt.experiments.plotting import grid_heatmaps
 from pyro_sculpt.experiments.train_grid import FAST_RECIPE, REFERENCE_RECIPE
 from pyro_sculpt.gflownets import GFlowNet, exact
 from pyro_sculpt.gflownets.envs.hypergrid import HyperGrid, rewards
-from pyro_sculpt.infer import twisted_smc
+from pyro_sculpt.infer import smc
 from pyro_sculpt.metrics import empirical_distribution, expected_l1_floor, l1_distance
 from pyro_sculpt.sculpting import ObservationClassifier, composition_distribution, sculpt
 
@@ -164,10 +164,10 @@ def _evaluate(bases, clf, y, alpha, particles: int, seed: int) -> dict:
         x = d.sample((particles,))
         row["guided_seconds"] = time.perf_counter() - t
         row["guided_empirical_l1"] = l1_distance(empirical_distribution(env.index(x), env.num_states), target)
-        res = twisted_smc(proc, particles, seed=seed, terminal="classifier")
+        res = smc(proc, particles, seed=seed, terminal="classifier")
         row["smc_classifier_terminal_l1"] = l1_distance(res.distribution(env), target)
         t = time.perf_counter()
-        res = twisted_smc(proc, particles, seed=seed, terminal="trajectory")
+        res = smc(proc, particles, seed=seed, terminal="trajectory")
         row["smc_seconds"] = time.perf_counter() - t
         row["smc_empirical_l1"] = l1_distance(res.distribution(env), target)
         row["smc_ess"] = res.ess

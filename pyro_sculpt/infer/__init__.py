@@ -2,7 +2,7 @@
 
 from pyro_sculpt.infer.diagnostics import effective_sample_size, pareto_k
 from pyro_sculpt.infer.resampling import multinomial, systematic
-from pyro_sculpt.infer.smc import SMCResult, as_twist, smc, twisted_smc
+from pyro_sculpt.infer.smc import SMCResult, as_twist, smc
 from pyro_sculpt.infer.twist import ProcessProposal, Twist, index_particles
 
 __all__ = [
@@ -16,5 +16,4 @@ __all__ = [
     "pareto_k",
     "smc",
     "systematic",
-    "twisted_smc",
 ]

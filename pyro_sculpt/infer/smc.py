@@ -184,7 +184,3 @@ def smc(
     x = twist.terminal(particles)
     return SMCResult(x, log_w, ess_history, len(resample_steps), log_evidence, pareto_k(log_w), resample_steps)
 
-
-def twisted_smc(process: Any, num_particles: int, **kwargs) -> SMCResult:
-    """:func:`smc` with the process's own twist (kept for its name; identical to ``smc(process, ...)``)."""
-    return smc(process, num_particles, **kwargs)

@@ -5,7 +5,7 @@ import torch
 
 import pyro_sculpt as ps
 from pyro_sculpt.gflownets import TabularGFlowNet
-from pyro_sculpt.infer import twisted_smc
+from pyro_sculpt.infer import smc
 
 ENV = ps.HyperGrid(2, 8)
 
@@ -39,10 +39,10 @@ def test_learned_guidance_and_smc_correction(trained, y):
     torch.manual_seed(0)
     x = ps.sample(proc, (n,))
     guided = ps.metrics.l1_distance(ps.metrics.empirical_distribution(ENV.index(x), ENV.num_states), target)
-    res = twisted_smc(proc, n, seed=0, terminal="classifier")
+    res = smc(proc, n, seed=0, terminal="classifier")
     assert ps.metrics.l1_distance(res.distribution(ENV), target) < guided
     assert res.ess > 0.5 * n and res.pareto_k < 0.7
-    res = twisted_smc(proc, n, seed=0, terminal="trajectory")
+    res = smc(proc, n, seed=0, terminal="trajectory")
     assert ps.metrics.l1_distance(res.distribution(ENV), target) < guided
     assert res.ess > 0.5 * n
 
@@ -57,7 +57,7 @@ def test_smc_targets_its_classifier_exactly(trained):
     mix = (p1.exact_terminal_distribution() + p2.exact_terminal_distribution()) / 2
     target = mix * q / (mix * q).sum()
     n = 40_000
-    res = twisted_smc(proc, n, seed=1, terminal="classifier")
+    res = smc(proc, n, seed=1, terminal="classifier")
     assert ps.metrics.l1_distance(res.distribution(ENV), target) < 1.5 * ps.metrics.expected_l1_floor(target, n)
 
 
@@ -97,8 +97,8 @@ def test_trajectory_terminal_smc_reaches_the_exact_composition_with_a_weak_class
         target = ps.composition_distribution(bases, y)
         proc = ps.sculpt([p1, p2], weak, y).process
         assert ps.metrics.l1_distance(proc.exact_terminal_distribution(), target) > 0.08  # a poor guide
-        res = twisted_smc(proc, n, seed=2, terminal="trajectory")
+        res = smc(proc, n, seed=2, terminal="trajectory")
         floor = ps.metrics.expected_l1_floor(target, n)
         assert ps.metrics.l1_distance(res.distribution(ENV), target) < 1.3 * floor * n / res.ess
     with pytest.raises(ValueError, match="terminal must be 'classifier' or 'trajectory'"):
-        twisted_smc(proc, 10, terminal="nope")
+        smc(proc, 10, terminal="nope")
