@@ -78,15 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the sculpting paper's 2D grid experiment (2 and 3 GFlowNets; exact L1 of every composition)",
         description="Train (or load from --out) the base GFlowNets and classifiers, compose, and report exact L1 "
         "against the closed form of the learned bases, with and without the SMC correction. The default run "
-        "(about 4 minutes on 2 idle CPU cores) has the two bases, the harmonic mean, contrast and reverse contrast at "
-        "alpha = 1/2 with a classifier not conditioned on alpha, and the 3-model operations y=12, 123, 11, 111; "
-        "--all-ops adds the rest of the paper's figures.",
+        "(the paper's Fig. 3: about 3.5 minutes on 2 CPU cores) has the two bases, the harmonic mean, contrast and "
+        "reverse contrast at alpha = 1/2 with a classifier not conditioned on alpha; --all-ops adds the rest of the "
+        "paper's figures, the 3-model experiment included.",
     )
     grid.add_argument(
         "--all-ops",
         action="store_true",
-        help="every operation: also the alpha-conditioned classifier at alphas 0.05, 0.5, 0.95, every 3-model "
-        "operation and the chained composition (about 9 minutes on 2 idle CPU cores)",
+        help="every operation: also the alpha-conditioned classifier at alphas 0.05, 0.5, 0.95, the 3-model "
+        "experiment (every operation) and the chained composition (15 minutes or more on 2 CPU cores)",
     )
     grid.add_argument(
         "--full",
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="particles for the empirical L1s, >= 0 (default 100000; 0: exact L1 only)",
     )
-    grid.add_argument("--two-only", action="store_true", help="skip the 3-model experiment")
+    grid.add_argument("--two-only", action="store_true", help="skip the 3-model experiment (of --all-ops, --full)")
     _common(grid, "runs/grid")
 
     gaussians = sub.add_parser(
