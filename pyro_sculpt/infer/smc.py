@@ -183,4 +183,3 @@ def smc(
     log_w = log_w - norm
     x = twist.terminal(particles)
     return SMCResult(x, log_w, ess_history, len(resample_steps), log_evidence, pareto_k(log_w), resample_steps)
-

@@ -6,6 +6,7 @@ from typing import Callable
 
 import pyro
 import pyro.poutine as poutine
+import torch
 
 from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.sculpting.model_of_origin import ModelOfOrigin
@@ -69,7 +70,9 @@ def sculpted_guide(model: Callable, *args, **kwargs) -> Callable:
         if k > 0:
             if fn.prior is not None:
                 raise ValueError(f"site {site['name']!r}: observations after the first take alpha=..., not prior=...")
-            alphas.add(fn.alpha)
+            # by value: a pyro.param read at two sites is two tensor objects of one value (the sculpted guide treats
+            # alpha as a constant, see ps.sculpt)
+            alphas.add(None if fn.alpha is None else float(torch.as_tensor(fn.alpha).detach()))
     if len(alphas) > 1:
         raise ValueError(f"every observation after the first must share one alpha, got {sorted(map(str, alphas))}")
     process = _unwrap(x_site["fn"]).process

@@ -145,3 +145,21 @@ def test_sculpted_guide_errors():
 
     with pytest.raises(ValueError, match="uses another classifier than the first one"):
         ps.sculpted_guide(two_classifiers)
+
+
+def test_sculpted_guide_reads_one_pyro_param_alpha_used_at_several_sites():
+    p1, p2 = exact_bases(ENV, 2, seed=9)
+    clf = ps.ExactClassifier([p1, p2], 3)
+
+    def model():
+        a = pyro.param("a", torch.tensor(0.3), constraint=torch.distributions.constraints.unit_interval)
+        x = pyro.sample("x", ps.mixture(p1, p2))
+        pyro.sample("y1", ps.ModelOfOrigin(clf, x), obs=torch.tensor(0))
+        pyro.sample("y2", ps.ModelOfOrigin(clf, x, alpha=a), obs=torch.tensor(1))
+        pyro.sample("y3", ps.ModelOfOrigin(clf, x, alpha=a), obs=torch.tensor(1))
+        return x
+
+    guide = ps.sculpted_guide(model)  # two reads of the parameter: two tensors of one value, one alpha
+    trace = poutine.trace(guide).get_trace()
+    process = trace.nodes["x"]["fn"].process
+    assert process.obs.y == (0, 1, 1) and abs(process.obs.alpha_value - 0.3) < 1e-6
