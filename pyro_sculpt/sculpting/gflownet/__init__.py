@@ -6,6 +6,7 @@ from pyro_sculpt.sculpting.gflownet.classifier import Classifier, ObservationCla
 from pyro_sculpt.sculpting.gflownet.exact_classifier import ExactClassifier
 from pyro_sculpt.sculpting.gflownet.guided_step import GuidedStep, guided_step
 from pyro_sculpt.sculpting.gflownet.mixture import MixtureProcess
+from pyro_sculpt.sculpting.gflownet.prefix_twist import PrefixPosteriorTwist
 from pyro_sculpt.sculpting.gflownet.sculpted import SculptedProcess
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "GuidedStep",
     "MixtureProcess",
     "ObservationClassifier",
+    "PrefixPosteriorTwist",
     "SculptedProcess",
     "base_processes",
     "check_bases",
