@@ -7,7 +7,7 @@ themselves with :func:`~pyro_sculpt.sculpting.family.register_family` and give t
 :class:`~pyro_sculpt.sculpting.guidance.GuidableProcess` protocol.
 """
 
-from pyro_sculpt.sculpting import diffusion, gflownet
+from pyro_sculpt.sculpting import diffusion, gflownet, log_operators
 from pyro_sculpt.sculpting.auto_guide import sculpted_guide
 from pyro_sculpt.sculpting.closed_form import composition_distribution
 from pyro_sculpt.sculpting.diffusion import (
@@ -24,7 +24,16 @@ from pyro_sculpt.sculpting.guidance import GuidableProcess, Guidance
 from pyro_sculpt.sculpting.handler import SculptGuidanceMessenger, sculpt_guidance
 from pyro_sculpt.sculpting.model_of_origin import ModelOfOrigin
 from pyro_sculpt.sculpting.observations import Observations
-from pyro_sculpt.sculpting.operators import contrast, harmonic_mean, mixture, reverse_contrast, sculpt
+from pyro_sculpt.sculpting.operators import (
+    compose,
+    contrast,
+    harmonic_mean,
+    mixture,
+    negation,
+    product,
+    reverse_contrast,
+    sculpt,
+)
 
 __all__ = [
     "CompositionFamily",
@@ -42,13 +51,17 @@ __all__ = [
     "SculptedDiffusionModel",
     "SculptedProcess",
     "composition_distribution",
+    "compose",
     "composition_log_density",
     "contrast",
     "diffusion",
     "family_of",
     "gflownet",
     "harmonic_mean",
+    "log_operators",
     "mixture",
+    "negation",
+    "product",
     "register_family",
     "reverse_contrast",
     "sculpt",

@@ -35,6 +35,14 @@ class CompositionFamily(Protocol):
     ) -> IterativeProcess:
         """The sculpted process :math:`\\tilde p(x \\mid y)` of ``bases`` guided by ``classifier``."""
 
+    def compose(self, bases: Sequence[Any], operator: Any, gamma: float) -> IterativeProcess:
+        """A process for the composition :math:`\\propto \\exp \\Phi(\\log p_1(x), \\dots, \\log p_m(x))` of the
+        leaves ``bases`` (``operator`` a :class:`~pyro_sculpt.sculpting.log_operators.LogOperator` on them), without a
+        classifier. Its own steps are a proposal that follows the operator (``gamma`` scales the guidance terms of
+        diffusion proposals); its ``twist()`` gives :func:`pyro_sculpt.infer.smc` the weights that correct the
+        particles to the exact composition. It carries ``composition`` (a
+        :class:`~pyro_sculpt.sculpting.log_operators.Composition`), so that it nests in other operators."""
+
 
 _FAMILIES: dict[type, CompositionFamily] = {}
 

@@ -51,6 +51,7 @@ import torch
 from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.sculpting.family import family_of
 from pyro_sculpt.sculpting.guidance import check_gamma
+from pyro_sculpt.sculpting.log_operators import LogOperator, Negation, Product, Sculpt, flatten
 from pyro_sculpt.sculpting.observations import PriorLike
 
 
@@ -92,8 +93,8 @@ def mixture(*bases: Any, weights: Optional[PriorLike] = None) -> ProcessDistribu
 
 def sculpt(
     bases: Sequence[Any],
-    classifier: Any,
-    y: Sequence[Optional[int]],
+    classifier: Any = None,
+    y: Optional[Sequence[Optional[int]]] = None,
     alpha: Optional[Union[float, torch.Tensor]] = None,
     weights: Optional[PriorLike] = None,
     *,
@@ -102,7 +103,10 @@ def sculpt(
     """The general sculpting operator :math:`\\tilde p(x \\mid y_1, \\dots, y_n)` for m bases.
 
     :param bases: the base models (GFlowNets or compositions; or diffusion samplers), or their distributions.
-    :param classifier: trained for ``len(bases)`` models and ``len(y)`` observations.
+    :param classifier: trained for ``len(bases)`` models and ``len(y)`` observations; or ``None`` (the default)
+        for the classifier-free composition: its steps are guided by the exact posterior over bases that every
+        particle carries (docs/math.md §1.4, §1.6), and :func:`pyro_sculpt.infer.smc` corrects its particles to the
+        exact composition of the bases. It needs no training and nests in :func:`product` and :func:`negation`.
     :param y: observed base indices (0-based), ``None`` to leave an entry unobserved.
     :param alpha: prior :math:`(\\alpha, 1-\\alpha)` of :math:`y_{2..n}` (two bases), in (0, 1).
     :param weights: mixture weights.
@@ -118,7 +122,14 @@ def sculpt(
         only_1 = ps.sculpt([p1, p2, p3], clf3, y=(0, 0, 0))
         # diffusion bases: the same operators, guided reverse diffusion
         hm = ps.sculpt([AncestralSampler(m1, 200), AncestralSampler(m2, 200)], diffusion_clf, y=(0, 1))
+        # no classifier: guided by each particle's posterior over bases, corrected to the exact target by SMC
+        res = ps.infer.smc(ps.sculpt([p1, p2, p3], y=(0, 1, 2)), 100_000)
     """
+    if y is None:
+        raise TypeError("sculpt() needs the observations y, e.g. y=(0, 1) for the harmonic mean of two bases")
+    if classifier is None:
+        leaves, ops = flatten(list(bases))
+        return _compose(leaves, Sculpt(ops, y, alpha, weights), gamma, alpha, weights)
     family = family_of(bases)
     process = family.sculpt(list(bases), classifier, y, alpha, weights, check_gamma(gamma))
     _warn_constant_parameters(alpha, weights)  # after the checks: bad values raise first
@@ -126,7 +137,7 @@ def sculpt(
 
 
 def harmonic_mean(
-    p1: Any, p2: Any, classifier: Any, alpha: Optional[Union[float, torch.Tensor]] = None, *, gamma: float = 1.0
+    p1: Any, p2: Any, classifier: Any = None, alpha: Optional[Union[float, torch.Tensor]] = None, *, gamma: float = 1.0
 ) -> ProcessDistribution:
     """:math:`p_1 \\otimes p_2 \\propto p_1 p_2 / (\\alpha p_1 + (1-\\alpha) p_2)`
     (:math:`\\alpha = 1/2` by default)."""
@@ -134,7 +145,7 @@ def harmonic_mean(
 
 
 def contrast(
-    p1: Any, p2: Any, classifier: Any, alpha: Optional[Union[float, torch.Tensor]] = None, *, gamma: float = 1.0
+    p1: Any, p2: Any, classifier: Any = None, alpha: Optional[Union[float, torch.Tensor]] = None, *, gamma: float = 1.0
 ) -> ProcessDistribution:
     """:math:`p_1 \\,◑\\, p_2 \\propto p_1^2 / (\\alpha p_1 + (1-\\alpha) p_2)`: what :math:`p_1` has and
     :math:`p_2` lacks."""
@@ -142,7 +153,63 @@ def contrast(
 
 
 def reverse_contrast(
-    p1: Any, p2: Any, classifier: Any, alpha: Optional[Union[float, torch.Tensor]] = None, *, gamma: float = 1.0
+    p1: Any, p2: Any, classifier: Any = None, alpha: Optional[Union[float, torch.Tensor]] = None, *, gamma: float = 1.0
 ) -> ProcessDistribution:
     """:math:`p_1 \\,◐\\, p_2 \\propto p_2^2 / (\\alpha p_1 + (1-\\alpha) p_2)`."""
     return sculpt([p1, p2], classifier, (1, 1), alpha, gamma=gamma)
+
+
+def _compose(leaves: list, operator: LogOperator, gamma: float, alpha: Any = None, weights: Any = None):
+    family = family_of(leaves)
+    process = family.compose(leaves, operator, check_gamma(gamma))
+    _warn_constant_parameters(alpha, weights)
+    return ProcessDistribution(process)
+
+
+def product(*bases: Any, gamma: float = 1.0) -> ProcessDistribution:
+    """The product :math:`\\propto \\prod_i p_i(x)` of bases (GFlowNets or diffusion samplers, or compositions of
+    them), without a classifier (docs/math.md §1.5, §1.6).
+
+    Its own steps are the normalised product of the bases' steps (GFlowNets: policies; diffusion: summed scores),
+    which alone is biased; :func:`pyro_sculpt.infer.smc` weights and resamples the particles towards the exact
+    product.
+
+    Example::
+
+        res = ps.infer.smc(ps.product(p1, p2), 100_000)
+        x = res.resample(10_000)
+    """
+    if len(bases) < 2:
+        raise ValueError(f"product needs at least two bases, got {len(bases)}")
+    leaves, ops = flatten(list(bases))
+    return _compose(leaves, Product(*ops), gamma)
+
+
+def negation(p1: Any, p2: Any, a: float = 1.0, *, gamma: float = 1.0) -> ProcessDistribution:
+    """The negation :math:`\\propto p_1 (p_1 / p_2)^a`: :math:`p_1` away from :math:`p_2` (Du et al. 2023), without a
+    classifier; corrected to the exact target by :func:`pyro_sculpt.infer.smc`.
+
+    :param a: strength, ``>= 0``. The target must be normalisable: a family raises where it can tell that it is not
+        (e.g. Gaussian tails of :math:`p_2` narrower than those of :math:`p_1` with a large ``a``).
+    """
+    leaves, ops = flatten([p1, p2])
+    return _compose(leaves, Negation(ops[0], ops[1], a), gamma)
+
+
+def compose(bases: Sequence[Any], operator: LogOperator, *, gamma: float = 1.0) -> ProcessDistribution:
+    """Any composition :math:`\\propto \\exp \\Phi(\\log p_1(x), \\dots, \\log p_m(x))` of ``bases``, with
+    ``operator`` (:mod:`pyro_sculpt.sculpting.log_operators`) reading base ``i`` as ``Base(i, m)``.
+
+    Example::
+
+        from pyro_sculpt.sculpting.log_operators import Base, Negation, Product
+        op = Negation(Product(Base(0, 3), Base(1, 3)), Base(2, 3), a=0.5)   # (p1 p2) away from p3
+        res = ps.infer.smc(ps.sculpting.compose([p1, p2, p3], op), 50_000)
+    """
+    if not isinstance(operator, LogOperator):
+        raise TypeError(f"operator must be a LogOperator, got {type(operator).__name__}")
+    bases = list(bases)
+    if operator.num_bases != len(bases):
+        raise ValueError(f"operator reads {operator.num_bases} bases, but {len(bases)} bases were given")
+    leaves, ops = flatten(bases)
+    return _compose(leaves, operator.substitute(ops), gamma)

@@ -25,5 +25,8 @@ class DiffusionFamily:
     def sculpt(self, bases, classifier, y, alpha, weights, gamma: float) -> ReverseDiffusionProcess:
         return sculpted_diffusion(bases, classifier, y, alpha, weights, gamma=gamma)
 
+    def compose(self, bases, operator, gamma: float):
+        raise NotImplementedError("classifier-free composition of diffusion models is not built yet")
+
 
 register_family(ReverseDiffusionProcess, DiffusionFamily())
