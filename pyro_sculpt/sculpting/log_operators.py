@@ -277,6 +277,18 @@ class Sculpt(LogOperator):
         log_mix = torch.logsumexp(vals + log_priors[0], -1)
         return log_mix, self.obs.select(terminal_log_joint(vals, log_priors))
 
+    def log_terms_per_observation(self, log_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log mixture, terms)`` with ``terms[..., k]`` :math:`= \\log \\tilde p(y_k \\mid x)` for an observed
+        :math:`y_k` and 0 for an unobserved one, ``(..., n)``."""
+        vals = torch.stack([op(log_q) for op in self.ops], -1)
+        log_priors = self.obs.log_priors(vals.device, vals.dtype)  # (n, m)
+        per = torch.log_softmax(vals.unsqueeze(-2) + log_priors, -1)  # (..., n, m)
+        idx = torch.tensor([0 if v is None else v for v in self.obs.y], device=vals.device)
+        terms = per.gather(-1, idx.expand(per.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+        observed = torch.tensor([v is not None for v in self.obs.y], device=vals.device)
+        terms = torch.where(observed, terms, torch.zeros_like(terms))
+        return torch.logsumexp(vals + log_priors[0], -1), terms
+
     def __call__(self, log_q):
         log_mix, log_y = self.log_terms(log_q)
         return log_mix + log_y
@@ -319,7 +331,7 @@ def flatten(bases: Sequence[Any]) -> tuple[list, list[LogOperator]]:
     where: dict[int, int] = {}
     parts: list[tuple[list[int], Optional[LogOperator]]] = []
     for b in bases:
-        comp = _composition_of(b)
+        comp = composition_of(b)
         subs = comp.leaves if comp is not None else (b,)
         idx = []
         for leaf in subs:
@@ -338,6 +350,7 @@ def _process_of(base: Any) -> Any:
     return base.process if isinstance(base, ProcessDistribution) else base
 
 
-def _composition_of(base: Any) -> Optional[Composition]:
+def composition_of(base: Any) -> Optional[Composition]:
+    """The :class:`Composition` of a base that is a classifier-free composition (or its distribution), else None."""
     comp = getattr(_process_of(base), "composition", None)
     return comp if isinstance(comp, Composition) else None

@@ -51,7 +51,7 @@ import torch
 from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.sculpting.family import family_of
 from pyro_sculpt.sculpting.guidance import check_gamma
-from pyro_sculpt.sculpting.log_operators import LogOperator, Negation, Product, Sculpt, flatten
+from pyro_sculpt.sculpting.log_operators import LogOperator, Negation, Product, Sculpt, composition_of, flatten
 from pyro_sculpt.sculpting.observations import PriorLike
 
 
@@ -88,6 +88,7 @@ def mixture(*bases: Any, weights: Optional[PriorLike] = None) -> ProcessDistribu
         w = pyro.param("w", torch.tensor([0.5, 0.5]), constraint=constraints.simplex)
         pyro.sample("x", ps.mixture(p1, p2, weights=w), obs=x_data)   # SVI learns w
     """
+    _check_normalised(bases, "mixture")
     return ProcessDistribution(family_of(bases).mixture(list(bases), weights))
 
 
@@ -128,6 +129,7 @@ def sculpt(
     if y is None:
         raise TypeError("sculpt() needs the observations y, e.g. y=(0, 1) for the harmonic mean of two bases")
     if classifier is None:
+        _check_normalised(bases, "sculpt")
         leaves, ops = flatten(list(bases))
         return _compose(leaves, Sculpt(ops, y, alpha, weights), gamma, alpha, weights)
     family = family_of(bases)
@@ -157,6 +159,18 @@ def reverse_contrast(
 ) -> ProcessDistribution:
     """:math:`p_1 \\,◐\\, p_2 \\propto p_2^2 / (\\alpha p_1 + (1-\\alpha) p_2)`."""
     return sculpt([p1, p2], classifier, (1, 1), alpha, gamma=gamma)
+
+
+def _check_normalised(bases: Sequence[Any], name: str) -> None:
+    """A mixture or sculpting of classifier-free compositions would need each composition's normaliser (they enter
+    with their unnormalised densities exp(Phi)); products and negations do not."""
+    for k, b in enumerate(bases):
+        if composition_of(b) is not None:
+            raise ValueError(
+                f"{name}: bases[{k}] is a classifier-free composition, whose normaliser is unknown; {name} needs "
+                "normalised bases. Products and negations of compositions nest; otherwise write the whole composition "
+                "as one operator on the leaves with ps.sculpting.compose"
+            )
 
 
 def _compose(leaves: list, operator: LogOperator, gamma: float, alpha: Any = None, weights: Any = None):

@@ -1,0 +1,283 @@
+"""Classifier-free compositions of GFlowNets: a policy that follows an operator on the prefix likelihoods, and the
+SMC twist that corrects it to the exact composition (docs/math.md §1.4, §1.5).
+
+With bases that share the backward policy :math:`P_B`, every particle carries the log-likelihood of its prefix under
+each base, :math:`\\ell_i(s) = \\log \\prod_t P_{i,F}(a_t \\mid s_t)`, and the log backward probability of the prefix,
+:math:`b(s) = \\log \\prod_t P_B(s_t \\mid s_{t+1})`. A composition :math:`\\propto \\exp \\Phi(\\log p_1(x), \\dots)`
+(:mod:`pyro_sculpt.sculpting.log_operators`) of the terminal distributions is the terminal marginal of the trajectory
+measure :math:`\\gamma(\\tau) = \\exp\\{\\Phi(\\ell(\\tau) - b(\\tau)) + b(\\tau)\\}`, since
+:math:`\\ell_i(\\tau) - b(\\tau) = \\log p_i(x)` for every trajectory of a base with that backward policy. The process
+steps with the twisted policy
+
+.. math::
+
+    M(a \\mid s) \\propto \\exp\\{\\Psi(s_a) - \\Psi(s)\\}, \\qquad
+    \\Psi(s) = \\Phi_t(\\ell(s) - b(s)) + b(s), \\qquad \\Psi(\\tau) = \\Phi(\\ell(\\tau) - b(\\tau)) + b(\\tau)
+    \\text{ at the stop},
+
+and SMC gives each step the incremental log-weight :math:`\\log \\sum_a \\exp\\{\\Psi(s_a) - \\Psi(s)\\}`. For the
+sculpting operator :math:`\\Psi` is the product of the prefix posteriors :math:`\\rho_{y_k}(s)` of §1.4 (the
+"routing by reaching" rule of Yoon et al. 2026 for the harmonic mean); for a product of bases it is the product of
+their prefix likelihoods divided by :math:`P_B^{m-1}` (LLaMPPL-style product-of-experts SMC). No classifier is called:
+each step evaluates every base's policy once per distinct state.
+
+The intermediate operator :math:`\\Phi_t` is :math:`\\Phi` itself (``"plain"``) or, for the sculpting operator, a
+variant that approximates :math:`Q(y \\mid s) = \\mathbb E[\\prod_k \\rho_{y_k}(x) \\mid s]` better when an observation
+repeats (docs/math.md §1.5): ``"distinct"`` counts a repeated observation once until the stop, ``"ramp"`` raises its
+exponent with the step from one to its count.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+from pyro.distributions import Categorical
+
+from pyro_sculpt.gflownets.policy_process import gather_rows, unique_rows
+from pyro_sculpt.infer.twist import Twist
+from pyro_sculpt.processes.process import IterativeProcess
+from pyro_sculpt.sculpting.gflownet.bases import base_processes
+from pyro_sculpt.sculpting.log_operators import Composition, LogOperator, Sculpt
+
+INTERMEDIATES = ("plain", "distinct", "ramp")
+
+
+class ComposedProcess(IterativeProcess):
+    """A classifier-free composition of GFlowNets: the twisted policy of the module docstring.
+
+    Sampled on its own it is the classifier-free guided policy, an approximation of the composition (exact for the
+    mixture); :func:`pyro_sculpt.infer.smc` weights and resamples its particles to the exact composition of the bases
+    (:meth:`twist`). Build it with the operators: ``ps.harmonic_mean(p1, p2)``, ``ps.sculpt([p1, p2, p3],
+    y=(0, 1, 2))``, ``ps.product(p1, p2)``, ``ps.negation(p1, p2, a)``, ``ps.sculpting.compose(bases, operator)``.
+
+    The state is ``(s, log_lik, log_pb)``: the environment state, every base's prefix log-likelihood ``(m,)`` and
+    the prefix's log backward probability (float64).
+
+    :param bases: the leaf GFlowNets, sharing one environment and backward policy.
+    :param operator: :math:`\\Phi` on their log-densities.
+    :param intermediate: ``"plain"``, ``"distinct"`` or ``"ramp"`` (the last two for a sculpting operator).
+    """
+
+    state_event_dims = (1, 1, 0)
+
+    def __init__(self, bases: Sequence[Any], operator: LogOperator, intermediate: str = "plain"):
+        self.bases = base_processes(bases)
+        self.env = self.bases[0].env
+        if not isinstance(operator, LogOperator):
+            raise TypeError(f"operator must be a LogOperator, got {type(operator).__name__}")
+        if operator.num_bases != len(self.bases):
+            raise ValueError(f"operator reads {operator.num_bases} bases, but {len(self.bases)} bases were given")
+        degree = operator.degree
+        if not degree > 0:
+            raise ValueError(
+                f"operator {operator!r} has degree {degree} <= 0: exp(Phi) of the bases cannot be normalised "
+                "(e.g. a negation q1 (q1/q2)^a needs (1 + a) deg q1 > a deg q2)"
+            )
+        if intermediate not in INTERMEDIATES:
+            raise ValueError(f"intermediate must be one of {INTERMEDIATES}, got {intermediate!r}")
+        if intermediate != "plain" and not isinstance(operator, Sculpt):
+            raise ValueError(f"intermediate={intermediate!r} applies to a sculpting operator, got {operator!r}")
+        self.operator = operator
+        self.intermediate = intermediate
+        self.composition = Composition(tuple(self.bases), operator)
+        self.max_steps = self.env.max_steps
+        self.backward_policy = self.bases[0].backward_policy
+        # Phi(l - b) + b = Phi(l) for an operator of degree one: the backward probabilities cancel
+        self.uses_backward = abs(degree - 1.0) > 1e-9
+        if intermediate != "plain":
+            self._scales = _observation_scales(operator, intermediate)
+
+    def __repr__(self) -> str:
+        return f"ComposedProcess({self.operator!r}, {len(self.bases)} bases, intermediate={self.intermediate!r})"
+
+    @property
+    def device(self) -> torch.device:
+        return self.bases[0].device
+
+    def with_intermediate(self, intermediate: str) -> "ComposedProcess":
+        """The same composition with another intermediate operator."""
+        return ComposedProcess(self.bases, self.operator, intermediate)
+
+    # ----- the twisted policy -----
+
+    def _phi_t(self, log_q: torch.Tensor, t: int) -> torch.Tensor:
+        if self.intermediate == "plain":
+            return self.operator(log_q)
+        log_mix, terms = self.operator.log_terms_per_observation(log_q)
+        first, extra = self._scales
+        frac = 1.0 if self.intermediate == "distinct" else min(1.0, t / max(1, self.max_steps // 2))
+        scale = first + (extra * frac if self.intermediate == "ramp" else 0.0)
+        return log_mix + (terms * scale.to(terms)).sum(-1)
+
+    def _psi(self, log_lik: torch.Tensor, log_pb: torch.Tensor, t: int, final: bool) -> torch.Tensor:
+        arg = log_lik - log_pb.unsqueeze(-1) if self.uses_backward else log_lik
+        val = self.operator(arg) if final else self._phi_t(arg, t)
+        val = torch.where(torch.isnan(val) & torch.isinf(arg).any(-1), torch.full_like(val, float("-inf")), val)
+        return val + log_pb if self.uses_backward else val
+
+    def proposal(self, state, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logits, base_log_probs, child_log_pb)`` of the twisted policy at ``state``: the unnormalised
+        ``(..., A)`` log-probabilities :math:`\\Psi(s_a) - \\Psi(s)` (``-inf`` for invalid actions; their
+        log-sum-exp is the SMC increment), every base's policy ``(..., m, A)`` and the children's log backward
+        probability ``(..., A)``."""
+        s, log_lik, log_pb = state
+        env = self.env
+        batch = s.shape[:-1]
+        flat = s.reshape(-1, s.shape[-1])
+        rows, inverse = unique_rows(env, flat)
+        lp = gather_rows(torch.stack([b.action_log_probs(rows) for b in self.bases], -2), inverse)
+        lp = lp.reshape(batch + lp.shape[-2:]).to(torch.float64)
+        log_lik = log_lik.to(torch.float64).expand(batch + log_lik.shape[-1:])
+        log_pb = log_pb.to(torch.float64).expand(batch)
+        valid = (lp > float("-inf")).any(-2)
+        lp0 = torch.where(valid.unsqueeze(-2), lp, torch.zeros_like(lp))
+        child = log_lik.unsqueeze(-2) + lp0.transpose(-1, -2)  # (..., A, m)
+        stop = env.stop_action
+        if self.uses_backward:
+            kids, _ = env.children(s)
+            lpb = env.log_backward(kids).to(torch.float64)
+            lpb = torch.where(valid, lpb, torch.zeros_like(lpb))
+            lpb[..., stop] = 0.0
+        else:
+            lpb = torch.zeros(batch + (env.n_actions,), dtype=torch.float64, device=s.device)
+        child_pb = log_pb.unsqueeze(-1) + lpb
+        values = self._psi(child, child_pb, t + 1, final=False)
+        values[..., stop] = self._psi(child[..., stop, :], child_pb[..., stop], t + 1, final=True)
+        logits = (values - self._psi(log_lik, log_pb, t, final=False).unsqueeze(-1)).masked_fill(~valid, float("-inf"))
+        bad = valid & (torch.isnan(logits) | (logits == float("inf")))
+        if bool(bad.any()):
+            raise ValueError(
+                f"the composition {self.operator!r} is not normalisable: a base gives probability zero to an action "
+                "that another allows where the operator divides by it (e.g. the second base of a negation q1 (q1/q2)^a "
+                "must cover the support of the first)"
+            )
+        return logits, lp0, lpb
+
+    # ----- IterativeProcess -----
+
+    def init(self):
+        m = len(self.bases)
+        return (
+            self.env.initial_state(self.device),
+            torch.zeros(m, dtype=torch.float64, device=self.device),
+            torch.zeros((), dtype=torch.float64, device=self.device),
+        )
+
+    def step_dist(self, state, t: int) -> Categorical:
+        logits, _, _ = self.proposal(state, t)
+        return Categorical(logits=logits.to(torch.get_default_dtype()))
+
+    def transition(self, state, value, t: int):
+        s, log_lik, log_pb = state
+        _, lp0, lpb = self.proposal(state, t)
+        batch = lp0.shape[:-2]
+        a = value.expand(batch)
+        taken = lp0.gather(-1, a[..., None, None].expand(batch + (lp0.shape[-2], 1))).squeeze(-1)
+        return self.env.step(s, value), log_lik + taken, log_pb + lpb.gather(-1, a.unsqueeze(-1)).squeeze(-1)
+
+    def stops(self, state, value, t):
+        return value == self.env.stop_action
+
+    def terminal(self, state):
+        return state[0]
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return self.bases[0].event_shape
+
+    @property
+    def support(self):
+        return self.bases[0].support
+
+    def terminal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(
+            f"{self!r} has no exact log_prob: its policy depends on each particle's path. Run ps.infer.smc on it for "
+            "the exact composition, or compare exp(Phi) of the bases' exact distributions "
+            "(ps.sculpting.gflownet.composed.exact_composition)"
+        )
+
+    def twist(self, intermediate: Optional[str] = None) -> "OperatorTwist":
+        """The SMC twist of this composition (:class:`OperatorTwist`), optionally with another intermediate
+        operator (``"plain"``, ``"distinct"``, ``"ramp"``); see :func:`pyro_sculpt.infer.smc`."""
+        proc = (
+            self if intermediate is None or intermediate == self.intermediate else self.with_intermediate(intermediate)
+        )
+        return OperatorTwist(proc)
+
+
+def _observation_scales(operator: Sculpt, intermediate: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per observation: its exponent before the stop (one for the first occurrence of a value, zero for a repeat) and
+    the extra exponent that ``"ramp"`` adds (the number of repeats) by the end."""
+    y = operator.obs.y
+    first = torch.zeros(len(y), dtype=torch.float64)
+    extra = torch.zeros(len(y), dtype=torch.float64)
+    seen: dict = {}
+    for k, v in enumerate(y):
+        if v is None:
+            continue
+        if v in seen:
+            extra[seen[v]] += 1.0
+        else:
+            seen[v] = k
+            first[k] = 1.0
+    return first, extra
+
+
+class OperatorTwist(Twist):
+    """SMC particles of a :class:`ComposedProcess`: its twisted policy as proposal, incremental log-weight the
+    policy's log-normaliser :math:`\\log \\sum_a \\exp\\{\\Psi(s_a) - \\Psi(s)\\}` (the module docstring). The first
+    increment includes :math:`\\Psi(s_0)`, so that ``log_evidence`` estimates :math:`\\log \\sum_x \\exp \\Phi(\\log
+    p_1(x), \\dots)`.
+
+    :param process: the composition.
+    """
+
+    def __init__(self, process: ComposedProcess):
+        if not isinstance(process, ComposedProcess):
+            raise TypeError(f"process must be a ComposedProcess, got {type(process).__name__}")
+        self.process = process
+        self.max_steps = process.max_steps
+
+    def init(self, num_particles: int):
+        proc = self.process
+        s0, l0, b0 = proc.init()
+        n = num_particles
+        return {
+            "s": s0.expand(n, s0.shape[-1]).clone(),
+            "log_lik": l0.expand(n, l0.shape[-1]).clone(),
+            "log_pb": b0.expand(n).clone(),
+            "done": torch.zeros(n, dtype=torch.bool, device=s0.device),
+        }
+
+    def step(self, particles, t: int):
+        proc, env = self.process, self.process.env
+        s, log_lik, log_pb, done = particles["s"], particles["log_lik"], particles["log_pb"], particles["done"]
+        logits, lp0, lpb = proc.proposal((s, log_lik, log_pb), t)
+        log_z = torch.logsumexp(logits, -1)
+        if t == 0:
+            log_z = log_z + proc._psi(log_lik, log_pb, 0, final=False)
+        a = torch.distributions.Categorical(logits=logits).sample()
+        a = torch.where(done, torch.full_like(a, env.stop_action), a)
+        taken = lp0.gather(-1, a[:, None, None].expand(-1, lp0.shape[-2], 1)).squeeze(-1)
+        keep = done.unsqueeze(-1)
+        new = {
+            "s": torch.where(keep, s, env.step(s, a)),
+            "log_lik": torch.where(keep, log_lik, log_lik + taken),
+            "log_pb": torch.where(done, log_pb, log_pb + lpb.gather(-1, a.unsqueeze(-1)).squeeze(-1)),
+            "done": done | (a == env.stop_action),
+        }
+        return new, torch.where(done, torch.zeros_like(log_z), log_z), new["done"]
+
+    def terminal(self, particles) -> torch.Tensor:
+        return particles["s"]
+
+
+def exact_composition(bases: Sequence[Any], operator: LogOperator) -> torch.Tensor:
+    """The exact normalised composition :math:`\\propto \\exp \\Phi(\\log p_1(x), \\dots)` over ``env.all_states()``
+    (enumerable environments), from the bases' exact terminal distributions (float64)."""
+    procs = base_processes(bases)
+    log_p = torch.stack([b.exact_terminal_distribution().double().log() for b in procs], -1)  # (S, m)
+    val = operator(log_p)
+    val = torch.where(torch.isnan(val), torch.full_like(val, float("-inf")), val)
+    return torch.softmax(val, 0)
