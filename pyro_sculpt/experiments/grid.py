@@ -169,7 +169,35 @@ def _evaluate(bases, clf, y, alpha, particles: int, seed: int) -> dict:
         row["smc_pareto_k"] = res.pareto_k
         row["smc_resamples"] = res.num_resamples
         row["floor_l1"] = expected_l1_floor(target, particles)
+        row.update(_evaluate_classifier_free(bases, y, alpha, particles, seed, target))
     return row, target, proc
+
+
+def classifier_free_intermediate(y) -> str:
+    """The intermediate operator of classifier-free SMC for observations ``y`` (measured in docs/sculpting.md):
+    ``"ramp"`` when an observation repeats, else the plain prefix posterior."""
+    observed = [v for v in y if v is not None]
+    return "ramp" if len(set(observed)) < len(observed) else "plain"
+
+
+def _evaluate_classifier_free(bases, y, alpha, particles: int, seed: int, target: torch.Tensor) -> dict:
+    """Classifier-free columns: the guided policy alone and SMC (no classifier trained, so their time is all)."""
+    env = bases[0].env
+    d = sculpt(bases, y=y, alpha=alpha)
+    torch.manual_seed(seed)
+    t = time.perf_counter()
+    x = d.sample((particles,))
+    row = {"cf_guided_seconds": time.perf_counter() - t}
+    row["cf_guided_empirical_l1"] = l1_distance(empirical_distribution(env.index(x), env.num_states), target)
+    intermediate = classifier_free_intermediate(y)
+    t = time.perf_counter()
+    res = smc(d, particles, seed=seed, intermediate=intermediate)
+    row["cf_smc_seconds"] = time.perf_counter() - t
+    row["cf_smc_empirical_l1"] = l1_distance(res.distribution(env), target)
+    row["cf_smc_min_ess"] = min(res.ess_history)
+    row["cf_smc_resamples"] = res.num_resamples
+    row["cf_intermediate"] = intermediate
+    return row
 
 
 def run(out: Path, schedule: Schedule, seed: int = 0, progress_bar: bool = True, log=print) -> dict:
@@ -254,6 +282,9 @@ def _format(row: dict) -> str:
             f" | empirical L1 guided {row['guided_empirical_l1']:.4f}, SMC {row['smc_empirical_l1']:.4f}"
             f" (terminal head {row['smc_classifier_terminal_l1']:.4f}), floor {row['floor_l1']:.4f},"
             f" ESS {row['smc_ess']:.0f}, k {row['smc_pareto_k']:.2f}"
+            f" | classifier-free: guided {row['cf_guided_empirical_l1']:.4f}, SMC {row['cf_smc_empirical_l1']:.4f}"
+            f" (min ESS {row['cf_smc_min_ess']:.0f}, {row['cf_smc_resamples']} resamplings,"
+            f" {row['cf_smc_seconds']:.1f}s)"
         )
     return s
 
@@ -272,8 +303,9 @@ def markdown_table(results: dict) -> str:
             f"### {title}",
             "",
             "| operation | alpha | exact L1 | mixture L1 | guided emp. L1 | SMC emp. L1 | SMC emp. L1 (terminal head) "
-            "| floor | SMC ESS | Pareto k |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| floor | SMC ESS | Pareto k | classifier-free guided emp. L1 | classifier-free SMC emp. L1 (min ESS, "
+            "resamplings, seconds) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             emp = (
@@ -284,6 +316,14 @@ def markdown_table(results: dict) -> str:
                 )
                 if "smc_empirical_l1" in r
                 else "- | - | - | - | - | -"
+            )
+            emp += (
+                (
+                    f" | {r['cf_guided_empirical_l1']:.4f} | {r['cf_smc_empirical_l1']:.4f} "
+                    f"({r['cf_smc_min_ess']:.0f}, {r['cf_smc_resamples']}, {r['cf_smc_seconds']:.1f})"
+                )
+                if "cf_smc_empirical_l1" in r
+                else " | - | -"
             )
             alpha = "-" if r["alpha"] is None else r["alpha"]
             lines.append(f"| {r['op']} | {alpha} | {r['exact_l1']:.4f} | {r['mixture_l1']:.3f} | {emp} |")

@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 
 from pyro_sculpt.processes.distribution import ProcessDistribution
-from pyro_sculpt.sculpting.observations import Observations, PriorLike, check_weights, terminal_log_joint
+from pyro_sculpt.sculpting.observations import Observations, PriorLike, check_weights
 
 
 class LogOperator(ABC):
@@ -78,6 +78,9 @@ class LogOperator(ABC):
             lq = log_q.detach().requires_grad_(True)
             (g,) = torch.autograd.grad(self(lq).sum(), lq)
         return g
+
+    #: whether the operator can give NaN from -inf log-densities (inf - inf): only differences of operands can
+    can_nan: bool = False
 
     def check_log_q(self, log_q: torch.Tensor, name: str = "log_q") -> None:
         if not isinstance(log_q, torch.Tensor) or log_q.dim() < 1 or log_q.shape[-1] != self.num_bases:
@@ -197,6 +200,8 @@ def _common_degree(ops: Sequence[LogOperator], name: str) -> float:
 class Negation(LogOperator):
     """:math:`q_1 (q_1 / q_2)^a`: :math:`\\Phi = (1 + a)\\Phi_1 - a \\Phi_2`, ``a >= 0`` (Du et al. 2023)."""
 
+    can_nan = True
+
     def __init__(self, op1: LogOperator, op2: LogOperator, a: float = 1.0):
         self.num_bases = _check_same_arity((op1, op2), "Negation")
         self.a = _number("a", a)
@@ -269,25 +274,56 @@ class Sculpt(LogOperator):
         self.num_bases = _check_same_arity(ops, "Sculpt")
         self.ops = tuple(ops)
         self.obs = Observations.build(y, len(self.ops), weights, alpha).detach()
+        # operands that are leaves: read them with one index instead of one call each
+        leaves = [op.index for op in self.ops if isinstance(op, Base)]
+        self.leaf_index = leaves if len(leaves) == len(self.ops) else None
+        self.identity = self.leaf_index == list(range(self.num_bases))
+        log_priors = self.obs.log_priors(dtype=torch.float64)
+        self.shared_prior = bool((log_priors == log_priors[0]).all())
+        self._counts = torch.zeros(len(self.ops), dtype=torch.float64)
+        for v in self.obs.y:
+            if v is not None:
+                self._counts[v] += 1.0
 
     def log_terms(self, log_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log mixture, log p(y | x))`` for ``log_q``."""
-        vals = torch.stack([op(log_q) for op in self.ops], -1)
-        log_priors = self.obs.log_priors(vals.device, vals.dtype)
-        log_mix = torch.logsumexp(vals + log_priors[0], -1)
-        return log_mix, self.obs.select(terminal_log_joint(vals, log_priors))
+        if not self.shared_prior:
+            log_mix, terms = self.log_terms_per_observation(log_q)
+            return log_mix, terms.sum(-1)
+        # every observation has the prior of y_1: sum_k log p(y_k | x) = <counts, vals> + sum_k log w_{y_k}
+        # - n_obs * logsumexp(vals + log w), in a handful of batched operations
+        vals = self._vals(log_q)
+        log_w = self.obs.log_priors(vals.device, vals.dtype)[0]
+        lse = torch.logsumexp(vals + log_w, -1)
+        counts = self._counts.to(device=vals.device, dtype=vals.dtype)
+        log_y = vals @ counts + (float((counts * log_w).sum()) - float(counts.sum()) * lse)
+        return lse, log_y
+
+    def _vals(self, log_q: torch.Tensor) -> torch.Tensor:
+        if self.identity:
+            return log_q
+        if self.leaf_index is not None:
+            return log_q[..., self.leaf_index]
+        return torch.stack([op(log_q) for op in self.ops], -1)
 
     def log_terms_per_observation(self, log_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(log mixture, terms)`` with ``terms[..., k]`` :math:`= \\log \\tilde p(y_k \\mid x)` for an observed
-        :math:`y_k` and 0 for an unobserved one, ``(..., n)``."""
-        vals = torch.stack([op(log_q) for op in self.ops], -1)
+        """``(log mixture, terms)`` with ``terms[..., j]`` :math:`= \\log \\tilde p(y_k = y \\mid x)` for the
+        j-th OBSERVED :math:`y_k` (the observations are independent given :math:`x`; an unobserved one sums to
+        one), ``(..., n_observed)``."""
+        vals = self._vals(log_q)
         log_priors = self.obs.log_priors(vals.device, vals.dtype)  # (n, m)
-        per = torch.log_softmax(vals.unsqueeze(-2) + log_priors, -1)  # (..., n, m)
-        idx = torch.tensor([0 if v is None else v for v in self.obs.y], device=vals.device)
-        terms = per.gather(-1, idx.expand(per.shape[:-1]).unsqueeze(-1)).squeeze(-1)
-        observed = torch.tensor([v is not None for v in self.obs.y], device=vals.device)
-        terms = torch.where(observed, terms, torch.zeros_like(terms))
-        return torch.logsumexp(vals + log_priors[0], -1), terms
+        # log p(y_k = i | x) = vals_i + log pi_{k,i} - logsumexp_j(vals_j + log pi_{k,j}): one logsumexp per distinct
+        # prior (y_1 has the mixture weights, y_2.. the alpha prior or the uniform one)
+        lse = {0: torch.logsumexp(vals + log_priors[0], -1)}
+        terms = []
+        for k, v in enumerate(self.obs.y):
+            if v is None:
+                continue
+            row = 0 if k == 0 or bool((log_priors[k] == log_priors[0]).all()) else 1
+            if row not in lse:
+                lse[row] = torch.logsumexp(vals + log_priors[k], -1)
+            terms.append(vals[..., v] + (log_priors[k, v] - lse[row]))
+        return lse[0], torch.stack(terms, -1) if terms else vals.new_zeros(vals.shape[:-1] + (0,))
 
     def __call__(self, log_q):
         log_mix, log_y = self.log_terms(log_q)

@@ -85,6 +85,7 @@ class ComposedProcess(IterativeProcess):
         self.backward_policy = self.bases[0].backward_policy
         # Phi(l - b) + b = Phi(l) for an operator of degree one: the backward probabilities cancel
         self.uses_backward = abs(degree - 1.0) > 1e-9
+        self.can_nan = _any_can_nan(operator)
         if intermediate != "plain":
             self._scales = _observation_scales(operator, intermediate)
 
@@ -105,7 +106,7 @@ class ComposedProcess(IterativeProcess):
         if self.intermediate == "plain":
             return self.operator(log_q)
         log_mix, terms = self.operator.log_terms_per_observation(log_q)
-        first, extra = self._scales
+        first, extra = self._scales  # per observed observation
         frac = 1.0 if self.intermediate == "distinct" else min(1.0, t / max(1, self.max_steps // 2))
         scale = first + (extra * frac if self.intermediate == "ramp" else 0.0)
         return log_mix + (terms * scale.to(terms)).sum(-1)
@@ -113,46 +114,63 @@ class ComposedProcess(IterativeProcess):
     def _psi(self, log_lik: torch.Tensor, log_pb: torch.Tensor, t: int, final: bool) -> torch.Tensor:
         arg = log_lik - log_pb.unsqueeze(-1) if self.uses_backward else log_lik
         val = self.operator(arg) if final else self._phi_t(arg, t)
-        val = torch.where(torch.isnan(val) & torch.isinf(arg).any(-1), torch.full_like(val, float("-inf")), val)
+        # NaN only from inf - inf (the policies were checked): a base that rules out a state that the operator
+        # divides by where another also rules it out; the composition is zero there
+        if self.can_nan:
+            val = torch.nan_to_num(val, nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
         return val + log_pb if self.uses_backward else val
 
-    def proposal(self, state, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(logits, base_log_probs, child_log_pb)`` of the twisted policy at ``state``: the unnormalised
+    def proposal(self, state, t: int) -> tuple[torch.Tensor, ...]:
+        """``(logits, base_log_probs, child_log_pb, log_z)`` of the twisted policy at ``state``: the unnormalised
         ``(..., A)`` log-probabilities :math:`\\Psi(s_a) - \\Psi(s)` (``-inf`` for invalid actions; their
-        log-sum-exp is the SMC increment), every base's policy ``(..., m, A)`` and the children's log backward
-        probability ``(..., A)``."""
+        log-sum-exp is the SMC increment), every base's policy ``(..., A, m)`` and the children's log backward
+        probability ``(..., A)``, and the log-normaliser of the logits ``(...)``."""
+        memo = self.__dict__.get("_memo")
+        if memo is not None and memo[0] == t and all(a is b for a, b in zip(memo[1], state)):
+            return memo[2]  # the step's distribution and its transition share one evaluation
+        out = self._proposal(state, t)
+        self.__dict__["_memo"] = (t, tuple(state), out)
+        return out
+
+    def _proposal(self, state, t: int) -> tuple[torch.Tensor, ...]:
         s, log_lik, log_pb = state
         env = self.env
         batch = s.shape[:-1]
-        flat = s.reshape(-1, s.shape[-1])
-        rows, inverse = unique_rows(env, flat)
-        lp = gather_rows(torch.stack([b.action_log_probs(rows) for b in self.bases], -2), inverse)
-        lp = lp.reshape(batch + lp.shape[-2:]).to(torch.float64)
-        log_lik = log_lik.to(torch.float64).expand(batch + log_lik.shape[-1:])
-        log_pb = log_pb.to(torch.float64).expand(batch)
-        valid = (lp > float("-inf")).any(-2)
-        lp0 = torch.where(valid.unsqueeze(-2), lp, torch.zeros_like(lp))
-        child = log_lik.unsqueeze(-2) + lp0.transpose(-1, -2)  # (..., A, m)
+        rows, inverse = unique_rows(env, s.reshape(-1, s.shape[-1]))
+        # (rows, A, m): each action's log-probability under every base, contiguous in the bases
+        lp = gather_rows(torch.stack([b.action_log_probs(rows) for b in self.bases], -1), inverse)
+        if bool(torch.isnan(lp).any()):
+            raise FloatingPointError(f"a base policy returned NaN log-probabilities at step {t}")
+        lp = lp.reshape(batch + lp.shape[-2:])
+        valid = (lp > float("-inf")).any(-1)
+        lp0 = lp.masked_fill(~valid.unsqueeze(-1), 0.0)  # invalid actions: kept out of the NaNs
+        # Psi(s_a) - Psi(s) only needs the prefix quantities relative to the particle's own: Phi(l + c) = Phi(l) + d c
+        # and b enters as Phi(l - b) + b, so centring l on its maximum and b on the current b leaves the logits
+        # exact and lets single precision carry them (the accumulated l and b stay in float64)
+        centre = log_lik.amax(-1, keepdim=True)
+        rel = (log_lik - torch.where(torch.isfinite(centre), centre, torch.zeros_like(centre))).to(lp.dtype)
+        rel = rel.expand(batch + rel.shape[-1:])
+        child = rel.unsqueeze(-2) + lp0  # (..., A, m)
         stop = env.stop_action
         if self.uses_backward:
             kids, _ = env.children(s)
-            lpb = env.log_backward(kids).to(torch.float64)
-            lpb = torch.where(valid, lpb, torch.zeros_like(lpb))
+            lpb = env.log_backward(kids).to(lp.dtype).masked_fill(~valid, 0.0)
             lpb[..., stop] = 0.0
         else:
-            lpb = torch.zeros(batch + (env.n_actions,), dtype=torch.float64, device=s.device)
-        child_pb = log_pb.unsqueeze(-1) + lpb
-        values = self._psi(child, child_pb, t + 1, final=False)
-        values[..., stop] = self._psi(child[..., stop, :], child_pb[..., stop], t + 1, final=True)
-        logits = (values - self._psi(log_lik, log_pb, t, final=False).unsqueeze(-1)).masked_fill(~valid, float("-inf"))
-        bad = valid & (torch.isnan(logits) | (logits == float("inf")))
-        if bool(bad.any()):
+            lpb = torch.zeros(batch + (env.n_actions,), dtype=lp.dtype, device=s.device)
+        values = self._psi(child, lpb, t + 1, final=False)
+        if self.intermediate != "plain":  # the stop reaches the exact target
+            values[..., stop] = self._psi(child[..., stop, :], lpb[..., stop], t + 1, final=True)
+        current = self._psi(rel, torch.zeros(batch, dtype=lp.dtype, device=s.device), t, final=False)
+        logits = (values - current.unsqueeze(-1)).masked_fill(~valid, float("-inf"))
+        log_z = torch.logsumexp(logits, -1)  # NaN or +inf when any valid action's logit is
+        if not bool((log_z < float("inf")).all()):
             raise ValueError(
                 f"the composition {self.operator!r} is not normalisable: a base gives probability zero to an action "
                 "that another allows where the operator divides by it (e.g. the second base of a negation q1 (q1/q2)^a "
                 "must cover the support of the first)"
             )
-        return logits, lp0, lpb
+        return logits, lp0, lpb, log_z
 
     # ----- IterativeProcess -----
 
@@ -165,16 +183,17 @@ class ComposedProcess(IterativeProcess):
         )
 
     def step_dist(self, state, t: int) -> Categorical:
-        logits, _, _ = self.proposal(state, t)
+        logits = self.proposal(state, t)[0]
         return Categorical(logits=logits.to(torch.get_default_dtype()))
 
     def transition(self, state, value, t: int):
         s, log_lik, log_pb = state
-        _, lp0, lpb = self.proposal(state, t)
+        _, lp0, lpb, _ = self.proposal(state, t)
         batch = lp0.shape[:-2]
         a = value.expand(batch)
-        taken = lp0.gather(-1, a[..., None, None].expand(batch + (lp0.shape[-2], 1))).squeeze(-1)
-        return self.env.step(s, value), log_lik + taken, log_pb + lpb.gather(-1, a.unsqueeze(-1)).squeeze(-1)
+        taken = lp0.gather(-2, a[..., None, None].expand(batch + (1, lp0.shape[-1]))).squeeze(-2)
+        step_pb = lpb.gather(-1, a.unsqueeze(-1)).squeeze(-1)
+        return self.env.step(s, value), log_lik + taken.to(log_lik.dtype), log_pb + step_pb.to(log_pb.dtype)
 
     def stops(self, state, value, t):
         return value == self.env.stop_action
@@ -206,16 +225,18 @@ class ComposedProcess(IterativeProcess):
         return OperatorTwist(proc)
 
 
+def _any_can_nan(op: LogOperator) -> bool:
+    return op.can_nan or any(_any_can_nan(c) for c in op.children())
+
+
 def _observation_scales(operator: Sculpt, intermediate: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Per observation: its exponent before the stop (one for the first occurrence of a value, zero for a repeat) and
     the extra exponent that ``"ramp"`` adds (the number of repeats) by the end."""
-    y = operator.obs.y
+    y = [v for v in operator.obs.y if v is not None]
     first = torch.zeros(len(y), dtype=torch.float64)
     extra = torch.zeros(len(y), dtype=torch.float64)
     seen: dict = {}
     for k, v in enumerate(y):
-        if v is None:
-            continue
         if v in seen:
             extra[seen[v]] += 1.0
         else:
@@ -253,18 +274,18 @@ class OperatorTwist(Twist):
     def step(self, particles, t: int):
         proc, env = self.process, self.process.env
         s, log_lik, log_pb, done = particles["s"], particles["log_lik"], particles["log_pb"], particles["done"]
-        logits, lp0, lpb = proc.proposal((s, log_lik, log_pb), t)
-        log_z = torch.logsumexp(logits, -1)
+        logits, lp0, lpb, log_z = proc.proposal((s, log_lik, log_pb), t)
+        log_z = log_z.to(torch.float64)
         if t == 0:
             log_z = log_z + proc._psi(log_lik, log_pb, 0, final=False)
         a = torch.distributions.Categorical(logits=logits).sample()
         a = torch.where(done, torch.full_like(a, env.stop_action), a)
-        taken = lp0.gather(-1, a[:, None, None].expand(-1, lp0.shape[-2], 1)).squeeze(-1)
+        taken = lp0.gather(-2, a[:, None, None].expand(-1, 1, lp0.shape[-1])).squeeze(-2)
         keep = done.unsqueeze(-1)
         new = {
             "s": torch.where(keep, s, env.step(s, a)),
-            "log_lik": torch.where(keep, log_lik, log_lik + taken),
-            "log_pb": torch.where(done, log_pb, log_pb + lpb.gather(-1, a.unsqueeze(-1)).squeeze(-1)),
+            "log_lik": torch.where(keep, log_lik, log_lik + taken.to(log_lik.dtype)),
+            "log_pb": torch.where(done, log_pb, log_pb + lpb.gather(-1, a.unsqueeze(-1)).squeeze(-1).to(log_pb.dtype)),
             "done": done | (a == env.stop_action),
         }
         return new, torch.where(done, torch.zeros_like(log_z), log_z), new["done"]

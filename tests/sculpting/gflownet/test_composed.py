@@ -86,8 +86,9 @@ def test_the_mixture_is_exact_without_weights():
     probs = torch.stack([b.exact_terminal_distribution() for b in bases])
     dist = ps.sculpting.compose(bases, Sculpt([Base(0, 2), Base(1, 2)], (None,)))
     res = ps.infer.smc(dist, 2000, seed=0)
-    assert torch.allclose(res.log_weights, torch.full_like(res.log_weights, -math.log(2000)), atol=1e-6)
-    assert abs(res.log_evidence) < 1e-6  # sum_x of the mixture = 1
+    # (the logits are computed in single precision, relative to each particle's own prefix)
+    assert torch.allclose(res.log_weights, torch.full_like(res.log_weights, -math.log(2000)), atol=1e-5)
+    assert abs(res.log_evidence) < 1e-5  # sum_x of the mixture = 1
     assert res.num_resamples == 0
     del probs
 
