@@ -189,8 +189,9 @@ class ComposedProcess(IterativeProcess):
     def transition(self, state, value, t: int):
         s, log_lik, log_pb = state
         _, lp0, lpb, _ = self.proposal(state, t)
-        batch = lp0.shape[:-2]
+        batch = torch.broadcast_shapes(lp0.shape[:-2], value.shape)  # the first state may be unbatched
         a = value.expand(batch)
+        lp0, lpb = lp0.expand(batch + lp0.shape[-2:]), lpb.expand(batch + lpb.shape[-1:])
         taken = lp0.gather(-2, a[..., None, None].expand(batch + (1, lp0.shape[-1]))).squeeze(-2)
         step_pb = lpb.gather(-1, a.unsqueeze(-1)).squeeze(-1)
         return self.env.step(s, value), log_lik + taken.to(log_lik.dtype), log_pb + step_pb.to(log_pb.dtype)

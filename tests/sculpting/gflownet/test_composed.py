@@ -143,3 +143,29 @@ def test_mixture_and_sculpting_of_compositions_need_normalisers():
     target = (hm / 2 + probs[2]) / (hm / 2 + probs[2]).sum()  # the operator's own, unnormalised, harmonic mean
     assert torch.allclose(exact_composition([p1, p2, p3], op), target)
     _check_smc(ps.sculpting.compose([p1, p2, p3], op), target, 40_000, min_ess=0.2)
+
+
+def test_classifier_free_composition_runs_as_pyro_sites():
+    import pyro
+    import pyro.poutine as poutine
+
+    p1, p2 = exact_bases(ENV, 2, seed=29)
+    proc = ps.harmonic_mean(p1, p2).process
+
+    def model():
+        return ps.run("x", proc, num_particles=50)
+
+    tr = poutine.trace(model).get_trace()
+    x = tr.nodes["_RETURN"]["value"]
+    assert x.shape == (50, 2)
+    steps = [n for n in tr.nodes if n.startswith("x_")]
+    assert len(steps) >= 2
+    # every step's site scores its value under the classifier-free guided policy
+    tr.compute_log_prob()
+    assert all(torch.isfinite(tr.nodes[n]["log_prob"]).all() for n in steps)
+
+    def one_site():
+        with pyro.plate("batch", 3):
+            return pyro.sample("y", ps.ProcessDistribution(proc))
+
+    assert one_site().shape == (3, 2)
