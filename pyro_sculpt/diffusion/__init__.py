@@ -1,5 +1,6 @@
 """Layer 2: diffusion models as iterative processes (schedules, score networks, samplers, oracles)."""
 
+from pyro_sculpt.diffusion.density import PathDensityTracker, sample_with_log_density
 from pyro_sculpt.diffusion.likelihood import probability_flow_drift, probability_flow_log_prob
 from pyro_sculpt.diffusion.model import DiffusionModel
 from pyro_sculpt.diffusion.oracle import GaussianMixtureOracle
@@ -30,6 +31,7 @@ __all__ = [
     "GaussianMixtureOracle",
     "NoiseSchedule",
     "NonFiniteScoreError",
+    "PathDensityTracker",
     "PredictorCorrectorSampler",
     "ProbabilityFlowSampler",
     "ReverseDiffusionProcess",
@@ -40,5 +42,6 @@ __all__ = [
     "VPSchedule",
     "probability_flow_drift",
     "probability_flow_log_prob",
+    "sample_with_log_density",
     "schedule_from_config",
 ]

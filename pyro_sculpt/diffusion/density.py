@@ -1,0 +1,421 @@
+"""Log-densities tracked along stochastic reverse-diffusion paths (docs/math.md §1.6): the Itô density estimator.
+
+Let :math:`q_t` be the marginals of a forward SDE :math:`dx = f(t)\\, x\\, dt + g(t)\\, dw` (a model's noise
+schedule, :math:`s = \\nabla_x \\log q_t` its score). Along any path :math:`x_\\tau` (:math:`\\tau = 1 - t`) that
+follows an SDE whose diffusion coefficient is the forward one, :math:`g`, whatever its drift (the model's own
+score, a guided or summed score, another model's), Itô's formula and the Fokker-Planck equation give (Skreta et al.,
+"The Superposition of Diffusion Models Using the Itô Density Estimator", ICLR 2025, Thm 1)
+
+.. math::
+
+    d \\log q_{1-\\tau}(x_\\tau) = \\langle dx_\\tau, s \\rangle
+        + \\big[\\nabla \\cdot f + \\langle f - \\tfrac12 g^2 s,\\ s \\rangle\\big]\\, d\\tau,
+    \\qquad \\nabla \\cdot f = f(t)\\, D,
+
+with :math:`D` the number of entries of an event: no divergence of a network, only scores. A sampler therefore
+carries :math:`\\log q_{i,t}(x_t)` of every model :math:`i` of a list for every particle, starting from the exact
+prior :math:`\\log \\mathcal N(x_T; 0, s_T^2 I)` and adding one increment per step (:class:`PathDensityTracker`).
+
+**The discrete step.** A step moves :math:`x` at time :math:`t` to :math:`x'` at :math:`t' \\le t`
+(:math:`\\Delta = t - t'`, :math:`dx = x' - x`). Expanding :math:`\\log q_{t'}(x')` about :math:`(t, x)` to
+second order in :math:`dx` and first order in :math:`\\Delta`, with the time derivative from the Fokker-Planck
+equation :math:`\\partial_t \\log q = -D f - f \\langle x, s\\rangle + \\tfrac12 g^2 (\\operatorname{tr} H +
+\\lVert s \\rVert^2)` (:math:`H = \\nabla_x s`, the Hessian of :math:`\\log q_t`):
+
+.. math::
+
+    \\log q_{t'}(x') - \\log q_t(x) \\approx \\langle s, dx \\rangle + \\big[D f + f \\langle x, s \\rangle
+        - \\tfrac12 g^2 \\lVert s \\rVert^2\\big] \\Delta
+        + \\tfrac12 \\big(dx^\\top H\\, dx - g^2 \\Delta \\operatorname{tr} H\\big),
+
+with everything at the step's start: the score and Hessian at :math:`(x, t)` (the scores a sampler has already
+computed) and :math:`f = f(t)`, :math:`g^2 = g^2(t)`, whatever the sampler's step (an ancestral step, an exact
+Gaussian posterior, is not an Euler step: only its times :math:`t \\to t'` enter). Integrating :math:`f` and
+:math:`g^2` exactly over :math:`[t', t]` while freezing the score at :math:`t` is not more accurate (the score's own
+change over the step is of the same order) and measured worse: mean error 0.020 instead of 0.015 nats at 500
+steps on the test mixture. The last term is the second-order correction:
+its mean is zero when the step's noise variance per entry is :math:`g^2 \\Delta` (both samplers, to first order), so the
+plain Itô sum (``second_order="none"``) is consistent, but its fluctuation is what dominates that sum's error,
+:math:`O(\\sqrt{\\Delta})` per particle; with it the error is :math:`O(\\Delta)`. It is computed
+
+* ``"exact"``: the full Jacobian of each model's score (:func:`torch.func.jacrev`: one forward pass and :math:`D`
+  vectorised backward passes; memory :math:`N D^2`), for small events;
+* ``"hutchinson"``: :math:`dx^\\top H\\, dx` as one Hessian-vector product and :math:`\\operatorname{tr} H` by
+  Hutchinson's estimate :math:`z^\\top H z` with one Rademacher probe :math:`z` (Hutchinson 1989): two
+  vector-Jacobian products whatever the event shape, an unbiased estimate of the correction;
+* ``"none"``: the plain Itô sum, first order only (no derivative of a score);
+* ``"auto"`` (default): ``"exact"`` for events of at most :data:`EXACT_SECOND_ORDER_MAX_ENTRIES` entries,
+  ``"hutchinson"`` beyond.
+
+A Langevin step at a fixed time (a predictor-corrector sampler's corrector, :math:`t' = t`) has no time part:
+:math:`\\log q_t(x') - \\log q_t(x) \\approx \\langle s, dx \\rangle + \\tfrac12 dx^\\top H\\, dx`. Its noise, of
+variance :math:`2 \\epsilon` per entry, does not match :math:`g^2 \\Delta = 0`, so the second-order term is then
+required (its mean is :math:`\\epsilon \\operatorname{tr} H`, not zero); :meth:`PathDensityTracker.update` with
+``t_next == t`` and ``second_order="none"`` raises.
+
+Deterministic samplers (:class:`~pyro_sculpt.diffusion.DDIMSampler` with ``eta=0``,
+:class:`~pyro_sculpt.diffusion.ProbabilityFlowSampler`) do not follow such an SDE: their exact log-density is the
+probability-flow ODE's (:func:`~pyro_sculpt.diffusion.probability_flow_log_prob`, the samplers' ``log_prob``).
+
+**Precision.** The increment is computed in float64 from the (any dtype) states and scores, and the accumulated
+log-densities are float64: a sum of hundreds of increments of a few nats, where float32 would lose about
+:math:`10^{-5}` nats per step. Everything is vectorised over particles and runs on the states' device.
+
+The estimate is of the *model's* :math:`\\log q_{t_{min}}`: an error of the score model is not seen, and the
+prior's mismatch :math:`\\log \\mathcal N(x_T; 0, s_T^2 I) - \\log q_T(x_T)` (of order :math:`\\alpha_T`) stays in it
+as an offset.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+
+from pyro_sculpt.diffusion.model import DiffusionModel, describe_event
+from pyro_sculpt.diffusion.samplers.base import ReverseDiffusionProcess
+from pyro_sculpt.diffusion.schedules import NoiseSchedule
+from pyro_sculpt.utils import check_positive_int, progress
+
+__all__ = ["EXACT_SECOND_ORDER_MAX_ENTRIES", "PathDensityTracker", "sample_with_log_density"]
+
+#: the largest event (number of entries) whose second-order term is exact under ``second_order="auto"``
+EXACT_SECOND_ORDER_MAX_ENTRIES = 8
+
+_SECOND_ORDER = ("auto", "exact", "hutchinson", "none")
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class PathDensityTracker:
+    """Carries :math:`\\log q_{i,t}(x_t)` of every model :math:`i` of a list along a stochastic reverse-diffusion
+    path (the Itô density estimator; see the module docstring and docs/math.md §1.6).
+
+    The path may have any drift (one of the models' scores, a guided or summed score, another model's): only its
+    noise must be the forward diffusion's (ancestral or Euler-Maruyama steps). A sampler calls :meth:`init` on the
+    initial noise, then :meth:`update` after every step, passing the models' scores at the step's start when it has
+    already computed them (:meth:`scores`), so that first-order tracking costs a few vector operations per step.
+
+    :param models: the diffusion models whose log-densities are tracked (``m >= 1``); they must share one noise
+        schedule and one event shape.
+    :param schedule: the schedule of the path (default the models'); must equal the models' schedule.
+    :param second_order: ``"exact"``, ``"hutchinson"``, ``"none"`` or ``"auto"`` (exact for events of at most
+        :data:`EXACT_SECOND_ORDER_MAX_ENTRIES` entries, Hutchinson's beyond): how the second-order correction
+        :math:`\\tfrac12 (dx^\\top H dx - g^2 \\Delta \\operatorname{tr} H)` is computed, or ``"none"`` to leave it out.
+    :param generator: the random generator of Hutchinson's probes (default the global one).
+
+    Example::
+
+        tracker = PathDensityTracker([oracle1, oracle2])
+        x = sampler.prior(torch.Size([n])).sample()
+        log_q = tracker.init(x, sampler.times[0])                        # (n, 2)
+        for k in range(1, sampler.max_steps):
+            t, t_next = ..., ...                                          # the times of x and of the next state
+            s = tracker.scores(x, t)                                     # (n, 2, D)
+            x_next = sampler.step_from_score(x, k, s.sum(1)).sample()     # any drift, e.g. a product
+            log_q = tracker.update(log_q, x, x_next, t, t_next, s)
+            x = x_next
+    """
+
+    def __init__(
+        self,
+        models: Sequence[DiffusionModel],
+        schedule: Optional[NoiseSchedule] = None,
+        *,
+        second_order: str = "auto",
+        generator: Optional[torch.Generator] = None,
+    ):
+        if isinstance(models, DiffusionModel) or not isinstance(models, Sequence) or len(models) == 0:
+            raise ValueError(f"models must be a non-empty sequence of DiffusionModels, got {models!r}")
+        for i, mod in enumerate(models):
+            if not isinstance(mod, DiffusionModel):
+                raise TypeError(f"models[{i}] must be a DiffusionModel, got {type(mod).__name__}")
+        first = models[0]
+        for i, mod in enumerate(models[1:], 1):
+            if mod.schedule != first.schedule:
+                raise ValueError(
+                    f"models must share one noise schedule: models[0] has {first.schedule!r}, "
+                    f"models[{i}] has {mod.schedule!r}"
+                )
+            if mod.event_shape != first.event_shape:
+                raise ValueError(
+                    f"models must share one event shape: models[0] has {describe_event(first.event_shape)}, "
+                    f"models[{i}] has {describe_event(mod.event_shape)}"
+                )
+        if schedule is None:
+            schedule = first.schedule
+        elif not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule must be a NoiseSchedule or None, got {type(schedule).__name__}")
+        elif schedule != first.schedule:
+            raise ValueError(f"schedule {schedule!r} differs from the models' schedule {first.schedule!r}")
+        if second_order not in _SECOND_ORDER:
+            raise ValueError(f"second_order must be one of {_SECOND_ORDER}, got {second_order!r}")
+        self.models = list(models)
+        self.schedule = schedule
+        self.event_shape = first.event_shape
+        self.dim = self.event_shape.numel()
+        if second_order == "auto":
+            second_order = "exact" if self.dim <= EXACT_SECOND_ORDER_MAX_ENTRIES else "hutchinson"
+        self.second_order = second_order
+        self.generator = generator
+        self._prior_std = schedule.prior_std()
+        self._constants: dict[tuple[float, float], tuple[float, float]] = {}
+
+    def __repr__(self) -> str:
+        return f"PathDensityTracker(m={len(self.models)}, {describe_event(self.event_shape)}, " + (
+            f"second_order={self.second_order!r})"
+        )
+
+    @property
+    def num_models(self) -> int:
+        """:math:`m`, the number of tracked models."""
+        return len(self.models)
+
+    # ----- validation -----
+
+    def _check_x(self, x: torch.Tensor, name: str) -> int:
+        want = "(N, " + ", ".join(str(s) for s in self.event_shape) + ")"
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{name} must be a tensor of shape {want}, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+        if x.dim() != 1 + len(self.event_shape) or x.shape[1:] != self.event_shape:
+            raise ValueError(
+                f"{name} must have shape {want} (particles, then the models' {describe_event(self.event_shape)}), "
+                f"got {tuple(x.shape)}"
+            )
+        return x.shape[0]
+
+    def _check_time(self, t: float, name: str) -> float:
+        try:
+            t = float(t)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a number (a diffusion time), got {t!r}") from None
+        lo, hi = self.schedule.t_min, self.schedule.t_max
+        if not (lo - 1e-9 <= t <= hi + 1e-9):
+            raise ValueError(f"{name} must lie in [t_min, t_max] = [{lo}, {hi}] of the schedule, got {t!r}")
+        return t
+
+    def _check_scores(self, scores: torch.Tensor, n: int) -> None:
+        want = (n, self.num_models) + tuple(self.event_shape)
+        if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != want:
+            got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+            raise ValueError(
+                f"scores must have shape (N, m, *event_shape) = {want} (each model's score at (x, t)), got {got}"
+            )
+
+    # ----- the estimator -----
+
+    def init(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """The exact log-density of the samplers' prior, :math:`\\log \\mathcal N(x; 0, s^2 I)` with :math:`s` the
+        schedule's :meth:`~pyro_sculpt.diffusion.NoiseSchedule.prior_std`, for each model (they share it).
+
+        :param x: the initial noise, shape ``(N, *event_shape)``.
+        :param t: its time (the sampler's first time, normally ``t_max``).
+        :returns: float64 tensor of shape ``(N, m)``.
+        """
+        n = self._check_x(x, "x")
+        self._check_time(t, "t")
+        s = self._prior_std
+        sq = x.detach().to(torch.float64).reshape(n, -1).pow(2).sum(-1)
+        lp = -0.5 * sq / s**2 - self.dim * (math.log(s) + 0.5 * _LOG_2PI)
+        return lp.unsqueeze(-1).expand(n, self.num_models).clone()
+
+    def scores(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """Every model's score at ``(x, t)``, shape ``(N, m, *event_shape)``."""
+        self._check_x(x, "x")
+        t = self._check_time(t, "t")
+        return torch.stack([mod.score(x, t) for mod in self.models], 1)
+
+    def step_constants(self, t: float, t_next: float) -> tuple[float, float]:
+        """:math:`(f(t) \\Delta,\\ g^2(t) \\Delta)` of a step from ``t`` to ``t_next`` (:math:`\\Delta = t - t'`): the
+        forward drift and squared diffusion coefficients at the step's start, times the step's length."""
+        key = (t, t_next)
+        out = self._constants.get(key)
+        if out is None:
+            tt = torch.tensor(t, dtype=torch.float64)
+            delta = t - t_next
+            out = (float(self.schedule.drift(tt)) * delta, float(self.schedule.diffusion2(tt)) * delta)
+            if len(self._constants) < 100_000:
+                self._constants[key] = out
+        return out
+
+    def update(
+        self,
+        log_q: torch.Tensor,
+        x: torch.Tensor,
+        x_next: torch.Tensor,
+        t: float,
+        t_next: float,
+        scores: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """One step of the estimator: :math:`\\log q_{i, t'}(x')` from :math:`\\log q_{i, t}(x)` (see the module
+        docstring for the formula).
+
+        :param log_q: the log-densities at ``(x, t)``, shape ``(N, m)``.
+        :param x: the step's start, shape ``(N, *event_shape)``.
+        :param x_next: the step's end, same shape.
+        :param t: the time of ``x``.
+        :param t_next: the time of ``x_next``, ``<= t`` (equal for a Langevin corrector step, which then needs
+            a second-order term).
+        :param scores: each model's score at ``(x, t)``, shape ``(N, m, *event_shape)`` (as :meth:`scores`
+            returns); computed here when not given.
+        :returns: float64 tensor of shape ``(N, m)``, :math:`\\log q_{i, t'}(x')`.
+        """
+        n = self._check_x(x, "x")
+        if not isinstance(x_next, torch.Tensor) or x_next.shape != x.shape:
+            got = tuple(x_next.shape) if isinstance(x_next, torch.Tensor) else type(x_next).__name__
+            raise ValueError(f"x_next must have the shape of x, {tuple(x.shape)}, got {got}")
+        if not isinstance(log_q, torch.Tensor) or tuple(log_q.shape) != (n, self.num_models):
+            got = tuple(log_q.shape) if isinstance(log_q, torch.Tensor) else type(log_q).__name__
+            raise ValueError(f"log_q must have shape (N, m) = {(n, self.num_models)}, got {got}")
+        t = self._check_time(t, "t")
+        t_next = self._check_time(t_next, "t_next")
+        if t_next > t:
+            raise ValueError(f"t_next must be <= t (reverse diffusion goes down in time), got t={t}, t_next={t_next}")
+        if t_next == t and self.second_order == "none":
+            raise ValueError(
+                "a step at a fixed time (t_next == t: a Langevin corrector step) needs the second-order term: its "
+                "noise is not the forward diffusion's, so the plain Itô sum is biased by eps * tr(H); use "
+                "second_order='exact' or 'hutchinson'"
+            )
+        if scores is None:
+            scores = self.scores(x, t)
+        else:
+            self._check_scores(scores, n)
+        f_dt, g2_dt = self.step_constants(t, t_next)
+        f64 = torch.float64
+        xf = x.detach().to(f64).reshape(n, 1, -1)
+        dx = x_next.detach().to(f64).reshape(n, 1, -1) - xf
+        s = scores.detach().to(f64).reshape(n, self.num_models, -1)
+        # <s, dx> + D F + F <x, s> - (G/2) |s|^2, as one reduction
+        inc = (s * (dx + f_dt * xf - (0.5 * g2_dt) * s)).sum(-1) + self.dim * f_dt
+        if self.second_order != "none":
+            inc = inc + 0.5 * self._second_order_term(x, x_next - x, t, g2_dt)
+        return log_q.to(f64) + inc
+
+    def _second_order_term(self, x: torch.Tensor, dx: torch.Tensor, t: float, g2_dt: float) -> torch.Tensor:
+        """:math:`dx^\\top H_i dx - g^2 \\Delta \\operatorname{tr} H_i` for each model, shape ``(N, m)`` (float64)."""
+        n = x.shape[0]
+        x = x.detach()
+        dx = dx.detach()
+        out = []
+        with torch.enable_grad():
+            for mod in self.models:
+                if self.second_order == "exact":
+                    jac = _score_jacobian(mod, x, t).to(torch.float64)  # (N, D, D)
+                    v = dx.reshape(n, -1).to(torch.float64)
+                    quad = torch.einsum("ni,nij,nj->n", v, jac, v)
+                    out.append(quad - g2_dt * jac.diagonal(dim1=-2, dim2=-1).sum(-1))
+                else:
+                    z = torch.randint(0, 2, x.shape, generator=self.generator, device=x.device).to(x.dtype) * 2 - 1
+                    xr = x.detach().requires_grad_(True)
+                    s = mod.score(xr, t)
+                    (hdx,) = torch.autograd.grad(s, xr, dx.to(s.dtype), retain_graph=True)
+                    (hz,) = torch.autograd.grad(s, xr, z.to(s.dtype))
+                    quad = (hdx.to(torch.float64) * dx.to(torch.float64)).reshape(n, -1).sum(-1)
+                    tr = (hz.to(torch.float64) * z.to(torch.float64)).reshape(n, -1).sum(-1)
+                    out.append(quad - g2_dt * tr)
+        return torch.stack(out, -1)
+
+
+def _score_jacobian(model: DiffusionModel, x: torch.Tensor, t: float) -> torch.Tensor:
+    """The Jacobian of ``model.score(., t)`` at every particle of ``x`` (shape ``(N, *event_shape)``), shape
+    ``(N, D, D)``: :func:`torch.func.jacrev` of the score summed over particles (particles do not interact)."""
+    n = x.shape[0]
+
+    def summed(xx: torch.Tensor) -> torch.Tensor:
+        return model.score(xx, t).sum(0)
+
+    jac = torch.func.jacrev(summed)(x)  # (*event, N, *event)
+    d = x[0].numel()
+    return jac.reshape(d, n, d).transpose(0, 1)
+
+
+def sample_with_log_density(
+    sampler: ReverseDiffusionProcess,
+    num_particles: int,
+    models: Optional[Sequence[DiffusionModel]] = None,
+    *,
+    second_order: str = "auto",
+    seed: Optional[int] = None,
+    progress_bar: bool = False,
+):
+    """Run a stochastic reverse-diffusion sampler, driven by its own model's score, and track the log-density of
+    each of ``models`` along every particle's path (the Itô density estimator, docs/math.md §1.6).
+
+    The estimate of :math:`\\log q_{i, t_{min}}(x_0)` is per particle and needs no ODE solve: useful by itself
+    (a per-sample likelihood of the model, or of other models with the same schedule, at the samples), for
+    importance weights, and as the ingredient of SMC on compositions.
+
+    :param sampler: an :class:`~pyro_sculpt.diffusion.AncestralSampler`,
+        :class:`~pyro_sculpt.diffusion.EulerMaruyamaSampler`, :class:`~pyro_sculpt.diffusion.DDIMSampler` with
+        ``eta > 0`` or :class:`~pyro_sculpt.diffusion.PredictorCorrectorSampler` (whose corrector steps need a
+        second-order term).
+    :param num_particles: :math:`N`.
+    :param models: the models whose log-densities are tracked (default ``[sampler.model]``); they must share the
+        sampler's schedule and event shape.
+    :param second_order: see :class:`PathDensityTracker`.
+    :param seed: seed of a private generator for the noise and the probes (default the global generator).
+    :param progress_bar: show a progress bar over the steps.
+    :returns: ``(x, log_q)``: the samples at ``t_min`` (more exactly the sampler's last time), shape
+        ``(N, *event_shape)``, and the float64 log-densities, shape ``(N, m)``.
+    :raises ValueError: for a deterministic sampler (its exact log-density is the probability-flow ODE's, see
+        :func:`~pyro_sculpt.diffusion.probability_flow_log_prob`), a corrector with ``second_order="none"``, or
+        models that do not match the sampler.
+
+    Example::
+
+        x, log_q = sample_with_log_density(EulerMaruyamaSampler(oracle, 500), 1000, seed=0)
+        # log_q[:, 0] ~ oracle.log_prob(x, oracle.schedule.t_min)
+    """
+    if not isinstance(sampler, ReverseDiffusionProcess):
+        raise TypeError(
+            f"sampler must be a ReverseDiffusionProcess (a diffusion sampler), got {type(sampler).__name__}"
+        )
+    n = check_positive_int("num_particles", num_particles)
+    for k in range(1, sampler.max_steps):
+        if sampler.step_coefficients(k)[2] == 0.0:
+            raise ValueError(
+                f"{sampler!r} is deterministic (step {k} adds no noise): the Itô density estimator needs a path "
+                "whose noise is the forward diffusion's (AncestralSampler, EulerMaruyamaSampler, DDIMSampler with "
+                "eta > 0). A deterministic sampler's exact log-density is the probability-flow ODE's: "
+                "pyro_sculpt.diffusion.probability_flow_log_prob (its log_prob / terminal_log_prob)"
+            )
+    if models is None:
+        models = [sampler.model]
+    tracker = PathDensityTracker(models, second_order=second_order, generator=None)
+    if tracker.schedule != sampler.schedule:
+        raise ValueError(f"models have schedule {tracker.schedule!r}, the sampler uses {sampler.schedule!r}")
+    if tracker.event_shape != sampler.event_shape:
+        raise ValueError(
+            f"models have {describe_event(tracker.event_shape)}, the sampler has {describe_event(sampler.event_shape)}"
+        )
+    if tracker.second_order == "none" and "corrector" in (sampler.step_kind(k) for k in range(1, sampler.max_steps)):
+        raise ValueError(
+            "second_order='none' cannot track a predictor-corrector sampler: its Langevin corrector steps (at a "
+            "fixed time) need the second-order term; use second_order='exact', 'hutchinson' or 'auto'"
+        )
+    device = sampler.device
+    gen = None
+    if seed is not None:
+        gen = torch.Generator(device=device).manual_seed(int(seed))
+        tracker.generator = gen
+    drift = next((i for i, mod in enumerate(tracker.models) if mod is sampler.model), None)
+    times = [float(v) for v in sampler.times]
+    shape = (n,) + tuple(sampler.event_shape)
+    with torch.no_grad():
+        x = torch.randn(shape, generator=gen, device=device) * sampler.step_coefficients(0)[2]
+        log_q = tracker.init(x, times[0])
+        steps = range(1, sampler.max_steps)
+        for k in progress(steps, enabled=progress_bar, total=len(steps), desc="diffusion + log-density"):
+            t = sampler.score_time(k)
+            t_next = sampler.score_time(k + 1) if k + 1 < sampler.max_steps else times[-1]
+            a, b, c = sampler.step_coefficients(k)
+            scores = tracker.scores(x, t)
+            s = scores[:, drift] if drift is not None else sampler.score(x, k)
+            noise = torch.randn(shape, generator=gen, device=device, dtype=x.dtype)
+            x_next = a * x + b * s + c * noise
+            log_q = tracker.update(log_q, x, x_next, t, t_next, scores)
+            x = x_next
+    return x, log_q
