@@ -173,13 +173,6 @@ def _evaluate(bases, clf, y, alpha, particles: int, seed: int) -> dict:
     return row, target, proc
 
 
-def classifier_free_intermediate(y) -> str:
-    """The intermediate operator of classifier-free SMC for observations ``y`` (measured in docs/sculpting.md):
-    ``"ramp"`` when an observation repeats, else the plain prefix posterior."""
-    observed = [v for v in y if v is not None]
-    return "ramp" if len(set(observed)) < len(observed) else "plain"
-
-
 def _evaluate_classifier_free(bases, y, alpha, particles: int, seed: int, target: torch.Tensor) -> dict:
     """Classifier-free columns: the guided policy alone and SMC (no classifier trained, so their time is all)."""
     env = bases[0].env
@@ -189,14 +182,14 @@ def _evaluate_classifier_free(bases, y, alpha, particles: int, seed: int, target
     x = d.sample((particles,))
     row = {"cf_guided_seconds": time.perf_counter() - t}
     row["cf_guided_empirical_l1"] = l1_distance(empirical_distribution(env.index(x), env.num_states), target)
-    intermediate = classifier_free_intermediate(y)
+    twist = d.process.twist("auto")  # the intermediate operator chosen by pilot runs where it matters
     t = time.perf_counter()
-    res = smc(d, particles, seed=seed, intermediate=intermediate)
+    res = smc(twist, particles, seed=seed)
     row["cf_smc_seconds"] = time.perf_counter() - t
     row["cf_smc_empirical_l1"] = l1_distance(res.distribution(env), target)
     row["cf_smc_min_ess"] = min(res.ess_history)
     row["cf_smc_resamples"] = res.num_resamples
-    row["cf_intermediate"] = intermediate
+    row["cf_intermediate"] = getattr(twist, "chosen", None) or twist.process.intermediate
     return row
 
 

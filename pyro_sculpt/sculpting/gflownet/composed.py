@@ -35,6 +35,7 @@ import torch
 from pyro.distributions import Categorical
 
 from pyro_sculpt.gflownets.policy_process import gather_rows, unique_rows
+from pyro_sculpt.infer.smc import smc
 from pyro_sculpt.infer.twist import Twist
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.gflownet.bases import base_processes
@@ -217,13 +218,28 @@ class ComposedProcess(IterativeProcess):
             "(ps.sculpting.gflownet.composed.exact_composition)"
         )
 
-    def twist(self, intermediate: Optional[str] = None) -> "OperatorTwist":
-        """The SMC twist of this composition (:class:`OperatorTwist`), optionally with another intermediate
-        operator (``"plain"``, ``"distinct"``, ``"ramp"``); see :func:`pyro_sculpt.infer.smc`."""
-        proc = (
-            self if intermediate is None or intermediate == self.intermediate else self.with_intermediate(intermediate)
-        )
-        return OperatorTwist(proc)
+    def twist(self, intermediate: str = "auto", pilot_fraction: float = 0.1) -> Twist:
+        """The SMC twist of this composition (:class:`OperatorTwist`); see :func:`pyro_sculpt.infer.smc`.
+
+        :param intermediate: ``"plain"``, ``"distinct"``, ``"ramp"``, or ``"auto"`` (default): for a sculpting
+            operator with a repeated observation, short pilot runs of the three (``pilot_fraction`` of the particles
+            each, at least 1,000) choose the one whose weights keep the highest effective sample size
+            (:class:`AutoIntermediateTwist`); otherwise ``"plain"``.
+        """
+        if intermediate == "auto":
+            candidates = self.intermediate_candidates()
+            if len(candidates) == 1:
+                return OperatorTwist(self.with_intermediate(candidates[0]))
+            return AutoIntermediateTwist(self, candidates, pilot_fraction)
+        same = intermediate == self.intermediate
+        return OperatorTwist(self if same else self.with_intermediate(intermediate))
+
+    def intermediate_candidates(self) -> tuple[str, ...]:
+        """The intermediate operators that differ for this composition."""
+        if not isinstance(self.operator, Sculpt):
+            return ("plain",)
+        observed = [v for v in self.operator.obs.y if v is not None]
+        return INTERMEDIATES if len(set(observed)) < len(observed) else ("plain",)
 
 
 def _any_can_nan(op: LogOperator) -> bool:
@@ -303,3 +319,41 @@ def exact_composition(bases: Sequence[Any], operator: LogOperator) -> torch.Tens
     val = operator(log_p)
     val = torch.where(torch.isnan(val), torch.full_like(val, float("-inf")), val)
     return torch.softmax(val, 0)
+
+
+class AutoIntermediateTwist(Twist):
+    """:class:`OperatorTwist` with the intermediate operator chosen by pilot runs.
+
+    Each candidate runs SMC on ``pilot_fraction`` of the particles (at least 1,000); the one whose smallest effective
+    sample size over the run is the largest is used for the real run (docs/sculpting.md measures the variants: no
+    single one is best for every composition). The pilot draws come from the same seeded generators, so a seeded run
+    stays reproducible.
+
+    :ivar chosen: the intermediate operator used, after :meth:`init`; :ivar pilot_ess: each candidate's smallest ESS
+        fraction in its pilot.
+    """
+
+    def __init__(self, process: ComposedProcess, candidates: Sequence[str], pilot_fraction: float = 0.1):
+        if not 0.0 < pilot_fraction <= 1.0:
+            raise ValueError(f"pilot_fraction must lie in (0, 1], got {pilot_fraction!r}")
+        self.process = process
+        self.candidates = tuple(candidates)
+        self.pilot_fraction = pilot_fraction
+        self.max_steps = process.max_steps
+        self.chosen: Optional[str] = None
+        self.pilot_ess: dict = {}
+
+    def init(self, num_particles: int):
+        n = min(num_particles, max(1000, int(self.pilot_fraction * num_particles)))
+        for c in self.candidates:
+            res = smc(OperatorTwist(self.process.with_intermediate(c)), n)
+            self.pilot_ess[c] = min(res.ess_history) / n
+        self.chosen = max(self.candidates, key=lambda c: self.pilot_ess[c])
+        self._twist = OperatorTwist(self.process.with_intermediate(self.chosen))
+        return self._twist.init(num_particles)
+
+    def step(self, particles, t: int):
+        return self._twist.step(particles, t)
+
+    def terminal(self, particles) -> torch.Tensor:
+        return self._twist.terminal(particles)

@@ -169,3 +169,21 @@ def test_classifier_free_composition_runs_as_pyro_sites():
             return pyro.sample("y", ps.ProcessDistribution(proc))
 
     assert one_site().shape == (3, 2)
+
+
+def test_auto_intermediate_is_chosen_by_pilot_runs():
+    from pyro_sculpt.sculpting.gflownet.composed import AutoIntermediateTwist, OperatorTwist
+
+    bases = exact_bases(ENV, 2, seed=30)
+    probs = torch.stack([b.exact_terminal_distribution() for b in bases])
+    target = ps.composition_distribution(probs, (0, 0, 0))
+    dist = ps.sculpt(bases, y=(0, 0, 0))
+    twist = dist.process.twist()  # "auto" by default
+    assert isinstance(twist, AutoIntermediateTwist)
+    _check_smc(twist, target, 40_000, min_ess=0.2)
+    assert set(twist.pilot_ess) == {"plain", "distinct", "ramp"}
+    assert twist.chosen == max(twist.pilot_ess, key=twist.pilot_ess.get)
+    # no repeated observation: nothing to choose
+    assert isinstance(ps.harmonic_mean(*bases).process.twist(), OperatorTwist)
+    with pytest.raises(ValueError, match="pilot_fraction must lie in"):
+        dist.process.twist(pilot_fraction=0.0)
