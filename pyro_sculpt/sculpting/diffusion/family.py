@@ -10,7 +10,6 @@ from pyro_sculpt.sculpting.diffusion.composed import ComposedDiffusionProcess
 from pyro_sculpt.sculpting.diffusion.mixture import DiffusionMixtureProcess
 from pyro_sculpt.sculpting.diffusion.model import sculpted_diffusion
 from pyro_sculpt.sculpting.family import register_family
-from pyro_sculpt.sculpting.log_operators import Mixture, flatten
 
 
 class DiffusionFamily:
@@ -24,11 +23,7 @@ class DiffusionFamily:
     )
 
     def mixture(self, bases: Sequence[Any], weights: Optional[Sequence[float]]) -> IterativeProcess:
-        """The exact mixture process of samplers; a mixture of compositions (classifier-free ones) is the
-        composition with the :class:`~pyro_sculpt.sculpting.log_operators.Mixture` operator on their leaves."""
-        if any(isinstance(getattr(b, "process", b), ComposedDiffusionProcess) for b in bases):
-            leaves, ops = flatten(list(bases))
-            return ComposedDiffusionProcess(leaves, Mixture(ops, weights))
+        """The exact mixture process of samplers."""
         return DiffusionMixtureProcess(bases, weights)
 
     def sculpt(self, bases, classifier, y, alpha, weights, gamma: float) -> ReverseDiffusionProcess:

@@ -21,7 +21,7 @@ from pyro_sculpt.metrics import grid_mode_weights
 from pyro_sculpt.processes import step_sites
 from pyro_sculpt.sculpting.diffusion import GaussianMixtureClassifier
 from pyro_sculpt.sculpting.diffusion.composed import ComposedDiffusionProcess, ComposedDiffusionTwist, GuidedSculpt
-from pyro_sculpt.sculpting.log_operators import Base, Negation, Product, Sculpt
+from pyro_sculpt.sculpting.log_operators import Base, Mixture, Negation, Product, Sculpt
 from tests.sculpting.diffusion.composed_helpers import Target, operator_log_density
 
 STEPS = 100
@@ -164,9 +164,12 @@ def test_nested_composition_is_exact(oracles):
     assert binned <= 1.6 and mode <= 4.0, (mode, binned)
 
 
-def test_mixture_of_compositions_is_a_composition(oracles):
+def test_mixture_of_compositions_needs_one_operator(oracles):
     a, b, c = em(oracles, 5)
-    mix = ps.mixture(ps.harmonic_mean(a, b), c)
+    with pytest.raises(ValueError, match=r"mixture: bases\[0\] is a classifier-free composition"):
+        ps.mixture(ps.harmonic_mean(a, b), c)  # its normaliser is unknown
+    op = Mixture([Sculpt([Base(0, 3), Base(1, 3)], (0, 1)), Base(2, 3)])
+    mix = ps.sculpting.compose([a, b, c], op)
     assert isinstance(mix.process, ComposedDiffusionProcess)
     assert mix.process.composition.leaves == (a, b, c)
 
@@ -177,16 +180,24 @@ def test_tracked_densities_on_the_oracle(oracles):
     assert binned <= 1.5 and mode <= 3.0, (mode, binned)
 
 
+@pytest.mark.slow
 def test_a_classifier_proposal_keeps_the_weights(oracles):
     s = em(oracles[:2])
     clf = GaussianMixtureClassifier(oracles[:2], 2, quadrature_points=4, chunk_size=8192)
     dist = ps.contrast(*s, gamma=3.0)  # an over-guided proposal: the weights correct it
     _, res, mode, binned = run_against_target(dist, oracles[:2], n=3000, proposal=clf)
     assert binned <= 1.6 and mode <= 5.0, (mode, binned)
+
+
+def test_a_classifier_proposal_checks_its_arguments(oracles):
+    s = em(oracles[:2])
+    clf = GaussianMixtureClassifier(oracles[:2], 2, quadrature_points=4, chunk_size=8192)
+    res = ps.infer.smc(ps.contrast(*s), 64, proposal=clf, seed=0)
+    assert res.x.shape == (64, 2) and torch.isfinite(res.log_weights).all()
     with pytest.raises(ValueError, match="proposal: a classifier guides a sculpting operator"):
         ps.infer.smc(ps.product(*s), 10, proposal=clf)
     with pytest.raises(TypeError, match="proposal must be 'operator' or a diffusion observation classifier"):
-        ps.infer.smc(dist, 10, proposal="classifier")
+        ps.infer.smc(ps.contrast(*s), 10, proposal="classifier")
 
 
 def test_image_event_shapes():
