@@ -14,11 +14,13 @@ ENV = ps.HyperGrid(2, 8)
 
 
 def _check_smc(dist, target, n, seed=0, slack=1.3, min_ess=0.3, **options):
+    """Weighted particles at the sampling floor of their effective sample size: L1 ~ floor(n) sqrt(n / ESS)."""
     res = ps.infer.smc(dist, n, seed=seed, **options)
     floor = ps.metrics.expected_l1_floor(target, n)
     l1 = ps.metrics.l1_distance(res.distribution(ENV), target)
-    ess = min(res.ess_history)  # after a resampling the final ESS overstates the number of distinct draws
-    assert l1 < slack * floor * n / ess, (l1, floor, ess)
+    # after a resampling the final ESS overstates the number of distinct draws: take the smallest one of the run
+    ess = res.ess if res.num_resamples == 0 else min(res.ess_history)
+    assert l1 < slack * floor * math.sqrt(n / ess), (l1, floor, ess)
     assert ess > min_ess * n, ess
     return res, l1
 
@@ -47,7 +49,7 @@ def test_product_of_gflownets_by_smc_matches_the_exact_product():
     dist = ps.product(p1, p2)
     assert dist.process.uses_backward  # degree 2: the backward probabilities enter the weights
     n = 40_000
-    res, _ = _check_smc(dist, target, n, slack=1.1 * 1.15, min_ess=0.2)
+    res, _ = _check_smc(dist, target, n, min_ess=0.2, resample_threshold=None)
     assert abs(res.log_evidence - math.log(float(probs.prod(0).sum()))) < 0.03
     # the plain product of policies (no weights) is biased: SMC is needed
     x = dist.sample((n,))
@@ -62,13 +64,13 @@ def test_negation_and_nested_compositions_by_smc():
     target = exact_composition([p1, p2], Negation(Base(0, 2), Base(1, 2), 0.5))
     expected = probs[0] ** 1.5 / probs[1] ** 0.5
     assert torch.allclose(target, expected / expected.sum())
-    _check_smc(neg, target, 40_000, slack=1.15 * 1.15, min_ess=0.2)
+    _check_smc(neg, target, 40_000, min_ess=0.2, resample_threshold=None)
     # operators nest: the product of a harmonic mean (no classifier) and a third base, flattened to the leaves
     nested = ps.product(ps.harmonic_mean(p1, p2), p3)
     assert len(nested.process.bases) == 3
     hm = probs[0] * probs[1] / (probs[0] + probs[1])
     target = hm * probs[2] / (hm * probs[2]).sum()
-    _check_smc(nested, target, 40_000, slack=1.15 * 1.15, min_ess=0.1)
+    _check_smc(nested, target, 40_000, min_ess=0.1, resample_threshold=None)
     # a base used twice is one leaf
     assert len(ps.product(ps.harmonic_mean(p1, p2), p1).process.bases) == 2
 
@@ -78,7 +80,15 @@ def test_intermediate_variants_keep_the_target(intermediate):
     bases = exact_bases(ENV, 2, seed=25)
     probs = torch.stack([b.exact_terminal_distribution() for b in bases])
     target = ps.composition_distribution(probs, (0, 0, 0))
-    _check_smc(ps.sculpt(bases, y=(0, 0, 0)), target, 40_000, intermediate=intermediate, min_ess=0.2)
+    dist = ps.sculpt(bases, y=(0, 0, 0))
+    # the ramp's weights are heavy-tailed here: its ESS estimate falls from 0.55 n at n = 40,000 to 0.26-0.29 n at
+    # 160,000-640,000 (measured), so the bound allows for the ESS that 40,000 particles overstate
+    slack = 1.3 if intermediate == "distinct" else 2.0
+    res, _ = _check_smc(
+        dist, target, 40_000, slack=slack, min_ess=0.2, intermediate=intermediate, resample_threshold=None
+    )
+    exact_log_z = float(torch.logsumexp(dist.process.operator(probs.T.double().log()), 0))
+    assert abs(res.log_evidence - exact_log_z) < 0.05
 
 
 def test_the_mixture_is_exact_without_weights():
