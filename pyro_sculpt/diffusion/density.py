@@ -93,10 +93,13 @@ class PathDensityTracker:
     """Carries :math:`\\log q_{i,t}(x_t)` of every model :math:`i` of a list along a stochastic reverse-diffusion
     path (the Itô density estimator; see the module docstring and docs/math.md §1.6).
 
-    The path may have any drift (one of the models' scores, a guided or summed score, another model's): only its
-    noise must be the forward diffusion's (ancestral or Euler-Maruyama steps). A sampler calls :meth:`init` on the
-    initial noise, then :meth:`update` after every step, passing the models' scores at the step's start when it has
-    already computed them (:meth:`scores`), so that first-order tracking costs a few vector operations per step.
+    The path may have any drift (one of the models' scores, a guided or summed score, another model's). Without the
+    second-order term its noise must be the forward diffusion's (ancestral or Euler-Maruyama steps); with it, the
+    expansion holds for any small step (DDIM with ``0 < eta < 1``, Langevin correctors at ``t_next == t``).
+
+    A sampler calls :meth:`init` on the initial noise, then :meth:`update` after every step, passing the models'
+    scores at the step's start when it has already computed them (:meth:`scores`), so that first-order tracking
+    costs a few vector operations per step.
 
     :param models: the diffusion models whose log-densities are tracked (``m >= 1``); they must share one noise
         schedule and one event shape.
@@ -113,7 +116,7 @@ class PathDensityTracker:
         x = sampler.prior(torch.Size([n])).sample()
         log_q = tracker.init(x, sampler.times[0])                        # (n, 2)
         for k in range(1, sampler.max_steps):
-            t, t_next = ..., ...                                          # the times of x and of the next state
+            t, t_next = float(sampler.times[k - 1]), float(sampler.times[k])  # ancestral: the times of x, x_next
             s = tracker.scores(x, t)                                     # (n, 2, D)
             x_next = sampler.step_from_score(x, k, s.sum(1)).sample()     # any drift, e.g. a product
             log_q = tracker.update(log_q, x, x_next, t, t_next, s)
