@@ -1,6 +1,7 @@
 """Layer 5: distances between distributions (exact on enumerable spaces, sample-based on continuous ones) and
 molecule metrics (:mod:`pyro_sculpt.metrics.molecules`, RDKit imported when used)."""
 
+from pyro_sculpt.metrics import molecules
 from pyro_sculpt.metrics.continuous import (
     assign_modes,
     energy_distance,
@@ -13,7 +14,6 @@ from pyro_sculpt.metrics.continuous import (
     mode_weights,
     sample_grid,
 )
-from pyro_sculpt.metrics import molecules
 from pyro_sculpt.metrics.discrete import empirical_distribution, expected_l1_floor, js_divergence, l1_distance
 
 __all__ = [

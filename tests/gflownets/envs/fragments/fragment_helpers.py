@@ -1,6 +1,5 @@
 """An independent, plain-Python model of fragment trees: the brute-force oracle of the fragment tests."""
 
-
 TINY = [("CC", [0, 1]), ("N", [0, 0]), ("F", [0])]  # a symmetric linker, a two-site atom and a cap
 PAIR = [("CC", [0, 1]), ("N", [0, 0])]
 

@@ -128,7 +128,7 @@ def test_config_round_trip_and_registry():
 def test_from_smiles_finds_the_tree():
     env = FragmentEnv()
     s = _random_states(env, 4, 2, seed=3)
-    for state, smi in zip(s, env.to_smiles(s)):
+    for smi in env.to_smiles(s):
         found = env.from_smiles(smi)
         assert env.to_smiles(found) == [smi]
     with pytest.raises(ValueError, match="RDKit cannot parse"):
