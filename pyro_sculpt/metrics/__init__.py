@@ -1,5 +1,7 @@
-"""Layer 5: distances between distributions (exact on enumerable spaces, sample-based on continuous ones)."""
+"""Layer 5: distances between distributions (exact on enumerable spaces, sample-based on continuous ones) and
+molecule metrics (:mod:`pyro_sculpt.metrics.molecules`, RDKit imported when used)."""
 
+from pyro_sculpt.metrics import molecules
 from pyro_sculpt.metrics.continuous import (
     assign_modes,
     energy_distance,
@@ -28,5 +30,6 @@ __all__ = [
     "mmd2",
     "mode_weight_tv",
     "mode_weights",
+    "molecules",
     "sample_grid",
 ]

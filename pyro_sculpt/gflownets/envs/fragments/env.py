@@ -1,0 +1,432 @@
+"""The fragment-tree environment: molecules built from a vocabulary of fragments (Bengio et al. 2021)."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch.distributions import constraints
+
+from pyro_sculpt.gflownets.env import DiscreteEnv
+from pyro_sculpt.gflownets.envs.fragments import decode
+from pyro_sculpt.gflownets.envs.fragments.trees import (
+    FRAG,
+    OWN_SITE,
+    PARENT,
+    PARENT_SITE,
+    ROW,
+    canonical_rows,
+    degrees,
+    sites_from_rows,
+    used_sites,
+)
+from pyro_sculpt.gflownets.envs.fragments.vocabulary import Vocabulary, make_vocabulary
+from pyro_sculpt.gflownets.registry import register_env
+from pyro_sculpt.utils import check_positive_int
+
+
+@register_env
+class FragmentEnv(DiscreteEnv):
+    """Molecules as trees of at most ``max_fragments`` fragments joined by single bonds at attachment sites.
+
+    **States** are canonical fragment trees (docs/molecules.md, "States"): two build orders that make the same tree
+    (the same fragments, bonds and sites at both ends of every bond, up to renaming the nodes) reach the same state,
+    so the terminal distribution of a GFlowNet is a distribution over trees. A state is the integer vector of the
+    tree's canonical rows (:mod:`~pyro_sculpt.gflownets.envs.fragments.trees`), ``4 * max_fragments`` entries, the
+    empty tree being all zeros. A molecule with symmetric sites (the two sites of a ``CH2``, the ortho positions of
+    a benzene ring) can be the molecule of several trees; rewards are functions of the molecule.
+
+    **Actions** (``n_actions`` is fixed by the vocabulary and ``max_fragments``):
+
+    - ``f < F``: place fragment ``f`` as the first node (only at the empty tree, where it is the only choice);
+    - ``F + (i * S + k) * T + t``: bond site ``k`` of the node at canonical position ``i`` to site ``j`` of a new
+      fragment ``f``, where ``(f, j)`` is the ``t``-th of the ``T`` (fragment, site) pairs of the vocabulary and
+      ``S`` the largest number of sites of a fragment;
+    - the last action stops (not at the empty tree).
+
+    The forward mask allows an addition when the site is free and the tree has fewer than ``max_fragments``
+    nodes (every site is one hydrogen of its atom, so the valence always allows it), and keeps ONE action for each
+    distinct child: actions that make the same tree (at sites related by a symmetry of the tree, or by copying a
+    leaf) are masked but the one with the smallest index. Hence the parents of a tree are exactly the distinct trees
+    left by removing one of its leaves, :meth:`num_parents` counts them exactly, and the backward policy is uniform
+    over them.
+
+    :param vocabulary: ``None`` (the default vocabulary of 72 fragments), a
+        :class:`~pyro_sculpt.gflownets.envs.fragments.Vocabulary`, a vocabulary file, or a list of
+        ``(smiles, sites)``.
+    :param max_fragments: the largest number of fragments of a molecule (>= 1).
+    :param max_enumerable_states: the environment is enumerable (exact dynamic programming) when a bound on its
+        number of states is at most this.
+
+    Example::
+
+        env = FragmentEnv(max_fragments=4)
+        x = ps.GFlowNet(env, reward="qed").as_distribution().sample((8,))
+        env.to_smiles(x)
+    """
+
+    def __init__(self, vocabulary=None, max_fragments: int = 9, max_enumerable_states: int = 200_000):
+        self.vocabulary: Vocabulary = make_vocabulary(vocabulary)
+        self.max_fragments = check_positive_int("max_fragments", max_fragments, 1)
+        self.max_enumerable_states = check_positive_int("max_enumerable_states", max_enumerable_states, 1)
+        nsites = self.vocabulary.num_sites
+        self.num_fragments = len(nsites)
+        self.num_sites = max(nsites)
+        pairs = [(f, j) for f, n in enumerate(nsites) for j in range(n)]
+        self.num_pairs = len(pairs)
+        n = self.max_fragments
+        if (self.num_sites + 1) ** (n - 1) >= 2**62:
+            raise ValueError(
+                f"max_fragments={n} is too large for fragments with {self.num_sites} sites (path keys overflow)"
+            )
+        self.num_add_actions = (n - 1) * self.num_sites * self.num_pairs
+        self.n_actions = self.num_fragments + self.num_add_actions + 1
+        self.state_dim = ROW * n
+        self.max_steps = n + 1
+        self.feature_dim = n * (self.num_fragments + 1 + n + 2 * (self.num_sites + 1)) + n + 1
+        pair_index = torch.full((self.num_fragments, self.num_sites), -1, dtype=torch.long)
+        for t, (f, j) in enumerate(pairs):
+            pair_index[f, j] = t
+        self._cpu = {
+            "nsites": torch.tensor(nsites, dtype=torch.long),
+            "pair_f": torch.tensor([p[0] for p in pairs], dtype=torch.long),
+            "pair_j": torch.tensor([p[1] for p in pairs], dtype=torch.long),
+            "pair_index": pair_index,
+        }
+        self._on: dict = {}
+        self._smiles_cache: dict = {}
+
+    def __repr__(self) -> str:
+        return f"FragmentEnv({len(self.vocabulary)} fragments, max_fragments={self.max_fragments})"
+
+    def config(self) -> dict:
+        return {
+            "type": "FragmentEnv",
+            "vocabulary": self.vocabulary.to_list(),
+            "max_fragments": self.max_fragments,
+            "max_enumerable_states": self.max_enumerable_states,
+        }
+
+    def _t(self, name: str, device) -> torch.Tensor:
+        device = torch.device(device)
+        key = (name, device)
+        if key not in self._on:
+            self._on[key] = self._cpu[name].to(device)
+        return self._on[key]
+
+    @property
+    def support(self) -> constraints.Constraint:
+        return constraints.independent(constraints.nonnegative_integer, 1)
+
+    def initial_state(self, device=None) -> torch.Tensor:
+        return torch.zeros(self.state_dim, dtype=torch.long, device=device)
+
+    # ----- structure -----
+
+    def _rows(self, flat: torch.Tensor) -> torch.Tensor:
+        return flat.reshape(-1, self.max_fragments, ROW)
+
+    def _decode_add(self, actions: torch.Tensor):
+        s, t_count = self.num_sites, self.num_pairs
+        idx = (actions - self.num_fragments).clamp(0, max(self.num_add_actions - 1, 0))
+        i = idx // (s * t_count)
+        k = (idx // t_count) % s
+        t = idx % t_count
+        return i, k, t
+
+    def _free_slots(self, frag: torch.Tensor, sites: torch.Tensor) -> torch.Tensor:
+        """``(B, N, S)``: node present, site in range for its fragment, not bonded, and the tree not full."""
+        nsites = self._t("nsites", frag.device)
+        present = frag > 0
+        n = present.sum(1)
+        in_range = torch.arange(self.num_sites, device=frag.device) < nsites[(frag - 1).clamp(min=0)].unsqueeze(-1)
+        free = in_range & ~used_sites(sites, self.num_sites) & present.unsqueeze(-1)
+        return free & (n < self.max_fragments).view(-1, 1, 1)
+
+    def _add_leaf(self, rows: torch.Tensor, i, k, f, j) -> torch.Tensor:
+        """Canonical rows of ``rows`` (canonical, ``(K, N, 4)``) with fragment ``f`` bonded by its site ``j`` to
+        site ``k`` of node ``i``."""
+        new = rows.clone()
+        pos = (rows[..., FRAG] > 0).sum(1)
+        ar = torch.arange(len(rows), device=rows.device)
+        new[ar, pos] = torch.stack([f + 1, i + 1, k + 1, j + 1], -1)
+        frag, sites = sites_from_rows(new)
+        return canonical_rows(frag, sites, self.num_sites)[0]
+
+    def _candidate_pairs(self, frag: torch.Tensor, sites: torch.Tensor) -> torch.Tensor:
+        """``(B, T)``: the (fragment, site) pairs whose additions may coincide with an addition at another slot.
+
+        An addition can make the same tree as an addition at a slot outside its symmetry orbit only if its new leaf
+        copies a leaf of the tree (the same fragment, bonded by the same site), or, for a one-node tree, is the same
+        fragment (docs/molecules.md, "Masks").
+        """
+        b = frag.shape[0]
+        device = frag.device
+        pair_f, pair_index = self._t("pair_f", device), self._t("pair_index", device)
+        n = (frag > 0).sum(1)
+        leaf = (degrees(sites) == 1) & (frag > 0)
+        leaf_site = sites.amax(-1).clamp(min=0)
+        idx = pair_index[(frag - 1).clamp(min=0), leaf_site]
+        idx = torch.where(leaf & (idx >= 0), idx, self.num_pairs)
+        cand = torch.zeros((b, self.num_pairs + 1), dtype=torch.bool, device=device)
+        cand.scatter_(1, idx, True)
+        cand = cand[:, : self.num_pairs]
+        single = (n == 1).unsqueeze(-1) & (pair_f.unsqueeze(0) == (frag[:, :1] - 1))
+        return cand | single
+
+    def forward_mask(self, states: torch.Tensor) -> torch.Tensor:
+        shape = states.shape[:-1]
+        flat = states.reshape(-1, self.state_dim)
+        b, big_n, s, t_count, nf = flat.shape[0], self.max_fragments, self.num_sites, self.num_pairs, self.num_fragments
+        rows = self._rows(flat)
+        frag, sites = sites_from_rows(rows)
+        n = (frag > 0).sum(1)
+        mask = torch.zeros((b, self.n_actions), dtype=torch.bool, device=flat.device)
+        mask[:, :nf] = (n == 0).unsqueeze(-1)
+        mask[:, -1] = n > 0
+        if big_n > 1 and b > 0:
+            slots = self._free_slots(frag, sites)
+            _, orbit = canonical_rows(frag, sites, s, with_orbits=True)
+            slots = slots & (orbit == torch.arange(big_n, device=flat.device)).unsqueeze(-1)
+            slots = slots[:, : big_n - 1]
+            add = slots.unsqueeze(-1).expand(b, big_n - 1, s, t_count).clone()
+            cand = add & self._candidate_pairs(frag, sites)[:, None, None, :]
+            bi, ii, ki, ti = cand.nonzero(as_tuple=True)
+            if len(bi):
+                pf, pj = self._t("pair_f", flat.device), self._t("pair_j", flat.device)
+                kids = self._add_leaf(rows[bi], ii, ki, pf[ti], pj[ti])
+                action = (ii * s + ki) * t_count + ti
+                key = torch.cat([bi.unsqueeze(-1), kids.reshape(len(bi), -1)], 1)
+                _, inv = torch.unique(key, dim=0, return_inverse=True)
+                first = torch.full((int(inv.max()) + 1,), self.num_add_actions, dtype=torch.long, device=flat.device)
+                first.scatter_reduce_(0, inv, action, reduce="amin")
+                drop = action != first[inv]
+                add[bi[drop], ii[drop], ki[drop], ti[drop]] = False
+            mask[:, nf : nf + self.num_add_actions] = add.reshape(b, -1)
+        return mask.reshape(shape + (self.n_actions,))
+
+    def step(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        batch = torch.broadcast_shapes(states.shape[:-1], actions.shape)
+        flat = states.expand(batch + (self.state_dim,)).reshape(-1, self.state_dim)
+        a = actions.expand(batch).reshape(-1)
+        rows = self._rows(flat)
+        frag, sites = sites_from_rows(rows)
+        n = (frag > 0).sum(1)
+        out = rows.clone()
+        first = (a >= 0) & (a < self.num_fragments) & (n == 0)
+        out[first, 0, FRAG] = a[first] + 1
+        is_add = (a >= self.num_fragments) & (a < self.num_fragments + self.num_add_actions)
+        i, k, t = self._decode_add(a)
+        slots = self._free_slots(frag, sites)
+        ar = torch.arange(len(a), device=a.device)
+        ok = is_add & (i < self.max_fragments - 1) & slots[ar, i.clamp(max=self.max_fragments - 1), k]
+        if bool(ok.any()):
+            pf, pj = self._t("pair_f", a.device), self._t("pair_j", a.device)
+            out[ok] = self._add_leaf(rows[ok], i[ok], k[ok], pf[t[ok]], pj[t[ok]])
+        return out.reshape(batch + (self.state_dim,))
+
+    def valid_children(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The children of the valid additions of a flat batch of states, built for those only (sparse)."""
+        mask = self.forward_mask(states)
+        mask[..., -1] = False
+        parent, action = mask.nonzero(as_tuple=True)
+        return parent, action, self.step(states[parent], action)
+
+    def children(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = states.shape[:-1]
+        flat = states.reshape(-1, self.state_dim)
+        parent, action, kids = self.valid_children(flat)
+        dense = flat.unsqueeze(1).expand(flat.shape[0], self.n_actions, self.state_dim).clone()
+        dense[parent, action] = kids
+        return dense.reshape(shape + (self.n_actions, self.state_dim)), self.forward_mask(states)
+
+    def num_fragments_of(self, states: torch.Tensor) -> torch.Tensor:
+        """Number of fragments of each state, shape ``(...)``."""
+        return (states.reshape(states.shape[:-1] + (self.max_fragments, ROW))[..., FRAG] > 0).sum(-1)
+
+    def num_parents(self, states: torch.Tensor) -> torch.Tensor:
+        """The number of distinct trees left by removing one leaf (1 for a one-fragment tree, 0 for the empty one)."""
+        shape = states.shape[:-1]
+        flat = states.reshape(-1, self.state_dim)
+        b = flat.shape[0]
+        frag, sites = sites_from_rows(self._rows(flat))
+        n = (frag > 0).sum(1)
+        leaf = (degrees(sites) == 1) & (frag > 0)
+        bi, li = leaf.nonzero(as_tuple=True)
+        count = torch.zeros(b, dtype=torch.long, device=flat.device)
+        if len(bi):
+            f2, s2 = frag[bi].clone(), sites[bi].clone()
+            ar = torch.arange(len(bi), device=flat.device)
+            f2[ar, li] = 0
+            s2[ar, li, :] = -1
+            s2[ar, :, li] = -1
+            rows2, _ = canonical_rows(f2, s2, self.num_sites)
+            uniq = torch.unique(torch.cat([bi.unsqueeze(-1), rows2.reshape(len(bi), -1)], 1), dim=0)
+            count = torch.bincount(uniq[:, 0], minlength=b)
+        count = torch.where(n == 1, 1, count)
+        return count.reshape(shape)
+
+    def encode(self, states: torch.Tensor) -> torch.Tensor:
+        """One-hot features of every row (fragment, parent position, both sites) and of the number of fragments."""
+        rows = states.reshape(states.shape[:-1] + (self.max_fragments, ROW))
+        n = self.max_fragments
+        parts = [
+            F.one_hot(rows[..., FRAG], self.num_fragments + 1),
+            F.one_hot(rows[..., PARENT], n),
+            F.one_hot(rows[..., PARENT_SITE], self.num_sites + 1),
+            F.one_hot(rows[..., OWN_SITE], self.num_sites + 1),
+        ]
+        nodes = torch.cat(parts, -1).flatten(-2)
+        count = F.one_hot((rows[..., FRAG] > 0).sum(-1), n + 1)
+        return torch.cat([nodes, count], -1).to(torch.get_default_dtype())
+
+    def validate_states(self, states: torch.Tensor, name: str = "states") -> None:
+        """Raise a :class:`ValueError` naming ``name`` unless every row is a canonical tree of this environment."""
+        super().validate_states(states, name)
+        if states.dtype.is_floating_point or states.dtype == torch.bool:
+            raise ValueError(f"{name} must be an integer tensor, got dtype {states.dtype}")
+        flat = states.reshape(-1, self.state_dim)
+        if flat.shape[0] == 0:
+            return
+        rows = self._rows(flat)
+        frag = rows[..., FRAG]
+        nsites = self._t("nsites", flat.device)
+        problem = None
+        if (rows < 0).any() or (frag > self.num_fragments).any():
+            problem = f"fragment ids must lie in [0, {self.num_fragments}] and no entry may be negative"
+        else:
+            present = frag > 0
+            pos = torch.arange(self.max_fragments, device=flat.device)
+            ns = nsites[(frag - 1).clamp(min=0)]
+            parent = rows[..., PARENT]
+            par_ns = nsites[(frag.gather(1, (parent - 1).clamp(min=0)) - 1).clamp(min=0)]
+            nonroot = present & (pos > 0)
+            if (present[:, 1:] & ~present[:, :-1]).any():
+                problem = "the fragments must fill the first rows (absent rows last)"
+            elif (rows[~present] != 0).any() or (rows[:, 0, 1:] != 0).any():
+                problem = "absent rows and the root's bond columns must be zero"
+            elif (
+                (nonroot & ((parent < 1) | (parent > pos))).any()
+                or (nonroot & ((rows[..., OWN_SITE] < 1) | (rows[..., OWN_SITE] > ns))).any()
+                or (nonroot & ((rows[..., PARENT_SITE] < 1) | (rows[..., PARENT_SITE] > par_ns))).any()
+            ):
+                problem = "a bond names a parent after its child or a site its fragment does not have"
+            else:
+                f, sites = sites_from_rows(rows)
+                onehot = F.one_hot(sites + 1, self.num_sites + 1)[..., 1:]
+                if (onehot.sum(2) > 1).any():
+                    problem = "a site holds two bonds"
+                elif not torch.equal(canonical_rows(f, sites, self.num_sites)[0], rows):
+                    problem = "the rows are not in canonical form (build states with step)"
+        if problem is not None:
+            raise ValueError(f"{name} are not states of {self!r}: {problem}")
+
+    # ----- molecules -----
+
+    def to_mols(self, states: torch.Tensor) -> list:
+        """RDKit molecules of a batch of states (flattened to a list; ``None`` for the empty tree)."""
+        flat = states.reshape(-1, self.state_dim).cpu()
+        return [decode.tree_to_mol(self.vocabulary, row) for row in flat.view(-1, self.max_fragments, ROW).tolist()]
+
+    def to_smiles(self, states: torch.Tensor) -> list[str]:
+        """Canonical SMILES of a batch of states (flattened to a list; ``""`` for the empty tree), cached by state."""
+        flat = states.reshape(-1, self.state_dim).cpu()
+        out = []
+        cache = self._smiles_cache
+        for row in flat.tolist():
+            key = tuple(row)
+            smi = cache.get(key)
+            if smi is None:
+                smi = decode.mol_to_smiles(decode.tree_to_mol(self.vocabulary, _chunks(row)))
+                if len(cache) > 1_000_000:
+                    cache.clear()
+                cache[key] = smi
+            out.append(smi)
+        return out
+
+    def from_smiles(self, smiles: str, device=None) -> torch.Tensor:
+        """A state whose molecule is ``smiles`` (a search over trees, for small molecules and tests).
+
+        :raises ValueError: for a SMILES that RDKit cannot parse, or that no tree of this environment builds.
+        """
+        return decode.search_tree(self, smiles, device)
+
+    # ----- enumeration -----
+
+    def _state_bound(self) -> float:
+        total, level = 1.0, float(self.num_fragments)
+        for m in range(1, self.max_fragments + 1):
+            total += level
+            level *= m * self.num_sites * self.num_pairs
+        return total
+
+    @property
+    def is_enumerable(self) -> bool:
+        return self._state_bound() <= self.max_enumerable_states
+
+    def _enumeration(self, device) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        cache = self.__dict__.setdefault("_enum_cache", {})
+        if device not in cache:
+            if not self.is_enumerable:
+                raise NotImplementedError(
+                    f"{self!r} is not enumerable (more than max_enumerable_states={self.max_enumerable_states} "
+                    "states may exist)"
+                )
+            level = self.initial_state(device).unsqueeze(0)
+            out = [level]
+            for _ in range(self.max_fragments):
+                kids = self.valid_children(level)[2]
+                if len(kids) == 0:
+                    break
+                level = torch.unique(kids, dim=0)
+                out.append(level)
+            states = torch.cat(out)
+            radix = max(self.num_fragments + 1, self.max_fragments, self.num_sites + 1)
+            if self.state_dim * math.log2(radix) < 62:
+                weights = radix ** torch.arange(self.state_dim - 1, -1, -1, device=device)
+                keys = (states * weights).sum(-1)
+                sorted_keys, order = torch.sort(keys)
+                cache[device] = (states, weights, (sorted_keys, order))
+            else:
+                cache[device] = (states, None, None)
+        return cache[device]
+
+    def all_states(self, device=None) -> torch.Tensor:
+        """Every canonical tree, level by level (parents before children)."""
+        return self._enumeration(device)[0]
+
+    @property
+    def num_states(self) -> int:
+        return int(self.all_states().shape[0])
+
+    def levels(self, states: torch.Tensor) -> torch.Tensor:
+        return self.num_fragments_of(states)
+
+    def index(self, states: torch.Tensor) -> torch.Tensor:
+        """Position of each state in :meth:`all_states`.
+
+        :raises ValueError: for a row that is not a state of this environment.
+        """
+        all_states, weights, lookup = self._enumeration(states.device)
+        flat = states.reshape(-1, self.state_dim)
+        if lookup is not None:
+            sorted_keys, order = lookup
+            keys = (flat * weights).sum(-1)
+            pos = torch.searchsorted(sorted_keys, keys).clamp(max=len(sorted_keys) - 1)
+            idx = order[pos]
+        else:
+            both = torch.cat([all_states, flat])
+            _, inv = torch.unique(both, dim=0, return_inverse=True)
+            where = torch.full((int(inv.max()) + 1,), -1, dtype=torch.long, device=flat.device)
+            where[inv[: len(all_states)]] = torch.arange(len(all_states), device=flat.device)
+            idx = where[inv[len(all_states) :]].clamp(min=0)
+        if not torch.equal(all_states[idx], flat):
+            raise ValueError(f"states are not states of {self!r} (not canonical trees of its vocabulary)")
+        return idx.reshape(states.shape[:-1])
+
+
+def _chunks(row: list[int]) -> list[list[int]]:
+    return [row[i : i + ROW] for i in range(0, len(row), ROW)]

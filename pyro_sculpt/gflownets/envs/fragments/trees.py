@@ -1,0 +1,146 @@
+"""Canonical forms of fragment trees, vectorised over a batch (pure torch, no RDKit).
+
+A fragment tree has at most ``N`` nodes; node ``u`` holds a fragment and every bond joins a *site* (an attachment
+point) of one node to a site of another. A tree is given by
+
+- ``frag`` ``(B, N)``: the fragment id plus one of each node, 0 for an absent node;
+- ``sites`` ``(B, N, N)``: ``sites[b, u, v]`` is the site of ``u`` bonded to ``v`` (0-based), -1 when ``u`` and
+  ``v`` are not bonded.
+
+Two trees are the same when a bijection of their nodes keeps fragments, bonds and the sites at both ends of every bond
+(docs/molecules.md, "States"). Because each site holds at most one bond, a tree rooted at a node has no
+non-trivial automorphism: every node is named by its *path key*, the sequence of sites left through on the way from
+the root. The canonical form is the rooting whose list of ``(path key, fragment, arrival site)`` sorted by path key is
+lexicographically smallest; the roots that tie with it are exactly the images of the root under the automorphisms
+of the unrooted tree.
+
+The canonical *rows* ``(B, N, 4)`` list the nodes in the order of their path keys from the canonical root (a
+depth-first preorder that visits children in site order), each as ``[fragment + 1, parent position + 1, parent's
+site + 1, own site + 1]``, zeros for the root's bond and for absent nodes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: columns of a canonical row
+FRAG, PARENT, PARENT_SITE, OWN_SITE = 0, 1, 2, 3
+ROW = 4
+
+
+def sites_from_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(frag, sites)`` of trees given as rows ``(B, N, 4)`` (canonical or not, parents before children)."""
+    b, n, _ = rows.shape
+    frag = rows[..., FRAG]
+    parent = rows[..., PARENT] - 1
+    sites = torch.full((b, n, n), -1, dtype=torch.long, device=rows.device)
+    has = (parent >= 0) & (frag > 0)
+    bi, ui = has.nonzero(as_tuple=True)
+    pi = parent[bi, ui]
+    sites[bi, ui, pi] = rows[bi, ui, OWN_SITE] - 1
+    sites[bi, pi, ui] = rows[bi, ui, PARENT_SITE] - 1
+    return frag, sites
+
+
+def _next_hops(frag: torch.Tensor, sites: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dist, nxt)``: tree distances and the neighbour of ``r`` on the path to ``u`` (``u`` itself when r == u)."""
+    b, n = frag.shape
+    device = frag.device
+    present = frag > 0
+    adj = (sites >= 0).to(torch.float32)
+    inf = n + 1
+    eye = torch.eye(n, dtype=torch.bool, device=device)
+    front = eye & present.unsqueeze(-1)
+    dist = torch.where(front, 0, inf).to(torch.long)
+    for d in range(1, n):
+        front = (torch.bmm(adj, front.to(torch.float32)) > 0) & (dist == inf)
+        if not bool(front.any()):
+            break
+        dist = torch.where(front, d, dist)
+    # nxt[r, u] = the neighbour w of r with dist(w, u) = dist(r, u) - 1
+    cand = (sites >= 0).unsqueeze(-1) & (dist.unsqueeze(1) == (dist - 1).unsqueeze(2))  # (B, r, w, u)
+    nxt = cand.to(torch.uint8).argmax(2)
+    ar = torch.arange(n, device=device)
+    nxt = torch.where(dist == 0, ar.expand(b, n, n), nxt)
+    return dist, nxt
+
+
+def canonical_rows(
+    frag: torch.Tensor, sites: torch.Tensor, num_sites: int, with_orbits: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Canonical rows of a batch of trees (see the module's docstring).
+
+    :param frag: ``(B, N)`` fragment ids plus one (0: absent node).
+    :param sites: ``(B, N, N)`` bond sites (-1: no bond); the present nodes must form one tree.
+    :param num_sites: an upper bound on the number of sites of a fragment.
+    :param with_orbits: also return, for each node ``i`` of the input, the smallest node that an automorphism of
+        the tree maps it to (meaningful when the input is itself canonical).
+    :returns: ``(rows (B, N, 4), orbit_min (B, N) or None)``.
+    """
+    b, n = frag.shape
+    device = frag.device
+    if b == 0:
+        empty = torch.zeros((0, n, ROW), dtype=torch.long, device=device)
+        return empty, (torch.zeros((0, n), dtype=torch.long, device=device) if with_orbits else None)
+    present = frag > 0
+    dist, nxt = _next_hops(frag, sites)
+    site_to = sites.gather(2, nxt)  # site_to[r, u]: site of r on the path from r to u (-1 when r == u)
+    base = num_sites + 1
+    ar = torch.arange(n, device=device)
+    target = ar.expand(b, n, n)
+    cur = ar.view(1, n, 1).expand(b, n, n)
+    key = torch.zeros((b, n, n), dtype=torch.long, device=device)
+    for _ in range(n - 1):
+        moving = cur != target
+        key = key * base + torch.where(moving, site_to.gather(1, cur) + 1, 0)
+        cur = torch.where(moving, nxt.gather(1, cur), cur)
+    big = base ** (n - 1)
+    both = present.unsqueeze(1) & present.unsqueeze(2)
+    key = torch.where(both, key, big)
+    arrive = torch.where(dist > 0, site_to.transpose(1, 2) + 1, 0)  # arrive[r, u]: site of u towards r, plus one
+    order = torch.argsort(key, dim=-1, stable=True)  # (B, r, position) -> node
+    key_s = key.gather(2, order)
+    frag_s = frag.unsqueeze(1).expand(b, n, n).gather(2, order)
+    arr_s = arrive.gather(2, order)
+    seq = torch.stack([key_s, frag_s, arr_s], -1).reshape(b, n, 3 * n)
+    best = present.clone()
+    for t in range(3 * n):
+        v = seq[..., t]
+        m = torch.where(best, v, big + 1).amin(1, keepdim=True)
+        best = best & (v == m)
+    root = best.to(torch.uint8).argmax(1)  # (B,)
+    perm = order[torch.arange(b, device=device), root]  # position -> node
+    inv = torch.argsort(perm, dim=1)  # node -> position
+    u = perm
+    par = nxt[torch.arange(b, device=device).unsqueeze(1), u, root.unsqueeze(1)]  # neighbour of u towards the root
+    is_root = u == root.unsqueeze(1)
+    pres = present.gather(1, u)
+    bidx = torch.arange(b, device=device).unsqueeze(1)
+    rows = torch.stack(
+        [
+            frag.gather(1, u),
+            torch.where(is_root, 0, inv.gather(1, par) + 1),
+            torch.where(is_root, 0, sites[bidx, par, u] + 1),
+            torch.where(is_root, 0, sites[bidx, u, par] + 1),
+        ],
+        -1,
+    )
+    rows = torch.where(pres.unsqueeze(-1), rows, 0)
+    orbits = None
+    if with_orbits:
+        # automorphic roots r map position i to node order[r, i]
+        cand = torch.where(best.unsqueeze(-1), order, n)
+        orbits = cand.amin(1)
+        orbits = torch.where(present, orbits, ar.expand(b, n))
+    return rows, orbits
+
+
+def degrees(sites: torch.Tensor) -> torch.Tensor:
+    """Number of bonds of each node, ``(B, N)``."""
+    return (sites >= 0).sum(-1)
+
+
+def used_sites(sites: torch.Tensor, num_sites: int) -> torch.Tensor:
+    """``(B, N, num_sites)`` boolean: whether each site of each node holds a bond."""
+    onehot = torch.nn.functional.one_hot(sites + 1, num_sites + 1)[..., 1:]
+    return onehot.sum(2) > 0
