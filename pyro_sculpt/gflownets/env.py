@@ -44,7 +44,8 @@ class DiscreteEnv(ABC):
 
     @abstractmethod
     def forward_mask(self, states: torch.Tensor) -> torch.Tensor:
-        """Boolean mask ``(..., n_actions)`` of the valid actions of each state (stop is always valid)."""
+        """Boolean mask ``(..., n_actions)`` of the valid actions of each state. Stop is valid wherever the state
+        may be terminal (everywhere on the hypergrid; not at the empty molecule)."""
 
     @abstractmethod
     def step(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -118,6 +118,9 @@ def flow_policy(env: DiscreteEnv, log_reward: torch.Tensor) -> torch.Tensor:
     if tuple(log_reward.shape) != (n,):
         raise ValueError(f"log_reward must have shape ({n},), got {tuple(log_reward.shape)}")
     log_r = log_reward.detach().double()
+    # a state where the environment forbids the stop (e.g. the empty molecule) is never terminal: R = 0 there
+    can_stop = env.forward_mask(graph.states)[:, env.stop_action]
+    log_r = log_r.masked_fill(~can_stop, float("-inf"))
     r = (log_r - log_r.max()).exp()
     inv_parents = 1.0 / env.num_parents(graph.states).double().clamp(min=1)
     flow = r.clone()
@@ -150,5 +153,6 @@ def reward_distribution(env: DiscreteEnv, reward) -> torch.Tensor:
         (:func:`~pyro_sculpt.gflownets.check_log_reward`).
     """
     states = env.all_states()
-    log_r = check_log_reward(reward(env, states), states, "reward")
-    return torch.softmax(log_r.double(), 0)
+    log_r = check_log_reward(reward(env, states), states, "reward").double()
+    can_stop = env.forward_mask(states)[:, env.stop_action]  # states that cannot be terminal get no mass
+    return torch.softmax(log_r.masked_fill(~can_stop, float("-inf")), 0)
