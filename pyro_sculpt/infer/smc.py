@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 
@@ -21,6 +21,10 @@ from pyro_sculpt.infer.twist import ProcessProposal, Twist, index_particles
 from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.utils import check_positive_int, progress, set_seed
+
+
+#: the resampling threshold of twists that do not set their own
+DEFAULT_RESAMPLE_THRESHOLD = 0.5
 
 
 @dataclass
@@ -123,7 +127,7 @@ def smc(
     target: Any,
     num_particles: int,
     *,
-    resample_threshold: Optional[float] = 0.5,
+    resample_threshold: Union[float, None, str] = "auto",
     resampling: str = "systematic",
     seed: Optional[int] = None,
     progress_bar: bool = False,
@@ -135,7 +139,9 @@ def smc(
         used (a sculpted GFlowNet or diffusion model: its classifier), or any process (unweighted).
     :param num_particles: number of particles.
     :param resample_threshold: resample when the ESS falls below this fraction of the particles, in (0, 1];
-        ``None`` for sequential importance sampling without resampling.
+        ``None`` for sequential importance sampling without resampling; ``"auto"`` (default): the twist's own
+        ``resample_threshold`` attribute where it has one (measured per family, e.g. 0.9 for composed diffusion
+        models), else 0.5.
     :param resampling: ``"systematic"`` or ``"multinomial"``.
     :param seed: seed of the global generators.
     :param progress_bar: show a progress bar over steps.
@@ -149,10 +155,16 @@ def smc(
         idata = res.to_inference_data()
     """
     n = check_positive_int("num_particles", num_particles)
-    if resample_threshold is not None and not 0.0 < resample_threshold <= 1.0:
-        raise ValueError(f"resample_threshold must lie in (0, 1] or be None, got {resample_threshold!r}")
+    auto = isinstance(resample_threshold, str) and resample_threshold == "auto"
+    if not auto and resample_threshold is not None:
+        if isinstance(resample_threshold, (str, bool)) or not isinstance(resample_threshold, (int, float)):
+            raise ValueError(f"resample_threshold must lie in (0, 1], be None or 'auto', got {resample_threshold!r}")
+        if not 0.0 < resample_threshold <= 1.0:
+            raise ValueError(f"resample_threshold must lie in (0, 1], be None or 'auto', got {resample_threshold!r}")
     scheme = get_scheme(resampling)
     twist = as_twist(target, **twist_options)
+    if auto:
+        resample_threshold = getattr(twist, "resample_threshold", DEFAULT_RESAMPLE_THRESHOLD)
     set_seed(seed)
     log_n = math.log(n)
     ess_history: list = []

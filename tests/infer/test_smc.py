@@ -71,6 +71,17 @@ def test_result_converts_to_arviz_and_to_a_pyro_empirical():
     assert abs(float(emp.mean) - float((res.weights * res.x).sum())) < 1e-4
 
 
+def test_a_twist_may_set_its_own_default_resampling_threshold():
+    class Eager(CoinTwist):
+        resample_threshold = 1.0  # resample after every step but the last
+
+    res = smc(Eager(), 200, seed=0)
+    assert res.num_resamples == len(res.ess_history) - 1
+    assert smc(Eager(), 200, seed=0, resample_threshold=None).num_resamples == 0  # an explicit value wins
+    with pytest.raises(ValueError, match="resample_threshold must lie in \\(0, 1\\], be None or 'auto'"):
+        smc(CoinTwist(), 10, resample_threshold="always")
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="num_particles must be an integer >= 1"):
         smc(CoinTwist(), 0)

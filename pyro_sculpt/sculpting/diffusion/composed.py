@@ -412,6 +412,10 @@ class ComposedDiffusionTwist(Twist):
     :param proposal: ``"operator"`` or a diffusion observation classifier (sculpting operators).
     """
 
+    #: the default of :func:`~pyro_sculpt.infer.smc`'s ``resample_threshold="auto"`` for these twists: resampling
+    #: early keeps more distinct ancestors through the levels where mode weights are decided (docs/diffusion.md)
+    resample_threshold = 0.9
+
     def __init__(self, process: ComposedDiffusionProcess, *, densities: str = "auto", proposal: Any = "operator"):
         sampler = process.sampler
         for t in range(1, sampler.max_steps):
