@@ -22,7 +22,6 @@ from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.utils import check_positive_int, progress, set_seed
 
-
 #: the resampling threshold of twists that do not set their own
 DEFAULT_RESAMPLE_THRESHOLD = 0.5
 
