@@ -61,6 +61,16 @@ class LogOperator(ABC):
     def map_leaves(self, fn: Callable[[int], "LogOperator"]) -> "LogOperator":
         """The same operator with every leaf :class:`Base` ``i`` replaced by ``fn(i)``."""
 
+    def map_children(self, fn: Callable[["LogOperator"], "LogOperator"]) -> "LogOperator":
+        """The same operator with every operand ``c`` replaced by ``fn(c)`` (a leaf has none)."""
+        return self
+
+    @property
+    def linear(self) -> bool:
+        """Whether :math:`\\Phi` is linear in the log-densities (leaves, products, negations, tempering): its
+        gradient is then a constant, and a proposal that follows it needs no log-density."""
+        return False
+
     def reindex(self, index: Sequence[int], num_bases: int) -> "LogOperator":
         """The same operator reading leaf ``index[i]`` of ``num_bases`` leaves where it read leaf ``i``."""
         return self.map_leaves(lambda i: Base(int(index[i]), num_bases))
@@ -134,6 +144,10 @@ class Base(LogOperator):
     def map_leaves(self, fn) -> LogOperator:
         return fn(self.index)
 
+    @property
+    def linear(self) -> bool:
+        return True
+
     def gradient(self, log_q: torch.Tensor) -> torch.Tensor:
         g = torch.zeros_like(log_q)
         g[..., self.index] = 1.0
@@ -160,6 +174,13 @@ class Product(LogOperator):
     def map_leaves(self, fn):
         return Product(*(op.map_leaves(fn) for op in self.ops))
 
+    def map_children(self, fn):
+        return Product(*(fn(op) for op in self.ops))
+
+    @property
+    def linear(self) -> bool:
+        return all(op.linear for op in self.ops)
+
     def __repr__(self) -> str:
         return f"Product({', '.join(map(repr, self.ops))})"
 
@@ -185,6 +206,9 @@ class Mixture(LogOperator):
 
     def map_leaves(self, fn):
         return Mixture([op.map_leaves(fn) for op in self.ops], self.log_weights.exp())
+
+    def map_children(self, fn):
+        return Mixture([fn(op) for op in self.ops], self.log_weights.exp())
 
     def __repr__(self) -> str:
         return f"Mixture({', '.join(map(repr, self.ops))})"
@@ -222,6 +246,13 @@ class Negation(LogOperator):
     def map_leaves(self, fn):
         return Negation(self.op1.map_leaves(fn), self.op2.map_leaves(fn), self.a)
 
+    def map_children(self, fn):
+        return Negation(fn(self.op1), fn(self.op2), self.a)
+
+    @property
+    def linear(self) -> bool:
+        return self.op1.linear and self.op2.linear
+
     def __repr__(self) -> str:
         return f"Negation({self.op1!r}, {self.op2!r}, a={self.a})"
 
@@ -248,6 +279,13 @@ class Tempered(LogOperator):
 
     def map_leaves(self, fn):
         return Tempered(self.op.map_leaves(fn), self.beta)
+
+    def map_children(self, fn):
+        return Tempered(fn(self.op), self.beta)
+
+    @property
+    def linear(self) -> bool:
+        return self.op.linear
 
     def __repr__(self) -> str:
         return f"Tempered({self.op!r}, beta={self.beta})"
@@ -337,12 +375,10 @@ class Sculpt(LogOperator):
         return self.ops
 
     def map_leaves(self, fn):
-        return Sculpt(
-            [op.map_leaves(fn) for op in self.ops],
-            self.obs.y,
-            self.obs.alpha_value,
-            self.obs.weight_values,
-        )
+        return self.map_children(lambda op: op.map_leaves(fn))
+
+    def map_children(self, fn):
+        return Sculpt([fn(op) for op in self.ops], self.obs.y, self.obs.alpha_value, self.obs.weight_values)
 
     def __repr__(self) -> str:
         return f"Sculpt({', '.join(map(repr, self.ops))}, y={self.obs.y})"

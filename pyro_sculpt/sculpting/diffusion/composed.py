@@ -45,11 +45,7 @@ from pyro_sculpt.sculpting.log_operators import (
     Base,
     Composition,
     LogOperator,
-    Mixture,
-    Negation,
-    Product,
     Sculpt,
-    Tempered,
 )
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -86,6 +82,9 @@ class GuidedSculpt(LogOperator):
     def map_leaves(self, fn) -> LogOperator:
         return GuidedSculpt(self.sculpt.map_leaves(fn), self.gamma)
 
+    def map_children(self, fn) -> LogOperator:
+        return GuidedSculpt(self.sculpt.map_children(fn), self.gamma)
+
     def __repr__(self) -> str:
         return f"GuidedSculpt({self.sculpt!r}, gamma={self.gamma})"
 
@@ -97,30 +96,16 @@ def proposal_operator(operator: LogOperator, gamma: float) -> LogOperator:
         return operator
 
     def rebuild(op: LogOperator) -> LogOperator:
-        if isinstance(op, Sculpt):
-            ops = [rebuild(c) for c in op.ops]
-            return GuidedSculpt(Sculpt(ops, op.obs.y, op.obs.alpha_value, op.obs.weight_values), gamma)
-        if isinstance(op, Product):
-            return Product(*(rebuild(c) for c in op.ops))
-        if isinstance(op, Mixture):
-            return Mixture([rebuild(c) for c in op.ops], op.log_weights.exp())
-        if isinstance(op, Negation):
-            return Negation(rebuild(op.op1), rebuild(op.op2), op.a)
-        if isinstance(op, Tempered):
-            return Tempered(rebuild(op.op), op.beta)
-        return op
+        inner = op.map_children(rebuild)
+        return GuidedSculpt(inner, gamma) if isinstance(op, Sculpt) else inner
 
     return rebuild(operator)
 
 
 def is_linear(operator: LogOperator) -> bool:
-    """Whether :math:`\\Phi` is linear in the log-densities (bases, products, negations, tempering): then its
-    gradient, and so its proposal, needs no log-density."""
-    if isinstance(operator, Base):
-        return True
-    if isinstance(operator, (Product, Negation, Tempered)):
-        return all(is_linear(c) for c in operator.children())
-    return False
+    """Whether :math:`\\Phi` is linear in the log-densities (:attr:`LogOperator.linear`): then its gradient, and so
+    its proposal, needs no log-density."""
+    return operator.linear
 
 
 def _tail_precisions(model: Any, directions: torch.Tensor) -> Optional[torch.Tensor]:
