@@ -104,7 +104,8 @@ xs, log_w, seconds = run_importance()
 est = weighted_distribution(xs, log_w)
 print(
     f"Importance, mixture proposal: L1 {ps.metrics.l1_distance(est, harmonic):.4f}  "
-    f"ESS {ps.infer.effective_sample_size(log_w):.0f} of {N_IS}  Pareto k {ps.infer.pareto_k(log_w):.2f}  ({seconds:.1f} s)"
+    f"ESS {ps.infer.effective_sample_size(log_w):.0f} of {N_IS}  Pareto k {ps.infer.pareto_k(log_w):.2f}  "
+    f"({seconds:.1f} s)"
 )
 
 # %% [markdown]
@@ -279,6 +280,21 @@ grid_heatmaps(
 # ![The estimates against the exact compositions](figures/model_of_origin_estimates.png)
 #
 # ![ESS along the SMC run, and the SVI trace of the mixture weight](figures/model_of_origin_diagnostics.png)
+#
+# At full size (12x12 grid; 2,000 importance samples, 20,000 particles otherwise) on the reference machine
+# (2-core x86_64, torch 2.13 CPU, shared), 2026-11-30, the script printed:
+#
+# | method | composition | L1 to the exact answer | floor / note |
+# |---|---|---|---|
+# | `Importance`, mixture proposal | harmonic mean | 0.185 | ESS 1,609 of 2,000, Pareto k < 0 |
+# | `Importance`, `sculpted_guide` | harmonic mean | 0.153 | ESS 2,000 of 2,000 (all weights equal) |
+# | `Predictive` + rejection | harmonic mean | 0.136 | 3,489 of 20,000 accepted, floor 0.137 |
+# | `SMCFilter` | contrast | 0.074 | floor of 20,000 exact samples 0.059 |
+# | `sculpt_guidance` handler | contrast | 0.056 | floor 0.059; 20,000 particles in 1.9 s |
+# | rough classifier, guided (exact L1) / SMC | contrast | 0.158 / 0.065 | ESS 18,461 of 20,000, Pareto k 0.05 |
+#
+# SVI learned `w1 = 0.700`, the labels' frequency. Pyro's `Importance` runs the model once per sample (70 s for 2,000
+# samples with the mixture proposal), while the handler and `ps.infer.smc` are vectorised over particles.
 #
 # `res.to_inference_data()` hands the weights to ArviZ (`arviz.psislw`, plots), and `res.empirical()` gives a Pyro
 # `Empirical` marginal of the weighted particles.
