@@ -12,7 +12,13 @@ from pyro_sculpt.utils import check_positive_int
 
 
 def probability_flow_drift(model: DiffusionModel, x: torch.Tensor, t: float) -> torch.Tensor:
-    """The probability-flow ODE's velocity :math:`v(x, t) = f(t)\\, x - \\tfrac12 g^2(t)\\, s(x, t)`."""
+    """The probability-flow ODE's velocity :math:`v(x, t) = f(t)\\, x - \\tfrac12 g^2(t)\\, s(x, t)`.
+
+    Example::
+
+        oracle = GaussianMixtureOracle(torch.tensor([[-2.0, 0.0], [2.0, 0.0]]), stds=0.5)
+        v = probability_flow_drift(oracle, torch.randn(10, 2), 0.5)  # (10, 2)
+    """
     tt = torch.tensor(float(t), dtype=torch.float64)
     f, g2 = float(model.schedule.drift(tt)), float(model.schedule.diffusion2(tt))
     return f * x - 0.5 * g2 * model.score(x, t)

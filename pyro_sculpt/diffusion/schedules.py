@@ -56,6 +56,11 @@ class NoiseSchedule(ABC):
 
     Subclasses implement :meth:`log_alpha`, :meth:`sigma2`, :meth:`drift` and :meth:`diffusion2` for a tensor
     of times (any shape; the result has the same shape, dtype and device), and :meth:`config`.
+
+    Example::
+
+        schedule = VPSchedule()  # a NoiseSchedule
+        schedule.alpha(0.5), schedule.sigma(0.5)  # x_t = alpha(t) x_0 + sigma(t) eps
     """
 
     #: Smallest time used by samplers and training: the samplers' output is :math:`x_{t_{min}}`.
@@ -433,7 +438,12 @@ _KINDS = {
 
 
 def schedule_from_config(config: dict) -> NoiseSchedule:
-    """Rebuild a schedule from :meth:`NoiseSchedule.config`."""
+    """Rebuild a schedule from :meth:`NoiseSchedule.config`.
+
+    Example::
+
+        schedule = schedule_from_config(VPSchedule(kind="cosine").config())
+    """
     if not isinstance(config, dict) or config.get("type") not in _KINDS:
         raise ValueError(f"unknown schedule config {config!r}; expected a 'type' in {sorted(_KINDS)}")
     cfg = dict(config)

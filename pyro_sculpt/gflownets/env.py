@@ -18,6 +18,12 @@ class DiscreteEnv(ABC):
 
     The backward policy is uniform over parents, :math:`P_B(s \\mid s') = 1 / |\\mathrm{Pa}(s')|`; composition
     requires every base GFlowNet to share it (Garipov et al. 2023, §4).
+
+    Example::
+
+        env = ps.HyperGrid(ndim=2, height=8)  # a DiscreteEnv
+        states = env.all_states()  # (64, 2): enumerable
+        mask = env.forward_mask(states)  # (64, env.n_actions) allowed actions
     """
 
     #: number of actions, the stop action included (it is the last one)

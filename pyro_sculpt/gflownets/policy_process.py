@@ -22,6 +22,11 @@ class DiscretePolicyProcess(IterativeProcess):
     trajectory. Subclasses implement :meth:`action_log_probs`, the masked log-policy at any batch of states. On an
     enumerable environment the exact terminal distribution is computed by dynamic programming
     (:mod:`pyro_sculpt.gflownets.exact`) and cached until the parameters change.
+
+    Example::
+
+        gfn = ps.GFlowNet(ps.HyperGrid(2, 8), ps.rewards.original())  # a DiscretePolicyProcess
+        p = gfn.exact_terminal_distribution()  # (64,) by dynamic programming over the policy
     """
 
     env: DiscreteEnv

@@ -30,6 +30,14 @@ def register_env(cls: Optional[type] = None, *, name: Optional[str] = None) -> A
     """Register an environment class under ``name`` (default its class name), the ``"type"`` of its config.
 
     Usable as ``@register_env`` or ``@register_env(name="...")``.
+
+    Example::
+
+        @ps.gflownets.register_env
+        class MyGrid(ps.HyperGrid):
+            pass
+
+        ps.gflownets.env_from_config(MyGrid(2, 8).config())  # a MyGrid again
     """
 
     def deco(c: type) -> type:
@@ -46,6 +54,10 @@ def env_from_config(config: dict) -> Any:
     """Rebuild an environment from its :meth:`~pyro_sculpt.gflownets.DiscreteEnv.config`.
 
     :raises ValueError: for a type that is not registered (name the class with :func:`register_env`).
+
+    Example::
+
+        env = ps.gflownets.env_from_config(ps.HyperGrid(2, 8).config())
     """
     if not isinstance(config, dict):
         raise ValueError(f"config must be a dict from DiscreteEnv.config(), got {type(config).__name__}")
@@ -60,7 +72,19 @@ def env_from_config(config: dict) -> Any:
 
 
 def register_reward(name: str) -> Callable[[type], type]:
-    """Register a reward class under ``name`` (its :attr:`~pyro_sculpt.gflownets.Reward.name`)."""
+    """Register a reward class under ``name`` (its :attr:`~pyro_sculpt.gflownets.Reward.name`).
+
+    Example::
+
+        @ps.gflownets.register_reward("to_origin")
+        class ToOrigin(ps.gflownets.Reward):
+            name = "to_origin"
+
+            def log_reward(self, env, states):
+                return -states.sum(-1).float()
+
+        ps.gflownets.get_reward("corner")
+    """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
 
@@ -78,6 +102,10 @@ def get_reward(name: str, **params) -> Any:
     """A registered reward by name, built with ``params``.
 
     :raises ValueError: for an unknown name.
+
+    Example::
+
+        reward = ps.gflownets.get_reward("symmetric_shubert", temperature=0.5)
     """
     if name not in _REWARDS:
         raise ValueError(f"unknown reward name {name!r}; expected one of {sorted(_REWARDS)}")
@@ -85,11 +113,21 @@ def get_reward(name: str, **params) -> Any:
 
 
 def reward_from_config(config: dict) -> Any:
-    """Rebuild a reward from its :meth:`~pyro_sculpt.gflownets.Reward.config`."""
+    """Rebuild a reward from its :meth:`~pyro_sculpt.gflownets.Reward.config`.
+
+    Example::
+
+        reward = ps.gflownets.reward_from_config(ps.rewards.diagonal_sigmoid().config())
+    """
     config = dict(config)
     return get_reward(config.pop("name"), **config)
 
 
 def reward_names() -> list[str]:
-    """The names of the registered rewards."""
+    """The names of the registered rewards.
+
+    Example::
+
+        "original" in ps.gflownets.reward_names()  # True
+    """
     return sorted(_REWARDS)

@@ -11,7 +11,14 @@ __all__ = ["Reward", "check_log_reward", "get_reward", "register_reward", "rewar
 
 def check_log_reward(log_r, states: torch.Tensor, name: str = "reward") -> torch.Tensor:
     """Raise a :class:`ValueError` naming ``name`` unless ``log_r`` is a finite tensor of shape
-    ``states.shape[:-1]`` (one log-reward per state: a ``(B, 1)`` result would broadcast silently to ``(B, B)``)."""
+    ``states.shape[:-1]`` (one log-reward per state: a ``(B, 1)`` result would broadcast silently to ``(B, B)``).
+
+    Example::
+
+        env = ps.HyperGrid(2, 8)
+        states = env.all_states()
+        log_r = check_log_reward(torch.zeros(env.num_states), states)  # raises on NaN or a wrong shape
+    """
     batch = tuple(states.shape[:-1])
     if not isinstance(log_r, torch.Tensor) or tuple(log_r.shape) != batch:
         shape = tuple(log_r.shape) if isinstance(log_r, torch.Tensor) else type(log_r).__name__
@@ -26,6 +33,17 @@ class Reward:
 
     Subclasses implement :meth:`log_reward` and, to be saved in checkpoints, :meth:`params`; they register with
     :func:`~pyro_sculpt.gflownets.register_reward`. The call checks the shape and finiteness of the result.
+
+    Example::
+
+        @ps.gflownets.register_reward("corner")
+        class Corner(ps.gflownets.Reward):
+            name = "corner"
+
+            def log_reward(self, env, states):
+                return -states.sum(-1).float()  # log R: the origin is most likely
+
+        gfn = ps.GFlowNet(ps.HyperGrid(2, 8), Corner())
     """
 
     name: str = "reward"

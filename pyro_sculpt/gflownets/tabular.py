@@ -21,6 +21,12 @@ class TabularGFlowNet(nn.Module, DiscretePolicyProcess):
 
     :param env: an enumerable environment.
     :param log_probs: the table; each row is renormalised over the valid actions.
+
+    Example::
+
+        env = ps.HyperGrid(2, 8)
+        p1 = TabularGFlowNet.from_reward(env, ps.rewards.original())  # the exact flow of the reward
+        x = ps.ProcessDistribution(p1).sample((1000,))
     """
 
     def __init__(self, env: DiscreteEnv, log_probs: torch.Tensor):

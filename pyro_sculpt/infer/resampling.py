@@ -8,7 +8,12 @@ import torch
 
 
 def systematic(log_weights: torch.Tensor) -> torch.Tensor:
-    """Systematic resampling (one uniform, ``N`` evenly spaced points through the weights' CDF)."""
+    """Systematic resampling (one uniform, ``N`` evenly spaced points through the weights' CDF).
+
+    Example::
+
+        idx = ps.infer.systematic(torch.tensor([0.0, 0.0, -10.0]))  # (3,) indices
+    """
     n = log_weights.shape[0]
     cdf = torch.cumsum(torch.softmax(log_weights.double(), 0), 0)
     u = torch.rand((), device=log_weights.device, dtype=torch.float64) + torch.arange(n, device=log_weights.device)
@@ -16,7 +21,12 @@ def systematic(log_weights: torch.Tensor) -> torch.Tensor:
 
 
 def multinomial(log_weights: torch.Tensor) -> torch.Tensor:
-    """Multinomial resampling (``N`` independent draws)."""
+    """Multinomial resampling (``N`` independent draws).
+
+    Example::
+
+        idx = ps.infer.multinomial(torch.tensor([0.0, 0.0, -10.0]))  # (3,) indices, mostly 0 and 1
+    """
     probs = torch.softmax(log_weights.double(), 0)
     return torch.multinomial(probs, log_weights.shape[0], replacement=True)
 

@@ -37,6 +37,13 @@ class SMCResult:
     :ivar log_evidence: estimate of the log-normaliser :math:`\\log \\mathbb E_M[\\gamma / M]` of the target.
     :ivar pareto_k: Pareto :math:`\\hat k` of the final weights (reliable below 0.7).
     :ivar resample_steps: the steps after which the particles were resampled.
+
+    Example::
+
+        res = ps.infer.smc(ps.harmonic_mean(p1, p2), 10_000)  # an SMCResult
+        res.ess, res.pareto_k, res.log_evidence
+        x = res.resample(1000)  # equally weighted samples
+        marginal = res.empirical()  # a Pyro Empirical
     """
 
     x: torch.Tensor
@@ -102,7 +109,13 @@ class SMCResult:
 
 def as_twist(target: Any, **options) -> Twist:
     """The twist of ``target``: itself if it is a :class:`Twist`, the process's own (``process.twist(**options)``)
-    if it has one, else the process's steps unweighted (:class:`ProcessProposal`)."""
+    if it has one, else the process's steps unweighted (:class:`ProcessProposal`).
+
+    Example::
+
+        twist = ps.infer.as_twist(ps.harmonic_mean(p1, p2, clf), terminal="classifier")
+        res = ps.infer.smc(twist, 10_000)
+    """
     if isinstance(target, Twist):
         if options:
             raise ValueError(f"options {sorted(options)} apply to a process, not to a Twist")

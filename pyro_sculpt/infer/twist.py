@@ -29,7 +29,13 @@ Particles = Any
 
 
 def index_particles(particles: Particles, index: torch.Tensor) -> Particles:
-    """Select particles ``index`` (a resampling) from every tensor of ``particles``."""
+    """Select particles ``index`` (a resampling) from every tensor of ``particles``.
+
+    Example::
+
+        idx = ps.infer.systematic(log_weights)
+        particles = ps.infer.index_particles(particles, idx)  # every tensor of the particles, resampled
+    """
     if isinstance(particles, torch.Tensor):
         return particles[index]
     if isinstance(particles, tuple):
@@ -45,6 +51,13 @@ class Twist(ABC):
     :attr:`max_steps` bounds the number of steps; :meth:`init` makes ``N`` particles, :meth:`step` moves them one
     step and returns ``(particles, log_increment (N,), done (N,))``, and :meth:`terminal` reads the outputs.
     Particles that are done must get a zero increment and stay as they are.
+
+    Example::
+
+        twist = ps.infer.as_twist(ps.harmonic_mean(p1, p2, clf))  # the process's own Twist
+        particles = twist.init(100)
+        particles, log_increment, done = twist.step(particles, 0)
+        res = ps.infer.smc(twist, 100)  # or run it all
     """
 
     max_steps: int
@@ -67,6 +80,10 @@ class ProcessProposal(Twist):
     useful as a baseline and for processes without a twist).
 
     :param process: any :class:`~pyro_sculpt.processes.IterativeProcess`.
+
+    Example::
+
+        res = ps.infer.smc(ps.infer.ProcessProposal(gfn), 1000)  # plain sampling: every weight is one
     """
 
     def __init__(self, process: IterativeProcess):

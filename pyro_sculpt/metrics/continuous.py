@@ -53,6 +53,10 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor, *, unbiased: bool = False,
     samples of one distribution its expectation is exactly :math:`(1/N + 1/M)\\, \\mathbb E \\lVert X - X'
     \\rVert` (the null to calibrate against). ``unbiased=True`` excludes self-pairs (U-statistics): zero
     expectation under the null, may be negative.
+
+    Example::
+
+        ps.metrics.energy_distance(torch.randn(500, 2), torch.randn(500, 2) + 1.0)
     """
     x, y = _pair(x, y)
     n, m = x.shape[0], y.shape[0]
@@ -79,6 +83,10 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float, *, unbiased: bool =
 
     ``unbiased=True`` (default) is Gretton et al.'s U-statistic (zero expectation under the null, may be
     negative); ``unbiased=False`` the V-statistic (non-negative).
+
+    Example::
+
+        ps.metrics.mmd2(torch.randn(500, 2), torch.randn(500, 2), bandwidth=0.5)  # near 0
     """
     h = float(bandwidth)
     if not h > 0 or not math.isfinite(h):
@@ -103,7 +111,12 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float, *, unbiased: bool =
 
 
 def mmd(x: torch.Tensor, y: torch.Tensor, bandwidth: float, *, chunk_size: int = 2048) -> float:
-    """:math:`\\mathrm{MMD}` (the square root of the non-negative V-statistic of :func:`mmd2`)."""
+    """:math:`\\mathrm{MMD}` (the square root of the non-negative V-statistic of :func:`mmd2`).
+
+    Example::
+
+        ps.metrics.mmd(torch.randn(500, 2), torch.randn(500, 2) + 1.0, bandwidth=0.5)
+    """
     return math.sqrt(max(mmd2(x, y, bandwidth, unbiased=False, chunk_size=chunk_size), 0.0))
 
 
@@ -118,7 +131,13 @@ def _check_means(means: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def assign_modes(x: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest mode (Euclidean) of every row of ``x`` ``(N, D)``; ``means`` is ``(K, D)``."""
+    """Index of the nearest mode (Euclidean) of every row of ``x`` ``(N, D)``; ``means`` is ``(K, D)``.
+
+    Example::
+
+        means = torch.tensor([[-2.0, 0.0], [2.0, 0.0]])
+        ps.metrics.assign_modes(torch.tensor([[-1.5, 0.3], [2.2, 0.1]]), means)  # tensor([0, 1])
+    """
     x = _as_samples("x", x)
     means = _check_means(means, x.shape[1]).to(x.device)
     return torch.cdist(x, means).argmin(-1)
@@ -158,7 +177,13 @@ def _soft_assign(
 def mode_weights(x: torch.Tensor, means: Optional[torch.Tensor] = None, *, assign: Assign = "nearest") -> torch.Tensor:
     """Share of the samples ``x`` ``(N, D)`` in each mode: by nearest mode (``means`` ``(K, D)``), or by a
     function ``assign(x)`` returning ``(N,)`` labels or ``(N, K)`` probabilities (e.g. an exact target's
-    posterior over its components). Returns a float64 vector of length :math:`K`."""
+    posterior over its components). Returns a float64 vector of length :math:`K`.
+
+    Example::
+
+        means = torch.tensor([[-2.0, 0.0], [2.0, 0.0]])
+        ps.metrics.mode_weights(torch.tensor([[-2.1, 0.0], [1.9, 0.2]]), means)  # tensor([0.5, 0.5])
+    """
     x = _as_samples("x", x)
     k = None if means is None else _check_means(means, x.shape[1]).shape[0]
     return _soft_assign(x, assign, means, k).mean(0)
@@ -170,6 +195,10 @@ def grid(bounds: Sequence[Sequence[float]], resolution: int = 512, device=None):
     :param bounds: ``[(low_1, high_1), ..., (low_D, high_D)]``.
     :param resolution: cells per dimension.
     :returns: ``(points, cell_volume)``, points of shape ``(resolution ** D, D)`` (float64).
+
+    Example::
+
+        points, cell_volume = ps.metrics.grid([(-1.0, 1.0), (-1.0, 1.0)], resolution=100)  # (10000, 2)
     """
     bounds = [tuple(map(float, b)) for b in bounds]
     if not bounds or any(len(b) != 2 or not b[0] < b[1] for b in bounds):
@@ -194,7 +223,12 @@ def grid_probabilities(
     chunk_size: int = 65536,
 ):
     """A (possibly unnormalised) density discretised on a grid: ``(points, probs)`` with ``probs`` the
-    normalised masses of the cells (midpoint rule). ``log_density`` maps ``(N, D)`` to ``(N,)``."""
+    normalised masses of the cells (midpoint rule). ``log_density`` maps ``(N, D)`` to ``(N,)``.
+
+    Example::
+
+        points, probs = ps.metrics.grid_probabilities(lambda x: -(x**2).sum(-1), [(-4, 4), (-4, 4)], 200)
+    """
     pts, _ = grid(bounds, resolution)
     logs = []
     for s in range(0, pts.shape[0], chunk_size):
@@ -219,7 +253,14 @@ def grid_mode_weights(
 ) -> torch.Tensor:
     """Exact mode weights of a target density: its mass in each mode's region (nearest mode to ``means``, or
     ``assign``), integrated on a fine grid over ``bounds`` (:func:`grid_probabilities`). The density is
-    renormalised on the box, so the box should hold all but a negligible share of the mass."""
+    renormalised on the box, so the box should hold all but a negligible share of the mass.
+
+    Example::
+
+        means = torch.tensor([[-2.0, 0.0], [2.0, 0.0]])
+        oracle = GaussianMixtureOracle(means, stds=0.5, weights=[0.3, 0.7])
+        ps.metrics.grid_mode_weights(oracle.log_prob, [(-5, 5), (-5, 5)], means)  # about (0.3, 0.7)
+    """
     pts, probs = grid_probabilities(log_density, bounds, resolution)
     k = None if means is None else _check_means(means, pts.shape[1]).shape[0]
     weights = []
@@ -238,7 +279,14 @@ def mode_weight_tv(
 ) -> float:
     """Total variation :math:`\\tfrac12 \\sum_k |\\hat w_k - w_k|` (range 0 to 1) between the mode weights of
     the samples ``x`` (:func:`mode_weights`) and ``target_weights`` (e.g. :func:`grid_mode_weights` of the
-    exact target). Note the factor :math:`\\tfrac12`: this is half the L1 distance."""
+    exact target). Note the factor :math:`\\tfrac12`: this is half the L1 distance.
+
+    Example::
+
+        means = torch.tensor([[-2.0, 0.0], [2.0, 0.0]])
+        x = torch.tensor([[-2.1, 0.0], [1.9, 0.2], [2.0, -0.1]])
+        ps.metrics.mode_weight_tv(x, torch.tensor([0.5, 0.5]), means)  # 1/6
+    """
     target = torch.as_tensor(target_weights, dtype=torch.float64)
     if target.dim() != 1 or (target < 0).any() or abs(float(target.sum()) - 1) > 1e-6:
         raise ValueError("target_weights must be a probability vector (non-negative, summing to 1)")
@@ -258,7 +306,12 @@ def sample_grid(
 ) -> torch.Tensor:
     """Near-exact samples of a (possibly unnormalised) density known only pointwise: a cell drawn with its
     grid mass, then a uniform point in the cell. Used to calibrate the null of sample-based metrics against an
-    exact target."""
+    exact target.
+
+    Example::
+
+        x = ps.metrics.sample_grid(lambda x: -(x**2).sum(-1), 1000, [(-4, 4), (-4, 4)])  # (1000, 2)
+    """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples!r}")
     pts, probs = grid_probabilities(log_density, bounds, resolution)

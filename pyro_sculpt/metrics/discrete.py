@@ -18,7 +18,12 @@ def _as_probs(name: str, p: torch.Tensor) -> torch.Tensor:
 
 
 def l1_distance(p: torch.Tensor, q: torch.Tensor) -> float:
-    """:math:`\\sum_x |p(x) - q(x)|`, the sum convention (range 0 to 2), never the per-state mean."""
+    """:math:`\\sum_x |p(x) - q(x)|`, the sum convention (range 0 to 2), never the per-state mean.
+
+    Example::
+
+        ps.metrics.l1_distance(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0]))  # 1.0
+    """
     p, q = _as_probs("p", p), _as_probs("q", q)
     if p.shape != q.shape:
         raise ValueError(f"p and q must have the same shape, got {tuple(p.shape)} and {tuple(q.shape)}")
@@ -26,7 +31,12 @@ def l1_distance(p: torch.Tensor, q: torch.Tensor) -> float:
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor) -> float:
-    """Jensen-Shannon divergence in nats, :math:`\\tfrac12 KL(p \\| m) + \\tfrac12 KL(q \\| m)`, :math:`m = (p+q)/2`."""
+    """Jensen-Shannon divergence in nats, :math:`\\tfrac12 KL(p \\| m) + \\tfrac12 KL(q \\| m)`, :math:`m = (p+q)/2`.
+
+    Example::
+
+        ps.metrics.js_divergence(torch.tensor([0.5, 0.5]), torch.tensor([0.9, 0.1]))
+    """
     p, q = _as_probs("p", p), _as_probs("q", q)
     if p.shape != q.shape:
         raise ValueError(f"p and q must have the same shape, got {tuple(p.shape)} and {tuple(q.shape)}")
@@ -40,7 +50,14 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor) -> float:
 
 
 def empirical_distribution(indices: torch.Tensor, num_states: int) -> torch.Tensor:
-    """Frequencies of state indices as a probability vector of length ``num_states``."""
+    """Frequencies of state indices as a probability vector of length ``num_states``.
+
+    Example::
+
+        env = ps.HyperGrid(2, 8)
+        x = ps.ProcessDistribution(gfn).sample((1000,))
+        p_hat = ps.metrics.empirical_distribution(env.index(x), env.num_states)  # (64,)
+    """
     counts = torch.bincount(indices.reshape(-1).cpu(), minlength=num_states).double()
     return counts / counts.sum()
 
@@ -49,6 +66,11 @@ def expected_l1_floor(p: torch.Tensor, n: int) -> float:
     r"""Expected L1 between ``p`` and the empirical distribution of ``n`` exact samples from it: the sampling floor
     of a perfect sampler. Exact, from de Moivre's mean absolute deviation of the binomial,
     :math:`\mathbb E|X - np| = 2 m \binom{n}{m} p^m (1-p)^{n-m+1}` with :math:`m = \lfloor np \rfloor + 1`.
+
+    Example::
+
+        p = torch.full((64,), 1 / 64)
+        ps.metrics.expected_l1_floor(p, 10_000)  # the L1 expected from 10,000 exact samples
     """
     p = _as_probs("p", p)
     return float(_binomial_mad(p, n).sum())

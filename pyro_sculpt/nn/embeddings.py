@@ -24,6 +24,11 @@ class SinusoidalTimeEmbedding(nn.Module):
     :param scale: :math:`s`.
     :param max_period: :math:`P`.
     :param device: where the frequencies live.
+
+    Example::
+
+        embed = ps.nn.SinusoidalTimeEmbedding(dim=32)
+        embed(torch.rand(10)).shape  # torch.Size([10, 32])
     """
 
     def __init__(self, dim: int = 32, scale: float = 1000.0, max_period: float = 10_000.0, device: DeviceLike = None):

@@ -15,6 +15,11 @@ class MLP(nn.Sequential):
     :param out_dim: output size.
     :param hidden: width of the hidden layers.
     :param layers: number of hidden layers.
+
+    Example::
+
+        net = ps.nn.MLP(in_dim=4, out_dim=3, hidden=64, layers=2)
+        net(torch.randn(10, 4)).shape  # torch.Size([10, 3])
     """
 
     def __init__(self, in_dim: int, out_dim: int, hidden: int = 256, layers: int = 2):

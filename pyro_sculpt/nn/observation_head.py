@@ -11,7 +11,12 @@ from pyro_sculpt.utils import DeviceLike, as_device, check_positive_int
 
 def observation_output_size(num_models: int, num_observations: int) -> int:
     """:math:`m + m^n`: the outputs of an observation classifier's network for :math:`m` bases and :math:`n`
-    observations (:func:`split_observation_output`)."""
+    observations (:func:`split_observation_output`).
+
+    Example::
+
+        ps.nn.observation_output_size(num_models=2, num_observations=2)  # 2 + 2**2 = 6
+    """
     return check_positive_int("num_models", num_models, 2) + num_models ** check_positive_int(
         "num_observations", num_observations
     )
@@ -22,7 +27,12 @@ def split_observation_output(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a classifier network's output ``(..., m + m^n)`` into the terminal logits :math:`\\ell_i(x)`,
     ``(..., m)``, and the normalised non-terminal log-joint :math:`\\log Q(y_1, \\dots, y_n \\mid s)`,
-    ``(..., m, ..., m)`` with ``n`` trailing dims (Garipov et al. 2023, §4.1, §4.3; docs/math.md §1.2)."""
+    ``(..., m, ..., m)`` with ``n`` trailing dims (Garipov et al. 2023, §4.1, §4.3; docs/math.md §1.2).
+
+    Example::
+
+        terminal, joint = ps.nn.split_observation_output(torch.randn(10, 6), num_models=2, num_observations=2)
+    """
     m, n = num_models, num_observations
     joint = torch.log_softmax(out[..., m:], -1).reshape(out.shape[:-1] + (m,) * n)
     return out[..., :m], joint
@@ -33,6 +43,10 @@ def check_network(network: nn.Module, in_dim: int, out_dim: int, name: str = "ne
     (checked on a batch of zeros, without gradients).
 
     :returns: ``network``.
+
+    Example::
+
+        ps.nn.check_network(ps.nn.MLP(4, 6), in_dim=4, out_dim=6)  # passes; a wrong size raises
     """
     if not isinstance(network, nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module, got {type(network).__name__}")

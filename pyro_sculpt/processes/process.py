@@ -33,6 +33,12 @@ class IterativeProcess(ABC):
 
     Subclasses implement :meth:`init`, :meth:`step_dist`, :meth:`transition` and :meth:`terminal`; processes whose
     trajectories can stop early also implement :meth:`stops`.
+
+    Example::
+
+        gfn = ps.GFlowNet(ps.HyperGrid(2, 8), ps.rewards.original())  # a GFlowNet is an IterativeProcess
+        x = ps.run("x", gfn, num_particles=100)  # one Pyro sample site per step
+        x = ps.ProcessDistribution(gfn).sample((100,))  # the whole process at one site
     """
 
     #: Upper bound on the number of steps of a trajectory.

@@ -14,7 +14,12 @@ from pyro_sculpt.utils import check_positive_int, check_sample_shape
 
 
 def step_site_name(name: str, t: int) -> str:
-    """The name of the sample site of step ``t`` of the process run under ``name``."""
+    """The name of the sample site of step ``t`` of the process run under ``name``.
+
+    Example::
+
+        ps.processes.step_site_name("x", 3)  # the name of step 3 of ps.run("x", ...)
+    """
     return f"{name}_{t}"
 
 
@@ -79,7 +84,13 @@ def run(
 
 def replace_step_dist(fn: TorchDistribution, new_fn: TorchDistribution) -> TorchDistribution:
     """``new_fn`` in place of a step site's distribution ``fn``, keeping ``fn``'s mask (trajectories that already
-    stopped) and batch shape (enclosing plates). Effect handlers that replace a step's distribution use this."""
+    stopped) and batch shape (enclosing plates). Effect handlers that replace a step's distribution use this.
+
+    Example::
+
+        # inside a Messenger's _pyro_sample(self, msg), for a step site:
+        msg["fn"] = ps.processes.replace_step_dist(msg["fn"], new_step_distribution)
+    """
     mask = None
     if isinstance(fn, MaskedDistribution):
         mask, fn = fn._mask, fn.base_dist
@@ -89,7 +100,13 @@ def replace_step_dist(fn: TorchDistribution, new_fn: TorchDistribution) -> Torch
 
 
 def step_sites(trace, name: Optional[str] = None) -> list[dict]:
-    """The step sites of a Pyro trace, in order; only those of the process run under ``name`` if given."""
+    """The step sites of a Pyro trace, in order; only those of the process run under ``name`` if given.
+
+    Example::
+
+        trace = pyro.poutine.trace(lambda: ps.run("x", gfn, num_particles=10)).get_trace()
+        sites = ps.processes.step_sites(trace, "x")  # one per step, in order
+    """
     out = []
     for site in trace.nodes.values():
         info = site.get("infer", {}).get("pyro_sculpt") if site["type"] == "sample" else None

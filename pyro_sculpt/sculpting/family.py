@@ -14,7 +14,13 @@ from pyro_sculpt.processes.process import IterativeProcess
 
 
 class CompositionFamily(Protocol):
-    """What a family provides to the operators."""
+    """What a family provides to the operators.
+
+    Example::
+
+        family = ps.sculpting.family_of([p1, p2])  # the CompositionFamily of GFlowNets
+        mix = family.mixture([p1, p2], None)
+    """
 
     #: a short name for messages ("GFlowNet", "diffusion")
     name: str
@@ -48,7 +54,12 @@ _FAMILIES: dict[type, CompositionFamily] = {}
 
 
 def register_family(process_type: type, family: CompositionFamily) -> None:
-    """Make ``family`` the composition family of every process of type ``process_type`` (and its subclasses)."""
+    """Make ``family`` the composition family of every process of type ``process_type`` (and its subclasses).
+
+    Example::
+
+        ps.sculpting.register_family(MyProcess, MyFamily())  # then ps.mixture(MyProcess(...), ...) works
+    """
     _FAMILIES[process_type] = family
 
 
@@ -61,6 +72,10 @@ def family_of(bases: Sequence[Any], name: str = "bases") -> CompositionFamily:
     """The one composition family of ``bases``.
 
     :raises TypeError: for a base of no registered family, or bases of different families.
+
+    Example::
+
+        family = ps.sculpting.family_of([p1, p2])
     """
     if isinstance(bases, (IterativeProcess, ProcessDistribution)) or not hasattr(bases, "__iter__"):
         raise TypeError(f"{name} must be a sequence of base models, got {type(bases).__name__}")

@@ -34,6 +34,10 @@ class Guidance:
     :param y: observed base indices (0-based), ``None`` for unobserved.
     :param alpha: prior :math:`(\\alpha, 1-\\alpha)` of :math:`y_{2..n}` (two bases).
     :param gamma: guidance scale (diffusion only; GFlowNet guidance is exact and needs 1).
+
+    Example::
+
+        guidance = ps.sculpting.Guidance(clf, y=(0, 1))  # what sculpt_guidance carries to each step
     """
 
     def __init__(self, classifier: Any, y: Sequence[Optional[int]], alpha: Optional[float] = None, gamma: float = 1.0):
@@ -64,7 +68,13 @@ class Guidance:
 
 @runtime_checkable
 class GuidableProcess(Protocol):
-    """A process whose steps the guidance handler can replace by guided ones."""
+    """A process whose steps the guidance handler can replace by guided ones.
+
+    Example::
+
+        mix = ps.mixture(p1, p2).process  # a GuidableProcess
+        isinstance(mix, ps.sculpting.GuidableProcess)  # True
+    """
 
     def guided_step_dist(self, state: State, t: int, guidance: Guidance) -> Optional[TorchDistribution]:
         """The guided distribution of step ``t`` from ``state`` (batch shape of the state), or ``None`` to keep the

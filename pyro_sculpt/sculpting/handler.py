@@ -66,6 +66,12 @@ def sculpt_guidance(
     alpha: Optional[float] = None,
     gamma: float = 1.0,
 ):
-    """Function form of :class:`SculptGuidanceMessenger`, in the style of :mod:`pyro.poutine` handlers."""
+    """Function form of :class:`SculptGuidanceMessenger`, in the style of :mod:`pyro.poutine` handlers.
+
+    Example::
+
+        with ps.sculpt_guidance(classifier=clf, y=(0, 1)):
+            x = ps.run("x", ps.mixture(p1, p2).process, num_particles=1000)
+    """
     msngr = SculptGuidanceMessenger(classifier, y, alpha, gamma)
     return msngr(fn) if fn is not None else msngr

@@ -121,6 +121,11 @@ class Observations:
         ``None`` (uniform).
     :ivar weight_values: the weights as Python floats (no gradient): for keys, messages and constant priors.
     :ivar alpha_value: ``alpha`` as a Python float, or ``None``.
+
+    Example::
+
+        obs = ps.Observations.build((0, None), num_models=2, alpha=0.3)  # y1 = 0 observed, y2 summed out
+        obs.log_priors()  # one prior per observation variable
     """
 
     y: tuple

@@ -142,7 +142,14 @@ def harmonic_mean(
     p1: Any, p2: Any, classifier: Any = None, alpha: Optional[Union[float, torch.Tensor]] = None, *, gamma: float = 1.0
 ) -> ProcessDistribution:
     """:math:`p_1 \\otimes p_2 \\propto p_1 p_2 / (\\alpha p_1 + (1-\\alpha) p_2)`
-    (:math:`\\alpha = 1/2` by default)."""
+    (:math:`\\alpha = 1/2` by default).
+
+    Example::
+
+        hm = ps.harmonic_mean(p1, p2, clf)  # guided by a classifier
+        x = hm.sample((1000,))
+        res = ps.infer.smc(ps.harmonic_mean(p1, p2), 10_000)  # classifier-free, corrected by SMC
+    """
     return sculpt([p1, p2], classifier, (0, 1), alpha, gamma=gamma)
 
 
@@ -150,14 +157,26 @@ def contrast(
     p1: Any, p2: Any, classifier: Any = None, alpha: Optional[Union[float, torch.Tensor]] = None, *, gamma: float = 1.0
 ) -> ProcessDistribution:
     """:math:`p_1 \\,◑\\, p_2 \\propto p_1^2 / (\\alpha p_1 + (1-\\alpha) p_2)`: what :math:`p_1` has and
-    :math:`p_2` lacks."""
+    :math:`p_2` lacks.
+
+    Example::
+
+        d = ps.contrast(p1, p2, clf, alpha=0.05)
+        x = d.sample((1000,))
+    """
     return sculpt([p1, p2], classifier, (0, 0), alpha, gamma=gamma)
 
 
 def reverse_contrast(
     p1: Any, p2: Any, classifier: Any = None, alpha: Optional[Union[float, torch.Tensor]] = None, *, gamma: float = 1.0
 ) -> ProcessDistribution:
-    """:math:`p_1 \\,◐\\, p_2 \\propto p_2^2 / (\\alpha p_1 + (1-\\alpha) p_2)`."""
+    """:math:`p_1 \\,◐\\, p_2 \\propto p_2^2 / (\\alpha p_1 + (1-\\alpha) p_2)`.
+
+    Example::
+
+        d = ps.reverse_contrast(p1, p2, clf)
+        x = d.sample((1000,))
+    """
     return sculpt([p1, p2], classifier, (1, 1), alpha, gamma=gamma)
 
 
@@ -205,6 +224,12 @@ def negation(p1: Any, p2: Any, a: float = 1.0, *, gamma: float = 1.0) -> Process
 
     :param a: strength, ``>= 0``. The target must be normalisable: a family raises where it can tell that it is not
         (e.g. Gaussian tails of :math:`p_2` narrower than those of :math:`p_1` with a large ``a``).
+
+    Example::
+
+        neg = ps.negation(p1, p2, a=0.5)  # p1 (p1 / p2)^0.5
+        res = ps.infer.smc(neg, 10_000)
+        x = res.resample(1000)
     """
     leaves, ops = flatten([p1, p2])
     return _compose(leaves, Negation(ops[0], ops[1], a), gamma)

@@ -22,6 +22,10 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
 
     A write that fails or is interrupted leaves neither a partial file at ``path`` (an earlier file there is kept
     as it was) nor the temporary file, so that a rerun never takes a truncated checkpoint for a cached one.
+
+    Example::
+
+        ps.train.atomic_torch_save({"w": torch.zeros(3)}, "weights.pt")  # never a half-written file
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
@@ -41,7 +45,12 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
 
 def save_checkpoint(path: PathLike, kind: str, version: int, payload: dict) -> None:
     """Save ``payload`` (tensors, numbers, strings, lists and dicts) as a ``pyro_sculpt.{kind}`` checkpoint, atomically
-    (:func:`atomic_torch_save`)."""
+    (:func:`atomic_torch_save`).
+
+    Example::
+
+        ps.train.save_checkpoint("model.pt", "mymodel", 1, {"w": torch.zeros(3), "config": {"dim": 3}})
+    """
     atomic_torch_save({"format": f"pyro_sculpt.{kind}", "version": version, **payload}, path)
 
 
@@ -50,6 +59,11 @@ def load_checkpoint(path: PathLike, kind: str, version: int) -> dict:
 
     :raises ValueError: for an unreadable file, a file of another format (another kind of model), or another
         format version.
+
+    Example::
+
+        ps.train.save_checkpoint("model.pt", "mymodel", 1, {"w": torch.zeros(3)})
+        payload = ps.train.load_checkpoint("model.pt", "mymodel", 1)  # checks the kind and version
     """
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
@@ -67,13 +81,24 @@ def load_checkpoint(path: PathLike, kind: str, version: int) -> dict:
 
 
 def check_env(path: PathLike, saved: dict, env) -> None:
-    """Raise a :class:`ValueError` if ``env`` (when given) is not the environment a checkpoint was trained on."""
+    """Raise a :class:`ValueError` if ``env`` (when given) is not the environment a checkpoint was trained on.
+
+    Example::
+
+        saved = ps.train.load_checkpoint("gfn.pt", kind="gflownet", version=1)
+        ps.train.check_env("gfn.pt", saved, ps.HyperGrid(2, 32))  # raises for another environment
+    """
     if env is not None and env.config() != saved:
         raise ValueError(f"checkpoint {path} was trained on env {saved}, but env={env.config()} was given")
 
 
 def cpu_state_dict(module: nn.Module) -> dict:
-    """``module.state_dict()`` with every tensor detached and on the CPU (what a checkpoint stores)."""
+    """``module.state_dict()`` with every tensor detached and on the CPU (what a checkpoint stores).
+
+    Example::
+
+        state = ps.train.cpu_state_dict(ps.nn.MLP(4, 1))
+    """
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 

@@ -38,6 +38,11 @@ class EMA:
         :func:`fit_loop` (a bootstrapping target network, read by the loss through :attr:`TrainState.ema`).
     :param warmup: use :math:`\\min(d, (1 + k) / (10 + k))` at step :math:`k`, so that short runs average recent
         weights rather than the initialisation.
+
+    Example::
+
+        net = ps.nn.MLP(4, 1)
+        ema = ps.train.EMA(net, decay=0.995)  # an averaged copy of net, updated after each step
     """
 
     source: nn.Module
@@ -61,6 +66,11 @@ class TrainState:
     :ivar steps: the number of steps of the run.
     :ivar ema: the averaged network (:attr:`EMA.target`, or the fresh copy), ``None`` without an :class:`EMA`.
     :ivar optimizer: the Adam optimiser.
+
+    Example::
+
+        def loss(state: ps.train.TrainState):
+            return model.loss(batch_size=128), {"lr": state.optimizer.param_groups[0]["lr"]}
     """
 
     step: int
@@ -81,6 +91,10 @@ def reset_parameters_(module: nn.Module, params: Optional[Iterable[nn.Parameter]
 
     :raises ValueError: naming the parameters that no ``reset_parameters()`` covers (checked before anything is
         changed).
+
+    Example::
+
+        ps.train.reset_parameters_(net)  # fresh initial weights (seed the generators first to reproduce them)
     """
     resets = _reset_plan(module, params)
     with torch.no_grad():
@@ -172,6 +186,18 @@ def fit_loop(
     :param distributed: reserved for data-parallel training (not yet supported: must be ``None``).
     :returns: ``model``.
     :raises FloatingPointError: when the loss becomes NaN or infinite.
+
+    Example::
+
+        net = ps.nn.MLP(1, 1)
+        net.history = []
+        x = torch.randn(256, 1)
+
+        def loss(state):
+            return ((net(x) - 2 * x) ** 2).mean()
+
+        groups = [{"params": net.parameters(), "lr": 1e-2}]
+        ps.train.fit_loop(net, loss, param_groups=groups, steps=200, progress_bar=False)
     """
     check_positive_int("steps", steps)
     check_positive_int("callback_every", callback_every)

@@ -40,7 +40,15 @@ from pyro_sculpt.utils import DeviceLike, as_device, check_positive_int
 
 
 class NonFiniteScoreError(ValueError):
-    """A score (model or guided) contains NaN or infinite values at some step of a sampler."""
+    """A score (model or guided) contains NaN or infinite values at some step of a sampler.
+
+    Example::
+
+        try:
+            x = ps.ProcessDistribution(AncestralSampler(model, 100)).sample((1000,))
+        except NonFiniteScoreError as e:
+            print(e)  # names the step and the time
+    """
 
 
 class ReverseDiffusionProcess(IterativeProcess):
@@ -56,6 +64,13 @@ class ReverseDiffusionProcess(IterativeProcess):
 
     The state, every step's value and the output have shape ``batch_shape + event_shape`` (the model's); every
     step's distribution has ``len(event_shape)`` event dimensions.
+
+    Example::
+
+        oracle = GaussianMixtureOracle(torch.tensor([[-2.0, 0.0], [2.0, 0.0]]), stds=0.5)
+        sampler = AncestralSampler(oracle, 100)  # a ReverseDiffusionProcess
+        x = ps.ProcessDistribution(sampler).sample((1000,))  # (1000, 2)
+        x = ps.run("x", sampler, num_particles=1000)  # one Pyro site per step
     """
 
     def __init__(

@@ -32,6 +32,12 @@ class ExactClassifier(Classifier):
 
     :param bases: the base models (processes or their distributions).
     :param num_observations: :math:`n`.
+
+    Example::
+
+        clf = ps.ExactClassifier([p1, p2], num_observations=2)  # no training
+        hm = ps.harmonic_mean(p1, p2, clf)
+        hm.process.exact_terminal_distribution()
     """
 
     supports_alpha = True

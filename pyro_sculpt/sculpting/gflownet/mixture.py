@@ -37,6 +37,11 @@ class MixtureProcess(IterativeProcess):
 
     :param bases: the base models.
     :param weights: mixture weights (default uniform): numbers or tensors, each finite and > 0.
+
+    Example::
+
+        mix = ps.sculpting.MixtureProcess([p1, p2], weights=(0.7, 0.3))
+        x = ps.ProcessDistribution(mix).sample((1000,))  # same as ps.mixture(p1, p2, weights=(0.7, 0.3))
     """
 
     #: a mixture of bases (read by :func:`~pyro_sculpt.sculpting.sculpted_guide`)

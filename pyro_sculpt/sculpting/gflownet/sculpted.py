@@ -49,6 +49,11 @@ class SculptedProcess(DiscretePolicyProcess):
     :param y: observed base indices (0-based), ``None`` for unobserved.
     :param alpha: prior :math:`(\\alpha, 1-\\alpha)` of :math:`y_{2..n}` (two bases).
     :param weights: mixture weights (default uniform).
+
+    Example::
+
+        proc = ps.harmonic_mean(p1, p2, clf).process  # a SculptedProcess
+        proc.exact_terminal_distribution()  # the guided policy's, by dynamic programming
     """
 
     def __init__(
