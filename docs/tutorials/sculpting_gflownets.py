@@ -230,12 +230,12 @@ print(f"total {time.perf_counter() - start:.0f} s")
 #
 # Full size (100,000 particles): the learned classifier with SMC reaches empirical L1 0.0695 on the harmonic mean
 # (floor 0.0699; ESS 99,463, Pareto k 0.14). Without a classifier: harmonic mean 0.0726 (floor 0.0699, ESS 98,530),
-# contrast 0.0724 (floor 0.0715, ESS 96,204), product **0.209** (floor 0.065, ESS 74,162). The weighted particles
-# target the composition of the bases' *trajectory* distributions, which is the composition of their terminal
-# distributions only to the extent that the bases share the backward policy (README, "exactness"). Trained bases meet
-# it only as far as trajectory balance is met, and the product, which divides by `P_B^(m-1)`, is the most sensitive
-# to that: with exact bases (`TabularGFlowNet.from_reward`, next tutorial) it is exact
-# (`tests/sculpting/gflownet/test_classifier_free.py`).
+# contrast 0.0724 (floor 0.0715, ESS 96,204), product **0.209** (floor 0.065, ESS 74,162). The product is unbiased
+# (its log-normaliser estimate matches the exact one, and on exact tabular bases its error falls as 1/sqrt(N)), but
+# its twist, the product of the prefix likelihoods over `P_B`, guides the particles poorly: with exact bases of the
+# same rewards it is at 3.1x the floor too, so the gap is the weights' variance, not the learned bases (see
+# docs/sculpting.md, "The paper's 32x32 grid without a classifier"). More particles, or the MCMC moves of the
+# energy-based composition, close it.
 #
 # The weighted particles can be resampled (`res.resample(10_000)`), turned into a Pyro marginal
 # (`res.empirical()`) or into ArviZ data (`res.to_inference_data()`). The next tutorial writes the same compositions
