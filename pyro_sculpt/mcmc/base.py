@@ -208,7 +208,7 @@ class MCMCKernel(ABC):
         if self.uses_momentum and state.momentum is None:
             raise ValueError(f"state has no momentum: {type(self).__name__} needs a state from its own init")
         h = self.step_size if step_size is None else step_size
-        h = check_step_size(h, state.num_particles)
+        h = check_step_size(h, state.num_particles).to(state.x.device)
         return self._step(state, h)
 
     @abstractmethod
