@@ -201,6 +201,7 @@ def smc(
                 particles = index_particles(particles, scheme(log_w))
                 log_w = torch.zeros_like(log_w)
                 resample_steps.append(t)
+                particles = twist.rejuvenate(particles, t)
     assert log_w is not None
     norm = torch.logsumexp(log_w, 0)
     log_evidence += float(norm) - log_n

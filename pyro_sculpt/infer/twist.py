@@ -74,6 +74,12 @@ class Twist(ABC):
     def terminal(self, particles: Particles) -> torch.Tensor:
         """The outputs ``(N,) + event_shape`` of finished particles."""
 
+    def rejuvenate(self, particles: Particles, t: int) -> Particles:
+        """Called by :func:`~pyro_sculpt.infer.smc` right after the particles were resampled following step ``t``:
+        a twist may move them with MCMC kernels that leave its current intermediate target invariant (resample-move,
+        Gilks & Berzuini 2001), which leaves the (equal) weights unchanged. Default: no move."""
+        return particles
+
 
 class ProcessProposal(Twist):
     """A process's own steps as the proposal and the process as the target: every weight is one (a plain sampler,

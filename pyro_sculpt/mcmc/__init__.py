@@ -1,4 +1,41 @@
-"""Layer 2: batched MCMC kernels with a per-particle accept (ULA, MALA, HMC), in the functional ``init``/``step``
-style; filled by the energy-based composition work (docs/math.md §2)."""
+"""Layer 2: batched MCMC kernels with a per-particle accept (docs/math.md §2), in the functional ``init``/``step``
+style: ULA, MALA, U-HMC (underdamped, no test) and HMC (Metropolis test, momentum flipped on rejection); step-size
+adaptation towards a target acceptance rate; targets built from log-densities, energies or operators on diffusion
+models' log-densities; and rejuvenation moves for SMC samplers (docs/mcmc.md).
 
-__all__: list[str] = []
+Example::
+
+    kernel = ps.mcmc.MALA(ps.mcmc.operator_target([ring, gauss], t=0.2), step_size=0.01)
+    state = kernel.init(x)
+    state, info = kernel.step(state)       # info.accept_prob, info.accepted: one per particle
+"""
+
+from pyro_sculpt.mcmc.adaptation import StepSizeAdapter
+from pyro_sculpt.mcmc.base import MCMCInfo, MCMCKernel, MCMCState
+from pyro_sculpt.mcmc.chain import ChainTrace, run_chains
+from pyro_sculpt.mcmc.hamiltonian import leapfrog
+from pyro_sculpt.mcmc.hmc import HMC
+from pyro_sculpt.mcmc.mala import MALA
+from pyro_sculpt.mcmc.rejuvenation import KERNELS, Rejuvenation
+from pyro_sculpt.mcmc.targets import energy_target, log_density_target, operator_target
+from pyro_sculpt.mcmc.uhmc import UHMC
+from pyro_sculpt.mcmc.ula import ULA
+
+__all__ = [
+    "HMC",
+    "KERNELS",
+    "MALA",
+    "UHMC",
+    "ULA",
+    "ChainTrace",
+    "MCMCInfo",
+    "MCMCKernel",
+    "MCMCState",
+    "Rejuvenation",
+    "StepSizeAdapter",
+    "energy_target",
+    "leapfrog",
+    "log_density_target",
+    "operator_target",
+    "run_chains",
+]

@@ -30,6 +30,7 @@ from torch.distributions import constraints
 from pyro_sculpt.diffusion.model import batch_shape_of, per_batch
 from pyro_sculpt.diffusion.samplers import NonFiniteScoreError, ReverseDiffusionProcess
 from pyro_sculpt.infer.twist import Twist
+from pyro_sculpt.mcmc import Rejuvenation, operator_target
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.diffusion.bases import as_sampler, check_diffusion_bases
 from pyro_sculpt.sculpting.diffusion.densities import (
@@ -361,7 +362,9 @@ class ComposedDiffusionProcess(IterativeProcess):
         infer["pyro_sculpt"]["diffusion"] = {"kind": self.sampler.step_kind(t), "time": time}
         return infer
 
-    def twist(self, *, densities: str = "auto", proposal: Any = "operator") -> "ComposedDiffusionTwist":
+    def twist(
+        self, *, densities: str = "auto", proposal: Any = "operator", moves: Optional[Rejuvenation] = None
+    ) -> "ComposedDiffusionTwist":
         """The SMC sampler of this composition for :func:`pyro_sculpt.infer.smc` (:class:`ComposedDiffusionTwist`).
 
         :param densities: ``"exact"``, ``"tracked"`` or ``"auto"`` (exact when every leaf model has ``log_prob(x,
@@ -369,8 +372,10 @@ class ComposedDiffusionProcess(IterativeProcess):
         :param proposal: ``"operator"`` (the operator's proposal score, this process's steps) or a diffusion
             observation classifier of the leaves for a sculpting operator (its guided score, twisted diffusion
             sampling; Wu et al. 2023): the weights are the same.
+        :param moves: MCMC rejuvenation moves at the levels (:class:`~pyro_sculpt.mcmc.Rejuvenation`; exact
+            densities only), or ``None``.
         """
-        return ComposedDiffusionTwist(self, densities=densities, proposal=proposal)
+        return ComposedDiffusionTwist(self, densities=densities, proposal=proposal, moves=moves)
 
 
 # ----- the SMC sampler -----
@@ -395,13 +400,32 @@ class ComposedDiffusionTwist(Twist):
     :param process: the :class:`ComposedDiffusionProcess`.
     :param densities: ``"exact"``, ``"tracked"`` or ``"auto"``.
     :param proposal: ``"operator"`` or a diffusion observation classifier (sculpting operators).
+    :param moves: MCMC rejuvenation (:class:`~pyro_sculpt.mcmc.Rejuvenation`, e.g. ``Rejuvenation("mala",
+        num_steps=5)``): its kernel moves every particle ``num_steps`` times targeting the current level's
+        :math:`\\pi_t` (exact log-densities: :func:`~pyro_sculpt.mcmc.operator_target` of the leaves and the
+        operator), after each resampling (``when="resample"``, through :meth:`rejuvenate`) or at every level
+        (``when="step"``: before each proposal, and after the last step). Moves that leave :math:`\\pi_t` invariant do
+        not change the weights; the next increment uses the moved particle's :math:`\\pi_t`. Tracked densities are
+        path integrals of one particle's own path, so a move would make them wrong: moves need exact densities.
+
+    Example::
+
+        moves = ps.mcmc.Rejuvenation("mala", num_steps=5, step_size=0.01)
+        res = ps.infer.smc(ps.product(s1, s2), 4000, moves=moves)
     """
 
     #: the default of :func:`~pyro_sculpt.infer.smc`'s ``resample_threshold="auto"`` for these twists: resampling
     #: early keeps more distinct ancestors through the levels where mode weights are decided (docs/diffusion.md)
     resample_threshold = 0.9
 
-    def __init__(self, process: ComposedDiffusionProcess, *, densities: str = "auto", proposal: Any = "operator"):
+    def __init__(
+        self,
+        process: ComposedDiffusionProcess,
+        *,
+        densities: str = "auto",
+        proposal: Any = "operator",
+        moves: Optional[Rejuvenation] = None,
+    ):
         sampler = process.sampler
         for t in range(1, sampler.max_steps):
             if sampler.step_coefficients(t)[2] == 0.0:
@@ -427,6 +451,34 @@ class ComposedDiffusionTwist(Twist):
             if not var > 0:
                 raise ValueError(f"step {t} of {sampler!r} does not add noise forwards ({var=}); it cannot be weighted")
             self._kernels.append((a_ts, var))
+        if moves is not None:
+            if not isinstance(moves, Rejuvenation):
+                raise TypeError(f"moves must be a pyro_sculpt.mcmc.Rejuvenation or None, got {type(moves).__name__}")
+            if not isinstance(self.core.densities, ExactDensities):
+                raise ValueError(
+                    "moves: MCMC rejuvenation needs the leaves' exact log-densities at every level (densities='exact', "
+                    "leaf models with log_prob(x, t)), but this SMC uses "
+                    f"{type(self.core.densities).__name__}: tracked densities are integrals along each particle's own "
+                    "path, which a move would invalidate"
+                )
+        self.moves = moves
+
+    def level(self, t: int) -> float:
+        """The noise level of the particles after step ``t``."""
+        return float(self.core.times[1][0] if t == 0 else self.core.times[t][1])
+
+    def _move(self, particles, t: int):
+        """Particles after step ``t`` moved by the rejuvenation kernel at their level's target."""
+        lvl = self.level(t)
+        target = operator_target(self.core.models, lvl, self.core.operator)
+        x = self.moves.move(particles["x"], target, level=lvl).x
+        log_q = self.core.densities.init(x, lvl)
+        return {"x": x, "log_q": log_q, "phi": self._phi(log_q)}
+
+    def rejuvenate(self, particles, t: int):
+        if self.moves is None or self.moves.when != "resample":
+            return particles
+        return self._move(particles, t)
 
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], -1).double()
@@ -436,6 +488,8 @@ class ComposedDiffusionTwist(Twist):
 
     def init(self, num_particles: int):
         x = torch.zeros((num_particles,) + tuple(self.core.event_shape), device=self.process.device)
+        if self.moves is not None:
+            self.moves.reset()
         return {"x": x}
 
     def step(self, particles, t: int):
@@ -450,6 +504,10 @@ class ComposedDiffusionTwist(Twist):
             phi = self._phi(log_q)
             inc = phi - _gaussian_log_prob(self._flat(x), torch.zeros((), dtype=torch.float64), std**2)
             return {"x": x, "log_q": log_q, "phi": phi}, self._check(inc, t), done
+        every_step = self.moves is not None and self.moves.when == "step"
+        if every_step:
+            particles = self._move(particles, t - 1)
+            x = particles["x"]
         a, b, c = core.sampler.step_coefficients(t)
         t_in, t_out = core.times[t]
         log_q = particles["log_q"]
@@ -465,7 +523,10 @@ class ComposedDiffusionTwist(Twist):
         a_ts, var = self._kernels[t]
         log_l = _gaussian_log_prob(xf, a_ts * newf, var)
         inc = phi_new + log_l - particles["phi"] - log_m
-        return {"x": new, "log_q": log_q_new, "phi": phi_new}, self._check(inc, t), done
+        out = {"x": new, "log_q": log_q_new, "phi": phi_new}
+        if every_step and t + 1 >= self.max_steps:
+            out = self._move(out, t)  # the final level too: weighted particles stay weighted
+        return out, self._check(inc, t), done
 
     def _check(self, inc: torch.Tensor, t: int) -> torch.Tensor:
         if bool(torch.isnan(inc).any()) or bool((inc == float("inf")).any()):

@@ -2,8 +2,11 @@
 particles with: mode-weight TV and binned TV, each against the mean of the same metric for exact samples (the null).
 """
 
+import math
+
 import torch
 
+from pyro_sculpt.diffusion import GaussianMixtureOracle
 from pyro_sculpt.metrics import grid_mode_weights, grid_probabilities, sample_grid
 
 BOUNDS = [(-5.5, 5.5), (-5.5, 5.5)]
@@ -62,3 +65,22 @@ class Target:
     def bin_tv(self, x, log_w=None):
         w = None if log_w is None else log_w.exp()
         return float(0.5 * (binned(x, w) - self.bins).abs().sum())
+
+
+def rrr_ring_times_gaussian():
+    """Reduce, Reuse, Recycle's 2D product task (Du et al. 2023): a ring of 8 Gaussians (radius 1, std 0.1) and
+    ``N((0.6, 0.3), 0.5^2 I)``; returns ``(ring, gauss, tv)`` with ``tv(x, log_w=None)`` the mode-weight TV of
+    (weighted) particles against the exact product's mode weights (nearest ring mode)."""
+    ang = torch.arange(8) * 2 * math.pi / 8
+    ring = GaussianMixtureOracle(torch.stack([ang.cos(), ang.sin()], -1), stds=0.1)
+    gauss = GaussianMixtureOracle(torch.tensor([[0.6, 0.3]]), stds=0.5)
+    target = grid_mode_weights(
+        lambda x: ring.log_prob(x.double()) + gauss.log_prob(x.double()), [(-2, 2), (-2, 2)], ring.means, resolution=600
+    )
+
+    def tv(x, log_w=None):
+        w = torch.full((x.shape[0],), 1.0 / x.shape[0], dtype=torch.float64) if log_w is None else log_w.exp()
+        nearest = torch.cdist(x.double(), ring.means.double()).argmin(-1)
+        return float(0.5 * (torch.zeros(8, dtype=torch.float64).index_add_(0, nearest, w) - target).abs().sum())
+
+    return ring, gauss, tv

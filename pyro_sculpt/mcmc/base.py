@@ -1,0 +1,228 @@
+"""What every batched MCMC kernel shares (docs/math.md §2): the state with its cached log-density and gradient, the
+per-particle step information, the checks of the target and of step sizes.
+
+A *target* is any callable ``x -> (log_prob, grad)`` with ``x`` of shape ``(N,) + event_shape`` (``N`` particles),
+``log_prob`` of shape ``(N,)`` (an unnormalised :math:`\\log \\pi`) and ``grad`` of the shape of ``x``
+(:math:`\\nabla_x \\log \\pi`); :mod:`pyro_sculpt.mcmc.targets` builds them. Every kernel treats the ``N`` particles
+as ``N`` independent chains: each has its own Metropolis test, and a particle whose target is huge, NaN or infinite
+changes nothing for the others.
+
+Kernels follow the functional style: ``state = kernel.init(x)`` evaluates the target once and caches it, and
+``state, info = kernel.step(state)`` returns a new state and per-particle :class:`MCMCInfo` without mutating its
+input.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from typing import Callable, Optional, Union
+
+import torch
+
+#: a target: ``x (N, ...) -> (log pi (N,), grad log pi (N, ...))``
+LogProbAndGrad = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+#: a step size: a positive number (one for every particle) or a positive tensor ``(N,)`` (one per particle)
+StepSize = Union[float, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class MCMCState:
+    """The particles of a batch of chains with their cached target values.
+
+    :ivar x: ``(N,) + event_shape`` positions.
+    :ivar log_prob: ``(N,)`` float64 :math:`\\log \\pi(x)`.
+    :ivar grad: :math:`\\nabla_x \\log \\pi(x)`, the shape of ``x``.
+    :ivar momentum: the shape of ``x``, for the Hamiltonian kernels (``None`` otherwise).
+    """
+
+    x: torch.Tensor
+    log_prob: torch.Tensor
+    grad: torch.Tensor
+    momentum: Optional[torch.Tensor] = None
+
+    @property
+    def num_particles(self) -> int:
+        return int(self.x.shape[0])
+
+    def index(self, idx: torch.Tensor) -> "MCMCState":
+        """The chains ``idx`` (e.g. a resampling)."""
+        mom = None if self.momentum is None else self.momentum[idx]
+        return MCMCState(self.x[idx], self.log_prob[idx], self.grad[idx], mom)
+
+
+@dataclass(frozen=True)
+class MCMCInfo:
+    """What one step did to every particle.
+
+    :ivar accept_prob: ``(N,)`` float64 Metropolis acceptance probability :math:`\\min(1, e^{\\log \\alpha})` (0 where
+        :math:`\\log \\alpha` is NaN). Kernels without a test (ULA, U-HMC) report the probability the corresponding
+        Metropolis-adjusted kernel would have had: a diagnostic of their discretisation error that also drives the
+        step-size adapter.
+    :ivar accepted: ``(N,)`` bool, whether the particle moved to its proposal (always true without a test).
+    :ivar step_size: the step size used (a number or ``(N,)``).
+    :ivar log_accept_ratio: ``(N,)`` float64 :math:`\\log \\alpha` before clipping.
+    """
+
+    accept_prob: torch.Tensor
+    accepted: torch.Tensor
+    step_size: torch.Tensor
+    log_accept_ratio: torch.Tensor
+
+    @property
+    def mean_accept_prob(self) -> float:
+        """The acceptance probability averaged over particles."""
+        return float(self.accept_prob.mean())
+
+
+def check_step_size(step_size: StepSize, num_particles: Optional[int] = None, name: str = "step_size") -> torch.Tensor:
+    """``step_size`` as a float64 tensor of shape ``()`` or ``(N,)``; raise a :class:`ValueError` naming ``name``
+    unless every entry is finite and > 0 (and a tensor has shape ``(num_particles,)``)."""
+    if isinstance(step_size, bool):
+        raise ValueError(f"{name} must be a positive number or a tensor (N,) of them, got {step_size!r}")
+    if isinstance(step_size, torch.Tensor):
+        h = step_size.detach().double()
+        if h.dim() > 1 or (h.dim() == 1 and num_particles is not None and h.shape[0] != num_particles):
+            expected = "()" if num_particles is None else f"() or ({num_particles},)"
+            raise ValueError(f"{name} must have shape {expected} (one per particle), got {tuple(h.shape)}")
+    else:
+        try:
+            h = torch.tensor(float(step_size), dtype=torch.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a positive number or a tensor (N,) of them, got {step_size!r}") from None
+    if not bool(torch.isfinite(h).all()) or not bool((h > 0).all()):
+        raise ValueError(f"{name} must be finite and > 0, got {step_size!r}")
+    return h
+
+
+def per_particle(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A scalar or ``(N,)`` tensor ``v`` broadcastable against ``like`` ``(N,) + event_shape``, in its dtype."""
+    v = v.to(device=like.device, dtype=like.dtype)
+    return v.reshape(v.shape + (1,) * (like.dim() - v.dim())) if v.dim() == 1 else v
+
+
+def sq_norm(v: torch.Tensor) -> torch.Tensor:
+    """:math:`|v|^2` of every particle, ``(N,)`` float64."""
+    return v.reshape(v.shape[0], -1).double().pow(2).sum(-1)
+
+
+def inner(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """:math:`\\langle u, v \\rangle` of every particle, ``(N,)`` float64."""
+    return (u.reshape(u.shape[0], -1).double() * v.reshape(v.shape[0], -1).double()).sum(-1)
+
+
+def accept_probability(log_alpha: torch.Tensor) -> torch.Tensor:
+    """:math:`\\min(1, e^{\\log\\alpha})` per particle, with NaN read as a rejection (probability 0)."""
+    log_alpha = torch.nan_to_num(log_alpha.double(), nan=-math.inf)
+    return log_alpha.clamp(max=0.0).exp()
+
+
+def metropolis(log_alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One independent Metropolis test per particle: ``(accept_prob, accepted)``."""
+    prob = accept_probability(log_alpha)
+    u = torch.rand(prob.shape, dtype=torch.float64, device=prob.device)
+    return prob, u < prob
+
+
+def select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a`` where ``mask`` (``(N,)``) else ``b``, per particle (new tensor; NaNs of the unselected side are
+    dropped)."""
+    return torch.where(mask.reshape(mask.shape + (1,) * (a.dim() - 1)), a, b)
+
+
+class MCMCKernel(ABC):
+    """A batched MCMC kernel over ``N`` independent chains (docs/math.md §2).
+
+    :param log_prob_and_grad: the target, ``x (N, ...) -> (log pi (N,), grad (N, ...))``.
+    :param step_size: a positive number, or a positive tensor ``(N,)`` (one per particle).
+
+    Subclasses implement :meth:`_step`. :attr:`default_target_accept` is the acceptance rate the step-size adapter
+    aims at by default.
+    """
+
+    #: whether the kernel has a Metropolis test (and so leaves the target exactly invariant)
+    exact: bool = True
+    #: the default acceptance rate for :class:`~pyro_sculpt.mcmc.adaptation.StepSizeAdapter`
+    default_target_accept: float = 0.65
+    #: whether the state carries a momentum
+    uses_momentum: bool = False
+
+    def __init__(self, log_prob_and_grad: LogProbAndGrad, step_size: StepSize):
+        if not callable(log_prob_and_grad):
+            raise TypeError(f"log_prob_and_grad must be callable x -> (log_prob, grad), got {log_prob_and_grad!r}")
+        self.log_prob_and_grad = log_prob_and_grad
+        self.step_size = check_step_size(step_size)
+
+    def __repr__(self) -> str:
+        h = self.step_size
+        return f"{type(self).__name__}(step_size={float(h) if h.dim() == 0 else tuple(h.shape)})"
+
+    def evaluate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The target at ``x``, checked: ``(log_prob (N,) float64, grad)``."""
+        out = self.log_prob_and_grad(x)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError("log_prob_and_grad must return a pair (log_prob (N,), grad (N, ...))")
+        log_p, grad = out
+        n = x.shape[0]
+        if not isinstance(log_p, torch.Tensor) or tuple(log_p.shape) != (n,):
+            shape = tuple(log_p.shape) if isinstance(log_p, torch.Tensor) else type(log_p).__name__
+            raise ValueError(
+                f"log_prob_and_grad returned a log-density of shape {shape} for x of shape {tuple(x.shape)}: expected "
+                f"({n},), one per particle"
+            )
+        if not isinstance(grad, torch.Tensor) or grad.shape != x.shape:
+            shape = tuple(grad.shape) if isinstance(grad, torch.Tensor) else type(grad).__name__
+            raise ValueError(
+                f"log_prob_and_grad returned a gradient of shape {shape} for x of shape {tuple(x.shape)}: expected the "
+                "shape of x"
+            )
+        return log_p.double(), grad.to(x.dtype)
+
+    def init(self, x: torch.Tensor) -> MCMCState:
+        """The state of chains at ``x`` ``(N,) + event_shape``: evaluates and caches the target (and draws a
+        momentum for the Hamiltonian kernels). Raises a :class:`ValueError` if a log-density is NaN or
+        :math:`+\\infty`, or if a per-particle step size does not have ``N`` entries."""
+        if not isinstance(x, torch.Tensor) or x.dim() < 1 or not x.is_floating_point():
+            raise ValueError(
+                f"x must be a floating tensor (N,) + event_shape, got "
+                f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+            )
+        check_step_size(self.step_size, x.shape[0])
+        x = x.detach()
+        log_p, grad = self.evaluate(x)
+        bad = torch.nonzero(torch.isnan(log_p) | (log_p == math.inf)).flatten()
+        if bad.numel():
+            raise ValueError(f"x: the target's log-density is {float(log_p[bad[0]])} at particle {int(bad[0])}")
+        mom = torch.randn_like(x) if self.uses_momentum else None
+        return MCMCState(x, log_p, grad, mom)
+
+    def step(self, state: MCMCState, step_size: Optional[StepSize] = None) -> tuple[MCMCState, MCMCInfo]:
+        """One step of every chain: ``(new_state, info)``.
+
+        :param state: from :meth:`init` or a previous step.
+        :param step_size: overrides the kernel's step size for this step (e.g. an adapter's), a number or ``(N,)``.
+        """
+        if not isinstance(state, MCMCState):
+            raise TypeError(f"state must be an MCMCState (from kernel.init(x)), got {type(state).__name__}")
+        if self.uses_momentum and state.momentum is None:
+            raise ValueError(f"state has no momentum: {type(self).__name__} needs a state from its own init")
+        h = self.step_size if step_size is None else step_size
+        h = check_step_size(h, state.num_particles).to(state.x.device)
+        return self._step(state, h)
+
+    @abstractmethod
+    def _step(self, state: MCMCState, step_size: torch.Tensor) -> tuple[MCMCState, MCMCInfo]:
+        """One step with a checked step size (``()`` or ``(N,)`` float64)."""
+
+    def with_step_size(self, step_size: StepSize) -> "MCMCKernel":
+        """A copy of this kernel with another step size."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.step_size = check_step_size(step_size)
+        return new
+
+
+def replace_momentum(state: MCMCState, momentum: torch.Tensor) -> MCMCState:
+    """``state`` with another momentum."""
+    return replace(state, momentum=momentum)

@@ -1,0 +1,45 @@
+"""Underdamped (unadjusted) Hamiltonian Monte Carlo, U-HMC (docs/math.md §2)."""
+
+from __future__ import annotations
+
+import torch
+
+from pyro_sculpt.mcmc.base import LogProbAndGrad, MCMCInfo, MCMCKernel, MCMCState, StepSize, accept_probability
+from pyro_sculpt.mcmc.hamiltonian import check_hamiltonian_options, kinetic, leapfrog, refresh
+
+
+class UHMC(MCMCKernel):
+    """Underdamped Langevin-style HMC without a Metropolis test: a partial momentum refresh :math:`p \\leftarrow
+    \\gamma p + \\sqrt{1-\\gamma^2}\\,\\xi` followed by ``num_leapfrog`` leapfrog steps
+    (:mod:`~pyro_sculpt.mcmc.hamiltonian`), always accepted; the momentum persists between steps. Biased by
+    :math:`O(\\epsilon^2)`; :attr:`MCMCInfo.accept_prob` reports the probability HMC's test would have given, the
+    diagnostic the step-size adapter uses.
+
+    :param log_prob_and_grad: the target.
+    :param step_size: :math:`\\epsilon > 0`, a number or ``(N,)``.
+    :param num_leapfrog: leapfrog steps per step.
+    :param persistence: :math:`\\gamma \\in [0, 1)`; :math:`\\gamma = e^{-\\lambda \\epsilon L}` for a friction
+        :math:`\\lambda` of the underdamped Langevin diffusion.
+
+    Example::
+
+        kernel = ps.mcmc.UHMC(target, step_size=0.1, num_leapfrog=1, persistence=0.9)
+        state, info = kernel.step(kernel.init(x))
+    """
+
+    exact = False
+    uses_momentum = True
+    default_target_accept = 0.9
+
+    def __init__(
+        self, log_prob_and_grad: LogProbAndGrad, step_size: StepSize, num_leapfrog: int = 1, persistence: float = 0.9
+    ):
+        super().__init__(log_prob_and_grad, step_size)
+        self.num_leapfrog, self.persistence = check_hamiltonian_options(num_leapfrog, persistence)
+
+    def _step(self, state: MCMCState, step_size: torch.Tensor) -> tuple[MCMCState, MCMCInfo]:
+        p0 = refresh(state.momentum, self.persistence)
+        x, p, log_p, grad = leapfrog(self.evaluate, state.x, p0, state.grad, step_size, self.num_leapfrog)
+        log_alpha = (log_p - kinetic(p)) - (state.log_prob - kinetic(p0))
+        accepted = torch.ones(state.num_particles, dtype=torch.bool, device=x.device)
+        return MCMCState(x, log_p, grad, p), MCMCInfo(accept_probability(log_alpha), accepted, step_size, log_alpha)

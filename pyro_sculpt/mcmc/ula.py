@@ -1,0 +1,34 @@
+"""The unadjusted Langevin algorithm (ULA; docs/math.md §2)."""
+
+from __future__ import annotations
+
+import torch
+
+from pyro_sculpt.mcmc.base import MCMCInfo, MCMCKernel, MCMCState, accept_probability
+from pyro_sculpt.mcmc.langevin import langevin_proposal
+
+
+class ULA(MCMCKernel):
+    """Unadjusted Langevin: every particle moves to :math:`x' \\sim \\mathcal N(x + \\tfrac h2 \\nabla\\log\\pi(x),
+    h I)` (:mod:`~pyro_sculpt.mcmc.langevin`), without a test. Its stationary law is :math:`\\pi` only up to an
+    :math:`O(h)` bias; :attr:`MCMCInfo.accept_prob` reports MALA's acceptance probability of the move, a measure of
+    that bias that the step-size adapter can use.
+
+    :param log_prob_and_grad: the target, ``x (N, ...) -> (log pi (N,), grad (N, ...))``.
+    :param step_size: :math:`h > 0`, a number or ``(N,)``.
+
+    Example::
+
+        kernel = ps.mcmc.ULA(target, step_size=0.01)
+        state = kernel.init(x)
+        state, info = kernel.step(state)
+    """
+
+    exact = False
+    default_target_accept = 0.9
+
+    def _step(self, state: MCMCState, step_size: torch.Tensor) -> tuple[MCMCState, MCMCInfo]:
+        prop, log_p, grad, log_alpha = langevin_proposal(self, state, step_size)
+        accepted = torch.ones(state.num_particles, dtype=torch.bool, device=prop.device)
+        info = MCMCInfo(accept_probability(log_alpha), accepted, step_size, log_alpha)
+        return MCMCState(prop, log_p, grad, None), info

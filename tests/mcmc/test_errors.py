@@ -1,0 +1,92 @@
+"""Bad input to kernels, adapters, targets and rejuvenation moves: clear errors."""
+
+import pytest
+import torch
+
+import pyro_sculpt as ps
+
+
+def gauss(x):
+    return -0.5 * (x**2).sum(-1), -x
+
+
+KERNELS = [ps.mcmc.ULA, ps.mcmc.MALA, ps.mcmc.UHMC, ps.mcmc.HMC]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_step_size_must_be_positive(kernel):
+    for bad in (0.0, -0.1, float("nan"), float("inf"), torch.tensor([0.1, 0.0])):
+        with pytest.raises(ValueError, match="step_size must be finite and > 0"):
+            kernel(gauss, bad)
+    with pytest.raises(ValueError, match="step_size must be a positive number"):
+        kernel(gauss, "big")
+    k = kernel(gauss, 0.1)
+    state = k.init(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="step_size must be finite and > 0"):
+        k.step(state, step_size=-1.0)
+    with pytest.raises(ValueError, match=r"step_size must have shape \(\) or \(4,\)"):
+        k.step(state, step_size=torch.full((3,), 0.1))
+    with pytest.raises(ValueError, match=r"step_size must have shape \(\) or \(5,\)"):
+        kernel(gauss, torch.full((4,), 0.1)).init(torch.zeros(5, 2))
+
+
+def test_mismatched_dimensions():
+    msg = r"returned a log-density of shape \(4, 1\) for x of shape \(4, 2\): expected \(4,\)"
+    with pytest.raises(ValueError, match=msg):
+        ps.mcmc.MALA(lambda x: (x[:, :1], -x), 0.1).init(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match=r"returned a gradient of shape \(4, 3\) for x of shape \(4, 2\)"):
+        ps.mcmc.HMC(lambda x: (x.sum(-1), torch.zeros(4, 3)), 0.1).init(torch.zeros(4, 2))
+    with pytest.raises(TypeError, match="must return a pair"):
+        ps.mcmc.MALA(lambda x: x.sum(-1), 0.1).init(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="x must be a floating tensor"):
+        ps.mcmc.MALA(gauss, 0.1).init(torch.zeros(4, 2, dtype=torch.long))
+    with pytest.raises(TypeError, match="log_prob_and_grad must be callable"):
+        ps.mcmc.MALA("gauss", 0.1)
+    hmc = ps.mcmc.HMC(gauss, 0.1)
+    with pytest.raises(ValueError, match="state has no momentum"):
+        hmc.step(ps.mcmc.MALA(gauss, 0.1).init(torch.zeros(4, 2)))
+    with pytest.raises(TypeError, match="state must be an MCMCState"):
+        hmc.step(torch.zeros(4, 2))
+    adapter = ps.mcmc.StepSizeAdapter(torch.full((4,), 0.1), 0.5, per_particle=True)
+    _, info = ps.mcmc.MALA(gauss, 0.1).step(ps.mcmc.MALA(gauss, 0.1).init(torch.zeros(5, 2)))
+    with pytest.raises(ValueError, match="info has 5 particles but the adapter has 4 step sizes"):
+        adapter.update(info)
+
+
+def test_target_accept_and_options():
+    for bad in (0.0, 1.0, -0.5, 1.5, "high", True):
+        with pytest.raises(ValueError, match="target_accept must"):
+            ps.mcmc.StepSizeAdapter(0.1, bad)
+        with pytest.raises(ValueError, match="target_accept must"):
+            ps.mcmc.Rejuvenation("mala", target_accept=bad)
+    with pytest.raises(ValueError, match="rate must be a finite number > 0"):
+        ps.mcmc.StepSizeAdapter(0.1, 0.5, rate=0.0)
+    with pytest.raises(ValueError, match="decay must lie in"):
+        ps.mcmc.StepSizeAdapter(0.1, 0.5, decay=2.0)
+    with pytest.raises(ValueError, match="num_leapfrog must be an integer >= 1"):
+        ps.mcmc.HMC(gauss, 0.1, num_leapfrog=0)
+    with pytest.raises(ValueError, match=r"persistence must lie in \[0, 1\)"):
+        ps.mcmc.UHMC(gauss, 0.1, persistence=1.0)
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        ps.mcmc.Rejuvenation("nuts")
+    with pytest.raises(TypeError, match="kernel must be one of"):
+        ps.mcmc.Rejuvenation(int)
+    with pytest.raises(ValueError, match="num_steps must be an integer >= 1"):
+        ps.mcmc.Rejuvenation("mala", num_steps=0)
+    with pytest.raises(ValueError, match="step_size must be finite and > 0"):
+        ps.mcmc.Rejuvenation("mala", step_size=0.0)
+    with pytest.raises(ValueError, match="when must be one of"):
+        ps.mcmc.Rejuvenation("mala", when="always")
+    with pytest.raises(ValueError, match="num_leapfrog must be an integer"):
+        ps.mcmc.Rejuvenation("hmc", num_leapfrog=-2)
+
+
+def test_operator_target_needs_exact_densities():
+    class ScoreOnly:
+        def score(self, x, t):
+            return -x
+
+    with pytest.raises(TypeError, match=r"models\[0\] \(ScoreOnly\) has no exact log_prob\(x, t\)"):
+        ps.mcmc.operator_target([ScoreOnly()], 0.5)
+    with pytest.raises(ValueError, match="models must hold at least one"):
+        ps.mcmc.operator_target([], 0.5)
