@@ -300,7 +300,7 @@ def rank_seed(seed: int, rank: int) -> int:
     if rank == 0:
         return int(seed)
     digest = hashlib.sha256(f"pyro_sculpt:{int(seed)}:{int(rank)}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
+    return int.from_bytes(digest[:4], "little")  # < 2**32, as NumPy's and Pyro's seeding require
 
 
 def shard_sizes(total: int, world_size: int) -> list[int]:
@@ -373,7 +373,7 @@ def seed_streams(world: Distributed, seed: Optional[int]) -> list[int]:
     """The seeds of every rank's generators for a run seeded with ``seed`` (``None``: a base seed drawn from rank
     0's torch generator and broadcast, so that the ranks still draw different batches)."""
     if seed is None:
-        base = torch.randint(0, 2**62, (1,), dtype=torch.int64).to(world.device)
+        base = torch.randint(0, 2**31, (1,), dtype=torch.int64).to(world.device)
         seed = int(world.broadcast_(base)[0])
     return [rank_seed(seed, r) for r in range(world.world_size)]
 
