@@ -181,3 +181,13 @@ def test_only_rank_zero_writes_checkpoints(tmp_path):
         gfn.save(tmp_path / "a.pt")
     assert (tmp_path / "a.pt").exists() and is_main_process()
     assert os.listdir(tmp_path) == ["a.pt"]
+
+
+def test_the_commands_say_how_to_launch_them_distributed():
+    from pyro_sculpt.experiments import cli
+
+    parser = cli.build_parser()
+    assert "torchrun --nproc_per_node N" in " ".join(parser.format_help().split())
+    for command in ("train", "grid", "gaussians"):
+        sub = parser._subparsers._group_actions[0].choices[command]
+        assert "torchrun" in sub.format_help()
