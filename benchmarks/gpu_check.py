@@ -71,11 +71,11 @@ def time_samplers(particles: list[int], smc_particles: list[int], repeats: int =
             mix = ps.mixture(*samplers).process
             hm = ps.harmonic_mean(*samplers, clf)
 
-            def handler():
+            def handler(ps=ps, clf=clf, mix=mix, n=n):
                 with torch.no_grad(), ps.sculpt_guidance(classifier=clf, y=(0, 1)):
                     return ps.run("x", mix, num_particles=n)
 
-            def smc():
+            def smc(ps=ps, hm=hm, n=n):
                 return ps.infer.smc(hm, n, seed=0)
 
             todo = [("guided sampler (Pyro handler)", handler)] if n in particles else []
