@@ -1,11 +1,14 @@
 """Data-parallel scaling on CPU: 1 against 2 processes (a gloo group spawned here, one torch thread each).
 
 * classifier training: steps per second of ``ObservationClassifier.fit`` on the 32x32 grid (two tabular bases, the
-  grid experiment's fast settings: batch 128 trajectories per base per step, split over the processes);
+  grid experiment's fast settings: batch 128 trajectories per base per step, split over the processes), for the
+  plain classifier (evaluated once per step on every state of the grid: a cost the split does not shrink) and the
+  alpha-conditioned one (evaluated on the batch's states only), with the CPU time per step of each process;
 * SMC: a 1,000,000-particle run of the classifier-free composition ``sculpt(bases, y=(0, 1))`` on the 32x32 grid
   (each process moves its share of the particles; statistics by all-reduce; the result gathered at the end).
 
-The machine's load average is recorded before and after, since the cores may be shared. Writes a JSON report.
+The machine's load average is recorded before and after, since the cores may be shared: wall-clock ratios then
+mix the method with the other load, and the CPU time per process tells them apart. Writes a JSON report.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/distributed.py [--particles 1000000] [--steps 60] [--out FILE]``
 """
@@ -47,19 +50,25 @@ def _worker(rank: int, world_size: int, tmp: str, steps: int, particles: int) ->
         bases = _bases()
         out = {}
         with ps.train.distributed(world):
-            clf = ps.ObservationClassifier.for_bases(bases, 2)
-            clf.fit(steps=3, batch_size=128, seed=0, progress_bar=False)  # warm-up
-            world.barrier()
-            t = time.perf_counter()
-            clf.fit(steps=steps, batch_size=128, lr=2e-3, ramp=400, seed=0, progress_bar=False)
-            world.barrier()
-            out["classifier_steps_per_second"] = steps / (time.perf_counter() - t)
+            for name, alpha in (("classifier", False), ("alpha_classifier", True)):
+                clf = ps.ObservationClassifier.for_bases(bases, 2, alpha_conditioned=alpha)
+                clf.fit(steps=3, batch_size=128, seed=0, progress_bar=False)  # warm-up
+                world.barrier()
+                t, c = time.perf_counter(), time.process_time()
+                clf.fit(steps=steps, batch_size=128, lr=2e-3, ramp=400, seed=0, progress_bar=False)
+                cpu = torch.tensor([time.process_time() - c], dtype=torch.float64)
+                world.barrier()
+                out[f"{name}_steps_per_second"] = steps / (time.perf_counter() - t)
+                out[f"{name}_cpu_ms_per_step_per_process"] = float(world.all_reduce_(cpu)) / world_size / steps * 1e3
             d = ps.sculpt(bases, y=(0, 1))
+            ps.infer.smc(d, 2000, seed=1)  # warm-up: the exact tables the composition caches
             world.barrier()
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             res = ps.infer.smc(d, particles, seed=0)
+            cpu = torch.tensor([time.process_time() - c], dtype=torch.float64)
             world.barrier()
             out["smc_seconds"] = time.perf_counter() - t
+            out["smc_cpu_seconds_per_process"] = float(world.all_reduce_(cpu)) / world_size
             out["smc_ess"] = res.ess
             out["smc_log_evidence"] = res.log_evidence
         if rank == 0:
@@ -88,7 +97,10 @@ def main() -> None:
     report["load_after"] = os.getloadavg()
     one, two = report["runs"][1], report["runs"][2]
     report["ratios"] = {
-        "classifier_steps_per_second_2_over_1": two["classifier_steps_per_second"] / one["classifier_steps_per_second"],
+        **{
+            f"{name}_steps_per_second_2_over_1": two[f"{name}_steps_per_second"] / one[f"{name}_steps_per_second"]
+            for name in ("classifier", "alpha_classifier")
+        },
         "smc_speedup_2_over_1": one["smc_seconds"] / two["smc_seconds"],
     }
     args.out.write_text(json.dumps(report, indent=2))

@@ -29,7 +29,7 @@ import torch
 
 from pyro_sculpt.infer.diagnostics import effective_sample_size, pareto_k
 from pyro_sculpt.infer.twist import Particles, Twist, index_particles
-from pyro_sculpt.train.data_parallel import Distributed, seed_this_rank, shard_sizes
+from pyro_sculpt.train.data_parallel import Distributed, distributed, seed_this_rank, shard_sizes
 from pyro_sculpt.utils import progress
 
 
@@ -112,7 +112,8 @@ def sharded_smc(
     log_n_local = math.log(n_local)
     ess_history: list = []
     resample_steps: list = []
-    with torch.no_grad():
+    # a twist works on this process's particles: an SMC it runs inside (pilot runs) is this process's alone
+    with torch.no_grad(), distributed(False):
         particles = twist.init(n_local)
         log_w: Optional[torch.Tensor] = None
         enabled = progress_bar and world.is_main
