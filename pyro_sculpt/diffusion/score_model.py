@@ -237,7 +237,7 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
 
         def loss(state: TrainState):
             nonlocal running
-            value = self.training_loss(draw, batch_size)
+            value = self.training_loss(draw, state.batch_size)  # this process's share
             v = float(value.detach())
             running = v if running is None else 0.98 * running + 0.02 * v
             return value, {"loss": running}
@@ -255,6 +255,7 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
             callback=callback,
             callback_every=callback_every,
             time_limit=time_limit,
+            batch_size=batch_size,
         )
 
     # ----- checkpoints -----

@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
+import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
+
+#: how the commands run under torchrun (shown in every command's help)
+DISTRIBUTED_HELP = (
+    "Distributed: launch with torchrun (`torchrun --nproc_per_node N -m pyro_sculpt grid ...`, or `-m "
+    "pyro_sculpt.experiments.cli`) to train every model and run every SMC data-parallel over the N processes (gloo "
+    "on CPU, NCCL on CUDA; each process draws batch_size / N of every batch and 1/N of the particles; "
+    "docs/distributed.md). Rank 0 writes the checkpoints and results into --out; every other rank r works in "
+    "OUT/.rank<r>/ (its console output goes to OUT/.rank<r>/stdout.log). Without torchrun, one process, as always."
+)
 
 
 def _int_at_least(minimum: int, what: str):
@@ -60,10 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyro-sculpt",
         description="Compositional sculpting of GFlowNets and diffusion models, as Pyro distributions.",
+        epilog=DISTRIBUTED_HELP,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train one GFlowNet on a 2D HyperGrid and report its exact L1")
+    train = sub.add_parser(
+        "train", help="train one GFlowNet on a 2D HyperGrid and report its exact L1", epilog=DISTRIBUTED_HELP
+    )
     from pyro_sculpt.gflownets.registry import reward_names as names
 
     train.add_argument("--reward", default="symmetric_shubert", choices=names(), help="reward name")
@@ -81,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(the paper's Fig. 3: about 3.5 minutes on 2 CPU cores) has the two bases, the harmonic mean, contrast and "
         "reverse contrast at alpha = 1/2 with a classifier not conditioned on alpha; --all-ops adds the rest of the "
         "paper's figures, the 3-model experiment included.",
+        epilog=DISTRIBUTED_HELP,
     )
     grid.add_argument(
         "--all-ops",
@@ -109,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         "classifier (oracle) and with trained score models and a trained classifier (trained); report mode-weight "
         "TV, energy distance and MMD against the exact composition, with their exact-vs-exact nulls; write "
         "results.md, results.json and gaussians.png into --out.",
+        epilog=DISTRIBUTED_HELP,
     )
     gaussians.add_argument(
         "--particles",
@@ -129,12 +146,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _launch(args: argparse.Namespace) -> Iterator[None]:
+    """Under torchrun: join the process group and run the command data-parallel (:func:`pyro_sculpt.train.distributed`);
+    ranks other than 0 work in ``OUT/.rank<r>/``, starting from copies of the checkpoints cached in ``OUT`` (so that
+    every rank makes the same load-or-train decisions and meets the others in the same collectives). Otherwise: a
+    no-op."""
+    from pyro_sculpt.train.data_parallel import launched_by_torchrun
+
+    if not launched_by_torchrun():
+        yield
+        return
+    import torch.distributed as dist
+
+    from pyro_sculpt.train import distributed, init_distributed
+
+    world = init_distributed()
+    stdout = sys.stdout
+    log = None
+    try:
+        if world.rank != 0:
+            scratch = Path(args.out) / f".rank{world.rank}"
+            scratch.mkdir(parents=True, exist_ok=True)
+            for cached in Path(args.out).glob("*.pt"):
+                shutil.copy2(cached, scratch / cached.name)
+            args.out = scratch
+            log = open(scratch / "stdout.log", "w")  # noqa: SIM115 - closed below
+            sys.stdout = log
+        world.barrier()  # every rank has its copies before rank 0 may replace a cached file
+        with distributed(world):
+            yield
+    finally:
+        sys.stdout = stdout
+        if log is not None:
+            log.close()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads is not None:
         import torch
 
         torch.set_num_threads(args.threads)
+    with _launch(args):
+        _run(args)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.command == "train":
         from pyro_sculpt.experiments import train_grid
 
@@ -155,7 +216,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.two_only,
             not args.no_max_time_comparison,
         )
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

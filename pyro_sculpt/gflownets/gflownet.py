@@ -208,7 +208,7 @@ class GFlowNet(Checkpointable, nn.Module, DiscretePolicyProcess):
         all_states = env.all_states(self.device) if use_table else None
 
         def loss(state: TrainState):
-            value = self.training_loss(batch_size, exploration, all_states)
+            value = self.training_loss(state.batch_size, exploration, all_states)  # this process's share
             return value, {"loss": value, "log_z": self.log_z}
 
         return fit_loop(
@@ -226,6 +226,7 @@ class GFlowNet(Checkpointable, nn.Module, DiscretePolicyProcess):
             callback=callback,
             callback_every=callback_every,
             time_limit=time_limit,
+            batch_size=batch_size,
         )
 
     # ----- checkpoints -----

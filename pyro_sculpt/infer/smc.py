@@ -17,9 +17,11 @@ import torch
 
 from pyro_sculpt.infer.diagnostics import effective_sample_size, pareto_k
 from pyro_sculpt.infer.resampling import get_scheme
+from pyro_sculpt.infer.sharded import sharded_smc
 from pyro_sculpt.infer.twist import ProcessProposal, Twist, index_particles
 from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.processes.process import IterativeProcess
+from pyro_sculpt.train.data_parallel import DistributedLike, resolve_distributed
 from pyro_sculpt.utils import check_positive_int, progress, set_seed
 
 #: the resampling threshold of twists that do not set their own
@@ -143,6 +145,8 @@ def smc(
     resampling: str = "systematic",
     seed: Optional[int] = None,
     progress_bar: bool = False,
+    distributed: DistributedLike = None,
+    global_resampling: bool = False,
     **twist_options,
 ) -> SMCResult:
     """Sequential Monte Carlo over an iterative process.
@@ -156,7 +160,18 @@ def smc(
         models), else 0.5.
     :param resampling: ``"systematic"`` or ``"multinomial"``.
     :param seed: seed of the global generators.
-    :param progress_bar: show a progress bar over steps.
+    :param progress_bar: show a progress bar over steps (on rank 0 only in a distributed run).
+    :param distributed: shard the particles over the processes of a :mod:`torch.distributed` world
+        (docs/distributed.md; :mod:`pyro_sculpt.infer.sharded`): ``None`` (default) follows the active
+        :func:`pyro_sculpt.train.distributed` context (one process outside one), ``False``: one process, ``True``:
+        the default process group (initialised from ``torchrun``'s environment if needed), or a
+        :class:`~pyro_sculpt.train.Distributed`. Every process calls ``smc`` with the same arguments;
+        ``num_particles`` is the whole population, each process draws its share with its rank's seed; the ESS
+        history, the log-normaliser and Pareto :math:`\\hat k` are those of the whole population (all-reduces of the
+        log-weights); the particles and weights are gathered at the end, so every process returns the same result.
+    :param global_resampling: in a distributed run, resample the whole population when its ESS falls below the
+        threshold (particles move between processes); ``False`` (default): each process resamples its own particles
+        when their ESS falls below the threshold (no particle moves).
     :param twist_options: passed to the process's ``twist(...)`` (e.g. ``terminal="classifier"``).
 
     Example::
@@ -177,6 +192,20 @@ def smc(
     twist = as_twist(target, **twist_options)
     if auto:
         resample_threshold = getattr(twist, "resample_threshold", DEFAULT_RESAMPLE_THRESHOLD)
+    world = resolve_distributed(distributed)
+    if not isinstance(global_resampling, bool):
+        raise ValueError(f"global_resampling must be True or False, got {global_resampling!r}")
+    if world is not None:
+        if world.emulated:
+            raise ValueError(
+                "smc shards particles over real processes; Distributed.single_process worlds are for training "
+                "(run smc with distributed=False, or launch with torchrun)"
+            )
+        fields = sharded_smc(
+            twist, n, world, resample_threshold=resample_threshold, scheme=scheme,
+            global_resampling=global_resampling, seed=seed, progress_bar=progress_bar,
+        )  # fmt: skip
+        return SMCResult(**fields)
     set_seed(seed)
     log_n = math.log(n)
     ess_history: list = []

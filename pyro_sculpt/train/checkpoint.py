@@ -47,10 +47,18 @@ def save_checkpoint(path: PathLike, kind: str, version: int, payload: dict) -> N
     """Save ``payload`` (tensors, numbers, strings, lists and dicts) as a ``pyro_sculpt.{kind}`` checkpoint, atomically
     (:func:`atomic_torch_save`).
 
+    Inside a data-parallel run (a :func:`~pyro_sculpt.train.distributed` context, or during a distributed
+    :func:`~pyro_sculpt.train.fit_loop`), only rank 0 writes: the weights are the same on every process, and the
+    checkpoint does not depend on the world size (any number of processes loads it; docs/distributed.md).
+
     Example::
 
         ps.train.save_checkpoint("model.pt", "mymodel", 1, {"w": torch.zeros(3), "config": {"dim": 3}})
     """
+    from pyro_sculpt.train.data_parallel import is_main_process
+
+    if not is_main_process():
+        return
     atomic_torch_save({"format": f"pyro_sculpt.{kind}", "version": version, **payload}, path)
 
 

@@ -3,8 +3,9 @@
 A model's ``fit`` checks its own arguments, prepares what its loss needs, and calls :func:`fit_loop` with a
 function computing ONE step's loss from a batch the model draws. The loop owns everything else: the seed (and the
 re-initialisation it implies), Adam with parameter groups, the optional cosine learning-rate decay, the optional
-moving average of a network, the check for a non-finite loss, the history, the callback, the time limit and the
-progress bar.
+moving average of a network, the check for a non-finite loss, the history, the callback, the time limit, the
+progress bar, and data-parallel training over :mod:`torch.distributed` (:mod:`pyro_sculpt.train.data_parallel`,
+docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -18,6 +19,16 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from pyro_sculpt.train.data_parallel import (
+    Distributed,
+    DistributedLike,
+    RngStreams,
+    _activated,
+    local_batch_size,
+    resolve_distributed,
+    seed_streams,
+    seed_this_rank,
+)
 from pyro_sculpt.train.optim import check_ema_decay, cosine_decay, ema_update_, step_scheduler
 from pyro_sculpt.utils import check_positive_int, progress, set_seed
 
@@ -66,6 +77,10 @@ class TrainState:
     :ivar steps: the number of steps of the run.
     :ivar ema: the averaged network (:attr:`EMA.target`, or the fresh copy), ``None`` without an :class:`EMA`.
     :ivar optimizer: the Adam optimiser.
+    :ivar batch_size: this process's share of the batch (the ``batch_size`` given to :func:`fit_loop` divided by the
+        world size; the whole of it in one process), ``None`` when :func:`fit_loop` was given none.
+    :ivar rank: this process's rank (0 in one process; the shard in a :meth:`Distributed.single_process` world).
+    :ivar world_size: the number of processes (1 in one process).
 
     Example::
 
@@ -77,6 +92,9 @@ class TrainState:
     steps: int
     ema: Optional[nn.Module]
     optimizer: torch.optim.Optimizer
+    batch_size: Optional[int] = None
+    rank: int = 0
+    world_size: int = 1
 
 
 def reset_parameters_(module: nn.Module, params: Optional[Iterable[nn.Parameter]] = None) -> None:
@@ -152,7 +170,8 @@ def fit_loop(
     callback_every: int = 1000,
     time_limit: Optional[float] = None,
     record_every: int = 100,
-    distributed: None = None,
+    batch_size: Optional[int] = None,
+    distributed: DistributedLike = None,
 ) -> nn.Module:
     """Train ``model`` in place with Adam and return it.
 
@@ -183,9 +202,23 @@ def fit_loop(
     :param callback_every: see ``callback``.
     :param time_limit: stop after the step during which this many seconds have passed.
     :param record_every: steps between history records.
-    :param distributed: reserved for data-parallel training (not yet supported: must be ``None``).
+    :param batch_size: the batch size of a step, which the processes of a data-parallel run split: ``loss`` reads
+        this process's share from :attr:`TrainState.batch_size` and must return the mean of a per-item loss over
+        it, so that the averaged gradients are those of the full batch.
+    :param distributed: data-parallel training (docs/distributed.md): ``None`` (default) follows the active
+        :func:`~pyro_sculpt.train.distributed` context (one process outside one); ``False``: one process; ``True``:
+        the default process group, initialised from ``torchrun``'s environment if needed; or a
+        :class:`~pyro_sculpt.train.Distributed`. Every process runs this loop with the same arguments; each draws its
+        batch share with its own generators (seeded from ``seed`` and its rank,
+        :func:`~pyro_sculpt.train.data_parallel.rank_seed`); after every backward pass the gradients are averaged
+        over the processes (one all-reduce, as DistributedDataParallel does), so the weights stay equal on every
+        process. Rank 0's weights are broadcast first; only rank 0 shows the progress bar; records in the history
+        are averaged over the processes; checkpoints written during the run (by ``callback``) are written by rank 0
+        only. :meth:`Distributed.single_process(n) <pyro_sculpt.train.Distributed.single_process>` runs the ``n``
+        shards one after another in this process: the same weights as ``n`` processes.
     :returns: ``model``.
-    :raises FloatingPointError: when the loss becomes NaN or infinite.
+    :raises FloatingPointError: when the loss becomes NaN or infinite (on any process).
+    :raises ValueError: when the world size does not divide ``batch_size``.
 
     Example::
 
@@ -204,13 +237,15 @@ def fit_loop(
     check_positive_int("record_every", record_every)
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be a number of seconds > 0 or None, got {time_limit!r}")
-    if distributed is not None:
-        raise NotImplementedError(
-            f"distributed training is not supported yet: distributed must be None, got {distributed!r}"
-        )
+    if batch_size is not None:
+        check_positive_int("batch_size", batch_size)
+    world = resolve_distributed(distributed)
+    world_size = 1 if world is None else world.world_size
+    local = None if batch_size is None else local_batch_size(batch_size, world_size)
     groups = _check_param_groups(param_groups)
+    params = [p for g in groups for p in g["params"]]
     if seed is not None:
-        resets = _reset_plan(model, [p for g in groups for p in g["params"]])  # raises before anything changes
+        resets = _reset_plan(model, params)  # raises before anything changes
         set_seed(seed)
         with torch.no_grad():
             for reset in resets:
@@ -218,41 +253,131 @@ def fit_loop(
         if ema is not None and ema.target is not None:
             ema.target.load_state_dict(ema.source.state_dict())
         set_seed(seed)
+    streams = None
+    if world is not None and world.emulated:
+        seeds = seed_streams(world, seed)
+        streams = RngStreams([None if seed is None and k == 0 else s for k, s in enumerate(seeds)])
+    elif world is not None:
+        _broadcast_module(world, model)  # every process starts from rank 0's weights
+        if ema is not None and ema.target is not None:
+            _broadcast_module(world, ema.target)
+        seed_this_rank(world, seed)
     average = None
     if ema is not None:
         average = ema.target if ema.target is not None else copy.deepcopy(ema.source).requires_grad_(False)
     opt = torch.optim.Adam(groups)
     sched = cosine_decay(opt, steps, lr_final_factor)
     history = model.history
-    state = TrainState(step=0, steps=steps, ema=average, optimizer=opt)
-    bar = progress(range(1, steps + 1), enabled=progress_bar, total=steps, desc=desc)
+    state = TrainState(step=0, steps=steps, ema=average, optimizer=opt, batch_size=local,
+                       rank=0 if world is None else world.rank, world_size=world_size)  # fmt: skip
+    show = progress_bar and (world is None or world.is_main)
+    bar = progress(range(1, steps + 1), enabled=show, total=steps, desc=desc)
     start = time.perf_counter()
     model.train()
     try:
-        for step in bar:
-            state.step = step
-            out = loss(state)
-            value, record = (out, {"loss": out}) if isinstance(out, torch.Tensor) else out
-            if not math.isfinite(float(value.detach())):
-                raise FloatingPointError(f"{desc} loss became non-finite at step {step}")
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            opt.step()
-            step_scheduler(sched)
-            if ema is not None:
-                ema_update_(average, ema.source, ema.decay_at(step))
-            last = step == steps or (time_limit is not None and time.perf_counter() - start > time_limit)
-            if step % record_every == 0 or last:
-                history.append(
-                    {"step": step, **{k: _number(v) for k, v in record.items()}, "time": time.perf_counter() - start}
-                )
-            if callback is not None and (step % callback_every == 0 or last):
-                callback(step, model)
-            if last:
-                break
+        with _activated(world):
+            for step in bar:
+                state.step = step
+                opt.zero_grad(set_to_none=True)
+                if world is None:
+                    record, over_time = _single_step(loss, state, desc)
+                elif streams is not None:
+                    record, over_time = _emulated_step(loss, state, desc, streams, params, start, time_limit)
+                else:
+                    record, over_time = _distributed_step(loss, state, desc, world, params, start, time_limit)
+                opt.step()
+                step_scheduler(sched)
+                if ema is not None:
+                    ema_update_(average, ema.source, ema.decay_at(step))
+                if over_time is None:
+                    over_time = time_limit is not None and time.perf_counter() - start > time_limit
+                last = step == steps or over_time
+                if step % record_every == 0 or last:
+                    values = {k: _number(v) for k, v in record.items()}
+                    if world is not None and not world.emulated:
+                        values = _mean_over_processes(world, values)
+                    history.append({"step": step, **values, "time": time.perf_counter() - start})
+                if callback is not None and (step % callback_every == 0 or last):
+                    callback(step, model)
+                if last:
+                    break
     finally:
         close = getattr(bar, "close", None)
         if close is not None:
             close()
         model.eval()
     return model
+
+
+def _split_output(out: StepOutput) -> tuple[torch.Tensor, Mapping[str, Any]]:
+    return (out, {"loss": out}) if isinstance(out, torch.Tensor) else out
+
+
+def _single_step(loss, state: TrainState, desc: str):
+    value, record = _split_output(loss(state))
+    if not math.isfinite(float(value.detach())):
+        raise FloatingPointError(f"{desc} loss became non-finite at step {state.step}")
+    value.backward()
+    return record, None
+
+
+def _emulated_step(loss, state: TrainState, desc: str, streams: RngStreams, params, start, time_limit):
+    """Every shard's loss with its own generators, gradients summed by autograd and divided by the world size
+    (what :func:`_distributed_step` computes with one all-reduce)."""
+    records = []
+    for k in range(state.world_size):
+        state.rank = k
+        with streams.use(k):
+            value, record = _split_output(loss(state))
+        if not math.isfinite(float(value.detach())):
+            raise FloatingPointError(f"{desc} loss became non-finite at step {state.step} (shard {k})")
+        value.backward()
+        records.append({key: _number(v) for key, v in record.items()})
+    state.rank = 0
+    with torch.no_grad():
+        for p in params:
+            if p.grad is not None:
+                p.grad.div_(state.world_size)
+    mean = {key: sum(r[key] for r in records) / len(records) for key in records[0]}
+    return mean, None
+
+
+def _distributed_step(loss, state: TrainState, desc: str, world: Distributed, params, start, time_limit):
+    """This process's loss and backward pass, then ONE all-reduce of the gradients, the parameters that got a
+    gradient somewhere, the loss (to stop every process on a non-finite loss) and the time-limit flag (so that every
+    process stops at the same step)."""
+    value, record = _split_output(loss(state))
+    value.backward()
+    device = world.device
+    # reduce in the parameters' dtype (the sum autograd would accumulate in one process), float64 if they differ
+    dtype = params[0].dtype if len({p.dtype for p in params}) == 1 else torch.float64
+    over = time_limit is not None and time.perf_counter() - start > time_limit
+    flat = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(device, dtype) for p in params]
+    has = torch.tensor([p.grad is not None for p in params], dtype=dtype, device=device)
+    extra = torch.stack([value.detach().to(device, dtype), torch.tensor(float(over), dtype=dtype, device=device)])
+    sizes = [f.numel() for f in flat]
+    buf = torch.cat(flat + [has, extra])
+    world.all_reduce_(buf)
+    total = float(buf[-2])
+    if not math.isfinite(total):
+        raise FloatingPointError(f"{desc} loss became non-finite at step {state.step} (on some process)")
+    grads = buf[: sum(sizes)].div_(world.world_size).split(sizes)
+    present = buf[sum(sizes) : sum(sizes) + len(params)]
+    with torch.no_grad():
+        for p, g, h in zip(params, grads, present):
+            p.grad = g.view_as(p).to(p.dtype) if float(h) > 0 else None
+    return record, bool(float(buf[-1]) > 0)
+
+
+def _mean_over_processes(world: Distributed, values: dict) -> dict:
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=world.device)
+    world.all_reduce_(t).div_(world.world_size)
+    return {k: float(v) for k, v in zip(keys, t)}
+
+
+def _broadcast_module(world: Distributed, module: nn.Module) -> None:
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            buf = t.detach().to(world.device).clone()
+            t.copy_(world.broadcast_(buf).to(t.device))

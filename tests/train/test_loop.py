@@ -144,5 +144,5 @@ def test_loop_argument_errors():
         EMA(model.lin, 1.0)
     with pytest.raises(ValueError, match=r"lr_final_factor must lie in \(0, 1\]"):
         fit_loop(model, model.loss, param_groups=groups, steps=1, lr_final_factor=0.0, progress_bar=False)
-    with pytest.raises(NotImplementedError, match="distributed must be None"):
+    with pytest.raises(TypeError, match="distributed must be None, True, False or a ps.train.Distributed"):
         fit_loop(model, model.loss, param_groups=groups, steps=1, distributed=object(), progress_bar=False)

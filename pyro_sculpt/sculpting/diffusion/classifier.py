@@ -503,7 +503,7 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
             if state.step == 1 or (refresh_every is not None and (state.step - 1) % refresh_every == 0):
                 pool[:] = self.draw_chains(samplers, num_chains)
             value, loss_t, loss_n = self.training_loss(
-                pool, state.ema, state.step, batch_size, ramp, logit_alpha_range, states_per_chain
+                pool, state.ema, state.step, state.batch_size, ramp, logit_alpha_range, states_per_chain
             )
             return value, {"loss_terminal": loss_t, "loss_nonterminal": loss_n}
 
@@ -520,6 +520,7 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
             callback=callback,
             callback_every=callback_every,
             time_limit=time_limit,
+            batch_size=batch_size,
         )
 
     # ----- checkpoints -----

@@ -354,7 +354,7 @@ class ObservationClassifier(Checkpointable, Classifier):
 
         def loss(state: TrainState):
             value, loss_t, loss_n = self.training_loss(
-                bases, state.ema, state.step, batch_size, ramp, logit_alpha_range, nonterminal_reduction, tables,
+                bases, state.ema, state.step, state.batch_size, ramp, logit_alpha_range, nonterminal_reduction, tables,
                 all_states,
             )  # fmt: skip
             return value, {"loss_terminal": loss_t, "loss_nonterminal": loss_n}
@@ -372,6 +372,7 @@ class ObservationClassifier(Checkpointable, Classifier):
             callback=callback,
             callback_every=callback_every,
             time_limit=time_limit,
+            batch_size=batch_size,
         )
 
     # ----- checkpoints -----
