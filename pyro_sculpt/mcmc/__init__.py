@@ -16,14 +16,13 @@ from pyro_sculpt.mcmc.chain import ChainTrace, run_chains
 from pyro_sculpt.mcmc.hamiltonian import leapfrog
 from pyro_sculpt.mcmc.hmc import HMC
 from pyro_sculpt.mcmc.mala import MALA
-from pyro_sculpt.mcmc.rejuvenation import KERNELS, Rejuvenation
+from pyro_sculpt.mcmc.rejuvenation import Rejuvenation
 from pyro_sculpt.mcmc.targets import energy_target, log_density_target, operator_target
 from pyro_sculpt.mcmc.uhmc import UHMC
 from pyro_sculpt.mcmc.ula import ULA
 
 __all__ = [
     "HMC",
-    "KERNELS",
     "MALA",
     "UHMC",
     "ULA",

@@ -35,6 +35,11 @@ class MCMCState:
     :ivar log_prob: ``(N,)`` float64 :math:`\\log \\pi(x)`.
     :ivar grad: :math:`\\nabla_x \\log \\pi(x)`, the shape of ``x``.
     :ivar momentum: the shape of ``x``, for the Hamiltonian kernels (``None`` otherwise).
+
+    Example::
+
+        state = ps.mcmc.MALA(target, step_size=0.05).init(torch.randn(100, 2))
+        state.x.shape, state.log_prob.shape   # (100, 2), (100,)
     """
 
     x: torch.Tensor
@@ -63,6 +68,11 @@ class MCMCInfo:
     :ivar accepted: ``(N,)`` bool, whether the particle moved to its proposal (always true without a test).
     :ivar step_size: the step size used (a number or ``(N,)``).
     :ivar log_accept_ratio: ``(N,)`` float64 :math:`\\log \\alpha` before clipping.
+
+    Example::
+
+        state, info = kernel.step(state)
+        float(info.accept_prob.mean()), int(info.accepted.sum())
     """
 
     accept_prob: torch.Tensor
@@ -139,6 +149,12 @@ class MCMCKernel(ABC):
 
     Subclasses implement :meth:`_step`. :attr:`default_target_accept` is the acceptance rate the step-size adapter
     aims at by default.
+
+    Example::
+
+        kernel = ps.mcmc.HMC(target, step_size=0.1, num_leapfrog=5)   # any subclass
+        state = kernel.init(torch.randn(1000, 2))
+        state, info = kernel.step(state)
     """
 
     #: whether the kernel has a Metropolis test (and so leaves the target exactly invariant)

@@ -18,6 +18,11 @@ class ChainTrace:
 
     :ivar accept_rate: mean acceptance probability over particles.
     :ivar step_size: the (mean) step size used.
+
+    Example::
+
+        state, trace = ps.mcmc.run_chains(ps.mcmc.MALA(target, 0.1), torch.randn(500, 2), 200)
+        trace.accept_rate[-1], trace.step_size[-1]
     """
 
     accept_rate: list = field(default_factory=list)

@@ -35,6 +35,10 @@ def leapfrog(
     :param evaluate: the target, ``x -> (log pi (N,), grad)``.
     :param x: positions ``(N, ...)``; :param p: momenta (same shape); :param grad: :math:`\\nabla\\log\\pi(x)`.
     :param step_size: :math:`\\epsilon`, ``()`` or ``(N,)``.
+
+    Example::
+
+        x1, p1, log_prob, grad = ps.mcmc.leapfrog(target, x, p, grad, step_size=0.1, num_steps=10)
     """
     eps = per_particle(step_size, x)
     half = 0.5 * eps

@@ -59,6 +59,11 @@ def energy_target(
 
     :param energy: ``x (N, ...) -> E(x) (N,)``.
     :param score: ``x -> -grad E(x)`` if the model gives it (a score-and-energy model); ``None``: by autograd.
+
+    Example::
+
+        target = ps.mcmc.energy_target(lambda x: 0.5 * (x**2).sum(-1))   # a standard Gaussian
+        log_pi, grad = target(torch.randn(10, 2))
     """
     if not callable(energy):
         raise TypeError(f"energy must be callable x -> (N,), got {energy!r}")

@@ -46,6 +46,12 @@ class Distributed:
     :ivar local_rank: the rank on this machine (``LOCAL_RANK``; selects the CUDA device with NCCL).
     :ivar backend: ``"gloo"``, ``"nccl"``, ..., or ``"single_process"`` (:meth:`single_process`).
     :ivar group: the process group (``None``: the default group).
+
+    Example::
+
+        world = ps.train.init_distributed()          # under torchrun
+        world.rank, world.world_size
+        shards = ps.train.Distributed.single_process(2)   # the two shards, one after another in this process
     """
 
     rank: int
@@ -155,7 +161,13 @@ def _env_int(name: str) -> int:
 
 def launched_by_torchrun() -> bool:
     """Whether this process was started by ``torchrun`` (or another launcher that sets ``RANK`` and
-    ``WORLD_SIZE``)."""
+    ``WORLD_SIZE``).
+
+    Example::
+
+        if ps.train.launched_by_torchrun():
+            world = ps.train.init_distributed()
+    """
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
@@ -200,6 +212,12 @@ def init_distributed(backend: Optional[str] = None, *, timeout: Optional[float] 
         world = ps.train.init_distributed()
         with ps.train.distributed(world):
             gfn.fit(steps=2000, batch_size=64, seed=0)  # each process draws 32 trajectories per step
+
+    Example::
+
+        # torchrun --nproc_per_node 2 train.py
+        world = ps.train.init_distributed()          # gloo on CPU, NCCL with CUDA
+        gfn.fit(steps=1000, batch_size=128, distributed=world)
     """
     import torch.distributed as dist
 
@@ -241,7 +259,13 @@ def resolve_distributed(spec: DistributedLike) -> Optional[Distributed]:
 
 
 def active_distributed() -> Optional[Distributed]:
-    """The world of the innermost :func:`distributed` context, or ``None``."""
+    """The world of the innermost :func:`distributed` context, or ``None``.
+
+    Example::
+
+        with ps.train.distributed():
+            assert ps.train.active_distributed() is not None
+    """
     return _ACTIVE.get()
 
 
@@ -259,6 +283,12 @@ def distributed(world: Union[bool, Distributed] = True) -> Iterator[Optional[Dis
         with ps.train.distributed():
             clf = ps.ObservationClassifier.for_bases([p1, p2], 2).fit(steps=2000, batch_size=128, seed=0)
             clf.save("clf.pt")  # written by rank 0 only
+
+    Example::
+
+        with ps.train.distributed():                 # every fit and smc inside runs data-parallel
+            gfn.fit(steps=1000, batch_size=128)
+            res = ps.infer.smc(ps.harmonic_mean(p1, p2), 1_000_000)
     """
     if world is False:
         token = _ACTIVE.set(None)
@@ -289,7 +319,13 @@ def _activated(world: Optional[Distributed]) -> Iterator[None]:
 
 def is_main_process() -> bool:
     """``False`` only on the ranks other than 0 of the active :func:`distributed` world (a real one, not
-    :meth:`Distributed.single_process`): what should print, draw progress bars and write files."""
+    :meth:`Distributed.single_process`): what should print, draw progress bars and write files.
+
+    Example::
+
+        if ps.train.is_main_process():
+            print(res.ess)                           # once, on rank 0
+    """
     world = _ACTIVE.get()
     return world is None or world.emulated or world.is_main
 
