@@ -15,7 +15,7 @@ from pyro_sculpt.sculpting.log_operators import Base, Product
 
 def tiny_schedule(**changes) -> gaussians.Schedule:
     settings = dict(
-        particles=200, sampler_steps=8, chain_steps=4, quadrature_points=3, cf_sampler_steps=16,
+        particles=150, sampler_steps=6, chain_steps=4, quadrature_points=3, cf_sampler_steps=10,
         score=dict(steps=20, batch_size=64, lr=2e-3),
         classifier=dict(steps=4, batch_size=32, lr=1e-3, ramp=2, lr_final_factor=0.1, num_chains=32,
                         refresh_every=None, states_per_chain=2),
@@ -39,9 +39,9 @@ def test_every_operation_has_classifier_free_rows_in_both_variants():
             expected = {gaussians.CF_GUIDED, gaussians.CF_SMC} | ({gaussians.CLASSIFIER} if y is not None else set())
             assert methods == expected, (variant, op, methods)
     for r in rows:
-        assert 0.0 <= r["tv"] <= 1.0 and r["tv_null"] > 0 and math.isfinite(r["energy"]) and r["sample_seconds"] > 0
+        assert 0.0 <= r["tv"] <= 1.0 + 1e-9 and r["tv_null"] > 0 and math.isfinite(r["energy"]) and r["sample_seconds"] > 0
         if r["method"] == gaussians.CF_SMC:
-            assert 0.0 <= r["tv_weighted"] <= 1.0 and 1.0 <= r["min_ess"] <= 200 and 1.0 <= r["ess"] <= 200
+            assert 0.0 <= r["tv_weighted"] <= 1.0 + 1e-9 and 1.0 <= r["min_ess"] <= 150 and 1.0 <= r["ess"] <= 150
             assert r["resamples"] >= 0 and r["densities"] == ("exact" if r["variant"] == "oracle" else "tracked")
         assert (r["variant"], r["method"], r["op"]) in out["samples"]
     # every row of one operation is measured against one exact target
