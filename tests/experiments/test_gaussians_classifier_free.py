@@ -39,7 +39,8 @@ def test_every_operation_has_classifier_free_rows_in_both_variants():
             expected = {gaussians.CF_GUIDED, gaussians.CF_SMC} | ({gaussians.CLASSIFIER} if y is not None else set())
             assert methods == expected, (variant, op, methods)
     for r in rows:
-        assert 0.0 <= r["tv"] <= 1.0 + 1e-9 and r["tv_null"] > 0 and math.isfinite(r["energy"]) and r["sample_seconds"] > 0
+        assert 0.0 <= r["tv"] <= 1.0 + 1e-9 and r["tv_null"] > 0 and math.isfinite(r["energy"])
+        assert r["sample_seconds"] > 0
         if r["method"] == gaussians.CF_SMC:
             assert 0.0 <= r["tv_weighted"] <= 1.0 + 1e-9 and 1.0 <= r["min_ess"] <= 150 and 1.0 <= r["ess"] <= 150
             assert r["resamples"] >= 0 and r["densities"] == ("exact" if r["variant"] == "oracle" else "tracked")
