@@ -259,8 +259,7 @@ def classifier_free_rows(
     common = {"op": op, "y": None if y is None else list(y)}
     guided = {**common, "method": CF_GUIDED, "sample_seconds": guided_seconds, **_metrics(x, reference)}
     m = _metrics(xs, reference)
-    weighted = weighted_mode_tv(res.x, res.log_weights, torch.tensor(m["target_weights"], dtype=torch.float64),
-                                LATTICE)  # fmt: skip
+    weighted = weighted_mode_tv(res.x, res.log_weights, reference.target, LATTICE)
     smc_row = {**common, "method": CF_SMC, "sample_seconds": smc_seconds, **m, "tv_weighted": weighted,
                "ess": res.ess, "min_ess": min(res.ess_history), "resamples": res.num_resamples,
                "pareto_k": res.pareto_k, "densities": densities}  # fmt: skip
