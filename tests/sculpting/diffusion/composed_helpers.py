@@ -7,20 +7,12 @@ import math
 import torch
 
 from pyro_sculpt.diffusion import GaussianMixtureOracle
+from pyro_sculpt.experiments.exact_targets import operator_log_density  # noqa: F401  (re-exported for the tests)
 from pyro_sculpt.metrics import grid_mode_weights, grid_probabilities, sample_grid
 
 BOUNDS = [(-5.5, 5.5), (-5.5, 5.5)]
 LATTICE = torch.tensor([[x, y] for y in (-3.0, 0.0, 3.0) for x in (-3.0, 0.0, 3.0)])
 BINS = 40
-
-
-def operator_log_density(oracles, operator):
-    """:math:`\\Phi(\\log p_1(x), \\dots)` of the oracles' data densities: the exact unnormalised target."""
-
-    def f(x):
-        return operator(torch.stack([o.log_prob(x.double()).double() for o in oracles], -1))
-
-    return f
 
 
 def binned(x, weights=None, bounds=BOUNDS, bins=BINS):

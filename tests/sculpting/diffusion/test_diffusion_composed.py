@@ -16,8 +16,8 @@ import torch
 
 import pyro_sculpt as ps
 from pyro_sculpt.diffusion import AncestralSampler, DDIMSampler, EulerMaruyamaSampler, GaussianMixtureOracle
+from pyro_sculpt.experiments.exact_targets import rrr_ring_product_task
 from pyro_sculpt.experiments.gaussians import base_oracles
-from pyro_sculpt.metrics import grid_mode_weights
 from pyro_sculpt.processes import step_sites
 from pyro_sculpt.sculpting.diffusion import GaussianMixtureClassifier
 from pyro_sculpt.sculpting.diffusion.composed import ComposedDiffusionProcess, ComposedDiffusionTwist, GuidedSculpt
@@ -251,12 +251,8 @@ def test_bad_options_raise(oracles):
 
 @pytest.mark.slow
 def test_rrr_ring_times_gaussian_product():
-    ang = torch.arange(8) * 2 * math.pi / 8
-    ring = GaussianMixtureOracle(torch.stack([ang.cos(), ang.sin()], -1), stds=0.1)
-    gauss = GaussianMixtureOracle(torch.tensor([[0.6, 0.3]]), stds=0.5)
-    target = grid_mode_weights(
-        lambda x: ring.log_prob(x.double()) + gauss.log_prob(x.double()), [(-2, 2), (-2, 2)], ring.means, resolution=600
-    )
+    ring, gauss, exact = rrr_ring_product_task()
+    target = exact.weights.double()  # the product is a Gaussian mixture: its component weights in closed form
 
     def tv(x, log_w=None):
         w = torch.full((x.shape[0],), 1.0 / x.shape[0], dtype=torch.float64) if log_w is None else log_w.exp()
