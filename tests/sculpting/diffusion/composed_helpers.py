@@ -2,12 +2,12 @@
 particles with: mode-weight TV and binned TV, each against the mean of the same metric for exact samples (the null).
 """
 
-import math
-
 import torch
 
-from pyro_sculpt.diffusion import GaussianMixtureOracle
-from pyro_sculpt.experiments.exact_targets import operator_log_density  # noqa: F401  (re-exported for the tests)
+from pyro_sculpt.experiments.exact_targets import (  # noqa: F401  (operator_log_density re-exported for the tests)
+    operator_log_density,
+    rrr_ring_product_task,
+)
 from pyro_sculpt.metrics import grid_mode_weights, grid_probabilities, sample_grid
 
 BOUNDS = [(-5.5, 5.5), (-5.5, 5.5)]
@@ -60,15 +60,12 @@ class Target:
 
 
 def rrr_ring_times_gaussian():
-    """Reduce, Reuse, Recycle's 2D product task (Du et al. 2023): a ring of 8 Gaussians (radius 1, std 0.1) and
-    ``N((0.6, 0.3), 0.5^2 I)``; returns ``(ring, gauss, tv)`` with ``tv(x, log_w=None)`` the mode-weight TV of
-    (weighted) particles against the exact product's mode weights (nearest ring mode)."""
-    ang = torch.arange(8) * 2 * math.pi / 8
-    ring = GaussianMixtureOracle(torch.stack([ang.cos(), ang.sin()], -1), stds=0.1)
-    gauss = GaussianMixtureOracle(torch.tensor([[0.6, 0.3]]), stds=0.5)
-    target = grid_mode_weights(
-        lambda x: ring.log_prob(x.double()) + gauss.log_prob(x.double()), [(-2, 2), (-2, 2)], ring.means, resolution=600
-    )
+    """Reduce, Reuse, Recycle's 2D product task (Du et al. 2023, :func:`~pyro_sculpt.experiments.exact_targets.
+    rrr_ring_product_task`); returns ``(ring, gauss, tv)`` with ``tv(x, log_w=None)`` the mode-weight TV of (weighted)
+    particles against the exact product's mode weights (nearest ring mode; the product is a Gaussian mixture whose
+    component weights are known in closed form)."""
+    ring, gauss, exact = rrr_ring_product_task()
+    target = exact.weights.double()
 
     def tv(x, log_w=None):
         w = torch.full((x.shape[0],), 1.0 / x.shape[0], dtype=torch.float64) if log_w is None else log_w.exp()

@@ -16,13 +16,12 @@ import torch
 
 import pyro_sculpt as ps
 from pyro_sculpt.diffusion import AncestralSampler, DDIMSampler, EulerMaruyamaSampler, GaussianMixtureOracle
-from pyro_sculpt.experiments.exact_targets import rrr_ring_product_task
 from pyro_sculpt.experiments.gaussians import base_oracles
 from pyro_sculpt.processes import step_sites
 from pyro_sculpt.sculpting.diffusion import GaussianMixtureClassifier
 from pyro_sculpt.sculpting.diffusion.composed import ComposedDiffusionProcess, ComposedDiffusionTwist, GuidedSculpt
 from pyro_sculpt.sculpting.log_operators import Base, Mixture, Negation, Product, Sculpt
-from tests.sculpting.diffusion.composed_helpers import Target, operator_log_density
+from tests.sculpting.diffusion.composed_helpers import Target, operator_log_density, rrr_ring_times_gaussian
 
 STEPS = 100
 N = 10_000
@@ -251,14 +250,7 @@ def test_bad_options_raise(oracles):
 
 @pytest.mark.slow
 def test_rrr_ring_times_gaussian_product():
-    ring, gauss, exact = rrr_ring_product_task()
-    target = exact.weights.double()  # the product is a Gaussian mixture: its component weights in closed form
-
-    def tv(x, log_w=None):
-        w = torch.full((x.shape[0],), 1.0 / x.shape[0], dtype=torch.float64) if log_w is None else log_w.exp()
-        nearest = torch.cdist(x.double(), ring.means.double()).argmin(-1)
-        return float(0.5 * (torch.zeros(8, dtype=torch.float64).index_add_(0, nearest, w) - target).abs().sum())
-
+    ring, gauss, tv = rrr_ring_times_gaussian()
     dist = ps.product(EulerMaruyamaSampler(ring, 100), EulerMaruyamaSampler(gauss, 100))
     plain, smc = [], []
     for seed in range(5):
