@@ -109,3 +109,24 @@ def check_probability(name: str, value: Any, *, open_interval: bool = True) -> f
 def logit(p: float) -> float:
     """:math:`\\log p - \\log(1 - p)`."""
     return math.log(p) - math.log1p(-p)
+
+
+def require_rdkit(purpose: str = "fragment molecules"):
+    """The ``rdkit.Chem`` module (RDKit is the optional ``mol`` extra), with RDKit's console logging switched off.
+
+    :param purpose: what needs it, for the error message.
+    :raises ImportError: naming the ``mol`` extra when RDKit is not installed.
+
+    Example::
+
+        Chem = require_rdkit("molecule metrics")
+        Chem.MolToSmiles(Chem.MolFromSmiles("c1ccccc1O"))
+    """
+    try:
+        from rdkit import Chem, RDLogger
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"{purpose} need RDKit: install it with `pip install pyro-sculpt[mol]` (or `pip install rdkit`)"
+        ) from err
+    RDLogger.DisableLog("rdApp.*")
+    return Chem

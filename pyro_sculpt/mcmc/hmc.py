@@ -41,10 +41,15 @@ class HMC(MCMCKernel):
         super().__init__(log_prob_and_grad, step_size)
         self.num_leapfrog, self.persistence = check_hamiltonian_options(num_leapfrog, persistence)
 
-    def _step(self, state: MCMCState, step_size: torch.Tensor) -> tuple[MCMCState, MCMCInfo]:
+    def _trajectory(self, state: MCMCState, step_size: torch.Tensor):
+        """Refresh the momentum and integrate: ``(p0, x, p, log_p, grad, log_alpha)`` with ``log_alpha`` the log
+        Metropolis ratio of the Hamiltonian."""
         p0 = refresh(state.momentum, self.persistence)
         x, p, log_p, grad = leapfrog(self.evaluate, state.x, p0, state.grad, step_size, self.num_leapfrog)
-        log_alpha = (log_p - kinetic(p)) - (state.log_prob - kinetic(p0))
+        return p0, x, p, log_p, grad, (log_p - kinetic(p)) - (state.log_prob - kinetic(p0))
+
+    def _step(self, state: MCMCState, step_size: torch.Tensor) -> tuple[MCMCState, MCMCInfo]:
+        p0, x, p, log_p, grad, log_alpha = self._trajectory(state, step_size)
         prob, acc = metropolis(log_alpha)
         new = MCMCState(
             select(acc, x, state.x),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from pyro_sculpt.mcmc.base import LogProbAndGrad, MCMCInfo, MCMCKernel, MCMCState, StepSize, accept_probability
-from pyro_sculpt.mcmc.hamiltonian import check_hamiltonian_options, kinetic, leapfrog, refresh
+from pyro_sculpt.mcmc.base import LogProbAndGrad, MCMCInfo, MCMCState, StepSize, accept_probability
+from pyro_sculpt.mcmc.hmc import HMC
 
 
-class UHMC(MCMCKernel):
+class UHMC(HMC):
     """Underdamped Langevin-style HMC without a Metropolis test: a partial momentum refresh :math:`p \\leftarrow
     \\gamma p + \\sqrt{1-\\gamma^2}\\,\\xi` followed by ``num_leapfrog`` leapfrog steps
     (:mod:`~pyro_sculpt.mcmc.hamiltonian`), always accepted; the momentum persists between steps. Biased by
@@ -34,12 +34,9 @@ class UHMC(MCMCKernel):
     def __init__(
         self, log_prob_and_grad: LogProbAndGrad, step_size: StepSize, num_leapfrog: int = 1, persistence: float = 0.9
     ):
-        super().__init__(log_prob_and_grad, step_size)
-        self.num_leapfrog, self.persistence = check_hamiltonian_options(num_leapfrog, persistence)
+        super().__init__(log_prob_and_grad, step_size, num_leapfrog, persistence)
 
     def _step(self, state: MCMCState, step_size: torch.Tensor) -> tuple[MCMCState, MCMCInfo]:
-        p0 = refresh(state.momentum, self.persistence)
-        x, p, log_p, grad = leapfrog(self.evaluate, state.x, p0, state.grad, step_size, self.num_leapfrog)
-        log_alpha = (log_p - kinetic(p)) - (state.log_prob - kinetic(p0))
+        _, x, p, log_p, grad, log_alpha = self._trajectory(state, step_size)
         accepted = torch.ones(state.num_particles, dtype=torch.bool, device=x.device)
         return MCMCState(x, log_p, grad, p), MCMCInfo(accept_probability(log_alpha), accepted, step_size, log_alpha)

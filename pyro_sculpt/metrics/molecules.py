@@ -19,6 +19,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from pyro_sculpt.utils import require_rdkit
+
 #: The paper's high bins (Bengio et al. 2021; Garipov et al. 2023); for ``mw`` a reward of 5/7, i.e. a molecular
 #: weight of at most 500 Da (Lipinski's rule of five).
 HIGH_BINS = {"qed": 0.25, "sa": 0.6, "mw": 5.0 / 7.0}
@@ -30,14 +32,7 @@ PROPERTIES = ("qed", "sa", "mw")
 
 
 def _chem():
-    try:
-        from rdkit import Chem, RDLogger
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "molecule metrics need RDKit: install it with `pip install pyro-sculpt[mol]` (or `pip install rdkit`)"
-        ) from err
-    RDLogger.DisableLog("rdApp.*")
-    return Chem
+    return require_rdkit("molecule metrics")
 
 
 def to_mol(molecule):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pyro_sculpt.gflownets.envs.fragments.rdkit_import import require_rdkit
+from pyro_sculpt.utils import require_rdkit
 
 
 def tree_to_mol(vocabulary, rows):

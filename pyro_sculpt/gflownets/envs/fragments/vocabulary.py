@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
-from pyro_sculpt.gflownets.envs.fragments.rdkit_import import require_rdkit
+from pyro_sculpt.utils import require_rdkit
 
 #: The default vocabulary, written for this project in the style of Bengio et al. (2021): aromatic and saturated
 #: rings, linkers and functional groups. Sites are heavy-atom indices; comments name the fragment.
