@@ -8,7 +8,7 @@ random weights: they do not change the cost) in 2D at 10,000 particles, the 5-mo
 in 2D at 10,000 particles, and the MLP on images of shape (1, 8, 8) at 2,000 particles. Measured interleaved in one
 process; target for the first-order ratio: <= 1.20.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_density_tracking.py``
+Run: ``OMP_NUM_THREADS=1 python benchmarks/density_tracking.py``
 """
 
 from __future__ import annotations
