@@ -289,37 +289,47 @@ class PathDensityTracker:
                 "noise is not the forward diffusion's, so the plain Itô sum is biased by eps * tr(H); use "
                 "second_order='exact' or 'hutchinson'"
             )
-        if scores is None:
-            scores = self.scores(x, t)
-        else:
+        if scores is not None:
             self._check_scores(scores, n)
         f_dt, g2_dt = self.step_constants(t, t_next)
+        second = None
+        if self.second_order != "none":  # its forward pass also gives the scores: one evaluation per model
+            second, own = self._second_order_term(x, x_next - x, t, g2_dt)
+            scores = own if scores is None else scores
+        elif scores is None:
+            scores = self.scores(x, t)
         dtype = torch.promote_types(x.dtype, scores.dtype)
         s = scores.detach().to(dtype).reshape(n, self.num_models, -1)
         # <s, dx + f dt x - (g^2 dt / 2) s> + D f dt, with dx + f dt x = x_next - (1 - f dt) x: per-entry terms in
         # the states' dtype (four passes over the entries), the sum over the event in float64
         base = torch.add(x_next.detach().to(dtype), x.detach().to(dtype), alpha=-(1.0 - f_dt)).reshape(n, 1, -1)
         inc = (s * torch.add(base, s, alpha=-0.5 * g2_dt)).sum(-1, dtype=torch.float64) + self.dim * f_dt
-        if self.second_order != "none":
-            inc = inc + 0.5 * self._second_order_term(x, x_next - x, t, g2_dt)
+        if second is not None:
+            inc = inc + 0.5 * second
         return log_q.to(torch.float64) + inc
 
-    def _second_order_term(self, x: torch.Tensor, dx: torch.Tensor, t: float, g2_dt: float) -> torch.Tensor:
-        """:math:`dx^\\top H_i dx - g^2 \\Delta \\operatorname{tr} H_i` for each model, shape ``(N, m)`` (float64)."""
+    def _second_order_term(
+        self, x: torch.Tensor, dx: torch.Tensor, t: float, g2_dt: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:math:`dx^\\top H_i dx - g^2 \\Delta \\operatorname{tr} H_i` for each model, shape ``(N, m)`` (float64),
+        and the models' scores at ``x`` from the same forward passes, shape ``(N, m, *event_shape)``."""
         n = x.shape[0]
         x = x.detach()
         dx = dx.detach()
-        out = []
+        out, scores = [], []
         with torch.enable_grad():
             for mod in self.models:
                 if self.second_order == "exact":
-                    jac = _score_jacobian(mod, x, t).to(torch.float64)  # (N, D, D), small D
+                    jac, score = _score_jacobian(mod, x, t)
+                    scores.append(score.detach())
+                    jac = jac.to(torch.float64)  # (N, D, D), small D
                     v = dx.reshape(n, -1).to(torch.float64)
                     quad = torch.einsum("ni,nij,nj->n", v, jac, v)
                     out.append(quad - g2_dt * jac.diagonal(dim1=-2, dim2=-1).sum(-1))
                 else:
                     xr = x.detach().requires_grad_(True)
                     s = mod.score(xr, t)
+                    scores.append(s.detach())
                     p = self.num_probes
                     (hdx,) = torch.autograd.grad(s, xr, dx.to(s.dtype), retain_graph=True)
                     quad = (hdx * dx.to(hdx.dtype)).reshape(n, -1).sum(-1, dtype=torch.float64)
@@ -330,20 +340,22 @@ class PathDensityTracker:
                         tr = tr + (hz * z).reshape(n, -1).sum(-1, dtype=torch.float64)
                     tr = tr / p
                     out.append(quad - g2_dt * tr)
-        return torch.stack(out, -1)
+        return torch.stack(out, -1), torch.stack(scores, 1)
 
 
-def _score_jacobian(model: DiffusionModel, x: torch.Tensor, t: float) -> torch.Tensor:
+def _score_jacobian(model: DiffusionModel, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The Jacobian of ``model.score(., t)`` at every particle of ``x`` (shape ``(N, *event_shape)``), shape
-    ``(N, D, D)``: :func:`torch.func.jacrev` of the score summed over particles (particles do not interact)."""
+    ``(N, D, D)``: :func:`torch.func.jacrev` of the score summed over particles (particles do not interact); and the
+    score itself from the same forward pass."""
     n = x.shape[0]
 
-    def summed(xx: torch.Tensor) -> torch.Tensor:
-        return model.score(xx, t).sum(0)
+    def summed(xx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = model.score(xx, t)
+        return s.sum(0), s
 
-    jac = torch.func.jacrev(summed)(x)  # (*event, N, *event)
+    jac, score = torch.func.jacrev(summed, has_aux=True)(x)  # (*event, N, *event)
     d = x[0].numel()
-    return jac.reshape(d, n, d).transpose(0, 1)
+    return jac.reshape(d, n, d).transpose(0, 1), score
 
 
 def sample_with_log_density(
