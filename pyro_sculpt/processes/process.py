@@ -94,6 +94,9 @@ class IterativeProcess(ABC):
     def _where(
         self, done: torch.Tensor, old: torch.Tensor, new: torch.Tensor, event_dims: Optional[int] = None
     ) -> torch.Tensor:
+        if done.dim() == 0 and done.device != new.device:
+            # a fixed-length process's host-side flag (the default :meth:`stops`): no device transfer, no sync
+            return old if bool(done) else new
         k = self.state_event_dims if event_dims is None else event_dims
         mask = done.reshape(done.shape + (1,) * k)
         return torch.where(mask, old, new)

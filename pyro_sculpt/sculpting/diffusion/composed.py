@@ -116,7 +116,7 @@ def _tail_precisions(model: Any, directions: torch.Tensor) -> Optional[torch.Ten
     cov = getattr(model, "covariances", None)
     if not isinstance(cov, torch.Tensor):
         return None
-    prec = torch.linalg.inv(cov.double())  # (C, D, D)
+    prec = torch.linalg.inv(cov.detach().double().cpu())  # (C, D, D); a one-off check at construction, on the CPU
     quad = torch.einsum("ud,cde,ue->uc", directions, prec, directions)
     return quad.min(-1).values
 
