@@ -218,21 +218,27 @@ class ComposedProcess(IterativeProcess):
             "(ps.sculpting.gflownet.composed.exact_composition)"
         )
 
-    def twist(self, intermediate: str = "auto", pilot_fraction: float = 0.1) -> Twist:
+    def twist(
+        self, intermediate: str = "auto", pilot_fraction: float = 0.1, regrow: int = 0, regrow_moves: int = 1
+    ) -> Twist:
         """The SMC twist of this composition (:class:`OperatorTwist`); see :func:`pyro_sculpt.infer.smc`.
 
         :param intermediate: ``"plain"``, ``"distinct"``, ``"ramp"``, or ``"auto"`` (default): for a sculpting
             operator with a repeated observation, short pilot runs of the three (``pilot_fraction`` of the particles
             each, at least 1,000) choose the one whose weights keep the highest effective sample size
             (:class:`AutoIntermediateTwist`); otherwise ``"plain"``.
+        :param regrow: after each resampling, regrow each particle's last ``regrow`` steps by Metropolis-Hastings
+            (:class:`OperatorTwist`; 0, the default: no moves).
+        :param regrow_moves: such moves per resampling.
         """
+        moves = {"regrow": regrow, "regrow_moves": regrow_moves}
         if intermediate == "auto":
             candidates = self.intermediate_candidates()
             if len(candidates) == 1:
-                return OperatorTwist(self.with_intermediate(candidates[0]))
-            return AutoIntermediateTwist(self, candidates, pilot_fraction)
+                return OperatorTwist(self.with_intermediate(candidates[0]), **moves)
+            return AutoIntermediateTwist(self, candidates, pilot_fraction, **moves)
         same = intermediate == self.intermediate
-        return OperatorTwist(self if same else self.with_intermediate(intermediate))
+        return OperatorTwist(self if same else self.with_intermediate(intermediate), **moves)
 
     def intermediate_candidates(self) -> tuple[str, ...]:
         """The intermediate operators that differ for this composition."""
@@ -268,29 +274,64 @@ class OperatorTwist(Twist):
     increment includes :math:`\\Psi(s_0)`, so that ``log_evidence`` estimates :math:`\\log \\sum_x \\exp \\Phi(\\log
     p_1(x), \\dots)`.
 
+    **Regrowth moves** (``regrow=k``). Resampling duplicates particles; with a twist far from the optimal one (a
+    product of GFlowNets, whose prefix quantities cannot say which states both bases will like) the duplicates
+    follow the twist's intermediate targets, and the final weights have to undo that. After each resampling every
+    particle then makes ``regrow_moves`` Metropolis-Hastings moves that leave the current intermediate target invariant
+    (resample-move, Gilks & Berzuini 2001): its last :math:`k` steps are cut and regrown from the twisted policy.
+    The particles after step :math:`t` target :math:`\\gamma_t(\\tau) \\propto \\exp \\Psi(s_{t+1})` over
+    prefixes, and :math:`\\gamma_t(\\tau) / M(\\tau_{t-k+1:t+1} \\mid s_{t-k+1}) = \\exp \\Psi(s_{t-k+1}) \\prod_j
+    Z(s_j)`, so the acceptance probability of a regrown segment :math:`\\tau'` is
+
+    .. math::
+
+        \\min\\Bigl(1, \\prod_{j=t-k+1}^{t} Z(s'_j) \\Big/ \\prod_{j=t-k+1}^{t} Z(s_j)\\Bigr),
+
+    the ratio of the segments' incremental weights: no evaluation beyond the regrowth itself. Each particle keeps
+    the pre-step states and increments of its last :math:`k` steps (a ring buffer resampled with it).
+
     :param process: the composition.
+    :param regrow: steps regrown per move (0: no moves; ``k`` at least the step count regrows whole trajectories, an
+        independence sampler from the twisted policy).
+    :param regrow_moves: moves after each resampling.
     """
 
-    def __init__(self, process: ComposedProcess):
+    def __init__(self, process: ComposedProcess, regrow: int = 0, regrow_moves: int = 1):
         if not isinstance(process, ComposedProcess):
             raise TypeError(f"process must be a ComposedProcess, got {type(process).__name__}")
+        if isinstance(regrow, bool) or not isinstance(regrow, int) or regrow < 0:
+            raise ValueError(f"regrow must be an integer >= 0 (steps regrown per move), got {regrow!r}")
+        if isinstance(regrow_moves, bool) or not isinstance(regrow_moves, int) or regrow_moves < 1:
+            raise ValueError(f"regrow_moves must be an integer >= 1, got {regrow_moves!r}")
         self.process = process
         self.max_steps = process.max_steps
+        self.regrow = min(regrow, process.max_steps)
+        self.regrow_moves = regrow_moves
+        #: per rejuvenation: ``(t, steps regrown, acceptance rate)``
+        self.regrow_history: list = []
 
     def init(self, num_particles: int):
         proc = self.process
         s0, l0, b0 = proc.init()
         n = num_particles
-        return {
+        particles = {
             "s": s0.expand(n, s0.shape[-1]).clone(),
             "log_lik": l0.expand(n, l0.shape[-1]).clone(),
             "log_pb": b0.expand(n).clone(),
             "done": torch.zeros(n, dtype=torch.bool, device=s0.device),
         }
+        if self.regrow:
+            k = self.regrow
+            for key in _STATE_KEYS:
+                v = particles[key]
+                particles["hist_" + key] = v.unsqueeze(1).expand((n, k) + v.shape[1:]).clone()
+            particles["hist_inc"] = torch.zeros(n, k, dtype=torch.float64, device=s0.device)
+        return particles
 
-    def step(self, particles, t: int):
+    def _advance(self, state: dict, t: int) -> tuple[dict, torch.Tensor]:
+        """One step of the twisted policy from ``state`` (the four state tensors): the new state and the increment."""
         proc, env = self.process, self.process.env
-        s, log_lik, log_pb, done = particles["s"], particles["log_lik"], particles["log_pb"], particles["done"]
+        s, log_lik, log_pb, done = state["s"], state["log_lik"], state["log_pb"], state["done"]
         logits, lp0, lpb, log_z = proc.proposal((s, log_lik, log_pb), t)
         log_z = log_z.to(torch.float64)
         if t == 0:
@@ -305,10 +346,61 @@ class OperatorTwist(Twist):
             "log_pb": torch.where(done, log_pb, log_pb + lpb.gather(-1, a.unsqueeze(-1)).squeeze(-1).to(log_pb.dtype)),
             "done": done | (a == env.stop_action),
         }
-        return new, torch.where(done, torch.zeros_like(log_z), log_z), new["done"]
+        return new, torch.where(done, torch.zeros_like(log_z), log_z)
+
+    def step(self, particles, t: int):
+        new, inc = self._advance(particles, t)
+        if self.regrow:
+            slot = t % self.regrow  # the ring buffer keeps the pre-step state and the increment of steps t-k+1..t
+            for key in _STATE_KEYS:
+                hist = particles["hist_" + key].clone()
+                hist[:, slot] = particles[key]
+                new["hist_" + key] = hist
+            hist_inc = particles["hist_inc"].clone()
+            hist_inc[:, slot] = inc
+            new["hist_inc"] = hist_inc
+        return new, inc, new["done"]
+
+    def rejuvenate(self, particles, t: int):
+        if not self.regrow:
+            return particles
+        k = self.regrow
+        first = max(0, t - k + 1)
+        slots = [j % k for j in range(first, t + 1)]
+        for _ in range(self.regrow_moves):
+            state = {key: particles["hist_" + key][:, slots[0]] for key in _STATE_KEYS}
+            old_inc = particles["hist_inc"][:, slots].sum(-1)
+            pre, incs = [], []
+            for j in range(first, t + 1):
+                pre.append(state)
+                state, inc = self._advance(state, j)
+                incs.append(inc)
+            log_ratio = torch.stack(incs, -1).sum(-1) - old_inc
+            accept = torch.rand_like(log_ratio).log() < log_ratio
+            self.regrow_history.append((t, t + 1 - first, float(accept.double().mean())))
+            out = dict(particles)
+            for key in _STATE_KEYS:
+                out[key] = _select(accept, state[key], particles[key])
+                hist = particles["hist_" + key].clone()
+                for slot, p in zip(slots, pre):
+                    hist[:, slot] = _select(accept, p[key], hist[:, slot])
+                out["hist_" + key] = hist
+            hist_inc = particles["hist_inc"].clone()
+            hist_inc[:, slots] = torch.where(accept.unsqueeze(-1), torch.stack(incs, -1), hist_inc[:, slots])
+            out["hist_inc"] = hist_inc
+            particles = out
+        return particles
 
     def terminal(self, particles) -> torch.Tensor:
         return particles["s"]
+
+
+_STATE_KEYS = ("s", "log_lik", "log_pb", "done")
+
+
+def _select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a`` where ``mask`` (per particle, the first dimension), else ``b``."""
+    return torch.where(mask.reshape(mask.shape + (1,) * (a.dim() - 1)), a, b)
 
 
 def exact_composition(bases: Sequence[Any], operator: LogOperator) -> torch.Tensor:
@@ -333,7 +425,14 @@ class AutoIntermediateTwist(Twist):
         fraction in its pilot.
     """
 
-    def __init__(self, process: ComposedProcess, candidates: Sequence[str], pilot_fraction: float = 0.1):
+    def __init__(
+        self,
+        process: ComposedProcess,
+        candidates: Sequence[str],
+        pilot_fraction: float = 0.1,
+        regrow: int = 0,
+        regrow_moves: int = 1,
+    ):
         if not 0.0 < pilot_fraction <= 1.0:
             raise ValueError(f"pilot_fraction must lie in (0, 1], got {pilot_fraction!r}")
         self.process = process
@@ -342,6 +441,8 @@ class AutoIntermediateTwist(Twist):
         self.max_steps = process.max_steps
         self.chosen: Optional[str] = None
         self.pilot_ess: dict = {}
+        self._moves = {"regrow": regrow, "regrow_moves": regrow_moves}
+        OperatorTwist(process, **self._moves)  # checks the options now
 
     def init(self, num_particles: int):
         n = min(num_particles, max(1000, int(self.pilot_fraction * num_particles)))
@@ -349,11 +450,14 @@ class AutoIntermediateTwist(Twist):
             res = smc(OperatorTwist(self.process.with_intermediate(c)), n)
             self.pilot_ess[c] = min(res.ess_history) / n
         self.chosen = max(self.candidates, key=lambda c: self.pilot_ess[c])
-        self._twist = OperatorTwist(self.process.with_intermediate(self.chosen))
+        self._twist = OperatorTwist(self.process.with_intermediate(self.chosen), **self._moves)
         return self._twist.init(num_particles)
 
     def step(self, particles, t: int):
         return self._twist.step(particles, t)
+
+    def rejuvenate(self, particles, t: int):
+        return self._twist.rejuvenate(particles, t)
 
     def terminal(self, particles) -> torch.Tensor:
         return self._twist.terminal(particles)
