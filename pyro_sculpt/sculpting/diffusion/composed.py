@@ -204,6 +204,18 @@ class _Composed:
         if mode not in DENSITY_MODES:
             raise ValueError(f"densities must be one of {DENSITY_MODES}, got {mode!r}")
         exact = all(has_exact_log_prob(m) for m in self.models)
+        shifted = [k for k, m in enumerate(self.models) if not getattr(m, "log_prob_normalised", True)]
+        if exact and shifted and not is_linear(self.operator):
+            # log_prob up to a constant per level (energy models): enough for linear operators only
+            if mode == "exact":
+                k = shifted[0]
+                raise ValueError(
+                    f"densities='exact': models[{k}] ({type(self.models[k]).__name__}) has log_prob(x, t) only up to a "
+                    f"constant per noise level, which cancels in the SMC weights of operators linear in the "
+                    f"log-densities (products, negations) but not in {self.operator!r}: use densities='tracked' (the "
+                    "Itô estimator) or models with normalised log-densities"
+                )
+            exact = False
         if mode == "exact" or (mode == "auto" and exact):
             return ExactDensities(self.models)
         if mode == "auto" and not for_weights and is_linear(self.operator):
