@@ -15,9 +15,10 @@ from pyro_sculpt.mcmc.base import MCMCInfo, MCMCKernel, MCMCState
 from pyro_sculpt.mcmc.chain import ChainTrace, run_chains
 from pyro_sculpt.mcmc.hamiltonian import leapfrog
 from pyro_sculpt.mcmc.hmc import HMC
+from pyro_sculpt.mcmc.line_integral import trapezoid_log_ratio
 from pyro_sculpt.mcmc.mala import MALA
 from pyro_sculpt.mcmc.rejuvenation import Rejuvenation
-from pyro_sculpt.mcmc.targets import energy_target, log_density_target, operator_target
+from pyro_sculpt.mcmc.targets import energy_target, log_density_target, operator_target, score_target
 from pyro_sculpt.mcmc.uhmc import UHMC
 from pyro_sculpt.mcmc.ula import ULA
 
@@ -37,4 +38,6 @@ __all__ = [
     "log_density_target",
     "operator_target",
     "run_chains",
+    "score_target",
+    "trapezoid_log_ratio",
 ]

@@ -146,6 +146,14 @@ class MCMCKernel(ABC):
 
     :param log_prob_and_grad: the target, ``x (N, ...) -> (log pi (N,), grad (N, ...))``.
     :param step_size: a positive number, or a positive tensor ``(N,)`` (one per particle).
+    :param line_integral: ``None`` (default): the Metropolis test takes :math:`l(x') - l(x)` from the target's
+        log-densities; an integer :math:`K \\ge 2`: from the trapezoid rule on :math:`K` points of the score along the
+        segment from :math:`x` to :math:`x'` (:mod:`~pyro_sculpt.mcmc.line_integral`; Sjöberg et al. 2023), for
+        targets whose log-density is unknown (:func:`~pyro_sculpt.mcmc.score_target`: score-only models). The state's
+        ``log_prob`` is then the running estimate of :math:`l(x) - l(x_0)` from the chain's start. A Metropolis-adjusted
+        kernel (MALA, HMC) on a score-only target without ``line_integral`` raises a :class:`ValueError`; the
+        unadjusted ones (ULA, U-HMC) use :math:`K = 2` (no extra score evaluation) for their diagnostic acceptance
+        probability.
 
     Subclasses implement :meth:`_step`. :attr:`default_target_accept` is the acceptance rate the step-size adapter
     aims at by default.
@@ -164,15 +172,41 @@ class MCMCKernel(ABC):
     #: whether the state carries a momentum
     uses_momentum: bool = False
 
-    def __init__(self, log_prob_and_grad: LogProbAndGrad, step_size: StepSize):
+    def __init__(self, log_prob_and_grad: LogProbAndGrad, step_size: StepSize, *, line_integral: Optional[int] = None):
         if not callable(log_prob_and_grad):
             raise TypeError(f"log_prob_and_grad must be callable x -> (log_prob, grad), got {log_prob_and_grad!r}")
         self.log_prob_and_grad = log_prob_and_grad
         self.step_size = check_step_size(step_size)
+        if line_integral is not None:
+            from pyro_sculpt.mcmc.line_integral import check_num_points
+
+            line_integral = check_num_points(line_integral)
+        elif getattr(log_prob_and_grad, "score_only", False):
+            if self.exact:
+                raise ValueError(
+                    f"{type(self).__name__}: the target is score-only (no log-density), so an exact Metropolis test is "
+                    "impossible: pass line_integral=K (an integer >= 2) to estimate l(x') - l(x) by the trapezoid rule "
+                    "on K points of the score (Sjöberg et al. 2023), use a model with energies (log_prob(x, t)), or an "
+                    "unadjusted kernel (ULA, UHMC)"
+                )
+            line_integral = 2  # the unadjusted kernels' diagnostic acceptance probability: free end-point rule
+        self.line_integral = line_integral
+
+    def log_target_ratio(
+        self, x: torch.Tensor, x_new: torch.Tensor, log_p: torch.Tensor, log_p_new: torch.Tensor, grad, grad_new
+    ) -> torch.Tensor:
+        """:math:`l(x') - l(x)` per particle, ``(N,)`` float64: from the log-densities, or the trapezoid line integral
+        of the score with :attr:`line_integral` points."""
+        if self.line_integral is None:
+            return log_p_new - log_p
+        from pyro_sculpt.mcmc.line_integral import trapezoid_log_ratio
+
+        return trapezoid_log_ratio(self.evaluate, x, x_new, grad, grad_new, self.line_integral)
 
     def __repr__(self) -> str:
         h = self.step_size
-        return f"{type(self).__name__}(step_size={float(h) if h.dim() == 0 else tuple(h.shape)})"
+        extra = "" if self.line_integral is None else f", line_integral={self.line_integral}"
+        return f"{type(self).__name__}(step_size={float(h) if h.dim() == 0 else tuple(h.shape)}{extra})"
 
     def evaluate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The target at ``x``, checked: ``(log_prob (N,) float64, grad)``."""

@@ -37,5 +37,8 @@ def langevin_proposal(kernel, state: MCMCState, h: torch.Tensor):
     hb = per_particle(h, x)
     prop = x + 0.5 * hb * g + hb.sqrt() * torch.randn_like(x)
     log_p, grad = kernel.evaluate(prop)
-    log_alpha = log_p - state.log_prob + proposal_log_density(x, prop, grad, h) - proposal_log_density(prop, x, g, h)
+    delta = kernel.log_target_ratio(x, prop, state.log_prob, log_p, g, grad)
+    if kernel.line_integral is not None:
+        log_p = state.log_prob + delta  # the running estimate of l(x') - l(x_0)
+    log_alpha = delta + proposal_log_density(x, prop, grad, h) - proposal_log_density(prop, x, g, h)
     return prop, log_p, grad, log_alpha

@@ -86,7 +86,11 @@ def test_operator_target_needs_exact_densities():
         def score(self, x, t):
             return -x
 
+    # an operator of score-only models needs their log-densities; their product is a score-only target, which an
+    # exact Metropolis test refuses without the line integral (tests/mcmc/test_line_integral.py)
     with pytest.raises(TypeError, match=r"models\[0\] \(ScoreOnly\) has no exact log_prob\(x, t\)"):
-        ps.mcmc.operator_target([ScoreOnly()], 0.5)
+        ps.mcmc.operator_target([ScoreOnly()], 0.5, operator=lambda log_q: log_q.sum(-1))
+    with pytest.raises(ValueError, match="score-only"):
+        ps.mcmc.MALA(ps.mcmc.operator_target([ScoreOnly()], 0.5), 0.1)
     with pytest.raises(ValueError, match="models must hold at least one"):
         ps.mcmc.operator_target([], 0.5)
