@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Union
 
@@ -122,6 +123,66 @@ def inner(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return (u.reshape(u.shape[0], -1).double() * v.reshape(v.shape[0], -1).double()).sum(-1)
 
 
+class NoiseSource:
+    """Where the kernels' random numbers come from: torch's global generator (this default), or, inside
+    :func:`noise_source`, another source, e.g. Pyro sample sites (:class:`~pyro_sculpt.mcmc.CorrectorMessenger` makes
+    every draw of a corrector step a site). Each draw is named by what it is for: ``"proposal"`` (a Langevin
+    proposal's noise), ``"momentum"`` (a Hamiltonian kernel's refreshed momentum), ``"initial_momentum"`` (drawn by
+    ``init``) or ``"accept"`` (the uniform of a Metropolis test).
+
+    Example::
+
+        class Zeros(ps.mcmc.NoiseSource):
+            def normal(self, like, name):
+                return torch.zeros_like(like)
+
+        with ps.mcmc.noise_source(Zeros()):
+            state, info = ps.mcmc.ULA(target, 0.1).step(state)    # a deterministic gradient step
+    """
+
+    def normal(self, like: torch.Tensor, name: str) -> torch.Tensor:
+        """Standard normal draws of ``like``'s shape, dtype and device."""
+        return torch.randn_like(like)
+
+    def uniform(self, shape: torch.Size, device: torch.device, name: str) -> torch.Tensor:
+        """Uniform draws on [0, 1), float64, of shape ``shape``."""
+        return torch.rand(shape, dtype=torch.float64, device=device)
+
+
+_NOISE: list = [NoiseSource()]
+
+
+@contextmanager
+def noise_source(source: Optional[NoiseSource]):
+    """Draw the kernels' random numbers from ``source`` inside the context (``None``: leave the current source).
+
+    Example::
+
+        with ps.mcmc.noise_source(my_source):
+            state, info = kernel.step(state)
+    """
+    if source is None:
+        yield
+        return
+    if not isinstance(source, NoiseSource):
+        raise TypeError(f"source must be a NoiseSource, got {type(source).__name__}")
+    _NOISE.append(source)
+    try:
+        yield
+    finally:
+        _NOISE.pop()
+
+
+def standard_normal(like: torch.Tensor, name: str) -> torch.Tensor:
+    """Standard normal draws of ``like``'s shape from the current :class:`NoiseSource`."""
+    return _NOISE[-1].normal(like, name)
+
+
+def standard_uniform(shape: torch.Size, device: torch.device, name: str = "accept") -> torch.Tensor:
+    """Uniform float64 draws from the current :class:`NoiseSource`."""
+    return _NOISE[-1].uniform(torch.Size(shape), device, name)
+
+
 def accept_probability(log_alpha: torch.Tensor) -> torch.Tensor:
     """:math:`\\min(1, e^{\\log\\alpha})` per particle, with NaN read as a rejection (probability 0)."""
     log_alpha = torch.nan_to_num(log_alpha.double(), nan=-math.inf)
@@ -131,7 +192,7 @@ def accept_probability(log_alpha: torch.Tensor) -> torch.Tensor:
 def metropolis(log_alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One independent Metropolis test per particle: ``(accept_prob, accepted)``."""
     prob = accept_probability(log_alpha)
-    u = torch.rand(prob.shape, dtype=torch.float64, device=prob.device)
+    u = standard_uniform(prob.shape, prob.device, "accept")
     return prob, u < prob
 
 
@@ -244,7 +305,7 @@ class MCMCKernel(ABC):
         bad = torch.nonzero(torch.isnan(log_p) | (log_p == math.inf)).flatten()
         if bad.numel():
             raise ValueError(f"x: the target's log-density is {float(log_p[bad[0]])} at particle {int(bad[0])}")
-        mom = torch.randn_like(x) if self.uses_momentum else None
+        mom = standard_normal(x, "initial_momentum") if self.uses_momentum else None
         return MCMCState(x, log_p, grad, mom)
 
     def step(self, state: MCMCState, step_size: Optional[StepSize] = None) -> tuple[MCMCState, MCMCInfo]:

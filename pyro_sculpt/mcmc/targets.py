@@ -129,8 +129,9 @@ def operator_target(models: Sequence[Any], t: float, operator: Optional[Callable
 
     :param models: ``m`` diffusion models with ``log_prob(x, t)`` (exact, or up to a constant per level for
         operators linear in the log-densities: energy models) and ``score(x, t)``. For the product
-        (``operator=None``), models without ``log_prob`` are allowed: the target is then score-only
-        (:func:`score_target` of the summed scores; Metropolis-adjusted kernels need ``line_integral=K``).
+        (``operator=None``) and operators with ``linear = True`` (products, negations), models without
+        ``log_prob`` are allowed: the target is then score-only (:func:`score_target` of the operator's combination
+        of scores; Metropolis-adjusted kernels need ``line_integral=K``).
     :param t: the noise level.
     :param operator: :math:`\\Phi`, a callable on log-densities ``(N, m) -> (N,)`` (e.g. a
         :class:`~pyro_sculpt.sculpting.log_operators.LogOperator`); its ``gradient(log_q)`` is used if it has one,
@@ -144,10 +145,17 @@ def operator_target(models: Sequence[Any], t: float, operator: Optional[Callable
     if operator is not None and not callable(operator):
         raise TypeError(f"operator must be callable on log-densities (N, m) -> (N,), got {operator!r}")
     t = float(t)
-    models = _check_models(models, need_log_prob=operator is not None)
-    if operator is None and not all(callable(getattr(mod, "log_prob", None)) for mod in models):
-        return score_target(lambda x: sum(mod.score(x, t) for mod in models))
+    linear = operator is None or getattr(operator, "linear", False) is True
+    models = _check_models(models, need_log_prob=not linear)
     m = len(models)
+    if not all(callable(getattr(mod, "log_prob", None)) for mod in models):
+        # a linear operator of score-only models: its gradient needs no log-density (constant coefficients)
+        if operator is None:
+            coefs = [1.0] * m
+        else:
+            zero = torch.zeros(1, m, dtype=torch.float64)
+            coefs = [float(c) for c in operator.gradient(zero).reshape(-1)]
+        return score_target(lambda x: sum(c * mod.score(x, t) for c, mod in zip(coefs, models)))
 
     def target(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
