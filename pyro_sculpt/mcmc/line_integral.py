@@ -59,6 +59,10 @@ def trapezoid_log_ratio(
 
         delta = ps.mcmc.line_integral.trapezoid_log_ratio(target, x, y, grad_x, grad_y, num_points=5)
     """
+    for name, v in (("x_new", x_new), ("grad", grad), ("grad_new", grad_new)):
+        if not isinstance(v, torch.Tensor) or v.shape != x.shape:
+            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise ValueError(f"{name} must have the shape of x {tuple(x.shape)}, got {shape}")
     u, w = trapezoid_weights(num_points, device=x.device)
     d = x_new - x
     total = w[0] * inner(grad, d) + w[-1] * inner(grad_new, d)

@@ -120,6 +120,13 @@ def _check_models(models: Sequence[Any], need_log_prob: bool = True) -> list:
                     "log-densities at the noise level (e.g. GaussianMixtureOracle, EnergyScoreModel); a product of "
                     "score-only models (operator=None) is a score-only target (MCMC kernels then need line_integral=K)"
                 )
+    shapes = [getattr(m, "event_shape", None) for m in models]
+    for k, shape in enumerate(shapes):
+        if shape is not None and shapes[0] is not None and tuple(shape) != tuple(shapes[0]):
+            raise ValueError(
+                f"models[{k}] has event shape {tuple(shape)} but models[0] has {tuple(shapes[0])}: an operator "
+                "composes models of one space"
+            )
     return models
 
 
