@@ -160,3 +160,13 @@ def test_mala_correctors_reduce_the_bias_of_summed_scores():
     plain = _rrr_tv(None, 1000, 40)
     corrected = _rrr_tv("mala", 1000, 40, num_steps=5, step_size=0.05)
     assert plain > 0.09 and corrected < 0.8 * plain, (plain, corrected)  # measured: 0.140 and 0.100
+
+
+@pytest.mark.slow
+def test_rrr_product_with_mala_correctors():
+    """The issue's setting (100 Euler-Maruyama steps, 4,000 particles, oracle densities; about 1.5 min): summed scores
+    alone are biased (measured TV 0.128); MALA correctors with 20 steps per level remove most of it (measured 0.037,
+    docs/mcmc.md: the rest is the product's mode weights still moving below the level where ring modes separate)."""
+    plain = _rrr_tv(None, 4000, 100)
+    corrected = _rrr_tv("mala", 4000, 100, num_steps=20, step_size=0.05)
+    assert plain > 0.09 and corrected < 0.045, (plain, corrected)
