@@ -12,7 +12,7 @@ from pyro.distributions.torch_distribution import MaskedDistribution
 
 import pyro_sculpt as ps
 from pyro_sculpt.diffusion import AncestralSampler, EulerMaruyamaSampler, GaussianMixtureOracle, ScoreModel
-from pyro_sculpt.experiments.exact_targets import rrr_ring_product_task
+from pyro_sculpt.experiments.exact_targets import gaussian_mixture_product, rrr_ring_product_task
 from pyro_sculpt.experiments.gaussians import weighted_mode_tv
 from pyro_sculpt.mcmc.corrector import CORRECTOR_INFER
 
@@ -170,3 +170,24 @@ def test_rrr_product_with_mala_correctors():
     plain = _rrr_tv(None, 4000, 100)
     corrected = _rrr_tv("mala", 4000, 100, num_steps=20, step_size=0.05)
     assert plain > 0.09 and corrected < 0.045, (plain, corrected)
+
+
+def test_mala_correctors_reach_the_exact_product_of_two_oracles():
+    """A product whose level targets keep their mode weights once the modes separate (2 modes at (+-1, 0), std 0.35,
+    times N((0.7, 0), 0.7^2 I); exact weights 0.092 / 0.908): MALA correctors at the 40 levels of the ancestral sampler
+    bring the mode TV from 0.076 (summed scores) to 0.011 (measured; 3,000 particles)."""
+    a = GaussianMixtureOracle(torch.tensor([[-1.0, 0.0], [1.0, 0.0]]), stds=0.35)
+    b = GaussianMixtureOracle(torch.tensor([[0.7, 0.0]]), stds=0.7)
+    exact = gaussian_mixture_product(a, b).weights.double()
+    proc = ps.product(AncestralSampler(a, 40), AncestralSampler(b, 40)).process
+    tvs = []
+    for options in (None, {"num_steps": 20}):
+        pyro.set_rng_seed(0)
+        with torch.no_grad():
+            if options is None:
+                x = ps.run("x", proc, num_particles=3000)
+            else:
+                with ps.mcmc.corrector(kernel="mala", **options):
+                    x = ps.run("x", proc, num_particles=3000)
+        tvs.append(weighted_mode_tv(x, torch.zeros(3000), exact, a.means))
+    assert tvs[0] > 0.05 and tvs[1] < 0.025, tvs
