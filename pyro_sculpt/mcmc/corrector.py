@@ -48,7 +48,10 @@ CORRECTOR_INFER = "pyro_sculpt_corrector"
 
 class PyroNoise(NoiseSource):
     """A :class:`~pyro_sculpt.mcmc.base.NoiseSource` whose every draw is a Pyro sample site (standard normal or
-    uniform), shaped by the particles' batch shape (the enclosing plates) and event shape.
+    uniform), shaped by the particles' batch shape (the enclosing plates) and event shape, named
+    ``{prefix}_{k}_{draw}``: ``k`` counts the kernel steps (a draw whose name was already drawn at this step starts the
+    next one; every kernel draws each name at most once per step, and a Hamiltonian kernel's ``init`` draws
+    ``"initial_momentum"``, a site of step 0).
 
     :param prefix: the sites' name prefix.
     :param batch_shape: the particles' batch shape (the kernels see them flattened to one dimension).
@@ -67,8 +70,13 @@ class PyroNoise(NoiseSource):
         self.event_shape = torch.Size(event_shape)
         self.info = dict(info or {})
         self.step = 0
+        self._drawn: set = set()
 
     def _site(self, draw: str, fn) -> torch.Tensor:
+        if draw in self._drawn:  # every kernel draws each name at most once per step: a repeat starts the next step
+            self.step += 1
+            self._drawn = set()
+        self._drawn.add(draw)
         infer = {CORRECTOR_INFER: {**self.info, "step": self.step, "draw": draw}}
         return pyro.sample(f"{self.prefix}_{self.step}_{draw}", fn, infer=infer)
 
@@ -191,29 +199,12 @@ class CorrectorMessenger(Messenger):
         flat = x.reshape((-1,) + tuple(event))
         source = None
         if self.sites:
-            source = _CountingNoise(f"{msg['name']}_corrector", batch, event, {"t": t, "level": level})
+            source = PyroNoise(f"{msg['name']}_corrector", batch, event, {"t": t, "level": level})
         with noise_source(source):
             moved = self.moves.move(flat, target, level=level).x
         new_state = process.corrector_state(state, moved.reshape(x.shape), t)
         msg["fn"] = replace_step_dist(msg["fn"], process.step_dist(new_state, t))
         msg["infer"] = {**msg["infer"], "pyro_sculpt": {**info, "state": new_state, "corrected_from": state}}
-
-
-class _CountingNoise(PyroNoise):
-    """:class:`PyroNoise` that numbers the kernel steps: a draw whose name was already drawn at this step starts the
-    next step (every kernel draws each of its names at most once per step; a Hamiltonian kernel's ``init`` draws
-    ``"initial_momentum"``, a site of step 0)."""
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self._drawn: set = set()
-
-    def _site(self, draw: str, fn) -> torch.Tensor:
-        if draw in self._drawn:
-            self.step += 1
-            self._drawn = set()
-        self._drawn.add(draw)
-        return super()._site(draw, fn)
 
 
 def corrector(
