@@ -191,3 +191,23 @@ def test_mala_correctors_reach_the_exact_product_of_two_oracles():
                     x = ps.run("x", proc, num_particles=3000)
         tvs.append(weighted_mode_tv(x, torch.zeros(3000), exact, a.means))
     assert tvs[0] > 0.05 and tvs[1] < 0.025, tvs
+
+
+def test_pyro_noise_alone_numbers_the_steps():
+    kernel = ps.mcmc.HMC(lambda x: (-0.5 * (x**2).sum(-1), -x), 0.1, num_leapfrog=2)
+
+    def chain():
+        with ps.mcmc.noise_source(ps.mcmc.PyroNoise("c", (5,), (2,))):
+            state = kernel.init(torch.zeros(5, 2))
+            for _ in range(3):
+                state, _ = kernel.step(state)
+        return state.x
+
+    tr = poutine.trace(chain).get_trace()
+    names = [n for n, s in tr.nodes.items() if s["type"] == "sample"]
+    assert names == ["c_0_initial_momentum", "c_0_momentum", "c_0_accept", "c_1_momentum", "c_1_accept",
+                     "c_2_momentum", "c_2_accept"]  # fmt: skip
+    assert torch.equal(poutine.replay(chain, trace=tr)(), tr.nodes["_RETURN"]["value"])
+    with pytest.raises(TypeError, match="source must be a NoiseSource"):
+        with ps.mcmc.noise_source("torch"):
+            pass
