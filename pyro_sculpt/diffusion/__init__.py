@@ -1,6 +1,7 @@
 """Layer 2: diffusion models as iterative processes (schedules, score networks, samplers, oracles)."""
 
 from pyro_sculpt.diffusion.density import PathDensityTracker, sample_with_log_density
+from pyro_sculpt.diffusion.energy_model import EnergyScoreModel
 from pyro_sculpt.diffusion.likelihood import probability_flow_drift, probability_flow_log_prob
 from pyro_sculpt.diffusion.model import DiffusionModel
 from pyro_sculpt.diffusion.oracle import GaussianMixtureOracle
@@ -27,6 +28,7 @@ __all__ = [
     "AncestralSampler",
     "DDIMSampler",
     "DiffusionModel",
+    "EnergyScoreModel",
     "EulerMaruyamaSampler",
     "GaussianMixtureOracle",
     "NoiseSchedule",

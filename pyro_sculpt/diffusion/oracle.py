@@ -175,6 +175,19 @@ class GaussianMixtureOracle(DiffusionModel):
         without noise (for a VP schedule the same as ``t=0``; a VE schedule has :math:`\\sigma_0 > 0`)."""
         return torch.logsumexp(self.component_log_probs(x, t), -1)
 
+    #: :meth:`log_prob` is the exact, normalised log-density (an energy model's is known up to a constant per level)
+    log_prob_normalised = True
+
+    def energy(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """The energy of the noised density in the convention of
+        :class:`~pyro_sculpt.diffusion.EnergyScoreModel` (docs/math.md §2), :math:`E(x, t) = -\\sigma_t \\log p_t(x)`,
+        so that :meth:`log_prob` is :math:`-E/\\sigma_t` and :meth:`score` is :math:`-\\nabla_x E / \\sigma_t`;
+        shape ``x.shape[:-1]``."""
+        if t is None:
+            raise ValueError("t must be a noise level (the energy is -sigma_t log p_t), got None")
+        sigma = self.schedule.sigma(time_like(t, x))
+        return -sigma * self.log_prob(x, t)
+
     def responsibilities(self, x: torch.Tensor, t: Optional[TimeLike] = None) -> torch.Tensor:
         """:math:`r_k(x, t) = P(\\text{component } k \\mid x_t = x)`, shape ``(..., K)``."""
         return torch.softmax(self.component_log_probs(x, t), -1)

@@ -93,19 +93,22 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
         self.schedule = schedule
-        if network is None:
-            vector = len(self.event_shape) == 1
-            network = ScoreMLP(
-                self.dim, hidden, layers, time_embedding_dim, event_shape=None if vector else self.event_shape
-            )
-        self.network = network
-        self.ema_network = copy.deepcopy(network)
+        self.network = self._make_network(network, hidden, layers, time_embedding_dim)
+        self.ema_network = copy.deepcopy(self.network)
         for p in self.ema_network.parameters():
             p.requires_grad_(False)
         self.use_ema = True
         self.history: list[dict] = []
         self.to(as_device(device))
         self._check_network()
+
+    def _make_network(self, network: Optional[nn.Module], hidden: int, layers: int, time_embedding_dim: int):
+        """The noise predictor: ``network``, or a :class:`ScoreMLP` of the given size (subclasses with another
+        parameterisation override this)."""
+        if network is not None:
+            return network
+        vector = len(self.event_shape) == 1
+        return ScoreMLP(self.dim, hidden, layers, time_embedding_dim, event_shape=None if vector else self.event_shape)
 
     def _check_network(self) -> None:
         shape = (3,) + tuple(self.event_shape)
@@ -126,7 +129,7 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
 
     def __repr__(self) -> str:
         shape = f"dim={self.dim}" if len(self.event_shape) == 1 else f"event_shape={tuple(self.event_shape)}"
-        return f"ScoreModel({shape}, schedule={self.schedule!r})"
+        return f"{type(self).__name__}({shape}, schedule={self.schedule!r})"
 
     # ----- the model -----
 
@@ -269,12 +272,16 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
             "dim": self.dim,
             "event_shape": list(self.event_shape),
             "schedule": self.schedule.config(),
-            "network": self.network.config() if isinstance(self.network, ScoreMLP) else None,
+            "network": self._network_config(),
             "state_dict": cpu_state_dict(self.network),
             "ema_state_dict": cpu_state_dict(self.ema_network),
             "use_ema": self.use_ema,
             "history": self.history,
         }
+
+    def _network_config(self) -> Optional[dict]:
+        """The default network's configuration, ``None`` for a custom network (loading then needs ``network=``)."""
+        return self.network.config() if isinstance(self.network, ScoreMLP) else None
 
     @classmethod
     def _from_checkpoint(

@@ -11,13 +11,16 @@ Example::
 """
 
 from pyro_sculpt.mcmc.adaptation import StepSizeAdapter
-from pyro_sculpt.mcmc.base import MCMCInfo, MCMCKernel, MCMCState
+from pyro_sculpt.mcmc.base import MCMCInfo, MCMCKernel, MCMCState, NoiseSource, noise_source
 from pyro_sculpt.mcmc.chain import ChainTrace, run_chains
+from pyro_sculpt.mcmc.corrector import CorrectorMessenger, PyroNoise, corrector
+from pyro_sculpt.mcmc.diagnostics import level_diagnostics, plot_level_diagnostics
 from pyro_sculpt.mcmc.hamiltonian import leapfrog
 from pyro_sculpt.mcmc.hmc import HMC
+from pyro_sculpt.mcmc.line_integral import trapezoid_log_ratio
 from pyro_sculpt.mcmc.mala import MALA
 from pyro_sculpt.mcmc.rejuvenation import Rejuvenation
-from pyro_sculpt.mcmc.targets import energy_target, log_density_target, operator_target
+from pyro_sculpt.mcmc.targets import energy_target, log_density_target, operator_target, score_target
 from pyro_sculpt.mcmc.uhmc import UHMC
 from pyro_sculpt.mcmc.ula import ULA
 
@@ -27,14 +30,23 @@ __all__ = [
     "UHMC",
     "ULA",
     "ChainTrace",
+    "CorrectorMessenger",
     "MCMCInfo",
     "MCMCKernel",
     "MCMCState",
+    "NoiseSource",
+    "PyroNoise",
     "Rejuvenation",
     "StepSizeAdapter",
+    "corrector",
     "energy_target",
     "leapfrog",
+    "level_diagnostics",
     "log_density_target",
+    "noise_source",
     "operator_target",
+    "plot_level_diagnostics",
     "run_chains",
+    "score_target",
+    "trapezoid_log_ratio",
 ]

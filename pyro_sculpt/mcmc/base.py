@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Union
 
@@ -122,6 +123,66 @@ def inner(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return (u.reshape(u.shape[0], -1).double() * v.reshape(v.shape[0], -1).double()).sum(-1)
 
 
+class NoiseSource:
+    """Where the kernels' random numbers come from: torch's global generator (this default), or, inside
+    :func:`noise_source`, another source, e.g. Pyro sample sites (:class:`~pyro_sculpt.mcmc.CorrectorMessenger` makes
+    every draw of a corrector step a site). Each draw is named by what it is for: ``"proposal"`` (a Langevin
+    proposal's noise), ``"momentum"`` (a Hamiltonian kernel's refreshed momentum), ``"initial_momentum"`` (drawn by
+    ``init``) or ``"accept"`` (the uniform of a Metropolis test).
+
+    Example::
+
+        class Zeros(ps.mcmc.NoiseSource):
+            def normal(self, like, name):
+                return torch.zeros_like(like)
+
+        with ps.mcmc.noise_source(Zeros()):
+            state, info = ps.mcmc.ULA(target, 0.1).step(state)    # a deterministic gradient step
+    """
+
+    def normal(self, like: torch.Tensor, name: str) -> torch.Tensor:
+        """Standard normal draws of ``like``'s shape, dtype and device."""
+        return torch.randn_like(like)
+
+    def uniform(self, shape: torch.Size, device: torch.device, name: str) -> torch.Tensor:
+        """Uniform draws on [0, 1), float64, of shape ``shape``."""
+        return torch.rand(shape, dtype=torch.float64, device=device)
+
+
+_NOISE: list = [NoiseSource()]
+
+
+@contextmanager
+def noise_source(source: Optional[NoiseSource]):
+    """Draw the kernels' random numbers from ``source`` inside the context (``None``: leave the current source).
+
+    Example::
+
+        with ps.mcmc.noise_source(my_source):
+            state, info = kernel.step(state)
+    """
+    if source is None:
+        yield
+        return
+    if not isinstance(source, NoiseSource):
+        raise TypeError(f"source must be a NoiseSource, got {type(source).__name__}")
+    _NOISE.append(source)
+    try:
+        yield
+    finally:
+        _NOISE.pop()
+
+
+def standard_normal(like: torch.Tensor, name: str) -> torch.Tensor:
+    """Standard normal draws of ``like``'s shape from the current :class:`NoiseSource`."""
+    return _NOISE[-1].normal(like, name)
+
+
+def standard_uniform(shape: torch.Size, device: torch.device, name: str = "accept") -> torch.Tensor:
+    """Uniform float64 draws from the current :class:`NoiseSource`."""
+    return _NOISE[-1].uniform(torch.Size(shape), device, name)
+
+
 def accept_probability(log_alpha: torch.Tensor) -> torch.Tensor:
     """:math:`\\min(1, e^{\\log\\alpha})` per particle, with NaN read as a rejection (probability 0)."""
     log_alpha = torch.nan_to_num(log_alpha.double(), nan=-math.inf)
@@ -131,7 +192,7 @@ def accept_probability(log_alpha: torch.Tensor) -> torch.Tensor:
 def metropolis(log_alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One independent Metropolis test per particle: ``(accept_prob, accepted)``."""
     prob = accept_probability(log_alpha)
-    u = torch.rand(prob.shape, dtype=torch.float64, device=prob.device)
+    u = standard_uniform(prob.shape, prob.device, "accept")
     return prob, u < prob
 
 
@@ -146,6 +207,14 @@ class MCMCKernel(ABC):
 
     :param log_prob_and_grad: the target, ``x (N, ...) -> (log pi (N,), grad (N, ...))``.
     :param step_size: a positive number, or a positive tensor ``(N,)`` (one per particle).
+    :param line_integral: ``None`` (default): the Metropolis test takes :math:`l(x') - l(x)` from the target's
+        log-densities; an integer :math:`K \\ge 2`: from the trapezoid rule on :math:`K` points of the score along the
+        segment from :math:`x` to :math:`x'` (:mod:`~pyro_sculpt.mcmc.line_integral`; Sjöberg et al. 2023), for
+        targets whose log-density is unknown (:func:`~pyro_sculpt.mcmc.score_target`: score-only models). The state's
+        ``log_prob`` is then the running estimate of :math:`l(x) - l(x_0)` from the chain's start. A Metropolis-adjusted
+        kernel (MALA, HMC) on a score-only target without ``line_integral`` raises a :class:`ValueError`; the
+        unadjusted ones (ULA, U-HMC) use :math:`K = 2` (no extra score evaluation) for their diagnostic acceptance
+        probability.
 
     Subclasses implement :meth:`_step`. :attr:`default_target_accept` is the acceptance rate the step-size adapter
     aims at by default.
@@ -164,15 +233,41 @@ class MCMCKernel(ABC):
     #: whether the state carries a momentum
     uses_momentum: bool = False
 
-    def __init__(self, log_prob_and_grad: LogProbAndGrad, step_size: StepSize):
+    def __init__(self, log_prob_and_grad: LogProbAndGrad, step_size: StepSize, *, line_integral: Optional[int] = None):
         if not callable(log_prob_and_grad):
             raise TypeError(f"log_prob_and_grad must be callable x -> (log_prob, grad), got {log_prob_and_grad!r}")
         self.log_prob_and_grad = log_prob_and_grad
         self.step_size = check_step_size(step_size)
+        if line_integral is not None:
+            from pyro_sculpt.mcmc.line_integral import check_num_points
+
+            line_integral = check_num_points(line_integral)
+        elif getattr(log_prob_and_grad, "score_only", False):
+            if self.exact:
+                raise ValueError(
+                    f"{type(self).__name__}: the target is score-only (no log-density), so an exact Metropolis test is "
+                    "impossible: pass line_integral=K (an integer >= 2) to estimate l(x') - l(x) by the trapezoid rule "
+                    "on K points of the score (Sjöberg et al. 2023), use a model with energies (log_prob(x, t)), or an "
+                    "unadjusted kernel (ULA, UHMC)"
+                )
+            line_integral = 2  # the unadjusted kernels' diagnostic acceptance probability: free end-point rule
+        self.line_integral = line_integral
+
+    def log_target_ratio(
+        self, x: torch.Tensor, x_new: torch.Tensor, log_p: torch.Tensor, log_p_new: torch.Tensor, grad, grad_new
+    ) -> torch.Tensor:
+        """:math:`l(x') - l(x)` per particle, ``(N,)`` float64: from the log-densities, or the trapezoid line integral
+        of the score with :attr:`line_integral` points."""
+        if self.line_integral is None:
+            return log_p_new - log_p
+        from pyro_sculpt.mcmc.line_integral import trapezoid_log_ratio
+
+        return trapezoid_log_ratio(self.evaluate, x, x_new, grad, grad_new, self.line_integral)
 
     def __repr__(self) -> str:
         h = self.step_size
-        return f"{type(self).__name__}(step_size={float(h) if h.dim() == 0 else tuple(h.shape)})"
+        extra = "" if self.line_integral is None else f", line_integral={self.line_integral}"
+        return f"{type(self).__name__}(step_size={float(h) if h.dim() == 0 else tuple(h.shape)}{extra})"
 
     def evaluate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The target at ``x``, checked: ``(log_prob (N,) float64, grad)``."""
@@ -210,7 +305,7 @@ class MCMCKernel(ABC):
         bad = torch.nonzero(torch.isnan(log_p) | (log_p == math.inf)).flatten()
         if bad.numel():
             raise ValueError(f"x: the target's log-density is {float(log_p[bad[0]])} at particle {int(bad[0])}")
-        mom = torch.randn_like(x) if self.uses_momentum else None
+        mom = standard_normal(x, "initial_momentum") if self.uses_momentum else None
         return MCMCState(x, log_p, grad, mom)
 
     def step(self, state: MCMCState, step_size: Optional[StepSize] = None) -> tuple[MCMCState, MCMCInfo]:

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from pyro_sculpt.mcmc.base import per_particle, sq_norm
+from pyro_sculpt.mcmc.base import per_particle, sq_norm, standard_normal
 
 
 def leapfrog(
@@ -60,7 +60,7 @@ def kinetic(p: torch.Tensor) -> torch.Tensor:
 def refresh(p: torch.Tensor, persistence: float) -> torch.Tensor:
     """Partial momentum refresh :math:`\\gamma p + \\sqrt{1 - \\gamma^2}\\, \\xi` (:math:`\\gamma = 0`: a fresh
     :math:`\\mathcal N(0, I)` momentum); leaves :math:`\\mathcal N(0, I)` invariant."""
-    xi = torch.randn_like(p)
+    xi = standard_normal(p, "momentum")
     if persistence == 0.0:
         return xi
     return persistence * p + math.sqrt(1.0 - persistence**2) * xi

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from pyro_sculpt.mcmc.base import LogProbAndGrad, MCMCInfo, MCMCKernel, MCMCState, StepSize, metropolis, select
@@ -23,6 +25,8 @@ class HMC(MCMCKernel):
     :param step_size: :math:`\\epsilon > 0`, a number or ``(N,)``.
     :param num_leapfrog: leapfrog steps per proposal.
     :param persistence: :math:`\\gamma \\in [0, 1)`.
+    :param line_integral: ``None``, or trapezoid points :math:`K \\ge 2` of the score line integral along the
+        straight segment from :math:`x` to the trajectory's end (:class:`~pyro_sculpt.mcmc.base.MCMCKernel`).
 
     Example::
 
@@ -36,9 +40,15 @@ class HMC(MCMCKernel):
     default_target_accept = 0.65
 
     def __init__(
-        self, log_prob_and_grad: LogProbAndGrad, step_size: StepSize, num_leapfrog: int = 5, persistence: float = 0.0
+        self,
+        log_prob_and_grad: LogProbAndGrad,
+        step_size: StepSize,
+        num_leapfrog: int = 5,
+        persistence: float = 0.0,
+        *,
+        line_integral: Optional[int] = None,
     ):
-        super().__init__(log_prob_and_grad, step_size)
+        super().__init__(log_prob_and_grad, step_size, line_integral=line_integral)
         self.num_leapfrog, self.persistence = check_hamiltonian_options(num_leapfrog, persistence)
 
     def _trajectory(self, state: MCMCState, step_size: torch.Tensor):
@@ -46,7 +56,10 @@ class HMC(MCMCKernel):
         Metropolis ratio of the Hamiltonian."""
         p0 = refresh(state.momentum, self.persistence)
         x, p, log_p, grad = leapfrog(self.evaluate, state.x, p0, state.grad, step_size, self.num_leapfrog)
-        return p0, x, p, log_p, grad, (log_p - kinetic(p)) - (state.log_prob - kinetic(p0))
+        delta = self.log_target_ratio(state.x, x, state.log_prob, log_p, state.grad, grad)
+        if self.line_integral is not None:
+            log_p = state.log_prob + delta  # the running estimate of l(x') - l(x_0)
+        return p0, x, p, log_p, grad, delta - kinetic(p) + kinetic(p0)
 
     def _step(self, state: MCMCState, step_size: torch.Tensor) -> tuple[MCMCState, MCMCInfo]:
         p0, x, p, log_p, grad, log_alpha = self._trajectory(state, step_size)

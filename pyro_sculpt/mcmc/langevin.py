@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from pyro_sculpt.mcmc.base import MCMCState, per_particle, sq_norm
+from pyro_sculpt.mcmc.base import MCMCState, per_particle, sq_norm, standard_normal
 
 
 def proposal_log_density(to: torch.Tensor, frm: torch.Tensor, grad_frm: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -35,7 +35,10 @@ def langevin_proposal(kernel, state: MCMCState, h: torch.Tensor):
     alpha)`` with MALA's :math:`\\log\\alpha` (float64)."""
     x, g = state.x, state.grad
     hb = per_particle(h, x)
-    prop = x + 0.5 * hb * g + hb.sqrt() * torch.randn_like(x)
+    prop = x + 0.5 * hb * g + hb.sqrt() * standard_normal(x, "proposal")
     log_p, grad = kernel.evaluate(prop)
-    log_alpha = log_p - state.log_prob + proposal_log_density(x, prop, grad, h) - proposal_log_density(prop, x, g, h)
+    delta = kernel.log_target_ratio(x, prop, state.log_prob, log_p, g, grad)
+    if kernel.line_integral is not None:
+        log_p = state.log_prob + delta  # the running estimate of l(x') - l(x_0)
+    log_alpha = delta + proposal_log_density(x, prop, grad, h) - proposal_log_density(prop, x, g, h)
     return prop, log_p, grad, log_alpha

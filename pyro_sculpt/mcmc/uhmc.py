@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from pyro_sculpt.mcmc.base import LogProbAndGrad, MCMCInfo, MCMCState, StepSize, accept_probability
@@ -32,9 +34,15 @@ class UHMC(HMC):
     default_target_accept = 0.9
 
     def __init__(
-        self, log_prob_and_grad: LogProbAndGrad, step_size: StepSize, num_leapfrog: int = 1, persistence: float = 0.9
+        self,
+        log_prob_and_grad: LogProbAndGrad,
+        step_size: StepSize,
+        num_leapfrog: int = 1,
+        persistence: float = 0.9,
+        *,
+        line_integral: Optional[int] = None,
     ):
-        super().__init__(log_prob_and_grad, step_size, num_leapfrog, persistence)
+        super().__init__(log_prob_and_grad, step_size, num_leapfrog, persistence, line_integral=line_integral)
 
     def _step(self, state: MCMCState, step_size: torch.Tensor) -> tuple[MCMCState, MCMCInfo]:
         _, x, p, log_p, grad, log_alpha = self._trajectory(state, step_size)

@@ -86,7 +86,50 @@ def test_operator_target_needs_exact_densities():
         def score(self, x, t):
             return -x
 
+    # an operator of score-only models needs their log-densities; their product is a score-only target, which an
+    # exact Metropolis test refuses without the line integral (tests/mcmc/test_line_integral.py)
     with pytest.raises(TypeError, match=r"models\[0\] \(ScoreOnly\) has no exact log_prob\(x, t\)"):
-        ps.mcmc.operator_target([ScoreOnly()], 0.5)
+        ps.mcmc.operator_target([ScoreOnly()], 0.5, operator=lambda log_q: log_q.sum(-1))
+    with pytest.raises(ValueError, match="score-only"):
+        ps.mcmc.MALA(ps.mcmc.operator_target([ScoreOnly()], 0.5), 0.1)
     with pytest.raises(ValueError, match="models must hold at least one"):
         ps.mcmc.operator_target([], 0.5)
+
+
+def test_mismatched_dimensions_of_models_and_segments():
+    from pyro_sculpt.diffusion import EnergyScoreModel, GaussianMixtureOracle
+
+    a = GaussianMixtureOracle(torch.zeros(1, 2), stds=1.0)
+    b = GaussianMixtureOracle(torch.zeros(1, 3), stds=1.0)
+    with pytest.raises(ValueError, match=r"models\[1\] has event shape \(3,\) but models\[0\] has \(2,\)"):
+        ps.mcmc.operator_target([a, b], 0.5)
+    x = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match=r"x_new must have the shape of x \(4, 2\), got \(4, 3\)"):
+        ps.mcmc.trapezoid_log_ratio(gauss, x, torch.zeros(4, 3), x, x, 3)
+    with pytest.raises(ValueError, match=r"grad_new must have the shape of x"):
+        ps.mcmc.trapezoid_log_ratio(gauss, x, x, x, torch.zeros(3, 2), 3)
+    # a score-only target whose score has the wrong shape: the kernel names it
+    with pytest.raises(ValueError, match=r"returned a gradient of shape \(4, 3\) for x of shape \(4, 2\)"):
+        ps.mcmc.MALA(ps.mcmc.score_target(lambda z: torch.zeros(4, 3)), 0.1, line_integral=3).init(x)
+
+    class PerEntry(torch.nn.Module):
+        def forward(self, x, t):
+            return x**2
+
+    with pytest.raises(ValueError, match="energy must map x of shape .* to one value per point"):
+        EnergyScoreModel(2, network=PerEntry())
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 2\)"):
+        EnergyScoreModel(2, hidden=4, layers=1).log_prob(torch.zeros(4, 3), 0.5)
+
+
+def test_corrector_bad_input():
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="step_size must be finite and > 0"):
+            ps.mcmc.corrector(kernel="hmc", step_size=bad)
+    for bad in (0.0, 1.0, 2.0):
+        with pytest.raises(ValueError, match="target_accept must lie in"):
+            ps.mcmc.corrector(target_accept=bad)
+    with pytest.raises(ValueError, match="num_steps must be an integer >= 1"):
+        ps.mcmc.corrector(num_steps=0)
+    with pytest.raises(ValueError, match="line_integral must be an integer >= 2"):
+        ps.mcmc.corrector(kernel="mala", line_integral=1)

@@ -254,6 +254,28 @@ class ReverseDiffusionProcess(IterativeProcess):
         infer["pyro_sculpt"]["diffusion"] = {"kind": self._kinds[t], "time": self._score_times[t]}
         return infer
 
+    # ----- MCMC correctors (the protocol of pyro_sculpt.mcmc.CorrectorMessenger) -----
+
+    def corrector_level(self, t: int) -> Optional[float]:
+        """The noise level of the state that step ``t`` starts from, which a corrector may move before the step
+        (every step that evaluates a score at its input's level: ``"predictor"`` and ``"ode"``); ``None`` for the prior
+        draw and for the sampler's own corrector steps."""
+        self._check_step(t)
+        return self._score_times[t] if self._kinds[t] in ("predictor", "ode") else None
+
+    def corrector_position(self, state: torch.Tensor) -> torch.Tensor:
+        """The particles of a state (the state itself)."""
+        return state
+
+    def corrector_state(self, state: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
+        """The state with its particles moved to ``x`` (``x`` itself)."""
+        return x
+
+    def corrector_models(self) -> tuple[list, None]:
+        """``(models, operator)`` of the level targets: the model alone (``log_prob(x, t)`` if it has one, else a
+        score-only target)."""
+        return [self.model], None
+
     def twist(self, **options):
         """The SMC twist of this sampler (see :func:`pyro_sculpt.infer.smc`): its model's, for a model that has one
         (a sculpted diffusion model: the classifier), else ``None`` (SMC then runs the sampler unweighted)."""

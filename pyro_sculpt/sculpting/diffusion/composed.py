@@ -204,6 +204,18 @@ class _Composed:
         if mode not in DENSITY_MODES:
             raise ValueError(f"densities must be one of {DENSITY_MODES}, got {mode!r}")
         exact = all(has_exact_log_prob(m) for m in self.models)
+        shifted = [k for k, m in enumerate(self.models) if not getattr(m, "log_prob_normalised", True)]
+        if exact and shifted and not is_linear(self.operator):
+            # log_prob up to a constant per level (energy models): enough for linear operators only
+            if mode == "exact":
+                k = shifted[0]
+                raise ValueError(
+                    f"densities='exact': models[{k}] ({type(self.models[k]).__name__}) has log_prob(x, t) only up to a "
+                    f"constant per noise level, which cancels in the SMC weights of operators linear in the "
+                    f"log-densities (products, negations) but not in {self.operator!r}: use densities='tracked' (the "
+                    "Itô estimator) or models with normalised log-densities"
+                )
+            exact = False
         if mode == "exact" or (mode == "auto" and exact):
             return ExactDensities(self.models)
         if mode == "auto" and not for_weights and is_linear(self.operator):
@@ -351,7 +363,8 @@ class ComposedDiffusionProcess(IterativeProcess):
         if t == 0:
             return value, dens.init(value, self._core.times[1][0])
         t_in, t_out = self._core.times[t]
-        return value, dens.update(log_q, x, value, t_in, t_out, scores=self._scores(x, t))
+        scores = None if isinstance(dens, ExactDensities) else self._scores(x, t)  # exact ones need no scores
+        return value, dens.update(log_q, x, value, t_in, t_out, scores=scores)
 
     def terminal(self, state) -> torch.Tensor:
         return state[0]
@@ -361,6 +374,31 @@ class ComposedDiffusionProcess(IterativeProcess):
         time = None if t == 0 else self.sampler.score_time(t)
         infer["pyro_sculpt"]["diffusion"] = {"kind": self.sampler.step_kind(t), "time": time}
         return infer
+
+    # ----- MCMC correctors (the protocol of pyro_sculpt.mcmc.CorrectorMessenger) -----
+
+    def corrector_level(self, t: int) -> Optional[float]:
+        """The noise level of step ``t``'s input state (``None`` for the prior draw)."""
+        return None if t == 0 else self.sampler.corrector_level(t)
+
+    def corrector_position(self, state) -> torch.Tensor:
+        return state[0]
+
+    def corrector_state(self, state, x: torch.Tensor, t: int):
+        """``(x, log_q)`` with the leaves' log-densities at the moved particles: exact (or none, for linear
+        operators of score-only models); tracked densities are path integrals that a move would invalidate."""
+        dens = self._core.densities
+        if not isinstance(dens, ExactDensities):
+            raise ValueError(
+                f"correctors move the particles of {self!r}, whose proposal uses {type(dens).__name__}: tracked "
+                "densities are integrals along each particle's own path, which a move would invalidate; use leaf "
+                "models with log_prob(x, t) (densities='exact') or a linear operator (products, negations)"
+            )
+        return x, dens.init(x, self.corrector_level(t))
+
+    def corrector_models(self) -> tuple[list, LogOperator]:
+        """``(leaf models, operator)`` of the level targets :math:`\\exp\\Phi(\\log q_{1,t}, \\dots)`."""
+        return list(self._core.models), self.operator
 
     def twist(
         self, *, densities: str = "auto", proposal: Any = "operator", moves: Optional[Rejuvenation] = None

@@ -187,6 +187,23 @@ class DiffusionMixtureProcess(IterativeProcess):
         logs = torch.stack([s.terminal_log_prob(x) for s in self.samplers], -1)
         return torch.logsumexp(logs + self.weights.to(dtype=logs.dtype, device=logs.device).log(), -1)
 
+    # ----- MCMC correctors (the protocol of pyro_sculpt.mcmc.CorrectorMessenger) -----
+
+    def corrector_level(self, t: int) -> Optional[float]:
+        """The noise level of step ``t``'s input state (``None`` for the component and prior draws)."""
+        return None if t < 2 else self.sampler.corrector_level(t - 1)
+
+    def corrector_position(self, state) -> torch.Tensor:
+        return state[0]
+
+    def corrector_state(self, state, x: torch.Tensor, t: int):
+        return x, state[1]
+
+    def corrector_models(self) -> None:
+        """``None``: the level target of a mixture depends on what guides it (a sculpting operator under
+        :func:`~pyro_sculpt.sculpting.sculpt_guidance`), so a corrector needs an explicit ``target``."""
+        return None
+
     # ----- guidance (GuidableProcess) -----
 
     def _check_guidance(self, guidance: Guidance) -> Observations:
