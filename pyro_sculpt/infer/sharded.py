@@ -100,6 +100,10 @@ def sharded_smc(
         :func:`~pyro_sculpt.train.data_parallel.rank_seed` ``(seed, r)``.
     :returns: the fields of :class:`~pyro_sculpt.infer.SMCResult`, gathered on every process.
     """
+    if getattr(twist, "rejuvenate_final", False):
+        raise ValueError(
+            "final rejuvenation moves (moves=...) are not supported by distributed SMC; run with distributed=False"
+        )
     sizes = shard_sizes(num_particles, world.world_size)
     if min(sizes) < 1:
         raise ValueError(

@@ -1,7 +1,8 @@
 """Layer 2: batched MCMC kernels with a per-particle accept (docs/math.md §2), in the functional ``init``/``step``
 style: ULA, MALA, U-HMC (underdamped, no test) and HMC (Metropolis test, momentum flipped on rejection); step-size
 adaptation towards a target acceptance rate; targets built from log-densities, energies or operators on diffusion
-models' log-densities; and rejuvenation moves for SMC samplers (docs/mcmc.md).
+models' log-densities; rejuvenation moves for SMC samplers (docs/mcmc.md); and on discrete spaces, independence
+Metropolis-Hastings with a generative model as the proposal and Gibbs over coordinates (docs/math.md §3).
 
 Example::
 
@@ -13,8 +14,10 @@ Example::
 from pyro_sculpt.mcmc.adaptation import StepSizeAdapter
 from pyro_sculpt.mcmc.base import MCMCInfo, MCMCKernel, MCMCState
 from pyro_sculpt.mcmc.chain import ChainTrace, run_chains
+from pyro_sculpt.mcmc.gibbs import Gibbs, GibbsState
 from pyro_sculpt.mcmc.hamiltonian import leapfrog
 from pyro_sculpt.mcmc.hmc import HMC
+from pyro_sculpt.mcmc.independence import IndependenceMH, IndependenceRejuvenation, IndependenceState
 from pyro_sculpt.mcmc.mala import MALA
 from pyro_sculpt.mcmc.rejuvenation import Rejuvenation
 from pyro_sculpt.mcmc.targets import energy_target, log_density_target, operator_target
@@ -27,6 +30,11 @@ __all__ = [
     "UHMC",
     "ULA",
     "ChainTrace",
+    "Gibbs",
+    "GibbsState",
+    "IndependenceMH",
+    "IndependenceRejuvenation",
+    "IndependenceState",
     "MCMCInfo",
     "MCMCKernel",
     "MCMCState",

@@ -29,6 +29,7 @@ exponent with the step from one to its count.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Sequence
 
 import torch
@@ -37,6 +38,8 @@ from pyro.distributions import Categorical
 from pyro_sculpt.gflownets.policy_process import gather_rows, unique_rows
 from pyro_sculpt.infer.smc import smc
 from pyro_sculpt.infer.twist import Twist
+from pyro_sculpt.mcmc.independence import IndependenceMH, IndependenceRejuvenation
+from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.gflownet.bases import base_processes
 from pyro_sculpt.sculpting.log_operators import Composition, LogOperator, Sculpt
@@ -218,21 +221,25 @@ class ComposedProcess(IterativeProcess):
             "(ps.sculpting.gflownet.composed.exact_composition)"
         )
 
-    def twist(self, intermediate: str = "auto", pilot_fraction: float = 0.1) -> Twist:
+    def twist(
+        self, intermediate: str = "auto", pilot_fraction: float = 0.1, moves: Optional[IndependenceRejuvenation] = None
+    ) -> Twist:
         """The SMC twist of this composition (:class:`OperatorTwist`); see :func:`pyro_sculpt.infer.smc`.
 
         :param intermediate: ``"plain"``, ``"distinct"``, ``"ramp"``, or ``"auto"`` (default): for a sculpting
             operator with a repeated observation, short pilot runs of the three (``pilot_fraction`` of the particles
             each, at least 1,000) choose the one whose weights keep the highest effective sample size
             (:class:`AutoIntermediateTwist`); otherwise ``"plain"``.
+        :param moves: independence Metropolis-Hastings moves of the final particles
+            (:class:`~pyro_sculpt.mcmc.IndependenceRejuvenation`; :class:`OperatorTwist`), or ``None``.
         """
         if intermediate == "auto":
             candidates = self.intermediate_candidates()
             if len(candidates) == 1:
-                return OperatorTwist(self.with_intermediate(candidates[0]))
-            return AutoIntermediateTwist(self, candidates, pilot_fraction)
+                return OperatorTwist(self.with_intermediate(candidates[0]), moves=moves)
+            return AutoIntermediateTwist(self, candidates, pilot_fraction, moves=moves)
         same = intermediate == self.intermediate
-        return OperatorTwist(self if same else self.with_intermediate(intermediate))
+        return OperatorTwist(self if same else self.with_intermediate(intermediate), moves=moves)
 
     def intermediate_candidates(self) -> tuple[str, ...]:
         """The intermediate operators that differ for this composition."""
@@ -268,16 +275,33 @@ class OperatorTwist(Twist):
     increment includes :math:`\\Psi(s_0)`, so that ``log_evidence`` estimates :math:`\\log \\sum_x \\exp \\Phi(\\log
     p_1(x), \\dots)`.
 
+    With ``moves`` (:class:`~pyro_sculpt.mcmc.IndependenceRejuvenation`), :func:`~pyro_sculpt.infer.smc` resamples
+    the particles after the last step and every one makes independence Metropolis-Hastings steps
+    (:class:`~pyro_sculpt.mcmc.IndependenceMH`, docs/math.md §3) targeting the exact composition, with the mixture of
+    the bases (or one base) as the proposal: the bases' exact terminal log-probabilities (dynamic programming on an
+    enumerable environment) give the target and the proposal's density. A moved particle's prefix quantities become
+    those of its new state, :math:`\\ell_i = \\log p_i(x)` and :math:`b = 0`.
+
     :param process: the composition.
+    :param moves: the final moves, or ``None``.
+
+    Example::
+
+        moves = ps.mcmc.IndependenceRejuvenation(num_steps=20)
+        res = ps.infer.smc(ps.product(p1, p2), 100_000, moves=moves)   # equally weighted, moved particles
     """
 
-    def __init__(self, process: ComposedProcess):
+    def __init__(self, process: ComposedProcess, moves: Optional[IndependenceRejuvenation] = None):
         if not isinstance(process, ComposedProcess):
             raise TypeError(f"process must be a ComposedProcess, got {type(process).__name__}")
         self.process = process
         self.max_steps = process.max_steps
+        self.moves = check_moves(process, moves)
+        self.rejuvenate_final = moves is not None
 
     def init(self, num_particles: int):
+        if self.moves is not None:
+            self.moves.reset()
         proc = self.process
         s0, l0, b0 = proc.init()
         n = num_particles
@@ -310,6 +334,69 @@ class OperatorTwist(Twist):
     def terminal(self, particles) -> torch.Tensor:
         return particles["s"]
 
+    def rejuvenate(self, particles, t: int):
+        """After the last step (every particle done) with ``moves``: independence Metropolis-Hastings moves of every
+        particle targeting the exact composition (the class docstring). Otherwise no move."""
+        if self.moves is None or not bool(particles["done"].all()):
+            return particles
+        kernel, log_p = independence_kernel(self.process, self.moves.proposal)
+        x = self.moves.move(particles["s"], kernel).x
+        lp = log_p(x)
+        out = dict(particles)
+        out.update(s=x, log_lik=lp.to(particles["log_lik"]), log_pb=torch.zeros_like(particles["log_pb"]))
+        return out
+
+
+def check_moves(process: ComposedProcess, moves: Optional[IndependenceRejuvenation]):
+    """``moves`` checked against the composition: ``None`` or an :class:`IndependenceRejuvenation` whose proposal is
+    a base, on an enumerable environment."""
+    if moves is None:
+        return None
+    if not isinstance(moves, IndependenceRejuvenation):
+        raise TypeError(
+            f"moves must be a pyro_sculpt.mcmc.IndependenceRejuvenation or None for a GFlowNet composition, got "
+            f"{type(moves).__name__}"
+        )
+    if not process.env.is_enumerable:
+        raise ValueError(
+            f"moves need the bases' exact terminal log-probabilities: the environment {process.env!r} is not enumerable"
+        )
+    m = len(process.bases)
+    if isinstance(moves.proposal, int) and moves.proposal >= m:
+        raise ValueError(f"moves.proposal must index one of the {m} bases, got {moves.proposal}")
+    return moves
+
+
+def independence_kernel(process: ComposedProcess, proposal) -> tuple[IndependenceMH, Any]:
+    """The :class:`~pyro_sculpt.mcmc.IndependenceMH` kernel targeting the exact composition of ``process``, with the
+    mixture of its bases (``"mixture"``) or base ``proposal`` as the proposal, and ``x -> (N, m)`` the bases' exact
+    log-probabilities."""
+    env, bases = process.env, process.bases
+    table = torch.stack([b.exact_terminal_distribution().double().log() for b in bases], -1)  # (S, m)
+    m = len(bases)
+
+    def log_p(x: torch.Tensor) -> torch.Tensor:
+        return table.to(x.device)[env.index(x)]
+
+    def log_target(x: torch.Tensor) -> torch.Tensor:
+        val = process.operator(log_p(x))
+        return torch.where(torch.isnan(val), torch.full_like(val, float("-inf")), val)
+
+    dists = [ProcessDistribution(b) for b in bases]
+    if proposal == "mixture":
+
+        def sample(n: int) -> torch.Tensor:
+            counts = torch.bincount(torch.randint(m, (n,)), minlength=m).tolist()
+            x = torch.cat([d.sample((k,)) for d, k in zip(dists, counts) if k > 0])
+            return x[torch.randperm(n, device=x.device)]
+
+        def log_weight(x: torch.Tensor) -> torch.Tensor:
+            return log_target(x) - (torch.logsumexp(log_p(x), -1) - math.log(m))
+
+        return IndependenceMH(sample, log_weight), log_p
+    i = int(proposal)
+    return IndependenceMH(dists[i], lambda x: log_target(x) - log_p(x)[:, i]), log_p
+
 
 def exact_composition(bases: Sequence[Any], operator: LogOperator) -> torch.Tensor:
     """The exact normalised composition :math:`\\propto \\exp \\Phi(\\log p_1(x), \\dots)` over ``env.all_states()``
@@ -333,9 +420,17 @@ class AutoIntermediateTwist(Twist):
         fraction in its pilot.
     """
 
-    def __init__(self, process: ComposedProcess, candidates: Sequence[str], pilot_fraction: float = 0.1):
+    def __init__(
+        self,
+        process: ComposedProcess,
+        candidates: Sequence[str],
+        pilot_fraction: float = 0.1,
+        moves: Optional[IndependenceRejuvenation] = None,
+    ):
         if not 0.0 < pilot_fraction <= 1.0:
             raise ValueError(f"pilot_fraction must lie in (0, 1], got {pilot_fraction!r}")
+        self.moves = check_moves(process, moves)
+        self.rejuvenate_final = moves is not None
         self.process = process
         self.candidates = tuple(candidates)
         self.pilot_fraction = pilot_fraction
@@ -349,7 +444,7 @@ class AutoIntermediateTwist(Twist):
             res = smc(OperatorTwist(self.process.with_intermediate(c)), n)
             self.pilot_ess[c] = min(res.ess_history) / n
         self.chosen = max(self.candidates, key=lambda c: self.pilot_ess[c])
-        self._twist = OperatorTwist(self.process.with_intermediate(self.chosen))
+        self._twist = OperatorTwist(self.process.with_intermediate(self.chosen), moves=self.moves)
         return self._twist.init(num_particles)
 
     def step(self, particles, t: int):
@@ -357,3 +452,6 @@ class AutoIntermediateTwist(Twist):
 
     def terminal(self, particles) -> torch.Tensor:
         return self._twist.terminal(particles)
+
+    def rejuvenate(self, particles, t: int):
+        return self._twist.rejuvenate(particles, t)
