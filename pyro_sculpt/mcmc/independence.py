@@ -86,7 +86,7 @@ class IndependenceMH:
 
     Example::
 
-        p1, p2 = ps.TabularGFlowNet.from_reward(env, r1), ps.TabularGFlowNet.from_reward(env, r2)
+        p1, p2 = ps.gflownets.TabularGFlowNet.from_reward(env, r1), ps.gflownets.TabularGFlowNet.from_reward(env, r2)
         kernel = ps.mcmc.IndependenceMH(p1, p2.as_distribution().log_prob)   # targets p1 * p2
         state = kernel.init(4000)                                            # 4000 chains, started from p1
         for _ in range(50):
