@@ -166,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["product", "mixture", "negation"],
         help="which tasks to run (default all)",
     )
+    energy2d.add_argument(
+        "--corrector-steps",
+        type=positive_int,
+        default=None,
+        help="kernel steps per reverse step of the corrector rows, >= 1 (default 3; tiny: 1)",
+    )
     _common(energy2d, "runs/energy2d")
     return parser
 
@@ -243,7 +249,7 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "energy2d":
         from pyro_sculpt.experiments import energy2d
 
-        energy2d.main(args.out, args.size, args.seed, args.tasks)
+        energy2d.main(args.out, args.size, args.seed, args.tasks, args.corrector_steps)
 
 
 if __name__ == "__main__":  # pragma: no cover

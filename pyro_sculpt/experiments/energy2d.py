@@ -353,7 +353,16 @@ def run(
     return {"rows": rows, "table": table}
 
 
-def main(out: Path, size: str = "full", seed: int = 0, tasks_: Optional[Sequence[str]] = None) -> dict:
+def main(
+    out: Path,
+    size: str = "full",
+    seed: int = 0,
+    tasks_: Optional[Sequence[str]] = None,
+    corrector_steps: Optional[int] = None,
+) -> dict:
     """The ``pyro-sculpt energy2d`` command."""
     names = tuple(tasks_) if tasks_ else ("product", "mixture", "negation")
-    return run(out, Size.named(size), seed, names)
+    settings = Size.named(size)
+    if corrector_steps is not None:
+        settings.corrector_steps = corrector_steps
+    return run(out, settings, seed, names)
