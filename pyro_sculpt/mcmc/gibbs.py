@@ -121,7 +121,8 @@ class Gibbs:
 
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
         """:math:`\\log\\pi` at ``x`` ``(M, D)``, checked: ``(M,)`` float64."""
-        lp = self.log_prob(x)
+        with torch.no_grad():
+            lp = self.log_prob(x)
         if not isinstance(lp, torch.Tensor) or tuple(lp.shape) != (x.shape[0],):
             shape = tuple(lp.shape) if isinstance(lp, torch.Tensor) else type(lp).__name__
             raise ValueError(

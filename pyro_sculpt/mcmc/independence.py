@@ -108,6 +108,7 @@ class IndependenceMH:
 
         Example::
 
+            d1, d2 = p1.as_distribution(), p2.as_distribution()
             mix = ps.mixture(p1, p2)                                   # proposal: the mixture of the bases
             kernel = ps.mcmc.IndependenceMH.from_target(mix, lambda x: d1.log_prob(x) + d2.log_prob(x))
         """
@@ -127,7 +128,8 @@ class IndependenceMH:
 
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
         """The log-weight at ``x``, checked: ``(N,)`` float64."""
-        w = self.log_weight(x)
+        with torch.no_grad():
+            w = self.log_weight(x)
         n = x.shape[0]
         if not isinstance(w, torch.Tensor) or tuple(w.shape) != (n,):
             shape = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
@@ -138,7 +140,8 @@ class IndependenceMH:
 
     def draw(self, num_chains: int) -> torch.Tensor:
         """``num_chains`` proposals, checked: ``(num_chains,) + event_shape``."""
-        x = self.sample(num_chains)
+        with torch.no_grad():
+            x = self.sample(num_chains)
         if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] != num_chains:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(
