@@ -100,6 +100,10 @@ def sharded_smc(
         :func:`~pyro_sculpt.train.data_parallel.rank_seed` ``(seed, r)``.
     :returns: the fields of :class:`~pyro_sculpt.infer.SMCResult`, gathered on every process.
     """
+    if getattr(twist, "rejuvenate_final", False):
+        raise ValueError(
+            "final rejuvenation moves (moves=...) are not supported by distributed SMC; run with distributed=False"
+        )
     sizes = shard_sizes(num_particles, world.world_size)
     if min(sizes) < 1:
         raise ValueError(
@@ -141,11 +145,13 @@ def sharded_smc(
                     particles = index_particles(_map_particles(lambda x: _gather(world, x), particles), mine)
                     log_w = torch.full_like(log_w, log_total - math.log(num_particles))
                     resample_steps.append(t)
+                    particles = twist.rejuvenate(particles, t)  # MCMC moves, per particle (resample-move)
             elif bool(torch.isfinite(log_w).any()) and effective_sample_size(log_w) < resample_threshold * n_local:
                 mean = float(torch.logsumexp(log_w, 0)) - log_n_local  # the shard keeps its total weight
                 particles = index_particles(particles, scheme(log_w))
                 log_w = torch.full_like(log_w, mean)
                 resample_steps.append(t)
+                particles = twist.rejuvenate(particles, t)
     assert log_w is not None
     x = _gather(world, twist.terminal(particles))
     full = _gather(world, log_w)

@@ -231,7 +231,13 @@ def smc(
                 log_w = torch.zeros_like(log_w)
                 resample_steps.append(t)
                 particles = twist.rejuvenate(particles, t)
-    assert log_w is not None
+        assert log_w is not None
+        if twist.rejuvenate_final:  # moves that target the final distribution need equally weighted particles
+            log_evidence += float(torch.logsumexp(log_w, 0)) - log_n
+            particles = index_particles(particles, scheme(log_w))
+            log_w = torch.zeros_like(log_w)
+            resample_steps.append(t)
+            particles = twist.rejuvenate(particles, t)
     norm = torch.logsumexp(log_w, 0)
     log_evidence += float(norm) - log_n
     log_w = log_w - norm

@@ -61,6 +61,10 @@ class Twist(ABC):
     """
 
     max_steps: int
+    #: whether :func:`~pyro_sculpt.infer.smc` also resamples the particles after the last step and passes them to
+    #: :meth:`rejuvenate` (a twist whose moves target the final distribution, e.g. independence Metropolis-Hastings
+    #: on a discrete composition); the result's weights are then equal
+    rejuvenate_final: bool = False
 
     @abstractmethod
     def init(self, num_particles: int) -> Particles:
@@ -77,7 +81,8 @@ class Twist(ABC):
     def rejuvenate(self, particles: Particles, t: int) -> Particles:
         """Called by :func:`~pyro_sculpt.infer.smc` right after the particles were resampled following step ``t``:
         a twist may move them with MCMC kernels that leave its current intermediate target invariant (resample-move,
-        Gilks & Berzuini 2001), which leaves the (equal) weights unchanged. Default: no move."""
+        Gilks & Berzuini 2001), which leaves the (equal) weights unchanged; with :attr:`rejuvenate_final`, also after
+        the last step (every particle done). Default: no move."""
         return particles
 
 

@@ -1,7 +1,8 @@
 """Layer 2: batched MCMC kernels with a per-particle accept (docs/math.md §2), in the functional ``init``/``step``
 style: ULA, MALA, U-HMC (underdamped, no test) and HMC (Metropolis test, momentum flipped on rejection); step-size
 adaptation towards a target acceptance rate; targets built from log-densities, energies or operators on diffusion
-models' log-densities; and rejuvenation moves for SMC samplers (docs/mcmc.md).
+models' log-densities; rejuvenation moves for SMC samplers (docs/mcmc.md); and on discrete spaces, independence
+Metropolis-Hastings with a generative model as the proposal and Gibbs over coordinates (docs/math.md §3).
 
 Example::
 
@@ -15,8 +16,10 @@ from pyro_sculpt.mcmc.base import MCMCInfo, MCMCKernel, MCMCState, NoiseSource, 
 from pyro_sculpt.mcmc.chain import ChainTrace, run_chains
 from pyro_sculpt.mcmc.corrector import CorrectorMessenger, PyroNoise, corrector
 from pyro_sculpt.mcmc.diagnostics import level_diagnostics, plot_level_diagnostics
+from pyro_sculpt.mcmc.gibbs import Gibbs, GibbsState
 from pyro_sculpt.mcmc.hamiltonian import leapfrog
 from pyro_sculpt.mcmc.hmc import HMC
+from pyro_sculpt.mcmc.independence import IndependenceMH, IndependenceRejuvenation, IndependenceState
 from pyro_sculpt.mcmc.line_integral import trapezoid_log_ratio
 from pyro_sculpt.mcmc.mala import MALA
 from pyro_sculpt.mcmc.rejuvenation import Rejuvenation
@@ -31,6 +34,11 @@ __all__ = [
     "ULA",
     "ChainTrace",
     "CorrectorMessenger",
+    "Gibbs",
+    "GibbsState",
+    "IndependenceMH",
+    "IndependenceRejuvenation",
+    "IndependenceState",
     "MCMCInfo",
     "MCMCKernel",
     "MCMCState",

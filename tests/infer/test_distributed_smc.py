@@ -11,7 +11,8 @@ import torch.multiprocessing as mp
 
 import pyro_sculpt as ps
 from pyro_sculpt.infer import effective_sample_size, pareto_k, smc
-from pyro_sculpt.infer.sharded import global_ess, global_log_sum_exp
+from pyro_sculpt.infer.resampling import systematic
+from pyro_sculpt.infer.sharded import global_ess, global_log_sum_exp, sharded_smc
 from pyro_sculpt.train import Distributed, init_distributed
 from pyro_sculpt.train.data_parallel import rank_seed, shard_sizes
 from tests.conftest import exact_bases
@@ -101,3 +102,37 @@ def test_sharded_smc_argument_errors():
         smc(_target(), 10, global_resampling="yes")
     with pytest.raises(TypeError, match="distributed must be None, True, False"):
         smc(_target(), 10, distributed="gloo")
+
+
+def test_sharded_smc_applies_the_twists_moves_after_each_resampling(tmp_path):
+    """A one-process gloo group (fast): the twist's ``rejuvenate`` runs after every resampling, as in one process."""
+    calls = []
+
+    class Counting(ps.infer.Twist):
+        def __init__(self):
+            self.inner = ps.infer.as_twist(_target())
+            self.max_steps = self.inner.max_steps
+
+        def init(self, n):
+            return self.inner.init(n)
+
+        def step(self, particles, t):
+            return self.inner.step(particles, t)
+
+        def terminal(self, particles):
+            return self.inner.terminal(particles)
+
+        def rejuvenate(self, particles, t):
+            calls.append(t)
+            return particles
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/rendezvous", rank=0, world_size=1)
+    try:
+        # (smc runs a one-process world without sharding: call the sharded loop itself)
+        out = sharded_smc(
+            Counting(), 2000, init_distributed(), resample_threshold=0.9, scheme=systematic,
+            global_resampling=False, seed=SEED, progress_bar=False,
+        )  # fmt: skip
+    finally:
+        dist.destroy_process_group()
+    assert out["num_resamples"] > 0 and calls == out["resample_steps"]

@@ -29,6 +29,7 @@ exponent with the step from one to its count.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Sequence
 
 import torch
@@ -37,6 +38,8 @@ from pyro.distributions import Categorical
 from pyro_sculpt.gflownets.policy_process import gather_rows, unique_rows
 from pyro_sculpt.infer.smc import smc
 from pyro_sculpt.infer.twist import Twist
+from pyro_sculpt.mcmc.independence import IndependenceMH, IndependenceRejuvenation
+from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.gflownet.bases import base_processes
 from pyro_sculpt.sculpting.log_operators import Composition, LogOperator, Sculpt
@@ -219,7 +222,7 @@ class ComposedProcess(IterativeProcess):
         )
 
     def twist(
-        self, intermediate: str = "auto", pilot_fraction: float = 0.1, regrow: int = 0, regrow_moves: int = 1
+        self, intermediate: str = "auto", pilot_fraction: float = 0.1, moves: Optional[IndependenceRejuvenation] = None
     ) -> Twist:
         """The SMC twist of this composition (:class:`OperatorTwist`); see :func:`pyro_sculpt.infer.smc`.
 
@@ -227,18 +230,16 @@ class ComposedProcess(IterativeProcess):
             operator with a repeated observation, short pilot runs of the three (``pilot_fraction`` of the particles
             each, at least 1,000) choose the one whose weights keep the highest effective sample size
             (:class:`AutoIntermediateTwist`); otherwise ``"plain"``.
-        :param regrow: after each resampling, regrow each particle's last ``regrow`` steps by Metropolis-Hastings
-            (:class:`OperatorTwist`; 0, the default: no moves).
-        :param regrow_moves: such moves per resampling.
+        :param moves: independence Metropolis-Hastings moves of the final particles
+            (:class:`~pyro_sculpt.mcmc.IndependenceRejuvenation`; :class:`OperatorTwist`), or ``None``.
         """
-        moves = {"regrow": regrow, "regrow_moves": regrow_moves}
         if intermediate == "auto":
             candidates = self.intermediate_candidates()
             if len(candidates) == 1:
-                return OperatorTwist(self.with_intermediate(candidates[0]), **moves)
-            return AutoIntermediateTwist(self, candidates, pilot_fraction, **moves)
+                return OperatorTwist(self.with_intermediate(candidates[0]), moves=moves)
+            return AutoIntermediateTwist(self, candidates, pilot_fraction, moves=moves)
         same = intermediate == self.intermediate
-        return OperatorTwist(self if same else self.with_intermediate(intermediate), **moves)
+        return OperatorTwist(self if same else self.with_intermediate(intermediate), moves=moves)
 
     def intermediate_candidates(self) -> tuple[str, ...]:
         """The intermediate operators that differ for this composition."""
@@ -274,64 +275,46 @@ class OperatorTwist(Twist):
     increment includes :math:`\\Psi(s_0)`, so that ``log_evidence`` estimates :math:`\\log \\sum_x \\exp \\Phi(\\log
     p_1(x), \\dots)`.
 
-    **Regrowth moves** (``regrow=k``). Resampling duplicates particles; with a twist far from the optimal one (a
-    product of GFlowNets, whose prefix quantities cannot say which states both bases will like) the duplicates
-    follow the twist's intermediate targets, and the final weights have to undo that. After each resampling every
-    particle then makes ``regrow_moves`` Metropolis-Hastings moves that leave the current intermediate target invariant
-    (resample-move, Gilks & Berzuini 2001): its last :math:`k` steps are cut and regrown from the twisted policy.
-    The particles after step :math:`t` target :math:`\\gamma_t(\\tau) \\propto \\exp \\Psi(s_{t+1})` over
-    prefixes, and :math:`\\gamma_t(\\tau) / M(\\tau_{t-k+1:t+1} \\mid s_{t-k+1}) = \\exp \\Psi(s_{t-k+1}) \\prod_j
-    Z(s_j)`, so the acceptance probability of a regrown segment :math:`\\tau'` is
-
-    .. math::
-
-        \\min\\Bigl(1, \\prod_{j=t-k+1}^{t} Z(s'_j) \\Big/ \\prod_{j=t-k+1}^{t} Z(s_j)\\Bigr),
-
-    the ratio of the segments' incremental weights: no evaluation beyond the regrowth itself. Each particle keeps
-    the pre-step states and increments of its last :math:`k` steps (a ring buffer resampled with it).
+    With ``moves`` (:class:`~pyro_sculpt.mcmc.IndependenceRejuvenation`), :func:`~pyro_sculpt.infer.smc` resamples
+    the particles after the last step and every one makes independence Metropolis-Hastings steps
+    (:class:`~pyro_sculpt.mcmc.IndependenceMH`, docs/math.md §3) targeting the exact composition, with the mixture of
+    the bases (or one base) as the proposal: the bases' exact terminal log-probabilities (dynamic programming on an
+    enumerable environment) give the target and the proposal's density. A moved particle's prefix quantities become
+    those of its new state, :math:`\\ell_i = \\log p_i(x)` and :math:`b = 0`.
 
     :param process: the composition.
-    :param regrow: steps regrown per move (0: no moves; ``k`` at least the step count regrows whole trajectories, an
-        independence sampler from the twisted policy).
-    :param regrow_moves: moves after each resampling.
+    :param moves: the final moves, or ``None``.
+
+    Example::
+
+        moves = ps.mcmc.IndependenceRejuvenation(num_steps=20)
+        res = ps.infer.smc(ps.product(p1, p2), 100_000, moves=moves)   # equally weighted, moved particles
     """
 
-    def __init__(self, process: ComposedProcess, regrow: int = 0, regrow_moves: int = 1):
+    def __init__(self, process: ComposedProcess, moves: Optional[IndependenceRejuvenation] = None):
         if not isinstance(process, ComposedProcess):
             raise TypeError(f"process must be a ComposedProcess, got {type(process).__name__}")
-        if isinstance(regrow, bool) or not isinstance(regrow, int) or regrow < 0:
-            raise ValueError(f"regrow must be an integer >= 0 (steps regrown per move), got {regrow!r}")
-        if isinstance(regrow_moves, bool) or not isinstance(regrow_moves, int) or regrow_moves < 1:
-            raise ValueError(f"regrow_moves must be an integer >= 1, got {regrow_moves!r}")
         self.process = process
         self.max_steps = process.max_steps
-        self.regrow = min(regrow, process.max_steps)
-        self.regrow_moves = regrow_moves
-        #: per rejuvenation: ``(t, steps regrown, acceptance rate)``
-        self.regrow_history: list = []
+        self.moves = check_moves(process, moves)
+        self.rejuvenate_final = moves is not None
 
     def init(self, num_particles: int):
+        if self.moves is not None:
+            self.moves.reset()
         proc = self.process
         s0, l0, b0 = proc.init()
         n = num_particles
-        particles = {
+        return {
             "s": s0.expand(n, s0.shape[-1]).clone(),
             "log_lik": l0.expand(n, l0.shape[-1]).clone(),
             "log_pb": b0.expand(n).clone(),
             "done": torch.zeros(n, dtype=torch.bool, device=s0.device),
         }
-        if self.regrow:
-            k = self.regrow
-            for key in _STATE_KEYS:
-                v = particles[key]
-                particles["hist_" + key] = v.unsqueeze(1).expand((n, k) + v.shape[1:]).clone()
-            particles["hist_inc"] = torch.zeros(n, k, dtype=torch.float64, device=s0.device)
-        return particles
 
-    def _advance(self, state: dict, t: int) -> tuple[dict, torch.Tensor]:
-        """One step of the twisted policy from ``state`` (the four state tensors): the new state and the increment."""
+    def step(self, particles, t: int):
         proc, env = self.process, self.process.env
-        s, log_lik, log_pb, done = state["s"], state["log_lik"], state["log_pb"], state["done"]
+        s, log_lik, log_pb, done = particles["s"], particles["log_lik"], particles["log_pb"], particles["done"]
         logits, lp0, lpb, log_z = proc.proposal((s, log_lik, log_pb), t)
         log_z = log_z.to(torch.float64)
         if t == 0:
@@ -346,61 +329,73 @@ class OperatorTwist(Twist):
             "log_pb": torch.where(done, log_pb, log_pb + lpb.gather(-1, a.unsqueeze(-1)).squeeze(-1).to(log_pb.dtype)),
             "done": done | (a == env.stop_action),
         }
-        return new, torch.where(done, torch.zeros_like(log_z), log_z)
-
-    def step(self, particles, t: int):
-        new, inc = self._advance(particles, t)
-        if self.regrow:
-            slot = t % self.regrow  # the ring buffer keeps the pre-step state and the increment of steps t-k+1..t
-            for key in _STATE_KEYS:
-                hist = particles["hist_" + key].clone()
-                hist[:, slot] = particles[key]
-                new["hist_" + key] = hist
-            hist_inc = particles["hist_inc"].clone()
-            hist_inc[:, slot] = inc
-            new["hist_inc"] = hist_inc
-        return new, inc, new["done"]
-
-    def rejuvenate(self, particles, t: int):
-        if not self.regrow:
-            return particles
-        k = self.regrow
-        first = max(0, t - k + 1)
-        slots = [j % k for j in range(first, t + 1)]
-        for _ in range(self.regrow_moves):
-            state = {key: particles["hist_" + key][:, slots[0]] for key in _STATE_KEYS}
-            old_inc = particles["hist_inc"][:, slots].sum(-1)
-            pre, incs = [], []
-            for j in range(first, t + 1):
-                pre.append(state)
-                state, inc = self._advance(state, j)
-                incs.append(inc)
-            log_ratio = torch.stack(incs, -1).sum(-1) - old_inc
-            accept = torch.rand_like(log_ratio).log() < log_ratio
-            self.regrow_history.append((t, t + 1 - first, float(accept.double().mean())))
-            out = dict(particles)
-            for key in _STATE_KEYS:
-                out[key] = _select(accept, state[key], particles[key])
-                hist = particles["hist_" + key].clone()
-                for slot, p in zip(slots, pre):
-                    hist[:, slot] = _select(accept, p[key], hist[:, slot])
-                out["hist_" + key] = hist
-            hist_inc = particles["hist_inc"].clone()
-            hist_inc[:, slots] = torch.where(accept.unsqueeze(-1), torch.stack(incs, -1), hist_inc[:, slots])
-            out["hist_inc"] = hist_inc
-            particles = out
-        return particles
+        return new, torch.where(done, torch.zeros_like(log_z), log_z), new["done"]
 
     def terminal(self, particles) -> torch.Tensor:
         return particles["s"]
 
+    def rejuvenate(self, particles, t: int):
+        """After the last step (every particle done) with ``moves``: independence Metropolis-Hastings moves of every
+        particle targeting the exact composition (the class docstring). Otherwise no move."""
+        if self.moves is None or not bool(particles["done"].all()):
+            return particles
+        kernel, log_p = independence_kernel(self.process, self.moves.proposal)
+        x = self.moves.move(particles["s"], kernel).x
+        lp = log_p(x)
+        out = dict(particles)
+        out.update(s=x, log_lik=lp.to(particles["log_lik"]), log_pb=torch.zeros_like(particles["log_pb"]))
+        return out
 
-_STATE_KEYS = ("s", "log_lik", "log_pb", "done")
+
+def check_moves(process: ComposedProcess, moves: Optional[IndependenceRejuvenation]):
+    """``moves`` checked against the composition: ``None`` or an :class:`IndependenceRejuvenation` whose proposal is
+    a base, on an enumerable environment."""
+    if moves is None:
+        return None
+    if not isinstance(moves, IndependenceRejuvenation):
+        raise TypeError(
+            f"moves must be a pyro_sculpt.mcmc.IndependenceRejuvenation or None for a GFlowNet composition, got "
+            f"{type(moves).__name__}"
+        )
+    if not process.env.is_enumerable:
+        raise ValueError(
+            f"moves need the bases' exact terminal log-probabilities: the environment {process.env!r} is not enumerable"
+        )
+    m = len(process.bases)
+    if isinstance(moves.proposal, int) and moves.proposal >= m:
+        raise ValueError(f"moves.proposal must index one of the {m} bases, got {moves.proposal}")
+    return moves
 
 
-def _select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a`` where ``mask`` (per particle, the first dimension), else ``b``."""
-    return torch.where(mask.reshape(mask.shape + (1,) * (a.dim() - 1)), a, b)
+def independence_kernel(process: ComposedProcess, proposal) -> tuple[IndependenceMH, Any]:
+    """The :class:`~pyro_sculpt.mcmc.IndependenceMH` kernel targeting the exact composition of ``process``, with the
+    mixture of its bases (``"mixture"``) or base ``proposal`` as the proposal, and ``x -> (N, m)`` the bases' exact
+    log-probabilities."""
+    env, bases = process.env, process.bases
+    table = torch.stack([b.exact_terminal_distribution().double().log() for b in bases], -1)  # (S, m)
+    m = len(bases)
+
+    def log_p(x: torch.Tensor) -> torch.Tensor:
+        return table.to(x.device)[env.index(x)]
+
+    def log_target(x: torch.Tensor) -> torch.Tensor:
+        val = process.operator(log_p(x))
+        return torch.where(torch.isnan(val), torch.full_like(val, float("-inf")), val)
+
+    dists = [ProcessDistribution(b) for b in bases]
+    if proposal == "mixture":
+
+        def sample(n: int) -> torch.Tensor:
+            counts = torch.bincount(torch.randint(m, (n,)), minlength=m).tolist()
+            x = torch.cat([d.sample((k,)) for d, k in zip(dists, counts) if k > 0])
+            return x[torch.randperm(n, device=x.device)]
+
+        def log_weight(x: torch.Tensor) -> torch.Tensor:
+            return log_target(x) - (torch.logsumexp(log_p(x), -1) - math.log(m))
+
+        return IndependenceMH(sample, log_weight), log_p
+    i = int(proposal)
+    return IndependenceMH(dists[i], lambda x: log_target(x) - log_p(x)[:, i]), log_p
 
 
 def exact_composition(bases: Sequence[Any], operator: LogOperator) -> torch.Tensor:
@@ -430,19 +425,18 @@ class AutoIntermediateTwist(Twist):
         process: ComposedProcess,
         candidates: Sequence[str],
         pilot_fraction: float = 0.1,
-        regrow: int = 0,
-        regrow_moves: int = 1,
+        moves: Optional[IndependenceRejuvenation] = None,
     ):
         if not 0.0 < pilot_fraction <= 1.0:
             raise ValueError(f"pilot_fraction must lie in (0, 1], got {pilot_fraction!r}")
+        self.moves = check_moves(process, moves)
+        self.rejuvenate_final = moves is not None
         self.process = process
         self.candidates = tuple(candidates)
         self.pilot_fraction = pilot_fraction
         self.max_steps = process.max_steps
         self.chosen: Optional[str] = None
         self.pilot_ess: dict = {}
-        self._moves = {"regrow": regrow, "regrow_moves": regrow_moves}
-        OperatorTwist(process, **self._moves)  # checks the options now
 
     def init(self, num_particles: int):
         n = min(num_particles, max(1000, int(self.pilot_fraction * num_particles)))
@@ -450,14 +444,14 @@ class AutoIntermediateTwist(Twist):
             res = smc(OperatorTwist(self.process.with_intermediate(c)), n)
             self.pilot_ess[c] = min(res.ess_history) / n
         self.chosen = max(self.candidates, key=lambda c: self.pilot_ess[c])
-        self._twist = OperatorTwist(self.process.with_intermediate(self.chosen), **self._moves)
+        self._twist = OperatorTwist(self.process.with_intermediate(self.chosen), moves=self.moves)
         return self._twist.init(num_particles)
 
     def step(self, particles, t: int):
         return self._twist.step(particles, t)
 
-    def rejuvenate(self, particles, t: int):
-        return self._twist.rejuvenate(particles, t)
-
     def terminal(self, particles) -> torch.Tensor:
         return self._twist.terminal(particles)
+
+    def rejuvenate(self, particles, t: int):
+        return self._twist.rejuvenate(particles, t)

@@ -57,26 +57,6 @@ def test_product_of_gflownets_by_smc_matches_the_exact_product():
     assert ps.metrics.l1_distance(plain, target) > 3 * ps.metrics.expected_l1_floor(target, n)
 
 
-def test_regrowth_moves_keep_the_target_and_are_accepted():
-    p1, p2 = exact_bases(ENV, 2, seed=28)
-    probs = torch.stack([p1.exact_terminal_distribution(), p2.exact_terminal_distribution()]).double()
-    target = probs.prod(0) / probs.prod(0).sum()
-    dist = ps.product(p1, p2)
-    for k in (4, ENV.max_steps):  # a segment, and whole trajectories (an independence sampler)
-        twist = dist.process.twist(intermediate="plain", regrow=k, regrow_moves=2)
-        res = ps.infer.smc(twist, 40_000, seed=1, resample_threshold=0.9)
-        assert res.num_resamples > 0 and len(twist.regrow_history) == 2 * res.num_resamples
-        assert all(0.05 < acc <= 1.0 for _, _, acc in twist.regrow_history), twist.regrow_history
-        floor = ps.metrics.expected_l1_floor(target, 40_000)
-        l1 = ps.metrics.l1_distance(res.distribution(ENV), target)
-        assert l1 < 1.6 * floor * math.sqrt(40_000 / min(res.ess_history)), (k, l1, floor)
-        assert abs(res.log_evidence - math.log(float(probs.prod(0).sum()))) < 0.03
-    with pytest.raises(ValueError, match="regrow must be an integer >= 0"):
-        dist.process.twist(regrow=-1)
-    with pytest.raises(ValueError, match="regrow_moves must be an integer >= 1"):
-        dist.process.twist(regrow=2, regrow_moves=0)
-
-
 def test_negation_and_nested_compositions_by_smc():
     p1, p2, p3 = exact_bases(ENV, 3, seed=24, scale=1.0)
     probs = torch.stack([b.exact_terminal_distribution() for b in (p1, p2, p3)]).double()

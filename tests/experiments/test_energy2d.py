@@ -1,0 +1,62 @@
+"""The ``pyro-sculpt energy2d`` experiment at its tiny size, its exact targets and its bad input."""
+
+import json
+
+import pytest
+import torch
+
+from pyro_sculpt.diffusion import EulerMaruyamaSampler
+from pyro_sculpt.experiments import energy2d
+from pyro_sculpt.experiments.cli import main
+from pyro_sculpt.experiments.exact_targets import rrr_ring_product_task
+from pyro_sculpt.mcmc import Rejuvenation
+from pyro_sculpt.sculpting import product
+
+
+def test_cli_tiny_run_writes_the_table_and_the_figure(tmp_path):
+    assert main(["energy2d", "--size", "tiny", "--tasks", "product", "--out", str(tmp_path), "--no-progress"]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert [r["sampler"] for r in data["rows"]] == list(energy2d.SAMPLERS)
+    for r in data["rows"]:
+        assert all(0 <= v <= 1 for v in r["tv"]) and all(v >= 0 for v in r["energy"]) and r["seconds"][0] > 0
+    assert (tmp_path / "energy2d.png").stat().st_size > 10_000
+    assert "| product | oracle | MALA corrector |" in (tmp_path / "results.md").read_text()
+
+
+def test_exact_targets_of_the_tasks():
+    tasks = energy2d.tasks()
+    _, _, exact = rrr_ring_product_task()
+    ref = energy2d.Reference(tasks["product"], 100, seed=0, resolution=300)
+    assert torch.allclose(ref.weights, exact.weights.double(), atol=2e-3)  # the grid against the closed form
+    mix = energy2d.Reference(tasks["mixture"], 100, seed=0, resolution=300)
+    assert torch.allclose(mix.weights, torch.tensor([1 / 16] * 8 + [1 / 8] * 4, dtype=torch.float64), atol=2e-3)
+    neg = energy2d.Reference(tasks["negation"], 100, seed=0, resolution=300).weights
+    # p1 (p1 / p2)^a: the ring modes nearest the Gaussian at (0.6, 0.3) lose weight to the far side
+    assert neg[0] < 1 / 8 < neg[4] and abs(float(neg.sum()) - 1) < 1e-9
+
+
+def test_the_trained_model_hook_runs_other_leaves_against_the_same_target(tmp_path):
+    ring, gauss, _ = rrr_ring_product_task()
+    out = energy2d.run(tmp_path, energy2d.Size.named("tiny"), task_names=["product"], samplers=["reverse diffusion"],
+                       models={"product": [ring, gauss]}, variant="stand-in", log=lambda *a: None)  # fmt: skip
+    rows = out["rows"]
+    assert [(r.variant, r.sampler) for r in rows] == [
+        ("oracle", "reverse diffusion"),
+        ("stand-in", "reverse diffusion"),
+    ]
+    assert rows[0].tv_null == rows[1].tv_null
+
+
+def test_bad_input(tmp_path):
+    ring, gauss, _ = rrr_ring_product_task()
+    dist = product(EulerMaruyamaSampler(ring, 5), EulerMaruyamaSampler(gauss, 5))
+    with pytest.raises(ValueError, match="moves must be a pyro_sculpt.mcmc.Rejuvenation with when='step'"):
+        energy2d.corrected_reverse_diffusion(dist, 10, Rejuvenation("mala"))
+    with pytest.raises(ValueError, match="size must be 'full' or 'tiny'"):
+        energy2d.Size.named("huge")
+    with pytest.raises(ValueError, match="tasks must be among"):
+        energy2d.run(tmp_path, energy2d.Size.named("tiny"), task_names=["division"])
+    with pytest.raises(ValueError, match="samplers must be among"):
+        energy2d.run(tmp_path, energy2d.Size.named("tiny"), samplers=["Gibbs"])
+    with pytest.raises(SystemExit):
+        main(["energy2d", "--size", "huge"])
