@@ -19,7 +19,9 @@ from pyro_sculpt.gflownets.envs.fragments.trees import (
     ROW,
     canonical_rows,
     degrees,
+    pack_rows,
     sites_from_rows,
+    unique_inverse,
     used_sites,
 )
 from pyro_sculpt.gflownets.envs.fragments.vocabulary import Vocabulary, make_vocabulary
@@ -176,7 +178,31 @@ class FragmentEnv(DiscreteEnv):
         single = (n == 1).unsqueeze(-1) & (pair_f.unsqueeze(0) == (frag[:, :1] - 1))
         return cand | single
 
+    #: how many recent (states, mask) pairs :meth:`forward_mask` keeps: the policies of several base models, the
+    #: composition and the sampler ask for the mask of the same batch in one step
+    mask_cache_size: int = 4
+
     def forward_mask(self, states: torch.Tensor) -> torch.Tensor:
+        """The valid actions of ``states`` (see the class docstring); the masks of the last few batches are
+        remembered (compared by value), so asking again for the same batch costs one comparison."""
+        cache = self.__dict__.setdefault("_mask_cache", [])
+        for i, (old, mask) in enumerate(cache):
+            if old.shape == states.shape and old.device == states.device and torch.equal(old, states):
+                if i:
+                    cache.insert(0, cache.pop(i))
+                return mask.clone()
+        mask = self._forward_mask(states)
+        cache.insert(0, (states.detach().clone(), mask.clone()))
+        del cache[self.mask_cache_size :]
+        return mask
+
+    def unique(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distinct states of a batch (sorted by packed integer keys, not :func:`torch.unique` over rows)."""
+        flat = states.reshape(-1, self.state_dim)
+        inverse, first = unique_inverse(pack_rows(self._rows(flat), self.num_fragments, self.num_sites))
+        return flat[first], inverse.reshape(states.shape[:-1])
+
+    def _forward_mask(self, states: torch.Tensor) -> torch.Tensor:
         shape = states.shape[:-1]
         flat = states.reshape(-1, self.state_dim)
         b, big_n, s, t_count, nf = flat.shape[0], self.max_fragments, self.num_sites, self.num_pairs, self.num_fragments
@@ -198,8 +224,8 @@ class FragmentEnv(DiscreteEnv):
                 pf, pj = self._t("pair_f", flat.device), self._t("pair_j", flat.device)
                 kids = self._add_leaf(rows[bi], ii, ki, pf[ti], pj[ti])
                 action = (ii * s + ki) * t_count + ti
-                key = torch.cat([bi.unsqueeze(-1), kids.reshape(len(bi), -1)], 1)
-                _, inv = torch.unique(key, dim=0, return_inverse=True)
+                key = torch.cat([bi.unsqueeze(-1), pack_rows(kids, nf, s)], 1)
+                inv, _ = unique_inverse(key)
                 first = torch.full((int(inv.max()) + 1,), self.num_add_actions, dtype=torch.long, device=flat.device)
                 first.scatter_reduce_(0, inv, action, reduce="amin")
                 drop = action != first[inv]
@@ -263,8 +289,9 @@ class FragmentEnv(DiscreteEnv):
             s2[ar, li, :] = -1
             s2[ar, :, li] = -1
             rows2, _ = canonical_rows(f2, s2, self.num_sites)
-            uniq = torch.unique(torch.cat([bi.unsqueeze(-1), rows2.reshape(len(bi), -1)], 1), dim=0)
-            count = torch.bincount(uniq[:, 0], minlength=b)
+            key = torch.cat([bi.unsqueeze(-1), pack_rows(rows2, self.num_fragments, self.num_sites)], 1)
+            _, first = unique_inverse(key)
+            count = torch.bincount(bi[first], minlength=b)
         count = torch.where(n == 1, 1, count)
         return count.reshape(shape)
 
