@@ -295,6 +295,13 @@ class FragmentEnv(DiscreteEnv):
         count = torch.where(n == 1, 1, count)
         return count.reshape(shape)
 
+    def policy_network(self, hidden: int = 64, layers: int = 3, conditional: bool = False) -> torch.nn.Module:
+        """A :class:`~pyro_sculpt.gflownets.envs.fragments.policy.FragmentTreePolicy` of this environment (message
+        passing over the tree; ``GFlowNet(env, policy="env")`` builds it)."""
+        from pyro_sculpt.gflownets.envs.fragments.policy import FragmentTreePolicy
+
+        return FragmentTreePolicy(self, hidden=hidden, layers=layers, conditional=conditional)
+
     def encode(self, states: torch.Tensor) -> torch.Tensor:
         """One-hot features of every row (fragment, parent position, both sites) and of the number of fragments."""
         rows = states.reshape(states.shape[:-1] + (self.max_fragments, ROW))
