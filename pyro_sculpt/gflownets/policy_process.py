@@ -12,6 +12,7 @@ from torch.distributions import constraints
 
 from pyro_sculpt.gflownets import exact
 from pyro_sculpt.gflownets.env import DiscreteEnv
+from pyro_sculpt.processes.categorical import FastCategorical
 from pyro_sculpt.processes.process import IterativeProcess
 
 
@@ -58,7 +59,7 @@ class DiscretePolicyProcess(IterativeProcess):
     deduplicate: bool = True
 
     def step_dist(self, state: torch.Tensor, t: int) -> Categorical:
-        return Categorical(logits=per_unique_state(self.env, self.action_log_probs, state, self.deduplicate))
+        return FastCategorical(logits=per_unique_state(self.env, self.action_log_probs, state, self.deduplicate))
 
     def transition(self, state: torch.Tensor, value: torch.Tensor, t: int) -> torch.Tensor:
         return self.env.step(state, value)

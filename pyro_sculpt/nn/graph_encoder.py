@@ -20,10 +20,11 @@ class GraphEncoder(nn.Module):
 
     .. math::
 
-        h_u \\leftarrow \\mathrm{LN}\\Big(h_u + \\mathrm{MLP}\\big(h_u, \\textstyle\\sum_{v: e_{uv} > 0}
+        h_u \\leftarrow \\mathrm{LN}\\Big(h_u + \\mathrm{MLP}\\big(h_u, W \\textstyle\\sum_{v: e_{uv} > 0}
         \\phi(h_v + E_{\\mathrm{out}}[e_{vu}] + E_{\\mathrm{in}}[e_{uv}])\\big) + c\\Big),
 
-    with an optional context vector :math:`c` (for instance an embedding of a reward exponent) added to every node.
+    with :math:`\\phi` a leaky ReLU, :math:`W` linear (applied after the sum), and an optional context vector
+    :math:`c` (for instance an embedding of a reward exponent) added to every node.
     The graph embedding is an MLP of the mean and the sum of the present nodes' embeddings and the context. Every
     operation is a batched tensor operation over ``(B, N, N, hidden)``: meant for graphs of tens of nodes.
 
@@ -87,7 +88,7 @@ class GraphEncoder(nn.Module):
         edges_t = edges.transpose(1, 2)  # edges_t[u, v] = type at v's end of the edge (v -> u)
         for k in range(self.layers):
             m = h.unsqueeze(1) + self.edge_out[k](edges_t) + self.edge_in[k](edges)  # (B, u, v, H)
-            m = (self.message[k](torch.nn.functional.leaky_relu(m)) * adj).sum(2)
+            m = self.message[k]((torch.nn.functional.leaky_relu(m) * adj).sum(2))  # linear after the sum
             h = self.norm[k](h + self.update[k](torch.cat([h, m], -1)) + ctx) * present
         count = present.sum(1)
         total = h.sum(1)

@@ -157,26 +157,36 @@ class FragmentEnv(DiscreteEnv):
         frag, sites = sites_from_rows(new)
         return canonical_rows(frag, sites, self.num_sites)[0]
 
-    def _candidate_pairs(self, frag: torch.Tensor, sites: torch.Tensor) -> torch.Tensor:
-        """``(B, T)``: the (fragment, site) pairs whose additions may coincide with an addition at another slot.
+    def _candidates(self, frag: torch.Tensor, sites: torch.Tensor) -> torch.Tensor:
+        """``(B, N, S, T)``: the additions (pair ``t`` at site ``k`` of node ``i``) that may make the same tree as an
+        addition at a slot outside their symmetry orbit.
 
-        An addition can make the same tree as an addition at a slot outside its symmetry orbit only if its new leaf
-        copies a leaf of the tree (the same fragment, bonded by the same site), or, for a one-node tree, is the same
-        fragment (docs/molecules.md, "Masks").
+        If adding leaf ``l`` at slot ``a`` and at slot ``b`` (not related by a symmetry of the tree) make the same
+        tree, the isomorphism maps the new leaf of the first to an old leaf ``m`` of the tree, with the same
+        (fragment, site) pair, hence the node of ``a`` to ``m``'s neighbour and the site of ``a`` to the site where
+        ``m`` is bonded: ``a`` copies the attachment of a leaf (docs/molecules.md, "Masks"). For a one-node tree the
+        new leaf may be the root's copy instead (the same fragment).
         """
-        b = frag.shape[0]
+        b, n = frag.shape
         device = frag.device
         pair_f, pair_index = self._t("pair_f", device), self._t("pair_index", device)
-        n = (frag > 0).sum(1)
+        s_count, t_count = self.num_sites, self.num_pairs
+        nodes = (frag > 0).sum(1)
         leaf = (degrees(sites) == 1) & (frag > 0)
-        leaf_site = sites.amax(-1).clamp(min=0)
-        idx = pair_index[(frag - 1).clamp(min=0), leaf_site]
-        idx = torch.where(leaf & (idx >= 0), idx, self.num_pairs)
-        cand = torch.zeros((b, self.num_pairs + 1), dtype=torch.bool, device=device)
-        cand.scatter_(1, idx, True)
-        cand = cand[:, : self.num_pairs]
-        single = (n == 1).unsqueeze(-1) & (pair_f.unsqueeze(0) == (frag[:, :1] - 1))
-        return cand | single
+        nb = (sites >= 0).to(torch.uint8).argmax(-1)  # the neighbour of a leaf
+        leaf_site = sites.amax(-1).clamp(min=0)  # the leaf's own site
+        pair = pair_index[(frag - 1).clamp(min=0), leaf_site]  # the leaf's (fragment, site) pair
+        nb_site = sites[torch.arange(b, device=device).unsqueeze(1), nb, torch.arange(n, device=device)]
+        ok = leaf & (pair >= 0) & (nb_site >= 0)
+        code = torch.where(ok, nb_site.clamp(min=0) * t_count + pair.clamp(min=0), s_count * t_count)
+        attach = torch.zeros((b, n, s_count * t_count + 1), dtype=torch.float32, device=device)
+        attach.scatter_(2, code.unsqueeze(-1), 1.0)
+        nb_frag = frag.gather(1, nb)
+        same = ((frag.unsqueeze(2) == nb_frag.unsqueeze(1)) & ok.unsqueeze(1)).to(torch.float32)  # (B, i, m)
+        cand = torch.bmm(same, attach)[..., : s_count * t_count] > 0
+        cand = cand.reshape(b, n, s_count, t_count)
+        single = (nodes == 1).unsqueeze(-1) & (pair_f.unsqueeze(0) == (frag[:, :1] - 1))  # (B, T)
+        return cand | single[:, None, None, :]
 
     #: how many recent (states, mask) pairs :meth:`forward_mask` keeps: the policies of several base models, the
     #: composition and the sampler ask for the mask of the same batch in one step
@@ -218,7 +228,7 @@ class FragmentEnv(DiscreteEnv):
             slots = slots & (orbit == torch.arange(big_n, device=flat.device)).unsqueeze(-1)
             slots = slots[:, : big_n - 1]
             add = slots.unsqueeze(-1).expand(b, big_n - 1, s, t_count).clone()
-            cand = add & self._candidate_pairs(frag, sites)[:, None, None, :]
+            cand = add & self._candidates(frag, sites)[:, : big_n - 1]
             bi, ii, ki, ti = cand.nonzero(as_tuple=True)
             if len(bi):
                 pf, pj = self._t("pair_f", flat.device), self._t("pair_j", flat.device)

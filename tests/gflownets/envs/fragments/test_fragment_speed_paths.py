@@ -77,3 +77,29 @@ def test_masks_are_remembered_by_value_and_never_shared():
     s.copy_(s2)
     assert torch.equal(env.forward_mask(s), env._forward_mask(s2))
     assert env.forward_mask(s)[0, : env.num_fragments].all()  # the empty tree places a first fragment
+
+
+def test_inverse_cdf_sampling_follows_the_probabilities_and_never_draws_a_masked_action():
+    from pyro_sculpt.processes import FastCategorical, sample_inverse_cdf
+
+    p = torch.tensor([0.2, 0.0, 0.5, 0.0, 0.3], dtype=torch.float64)
+    torch.manual_seed(0)
+    x = sample_inverse_cdf(p.expand(200_000, 5))
+    freq = torch.bincount(x, minlength=5).double() / len(x)
+    assert freq[1] == 0 and freq[3] == 0 and (freq - p).abs().max() < 0.005
+    d = FastCategorical(logits=torch.tensor([[0.0, float("-inf")], [float("-inf"), 0.0]])).expand((3, 2))
+    a = d.sample((7,))
+    assert a.shape == (7, 3, 2) and (a == torch.tensor([0, 1])).all()
+
+
+def test_candidate_additions_cover_every_duplicate_child():
+    """Dropping the candidate filter (every addition canonicalised) gives the same masks on random trees of the
+    default vocabulary."""
+    env = FragmentEnv(max_fragments=6)
+    states = _walk(env, 64, 5, seed=5)
+    fast = env._forward_mask(states)
+    full = FragmentEnv(max_fragments=6)
+    full._candidates = lambda frag, sites: torch.ones(
+        (len(frag), full.max_fragments, full.num_sites, full.num_pairs), dtype=torch.bool
+    )
+    assert torch.equal(full._forward_mask(states), fast)
