@@ -1,6 +1,6 @@
 """Layer 1: iterative generative processes and their Pyro interface."""
 
-from pyro_sculpt.processes.categorical import FastCategorical, sample_inverse_cdf
+from pyro_sculpt.processes.categorical import FastCategorical, categorical, sample_inverse_cdf
 from pyro_sculpt.processes.deferred import DeferredCategorical
 from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.processes.process import IterativeProcess, State
@@ -14,6 +14,7 @@ __all__ = [
     "ProcessDistribution",
     "ProcessReparam",
     "State",
+    "categorical",
     "replace_step_dist",
     "run",
     "sample",

@@ -29,6 +29,24 @@ def sample_inverse_cdf(probs: torch.Tensor, sample_shape: torch.Size = torch.Siz
     return torch.searchsorted(cdf, v, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
 
 
+#: from this many categories on, :func:`categorical` draws by inverse CDF (below it :func:`torch.multinomial` is as
+#: fast, and keeping it keeps the random streams of small action spaces)
+FAST_MIN_CATEGORIES = 256
+
+
+def categorical(logits: torch.Tensor) -> Categorical:
+    """A :class:`FastCategorical` over ``logits`` when there are at least :data:`FAST_MIN_CATEGORIES`
+    categories, else a plain :class:`~pyro.distributions.Categorical`.
+
+    Example::
+
+        d = categorical(torch.randn(64, 5000))  # a FastCategorical
+    """
+    if logits.shape[-1] >= FAST_MIN_CATEGORIES:
+        return FastCategorical(logits=logits)
+    return Categorical(logits=logits)
+
+
 class FastCategorical(Categorical):
     """A :class:`~pyro.distributions.Categorical` whose :meth:`sample` inverts the cumulative distribution
     (:func:`sample_inverse_cdf`) instead of calling :func:`torch.multinomial`: the same distribution, drawn from

@@ -13,7 +13,7 @@ import torch
 from pyro.distributions import Categorical
 from torch.distributions import Distribution
 
-from pyro_sculpt.processes.categorical import sample_inverse_cdf
+from pyro_sculpt.processes.categorical import FAST_MIN_CATEGORIES, sample_inverse_cdf
 
 
 class DeferredCategorical(Categorical):
@@ -55,7 +55,10 @@ class DeferredCategorical(Categorical):
         return self.logits
 
     def sample(self, sample_shape=torch.Size()):
-        """Drawn by inverting the cumulative distribution (:func:`~pyro_sculpt.processes.sample_inverse_cdf`)."""
+        """Drawn by inverting the cumulative distribution (:func:`~pyro_sculpt.processes.sample_inverse_cdf`) over
+        many categories."""
+        if self._num_events < FAST_MIN_CATEGORIES:
+            return super().sample(sample_shape)
         with torch.no_grad():
             return sample_inverse_cdf(self.probs, torch.Size(sample_shape))
 

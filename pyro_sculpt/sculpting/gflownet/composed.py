@@ -37,7 +37,7 @@ from pyro.distributions import Categorical
 from pyro_sculpt.gflownets.policy_process import gather_rows, unique_rows
 from pyro_sculpt.infer.smc import smc
 from pyro_sculpt.infer.twist import Twist
-from pyro_sculpt.processes.categorical import FastCategorical
+from pyro_sculpt.processes.categorical import categorical
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.gflownet.bases import base_processes
 from pyro_sculpt.sculpting.log_operators import Composition, LogOperator, Sculpt
@@ -186,7 +186,7 @@ class ComposedProcess(IterativeProcess):
 
     def step_dist(self, state, t: int) -> Categorical:
         logits = self.proposal(state, t)[0]
-        return FastCategorical(logits=logits.to(torch.get_default_dtype()))
+        return categorical(logits.to(torch.get_default_dtype()))
 
     def transition(self, state, value, t: int):
         s, log_lik, log_pb = state
