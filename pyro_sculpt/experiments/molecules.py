@@ -10,7 +10,9 @@ matrix between the sample sets; a QED-SA scatter plot and a grid of molecule dra
 directory (an unusable or differently configured file is retrained).
 
 Sizes: ``"tiny"`` (a few fragments, trees of at most 3, seconds; for tests) and ``"full"`` (the default vocabulary,
-trees of at most 9 fragments; under 30 minutes on 2 CPU cores).
+trees of at most 6 fragments, each base trained for at most 5 minutes; under 30 minutes on 2 CPU cores). Trees of up
+to 9 fragments (``MoleculeSchedule(max_fragments=9)``) cost about three times more per training step, so that the
+same budget trains the bases much less (docs/molecules.md).
 """
 
 from __future__ import annotations
@@ -47,16 +49,16 @@ class MoleculeSchedule:
     """Settings of one run of the experiment."""
 
     vocabulary: Optional[list] = None  # None: the default 72 fragments
-    max_fragments: int = 9
+    max_fragments: int = 6
     hidden: int = 64
     layers: int = 3
     steps: int = 2000
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-3
     lr_final_factor: float = 0.1
     #: the range of reward exponents a base is trained on, and the one it samples at
-    beta_range: tuple = (8.0, 32.0)
-    beta: float = 16.0
+    beta_range: tuple = (8.0, 48.0)
+    beta: float = 24.0
     #: training time limit of one base, seconds (the run stays within its budget on a slow day)
     time_limit: Optional[float] = 300.0
     particles: int = 1000
@@ -208,6 +210,15 @@ def _scatter(sets: dict, props: dict, path: Path) -> None:
     plt.close(fig)
 
 
+#: labels of the drawings (RDKit's font has no operator symbols)
+ASCII_NAMES = {
+    "QED ⊗ SA": "HM(QED, SA)",
+    "QED ◑ SA": "contrast(QED, SA)",
+    "QED ◐ SA": "contrast(SA, QED)",
+    "QED ⊗ SA ⊗ MW": "HM(QED, SA, MW)",
+}
+
+
 def _drawings(sets: dict, path: Path, per_set: int = 4) -> None:
     from rdkit import Chem
     from rdkit.Chem import Draw
@@ -218,7 +229,7 @@ def _drawings(sets: dict, path: Path, per_set: int = 4) -> None:
             mol = Chem.MolFromSmiles(smi)
             if mol is not None:
                 mols.append(mol)
-                legends.append(name)
+                legends.append(ASCII_NAMES.get(name, name))
     img = Draw.MolsToGridImage(mols, molsPerRow=per_set, subImgSize=(220, 180), legends=legends)
     img.save(str(path))
 
@@ -231,7 +242,8 @@ def main(
     particles: Optional[int] = None,
     three_models: Optional[bool] = None,
 ) -> dict:
-    """Run the experiment; write ``results.md``, ``results.json``, ``scatter.png`` and ``molecules.png`` to ``out``.
+    """Run the experiment; write ``results.md``, ``results.json``, ``samples.json`` (the SMILES of every set),
+    ``scatter.png`` and ``molecules.png`` to ``out``.
 
     :param size: ``"full"`` or ``"tiny"`` (:func:`schedule`).
     :param particles: samples per set (default: the schedule's).
@@ -305,6 +317,7 @@ def main(
         "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
     }
     (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "samples.json").write_text(json.dumps(smiles))
     text = [
         f"# Molecule sculpting ({size}; {n} samples per set, beta {sch.beta}, at most {sch.max_fragments} fragments)",
         "",

@@ -34,6 +34,8 @@ def test_the_tiny_run_writes_its_table_matrix_and_figures_and_reuses_its_bases(t
         assert all(row["strict"][k] <= row["paper"][k] for k in ("qed", "sa", "qed&sa"))
     for name in ("QED ⊗ SA", "QED ◑ SA", "QED ◐ SA", "QED ⊗ SA ⊗ MW"):
         assert res["smc"][name]["min_ess"] > 0
+    samples = json.loads((out / "samples.json").read_text())
+    assert list(samples) == names and all(len(v) == 60 for v in samples.values())
     for f in ("results.md", "scatter.png", "molecules.png", "gfn_qed.pt", "gfn_sa.pt", "gfn_mw.pt"):
         assert (out / f).stat().st_size > 0
     assert "| QED ⊗ SA |" in (out / "results.md").read_text()
