@@ -3,12 +3,13 @@
 Issue 10's targets (on a 2-core CPU): classifier-free guided sampling <= 10 ms per molecule at batch 256, with the
 unguided cost beside it (the reference reports 16-25 ms per molecule for a plain fragment GFlowNet and about 1.8 s for
 classifier-guided sculpting, on a GPU). The bases are beta-conditioned tree-policy GFlowNets on the default
-72-fragment vocabulary with trees of at most 9 fragments: loaded from ``--models`` (the ``gfn_qed.pt`` and
-``gfn_sa.pt`` that ``pyro-sculpt molecules`` writes), or untrained, which is the slow case (an untrained policy
-rarely stops, so nearly every tree has 9 fragments). Only sampling is timed (no SMILES, no rewards). The figures are
-also printed as ratios to the unguided cost measured in the same process, which is what a loaded machine preserves.
+72-fragment vocabulary: loaded from ``--models`` (the ``gfn_qed.pt`` and ``gfn_sa.pt`` that ``pyro-sculpt
+molecules`` writes, with their environment), or untrained with trees of at most ``--max-fragments`` (default 9), which
+is the slow case (an untrained policy rarely stops, so nearly every tree is as large as allowed). Only sampling is
+timed (no SMILES, no rewards). The figures are also printed as ratios to the unguided cost measured in the same
+process, which is what a loaded machine preserves.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/molecules_sampling.py [--models runs/molecules] [--repeats 3]``
+Run: ``OMP_NUM_THREADS=1 python benchmarks/molecules_sampling.py [--models runs/molecules] [--max-fragments 9]``
 """
 
 from __future__ import annotations
@@ -28,16 +29,16 @@ from pyro_sculpt.gflownets import GFlowNet  # noqa: E402
 from pyro_sculpt.gflownets.envs.fragments import FragmentEnv  # noqa: E402
 
 
-def bases(models, env, beta: float = 16.0):
+def bases(models, max_fragments: int):
+    """The QED and SA bases: loaded (their environment and sampling beta from the checkpoints), or untrained."""
+    if models:
+        return [GFlowNet.load(Path(models) / f"gfn_{obj}.pt") for obj in ("qed", "sa")]
+    env = FragmentEnv(max_fragments=max_fragments)
     out = []
     for k, obj in enumerate(("qed", "sa")):
-        path = Path(models) / f"gfn_{obj}.pt" if models else None
-        if path is not None and path.exists():
-            gfn = GFlowNet.load(path, env=env)
-        else:
-            torch.manual_seed(k)
-            gfn = GFlowNet(env, obj, policy="env", hidden=64, layers=3, beta_range=(8.0, 32.0))
-        out.append(gfn.with_beta(beta))
+        torch.manual_seed(k)
+        gfn = GFlowNet(env, obj, policy="env", hidden=64, layers=3, beta_range=(8.0, 48.0))
+        out.append(gfn.with_beta(24.0))
     return out
 
 
@@ -51,12 +52,14 @@ def timed(fn, repeats: int) -> float:
     return best
 
 
-def main(models=None, batch: int = 256, repeats: int = 3, seed: int = 0) -> dict:
+def main(models=None, batch: int = 256, repeats: int = 3, seed: int = 0, max_fragments: int = 9) -> dict:
     torch.set_num_threads(1)
     print(f"machine: {machine()}")
-    env = FragmentEnv(max_fragments=9)
-    p1, p2 = bases(models, env)
-    print(f"bases: {'loaded from ' + str(models) if models else 'untrained'}; batch {batch}; best of {repeats}")
+    p1, p2 = bases(models, max_fragments)
+    print(
+        f"bases: {'loaded from ' + str(models) if models else 'untrained'}, {p1.env!r}, beta {p1.sampling_beta}; "
+        f"batch {batch}; best of {repeats}"
+    )
     torch.manual_seed(seed)
     hm = ps.harmonic_mean(p1, p2)
     cases = {
@@ -80,5 +83,6 @@ if __name__ == "__main__":
     parser.add_argument("--models", default=None, help="directory with gfn_qed.pt and gfn_sa.pt")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-fragments", type=int, default=9, help="of the untrained bases")
     args = parser.parse_args()
-    main(args.models, args.batch, args.repeats)
+    main(args.models, args.batch, args.repeats, max_fragments=args.max_fragments)

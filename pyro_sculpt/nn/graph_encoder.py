@@ -26,7 +26,8 @@ class GraphEncoder(nn.Module):
     with :math:`\\phi` a leaky ReLU, :math:`W` linear (applied after the sum), and an optional context vector
     :math:`c` (for instance an embedding of a reward exponent) added to every node.
     The graph embedding is an MLP of the mean and the sum of the present nodes' embeddings and the context. Every
-    operation is a batched tensor operation over ``(B, N, N, hidden)``: meant for graphs of tens of nodes.
+    operation is batched over the graphs: messages over the list of all edges of the batch, nodes as ``(B, N,
+    hidden)``.
 
     :param num_node_tokens: number of node types.
     :param num_edge_tokens: number of edge types.
@@ -82,13 +83,15 @@ class GraphEncoder(nn.Module):
         if context is not None and context.shape != (b, self.hidden):
             raise ValueError(f"context must have shape ({b}, {self.hidden}), got {tuple(context.shape)}")
         present = (nodes > 0).unsqueeze(-1).to(self.node_embedding.weight.dtype)
-        adj = (edges > 0).unsqueeze(-1).to(present.dtype)  # (B, u, v, 1)
         ctx = context.unsqueeze(1) if context is not None else 0.0
         h = self.node_embedding(nodes) * present
-        edges_t = edges.transpose(1, 2)  # edges_t[u, v] = type at v's end of the edge (v -> u)
+        # the edges as a list (sparse graphs: O(edges * hidden) per round instead of O(N^2 * hidden))
+        bi, ui, vi = (edges > 0).nonzero(as_tuple=True)
+        tok_uv, tok_vu = edges[bi, ui, vi], edges[bi, vi, ui]  # the type at u's end, at v's end
         for k in range(self.layers):
-            m = h.unsqueeze(1) + self.edge_out[k](edges_t) + self.edge_in[k](edges)  # (B, u, v, H)
-            m = self.message[k]((torch.nn.functional.leaky_relu(m) * adj).sum(2))  # linear after the sum
+            x = h[bi, vi] + self.edge_out[k](tok_vu) + self.edge_in[k](tok_uv)  # message v -> u
+            total = torch.zeros_like(h).index_put_((bi, ui), torch.nn.functional.leaky_relu(x), accumulate=True)
+            m = self.message[k](total)  # linear after the sum
             h = self.norm[k](h + self.update[k](torch.cat([h, m], -1)) + ctx) * present
         count = present.sum(1)
         total = h.sum(1)
