@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     molecules.add_argument("--size", choices=["full", "tiny"], default="full", help="run size (default full)")
     molecules.add_argument(
-        "--particles", type=positive_int, default=None, help="samples per set, >= 1 (default 1000; tiny 200)"
+        "--particles", type=positive_int, default=None, help="samples per set, >= 1 (default 1000; tiny 100)"
     )
     molecules.add_argument("--two-only", action="store_true", help="skip the MW base and the 3-model conjunction")
     _common(molecules, "runs/molecules")
