@@ -12,6 +12,7 @@ from torch.distributions import constraints
 
 from pyro_sculpt.gflownets import exact
 from pyro_sculpt.gflownets.env import DiscreteEnv
+from pyro_sculpt.processes.categorical import FAST_MIN_CATEGORIES, categorical, sample_inverse_cdf
 from pyro_sculpt.processes.process import IterativeProcess
 
 
@@ -58,7 +59,7 @@ class DiscretePolicyProcess(IterativeProcess):
     deduplicate: bool = True
 
     def step_dist(self, state: torch.Tensor, t: int) -> Categorical:
-        return Categorical(logits=per_unique_state(self.env, self.action_log_probs, state, self.deduplicate))
+        return categorical(per_unique_state(self.env, self.action_log_probs, state, self.deduplicate))
 
     def transition(self, state: torch.Tensor, value: torch.Tensor, t: int) -> torch.Tensor:
         return self.env.step(state, value)
@@ -102,7 +103,10 @@ class DiscretePolicyProcess(IterativeProcess):
                 if exploration > 0:
                     mask = env.forward_mask(s).to(probs.dtype)
                     probs = (1 - exploration) * probs + exploration * mask / mask.sum(-1, keepdim=True)
-                a = torch.multinomial(probs, 1).squeeze(-1)
+                if probs.shape[-1] >= FAST_MIN_CATEGORIES:  # wide action spaces: one cumsum and a search
+                    a = sample_inverse_cdf(probs)
+                else:
+                    a = torch.multinomial(probs, 1).squeeze(-1)
                 a = torch.where(done, torch.full_like(a, env.stop_action), a)
                 s = env.step(s, a)
                 states.append(s)

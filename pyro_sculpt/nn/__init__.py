@@ -1,7 +1,9 @@
-"""Layer 1: network modules shared by the families (MLP, time embeddings, score networks, the observation head)."""
+"""Layer 1: network modules shared by the families (MLP, time embeddings, score networks, the observation head,
+a graph encoder)."""
 
 from pyro_sculpt.nn.embeddings import SinusoidalTimeEmbedding
 from pyro_sculpt.nn.energy_mlp import EnergyGradient, EnergyMLP
+from pyro_sculpt.nn.graph_encoder import GraphEncoder
 from pyro_sculpt.nn.mlp import MLP
 from pyro_sculpt.nn.observation_head import check_network, observation_output_size, split_observation_output
 from pyro_sculpt.nn.score_mlp import ScoreMLP
@@ -10,6 +12,7 @@ __all__ = [
     "MLP",
     "EnergyGradient",
     "EnergyMLP",
+    "GraphEncoder",
     "ScoreMLP",
     "SinusoidalTimeEmbedding",
     "check_network",

@@ -13,6 +13,8 @@ import torch
 from pyro.distributions import Categorical
 from torch.distributions import Distribution
 
+from pyro_sculpt.processes.categorical import FAST_MIN_CATEGORIES, sample_inverse_cdf
+
 
 class DeferredCategorical(Categorical):
     """A :class:`~pyro.distributions.Categorical` whose logits come from ``compute()`` on first use.
@@ -51,6 +53,14 @@ class DeferredCategorical(Categorical):
     @property
     def _param(self) -> torch.Tensor:  # type: ignore[override]
         return self.logits
+
+    def sample(self, sample_shape=torch.Size()):
+        """Drawn by inverting the cumulative distribution (:func:`~pyro_sculpt.processes.sample_inverse_cdf`) over
+        many categories."""
+        if self._num_events < FAST_MIN_CATEGORIES:
+            return super().sample(sample_shape)
+        with torch.no_grad():
+            return sample_inverse_cdf(self.probs, torch.Size(sample_shape))
 
     @property
     def computed(self) -> bool:

@@ -12,9 +12,9 @@ def _no_work(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the command started running")
 
-    from pyro_sculpt.experiments import gaussians, grid, train_grid
+    from pyro_sculpt.experiments import gaussians, grid, molecules, train_grid
 
-    for mod in (train_grid, grid, gaussians):
+    for mod in (train_grid, grid, gaussians, molecules):
         monkeypatch.setattr(mod, "main", fail)
 
 
@@ -27,7 +27,7 @@ def _usage_error(argv, capsys) -> str:
     return err
 
 
-@pytest.mark.parametrize("command", ["train", "grid", "gaussians"])
+@pytest.mark.parametrize("command", ["train", "grid", "gaussians", "molecules"])
 @pytest.mark.parametrize("value", ["0", "-1", "two"])
 def test_threads_must_be_positive(command, value, capsys):
     err = _usage_error([command, "--threads", value], capsys)
@@ -46,7 +46,7 @@ def test_steps_must_be_positive(value, capsys):
     assert "argument --steps" in err and value in err
 
 
-@pytest.mark.parametrize("command", ["train", "grid", "gaussians"])
+@pytest.mark.parametrize("command", ["train", "grid", "gaussians", "molecules"])
 def test_out_must_not_be_a_file(command, tmp_path, capsys):
     f = tmp_path / "results.txt"
     f.write_text("not a directory")
@@ -70,3 +70,9 @@ def test_good_values_reach_the_command(tmp_path, monkeypatch):
     out = tmp_path / "new" / "dir"
     assert cli.main(["grid", "--out", str(out), "--particles", "0", "--threads", "1", "--all-ops"]) == 0
     assert seen["args"] == (out, False, 0, True, 0, False, True)  # particles 0: skip the empirical L1s
+
+
+@pytest.mark.parametrize("argv", [["molecules", "--size", "huge"], ["molecules", "--particles", "0"]])
+def test_molecules_options(argv, capsys):
+    err = _usage_error(argv, capsys)
+    assert f"argument {argv[1]}" in err

@@ -40,6 +40,7 @@ from pyro_sculpt.infer.smc import smc
 from pyro_sculpt.infer.twist import Twist
 from pyro_sculpt.mcmc.independence import IndependenceMH, IndependenceRejuvenation
 from pyro_sculpt.processes.distribution import ProcessDistribution
+from pyro_sculpt.processes.categorical import categorical
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.gflownet.bases import base_processes
 from pyro_sculpt.sculpting.log_operators import Composition, LogOperator, Sculpt
@@ -188,7 +189,7 @@ class ComposedProcess(IterativeProcess):
 
     def step_dist(self, state, t: int) -> Categorical:
         logits = self.proposal(state, t)[0]
-        return Categorical(logits=logits.to(torch.get_default_dtype()))
+        return categorical(logits.to(torch.get_default_dtype()))
 
     def transition(self, state, value, t: int):
         s, log_lik, log_pb = state

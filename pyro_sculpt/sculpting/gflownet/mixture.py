@@ -12,6 +12,7 @@ from pyro_sculpt.gflownets.policy_process import (
     gather_rows,
     unique_rows,
 )
+from pyro_sculpt.processes.categorical import categorical
 from pyro_sculpt.processes.deferred import DeferredCategorical
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.gflownet.bases import check_bases
@@ -101,7 +102,7 @@ class MixtureProcess(IterativeProcess):
         # every base, out of the graph, where its gradient would be NaN
         valid = (lp > float("-inf")).any(-2)
         logits = torch.logsumexp(post + torch.where(valid.unsqueeze(-2), lp, torch.zeros_like(lp)), -2)
-        return Categorical(logits=logits.masked_fill(~valid, float("-inf")))
+        return categorical(logits.masked_fill(~valid, float("-inf")))
 
     def _mixture_logits(self, s: torch.Tensor, log_rho: torch.Tensor) -> torch.Tensor:
         post = torch.log_softmax(log_rho, -1).unsqueeze(-1)
@@ -170,4 +171,4 @@ class MixtureProcess(IterativeProcess):
         obs = guidance.cached(self, lambda: self._check_guidance(guidance))
         rows, inverse, base_lp = self.unique_base_log_probs(state[0])  # shared with the step and its transition
         step = guided_step(self.bases, guidance.classifier, obs, rows, base_lp, deduplicate=self.deduplicate)
-        return Categorical(logits=gather_rows(step.log_probs, inverse))
+        return categorical(gather_rows(step.log_probs, inverse))

@@ -5,6 +5,7 @@ RDKit is optional (the ``mol`` extra): this package imports without it and asks 
 
 from pyro_sculpt.gflownets.envs.fragments import rewards
 from pyro_sculpt.gflownets.envs.fragments.env import FragmentEnv
+from pyro_sculpt.gflownets.envs.fragments.policy import FragmentTreePolicy
 from pyro_sculpt.gflownets.envs.fragments.vocabulary import (
     DEFAULT_VOCABULARY_TEXT,
     Fragment,
@@ -17,6 +18,7 @@ __all__ = [
     "DEFAULT_VOCABULARY_TEXT",
     "Fragment",
     "FragmentEnv",
+    "FragmentTreePolicy",
     "Vocabulary",
     "default_vocabulary",
     "load_vocabulary",

@@ -19,7 +19,9 @@ from pyro_sculpt.gflownets.envs.fragments.trees import (
     ROW,
     canonical_rows,
     degrees,
+    pack_rows,
     sites_from_rows,
+    unique_inverse,
     used_sites,
 )
 from pyro_sculpt.gflownets.envs.fragments.vocabulary import Vocabulary, make_vocabulary
@@ -155,28 +157,62 @@ class FragmentEnv(DiscreteEnv):
         frag, sites = sites_from_rows(new)
         return canonical_rows(frag, sites, self.num_sites)[0]
 
-    def _candidate_pairs(self, frag: torch.Tensor, sites: torch.Tensor) -> torch.Tensor:
-        """``(B, T)``: the (fragment, site) pairs whose additions may coincide with an addition at another slot.
+    def _candidates(self, frag: torch.Tensor, sites: torch.Tensor) -> torch.Tensor:
+        """``(B, N, S, T)``: the additions (pair ``t`` at site ``k`` of node ``i``) that may make the same tree as an
+        addition at a slot outside their symmetry orbit.
 
-        An addition can make the same tree as an addition at a slot outside its symmetry orbit only if its new leaf
-        copies a leaf of the tree (the same fragment, bonded by the same site), or, for a one-node tree, is the same
-        fragment (docs/molecules.md, "Masks").
+        If adding leaf ``l`` at slot ``a`` and at slot ``b`` (not related by a symmetry of the tree) make the same
+        tree, the isomorphism maps the new leaf of the first to an old leaf ``m`` of the tree, with the same
+        (fragment, site) pair, hence the node of ``a`` to ``m``'s neighbour and the site of ``a`` to the site where
+        ``m`` is bonded: ``a`` copies the attachment of a leaf (docs/molecules.md, "Masks"). For a one-node tree the
+        new leaf may be the root's copy instead (the same fragment).
         """
-        b = frag.shape[0]
+        b, n = frag.shape
         device = frag.device
         pair_f, pair_index = self._t("pair_f", device), self._t("pair_index", device)
-        n = (frag > 0).sum(1)
+        s_count, t_count = self.num_sites, self.num_pairs
+        nodes = (frag > 0).sum(1)
         leaf = (degrees(sites) == 1) & (frag > 0)
-        leaf_site = sites.amax(-1).clamp(min=0)
-        idx = pair_index[(frag - 1).clamp(min=0), leaf_site]
-        idx = torch.where(leaf & (idx >= 0), idx, self.num_pairs)
-        cand = torch.zeros((b, self.num_pairs + 1), dtype=torch.bool, device=device)
-        cand.scatter_(1, idx, True)
-        cand = cand[:, : self.num_pairs]
-        single = (n == 1).unsqueeze(-1) & (pair_f.unsqueeze(0) == (frag[:, :1] - 1))
-        return cand | single
+        nb = (sites >= 0).to(torch.uint8).argmax(-1)  # the neighbour of a leaf
+        leaf_site = sites.amax(-1).clamp(min=0)  # the leaf's own site
+        pair = pair_index[(frag - 1).clamp(min=0), leaf_site]  # the leaf's (fragment, site) pair
+        nb_site = sites[torch.arange(b, device=device).unsqueeze(1), nb, torch.arange(n, device=device)]
+        ok = leaf & (pair >= 0) & (nb_site >= 0)
+        code = torch.where(ok, nb_site.clamp(min=0) * t_count + pair.clamp(min=0), s_count * t_count)
+        attach = torch.zeros((b, n, s_count * t_count + 1), dtype=torch.float32, device=device)
+        attach.scatter_(2, code.unsqueeze(-1), 1.0)
+        nb_frag = frag.gather(1, nb)
+        same = ((frag.unsqueeze(2) == nb_frag.unsqueeze(1)) & ok.unsqueeze(1)).to(torch.float32)  # (B, i, m)
+        cand = torch.bmm(same, attach)[..., : s_count * t_count] > 0
+        cand = cand.reshape(b, n, s_count, t_count)
+        single = (nodes == 1).unsqueeze(-1) & (pair_f.unsqueeze(0) == (frag[:, :1] - 1))  # (B, T)
+        return cand | single[:, None, None, :]
+
+    #: how many recent (states, mask) pairs :meth:`forward_mask` keeps: the policies of several base models, the
+    #: composition and the sampler ask for the mask of the same batch in one step
+    mask_cache_size: int = 4
 
     def forward_mask(self, states: torch.Tensor) -> torch.Tensor:
+        """The valid actions of ``states`` (see the class docstring); the masks of the last few batches are
+        remembered (compared by value), so asking again for the same batch costs one comparison."""
+        cache = self.__dict__.setdefault("_mask_cache", [])
+        for i, (old, mask) in enumerate(cache):
+            if old.shape == states.shape and old.device == states.device and torch.equal(old, states):
+                if i:
+                    cache.insert(0, cache.pop(i))
+                return mask.clone()
+        mask = self._forward_mask(states)
+        cache.insert(0, (states.detach().clone(), mask.clone()))
+        del cache[self.mask_cache_size :]
+        return mask
+
+    def unique(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distinct states of a batch (sorted by packed integer keys, not :func:`torch.unique` over rows)."""
+        flat = states.reshape(-1, self.state_dim)
+        inverse, first = unique_inverse(pack_rows(self._rows(flat), self.num_fragments, self.num_sites))
+        return flat[first], inverse.reshape(states.shape[:-1])
+
+    def _forward_mask(self, states: torch.Tensor) -> torch.Tensor:
         shape = states.shape[:-1]
         flat = states.reshape(-1, self.state_dim)
         b, big_n, s, t_count, nf = flat.shape[0], self.max_fragments, self.num_sites, self.num_pairs, self.num_fragments
@@ -192,14 +228,14 @@ class FragmentEnv(DiscreteEnv):
             slots = slots & (orbit == torch.arange(big_n, device=flat.device)).unsqueeze(-1)
             slots = slots[:, : big_n - 1]
             add = slots.unsqueeze(-1).expand(b, big_n - 1, s, t_count).clone()
-            cand = add & self._candidate_pairs(frag, sites)[:, None, None, :]
+            cand = add & self._candidates(frag, sites)[:, : big_n - 1]
             bi, ii, ki, ti = cand.nonzero(as_tuple=True)
             if len(bi):
                 pf, pj = self._t("pair_f", flat.device), self._t("pair_j", flat.device)
                 kids = self._add_leaf(rows[bi], ii, ki, pf[ti], pj[ti])
                 action = (ii * s + ki) * t_count + ti
-                key = torch.cat([bi.unsqueeze(-1), kids.reshape(len(bi), -1)], 1)
-                _, inv = torch.unique(key, dim=0, return_inverse=True)
+                key = torch.cat([bi.unsqueeze(-1), pack_rows(kids, nf, s)], 1)
+                inv, _ = unique_inverse(key)
                 first = torch.full((int(inv.max()) + 1,), self.num_add_actions, dtype=torch.long, device=flat.device)
                 first.scatter_reduce_(0, inv, action, reduce="amin")
                 drop = action != first[inv]
@@ -263,10 +299,18 @@ class FragmentEnv(DiscreteEnv):
             s2[ar, li, :] = -1
             s2[ar, :, li] = -1
             rows2, _ = canonical_rows(f2, s2, self.num_sites)
-            uniq = torch.unique(torch.cat([bi.unsqueeze(-1), rows2.reshape(len(bi), -1)], 1), dim=0)
-            count = torch.bincount(uniq[:, 0], minlength=b)
+            key = torch.cat([bi.unsqueeze(-1), pack_rows(rows2, self.num_fragments, self.num_sites)], 1)
+            _, first = unique_inverse(key)
+            count = torch.bincount(bi[first], minlength=b)
         count = torch.where(n == 1, 1, count)
         return count.reshape(shape)
+
+    def policy_network(self, hidden: int = 64, layers: int = 3, conditional: bool = False) -> torch.nn.Module:
+        """A :class:`~pyro_sculpt.gflownets.envs.fragments.policy.FragmentTreePolicy` of this environment (message
+        passing over the tree; ``GFlowNet(env, policy="env")`` builds it)."""
+        from pyro_sculpt.gflownets.envs.fragments.policy import FragmentTreePolicy
+
+        return FragmentTreePolicy(self, hidden=hidden, layers=layers, conditional=conditional)
 
     def encode(self, states: torch.Tensor) -> torch.Tensor:
         """One-hot features of every row (fragment, parent position, both sites) and of the number of fragments."""

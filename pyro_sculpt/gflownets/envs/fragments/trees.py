@@ -57,9 +57,11 @@ def _next_hops(frag: torch.Tensor, sites: torch.Tensor) -> tuple[torch.Tensor, t
         if not bool(front.any()):
             break
         dist = torch.where(front, d, dist)
-    # nxt[r, u] = the neighbour w of r with dist(w, u) = dist(r, u) - 1
-    cand = (sites >= 0).unsqueeze(-1) & (dist.unsqueeze(1) == (dist - 1).unsqueeze(2))  # (B, r, w, u)
-    nxt = cand.to(torch.uint8).argmax(2)
+    # nxt[r, u] = the neighbour w of r with dist(w, u) = dist(r, u) - 1 (unique in a tree): the sum of the indices of
+    # the neighbours of r closer to u, one batched matrix product over w
+    closer = (dist.unsqueeze(1) < dist.unsqueeze(2)).to(torch.float32)  # (B, r, w, u): dist(w, u) < dist(r, u)
+    weighted = adj * torch.arange(n, device=device, dtype=torch.float32)  # adj[r, w] * w
+    nxt = torch.einsum("brw,brwu->bru", weighted, closer).round().to(torch.long)
     ar = torch.arange(n, device=device)
     nxt = torch.where(dist == 0, ar.expand(b, n, n), nxt)
     return dist, nxt
@@ -87,13 +89,16 @@ def canonical_rows(
     site_to = sites.gather(2, nxt)  # site_to[r, u]: site of r on the path from r to u (-1 when r == u)
     base = num_sites + 1
     ar = torch.arange(n, device=device)
-    target = ar.expand(b, n, n)
-    cur = ar.view(1, n, 1).expand(b, n, n)
-    key = torch.zeros((b, n, n), dtype=torch.long, device=device)
-    for _ in range(n - 1):
-        moving = cur != target
-        key = key * base + torch.where(moving, site_to.gather(1, cur) + 1, 0)
-        cur = torch.where(moving, nxt.gather(1, cur), cur)
+    # path keys by doubling: after round k, key[r, u] holds the sites left through on the first 2^k steps from r to
+    # u as base-(num_sites + 1) digits from the most significant of n - 1, and hop[r, u] the node reached then
+    top = base ** max(n - 2, 0)
+    key = torch.where(dist > 0, (site_to + 1) * top, 0)
+    hop = nxt
+    steps = 1
+    while steps < n - 1:
+        key = key + key.gather(1, hop) // base**steps
+        hop = hop.gather(1, hop)
+        steps *= 2
     big = base ** (n - 1)
     both = present.unsqueeze(1) & present.unsqueeze(2)
     key = torch.where(both, key, big)
@@ -102,12 +107,7 @@ def canonical_rows(
     key_s = key.gather(2, order)
     frag_s = frag.unsqueeze(1).expand(b, n, n).gather(2, order)
     arr_s = arrive.gather(2, order)
-    seq = torch.stack([key_s, frag_s, arr_s], -1).reshape(b, n, 3 * n)
-    best = present.clone()
-    for t in range(3 * n):
-        v = seq[..., t]
-        m = torch.where(best, v, big + 1).amin(1, keepdim=True)
-        best = best & (v == m)
+    best = _lexicographic_min(present, key_s, frag_s, arr_s, big)
     root = best.to(torch.uint8).argmax(1)  # (B,)
     perm = order[torch.arange(b, device=device), root]  # position -> node
     inv = torch.argsort(perm, dim=1)  # node -> position
@@ -135,6 +135,38 @@ def canonical_rows(
     return rows, orbits
 
 
+def _lexicographic_min(
+    present: torch.Tensor, key_s: torch.Tensor, frag_s: torch.Tensor, arr_s: torch.Tensor, big: int
+) -> torch.Tensor:
+    """``(B, N)``: the roots ``r`` (among ``present``) whose sequence ``(key_s[r, i], frag_s[r, i], arr_s[r, i])``
+    for ``i = 0..N-1`` is lexicographically smallest.
+
+    The triple of a position is packed in one integer (mixed radix), and as many positions as fit in 62 bits in one
+    word, so the comparison runs over a few words rather than ``3 N`` columns.
+    """
+    b, n = present.shape
+    frag_radix = int(frag_s.max()) + 1 if frag_s.numel() else 1
+    arr_radix = int(arr_s.max()) + 1 if arr_s.numel() else 1
+    radix = (big + 1) * frag_radix * arr_radix
+    per_word = max(1, 62 // max(1, (radix - 1).bit_length()))
+    if radix >= 2**62:  # a position does not fit in one word: compare the three columns one by one
+        cols = torch.stack([key_s, frag_s, arr_s], -1).reshape(b, n, 3 * n)
+        sentinel = max(big, frag_radix, arr_radix) + 1
+    else:
+        v = (key_s * frag_radix + frag_s) * arr_radix + arr_s
+        words = -(-n // per_word)
+        v = torch.nn.functional.pad(v, (0, words * per_word - n))
+        weights = radix ** torch.arange(per_word - 1, -1, -1, device=v.device)
+        cols = (v.reshape(b, n, words, per_word) * weights).sum(-1)
+        sentinel = 2**63 - 1
+    best = present.clone()
+    for t in range(cols.shape[-1]):
+        c = cols[..., t]
+        m = torch.where(best, c, sentinel).amin(1, keepdim=True)
+        best = best & (c == m)
+    return best
+
+
 def degrees(sites: torch.Tensor) -> torch.Tensor:
     """Number of bonds of each node, ``(B, N)``."""
     return (sites >= 0).sum(-1)
@@ -144,3 +176,45 @@ def used_sites(sites: torch.Tensor, num_sites: int) -> torch.Tensor:
     """``(B, N, num_sites)`` boolean: whether each site of each node holds a bond."""
     onehot = torch.nn.functional.one_hot(sites + 1, num_sites + 1)[..., 1:]
     return onehot.sum(2) > 0
+
+
+def pack_rows(rows: torch.Tensor, num_fragments: int, num_sites: int) -> torch.Tensor:
+    """``(K, W)`` int64 words that identify trees given as rows ``(K, N, 4)``: equal words iff equal rows.
+
+    Each node's row is one mixed-radix number (fragment, parent, both sites), and as many nodes as fit in 62 bits
+    share a word, so that comparing and sorting trees costs a few integer columns instead of ``4 N``.
+    """
+    k, n, _ = rows.shape
+    radices = (num_fragments + 1, n + 1, num_sites + 2, num_sites + 2)
+    node_radix = 1
+    for r in radices:
+        node_radix *= r
+    per_word = max(1, 62 // (node_radix - 1).bit_length())
+    v = torch.zeros((k, n), dtype=torch.long, device=rows.device)
+    for c, r in enumerate(radices):
+        v = v * r + rows[..., c]
+    words = -(-n // per_word)
+    v = torch.nn.functional.pad(v, (0, words * per_word - n))
+    weights = node_radix ** torch.arange(per_word - 1, -1, -1, device=rows.device)
+    return (v.reshape(k, words, per_word) * weights).sum(-1)
+
+
+def unique_inverse(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group equal rows of an integer matrix ``(K, W)`` (a lexicographic sort by stable sorts over the columns).
+
+    :returns: ``(inverse (K,), first (U,))``: row ``i`` is in group ``inverse[i]`` (groups numbered in the
+        lexicographic order of their rows) and ``first[g]`` is the first row of group ``g``.
+    """
+    k = keys.shape[0]
+    order = torch.arange(k, device=keys.device)
+    for c in range(keys.shape[1] - 1, -1, -1):
+        order = order[torch.argsort(keys[order, c], stable=True)]
+    s = keys[order]
+    new = torch.ones(k, dtype=torch.bool, device=keys.device)
+    if k > 1:
+        new[1:] = (s[1:] != s[:-1]).any(1)
+    group = torch.cumsum(new.to(torch.long), 0) - 1
+    inverse = torch.empty_like(group)
+    inverse[order] = group
+    first = order[new]  # stable sorts keep the first occurrence first in its group
+    return inverse, first
