@@ -39,8 +39,8 @@ from pyro_sculpt.gflownets.policy_process import gather_rows, unique_rows
 from pyro_sculpt.infer.smc import smc
 from pyro_sculpt.infer.twist import Twist
 from pyro_sculpt.mcmc.independence import IndependenceMH, IndependenceRejuvenation
-from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.processes.categorical import categorical
+from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.gflownet.bases import base_processes
 from pyro_sculpt.sculpting.log_operators import Composition, LogOperator, Sculpt
