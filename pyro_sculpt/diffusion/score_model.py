@@ -113,7 +113,7 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
         try:
             with torch.no_grad():
                 out = self.network(torch.zeros(shape, device=self.device), torch.full((3,), 0.5, device=self.device))
-        except RuntimeError as err:
+        except (RuntimeError, ValueError) as err:
             raise ValueError(f"network must map x of shape {want} and t of shape (B,) to {want}: {err}") from None
         if not isinstance(out, torch.Tensor) or out.shape != shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
