@@ -175,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--particles", type=positive_int, default=None, help="samples per composition, >= 1 (default: the size's)"
     )
     mnist.add_argument("--two-only", action="store_true", help="skip the 3-model setting")
+    mnist.add_argument(
+        "--time-limit",
+        type=positive_int,
+        default=None,
+        help="stop each network's training after this many seconds (default: every step of the size)",
+    )
     _common(mnist, "runs/mnist")
     return parser
 
@@ -262,6 +268,7 @@ def _run(args: argparse.Namespace) -> None:
             args.gamma,
             args.particles,
             args.two_only,
+            args.time_limit,
         )
 
 

@@ -124,6 +124,7 @@ class ColourDigitClassifier(Checkpointable, nn.Module):
         noise: float = 0.05,
         seed: Optional[int] = None,
         progress_bar: bool = True,
+        time_limit: Optional[float] = None,
     ) -> "ColourDigitClassifier":
         """Train by cross-entropy on minibatches of ``(x, classes)`` drawn with replacement, with Gaussian pixel noise
         of standard deviation ``noise`` (so that samples with a little residual noise are read like clean digits).
@@ -144,7 +145,7 @@ class ColourDigitClassifier(Checkpointable, nn.Module):
 
         return fit_loop(self, loss, param_groups=[{"params": self.net.parameters(), "lr": lr}], steps=steps,
                         seed=seed, progress_bar=progress_bar, desc="measurement classifier",
-                        batch_size=batch_size)  # fmt: skip
+                        batch_size=batch_size, time_limit=time_limit)  # fmt: skip
 
     def checkpoint_payload(self) -> dict:
         return {"channels": list(self.channels), "state_dict": cpu_state_dict(self.net), "history": self.history}
@@ -191,6 +192,8 @@ class Settings:
     three_models: bool = True
     #: samples per row of the image grids
     grid_samples: int = 16
+    #: stop each network's training after this many seconds (None: run every step)
+    time_limit: Optional[float] = None
 
 
 #: the named sizes of ``pyro-sculpt mnist --size``
@@ -256,14 +259,15 @@ def train_base(name: str, pairs, data: Data, settings: Settings, out: Path, seed
     """Train (or load from ``out``) the score model of one coloured set."""
     x, _ = coloured_dataset(data.images, data.labels, pairs)
     unet = dict(settings.unet)
-    key = _key(name, unet, settings.score, settings.per_digit, settings.held_out, data.source, seed)
+    key = _key(name, unet, settings.score, settings.per_digit, settings.held_out, data.source, settings.time_limit,
+               seed)  # fmt: skip
     path = out / f"score_{name}_{key}.pt"
 
     def train():
         log(f"training score model {name} on {x.shape[0]} coloured digits")
         net = UNet(IMAGE_SHAPE, **unet)
         model = ScoreModel(event_shape=IMAGE_SHAPE, network=net, seed=seed, device=device)
-        return model.fit(x, **settings.score, seed=seed, progress_bar=progress_bar)
+        return model.fit(x, **settings.score, seed=seed, progress_bar=progress_bar, time_limit=settings.time_limit)
 
     model, _ = load_or_train(path, lambda p: ScoreModel.load(p, network=UNet(IMAGE_SHAPE, **unet), device=device),
                              train, log)  # fmt: skip
@@ -282,7 +286,8 @@ def train_classifier(
     def network():
         return ConvClassifierNet(IMAGE_SHAPE, tdim + 1, observation_output_size(m, n_obs), **net_cfg)
 
-    key = _key(tag, net_cfg, settings.classifier, settings.max_time, settings.sampler_steps, list(keys), seed)
+    key = _key(tag, net_cfg, settings.classifier, settings.max_time, settings.sampler_steps, list(keys),
+               settings.time_limit, seed)  # fmt: skip
     path = out / f"classifier_{tag}_{key}.pt"
 
     def train():
@@ -291,7 +296,7 @@ def train_classifier(
         clf = DiffusionObservationClassifier.for_bases(
             chains, n_obs, max_time=settings.max_time, time_embedding_dim=tdim, network=network(), device=device
         )
-        return clf.fit(**settings.classifier, seed=seed, progress_bar=progress_bar)
+        return clf.fit(**settings.classifier, seed=seed, progress_bar=progress_bar, time_limit=settings.time_limit)
 
     def load(p):
         return DiffusionObservationClassifier.load(p, num_models=m, num_observations=n_obs, network=network(),
@@ -307,13 +312,14 @@ def train_measurement(data: Data, settings: Settings, out: Path, seed: int, devi
     colours = torch.cat([torch.zeros(len(data.held_labels)), torch.ones(len(data.held_labels))]).long()
     x = colour_digits(held, colours)
     classes = colours * 10 + torch.cat([data.held_labels, data.held_labels])
-    key = _key(settings.measure_net, settings.measure, settings.held_out, data.source, seed)
+    key = _key(settings.measure_net, settings.measure, settings.held_out, data.source, settings.time_limit, seed)
     path = out / f"measure_{key}.pt"
 
     def train():
         log(f"training the measurement classifier on {x.shape[0]} held-out coloured digits")
         clf = ColourDigitClassifier(**settings.measure_net, device=device)
-        return clf.fit(x, classes, **settings.measure, seed=seed, progress_bar=progress_bar)
+        return clf.fit(x, classes, **settings.measure, seed=seed, progress_bar=progress_bar,
+                       time_limit=settings.time_limit)  # fmt: skip
 
     clf, _ = load_or_train(path, lambda p: ColourDigitClassifier.load(p, device=device), train, log)
     return clf
@@ -504,6 +510,7 @@ def main(
     gammas: Optional[Sequence[float]] = None,
     particles: Optional[int] = None,
     two_only: bool = False,
+    time_limit: Optional[float] = None,
 ) -> dict:
     """The ``pyro-sculpt mnist`` command."""
     if size not in SIZES:
@@ -515,4 +522,6 @@ def main(
         settings.particles = particles
     if two_only:
         settings.three_models = False
+    if time_limit is not None:
+        settings.time_limit = float(time_limit)
     return run(out, settings, seed, progress_bar, device, data_root)

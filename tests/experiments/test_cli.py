@@ -72,7 +72,9 @@ def test_good_values_reach_the_command(tmp_path, monkeypatch):
     assert seen["args"] == (out, False, 0, True, 0, False, True)  # particles 0: skip the empirical L1s
 
 
-@pytest.mark.parametrize(("option", "value"), [("--size", "huge"), ("--particles", "0"), ("--gamma", "x")])
+@pytest.mark.parametrize(
+    ("option", "value"), [("--size", "huge"), ("--particles", "0"), ("--gamma", "x"), ("--time-limit", "0")]
+)
 def test_mnist_options(option, value, capsys):
     err = _usage_error(["mnist", option, value], capsys)
     assert f"argument {option}" in err
@@ -84,5 +86,5 @@ def test_mnist_values_reach_the_command(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(mnist, "main", lambda *args: seen.setdefault("args", args))
     argv = ["mnist", "--out", str(tmp_path), "--size", "tiny", "--device", "cpu", "--gamma", "1", "5", "--two-only"]
-    assert cli.main(argv + ["--data", "here", "--particles", "7"]) == 0
-    assert seen["args"] == (tmp_path, "tiny", 0, True, "cpu", "here", [1.0, 5.0], 7, True)
+    assert cli.main(argv + ["--data", "here", "--particles", "7", "--time-limit", "60"]) == 0
+    assert seen["args"] == (tmp_path, "tiny", 0, True, "cpu", "here", [1.0, 5.0], 7, True, 60)
