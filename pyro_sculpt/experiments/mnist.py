@@ -171,7 +171,7 @@ class Settings:
     #: share of each digit held out for the measurement classifier
     held_out: float = 0.2
     unet: dict = field(default_factory=lambda: dict(channels=(32, 64, 64), time_embedding_dim=64))
-    score: dict = field(default_factory=lambda: dict(steps=20_000, batch_size=128, lr=2e-4, lr_final_factor=0.1))
+    score: dict = field(default_factory=lambda: dict(steps=20_000, batch_size=128, lr=5e-4, lr_final_factor=0.1))
     #: ancestral steps of the compositions and of the classifier's training chains
     sampler_steps: int = 100
     classifier_net: dict = field(default_factory=lambda: dict(channels=(32, 64), hidden=128))
