@@ -20,7 +20,7 @@ from pyro_sculpt.diffusion.model import (
     time_like,
 )
 from pyro_sculpt.diffusion.schedules import NoiseSchedule, TimeLike, VPSchedule, schedule_from_config
-from pyro_sculpt.nn import ScoreMLP
+from pyro_sculpt.nn import ScoreMLP, UNet
 from pyro_sculpt.train.checkpoint import Checkpointable, cpu_state_dict
 from pyro_sculpt.train.loop import EMA, TrainState, fit_loop
 from pyro_sculpt.train.optim import ema_update_
@@ -269,7 +269,7 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
             "dim": self.dim,
             "event_shape": list(self.event_shape),
             "schedule": self.schedule.config(),
-            "network": self.network.config() if isinstance(self.network, ScoreMLP) else None,
+            "network": self.network.config() if isinstance(self.network, (ScoreMLP, UNet)) else None,
             "state_dict": cpu_state_dict(self.network),
             "ema_state_dict": cpu_state_dict(self.ema_network),
             "use_ema": self.use_ema,
@@ -290,7 +290,8 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
         :meth:`save`.
 
         :param network: an (untrained) network of the saved architecture, required when the model was saved
-            with a custom network.
+            with a custom network (any but a :class:`~pyro_sculpt.nn.ScoreMLP` or :class:`~pyro_sculpt.nn.UNet`,
+            which are rebuilt from their configuration).
         :param dim: the data dimension expected by the caller (checked against the checkpoint's).
         :param device: where to put the loaded model.
         :raises ValueError: for a file that is not a ScoreModel checkpoint (for instance a GFlowNet's or a
@@ -300,6 +301,8 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
             raise ValueError(f"checkpoint {path} is a model of dimension {data['dim']}, but dim={dim} was expected")
         schedule = schedule_from_config(data["schedule"])
         cfg = data.get("network")
+        if network is None and cfg is not None and cfg.get("type") == "UNet":
+            network = UNet(**{k: v for k, v in cfg.items() if k != "type"})
         if network is None:
             if cfg is None:
                 raise ValueError(f"checkpoint {path} was saved with a custom network: pass network=...")

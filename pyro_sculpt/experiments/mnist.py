@@ -174,14 +174,14 @@ class Settings:
     score: dict = field(default_factory=lambda: dict(steps=20_000, batch_size=128, lr=5e-4, lr_final_factor=0.1))
     #: ancestral steps of the compositions and of the classifier's training chains
     sampler_steps: int = 100
-    classifier_net: dict = field(default_factory=lambda: dict(channels=(32, 64), hidden=128))
+    classifier_net: dict = field(default_factory=lambda: dict(channels=(32, 64, 64), hidden=128))
     classifier: dict = field(
         default_factory=lambda: dict(steps=4000, batch_size=64, lr=5e-4, ramp=1000, lr_final_factor=0.1,
                                      num_chains=1024, refresh_every=1000, states_per_chain=4)
     )  # fmt: skip
     #: largest diffusion time of the classifier's training states (the reference's 0.7)
     max_time: float = 0.7
-    measure_net: dict = field(default_factory=lambda: dict(channels=(32, 64)))
+    measure_net: dict = field(default_factory=lambda: dict(channels=(32, 64, 64)))
     measure: dict = field(default_factory=lambda: dict(steps=2000, batch_size=128, lr=1e-3))
     #: samples per composition and guidance scale
     particles: int = 500
@@ -211,10 +211,10 @@ SIZES: dict[str, Settings] = {
     "small": Settings(
         unet=dict(channels=(16, 32), time_embedding_dim=32),
         score=dict(steps=1500, batch_size=64, lr=1e-3, lr_final_factor=0.1), sampler_steps=50,
-        classifier_net=dict(channels=(16, 32), hidden=64),
+        classifier_net=dict(channels=(16, 32, 32), hidden=64),
         classifier=dict(steps=800, batch_size=32, lr=1e-3, ramp=200, lr_final_factor=0.1, num_chains=256,
                         refresh_every=None, states_per_chain=4),
-        measure_net=dict(channels=(16, 32)), measure=dict(steps=600, batch_size=64, lr=1e-3),
+        measure_net=dict(channels=(16, 32, 32)), measure=dict(steps=600, batch_size=64, lr=1e-3),
         particles=100, sample_batch=100, gammas=(1.0, 10.0),
     ),
     # the quality check (a GPU; hours on a CPU)

@@ -166,8 +166,8 @@ class UNet(nn.Module):
 class ConvClassifierNet(nn.Module):
     """A CNN on rows ``[x, c]``: the first :math:`C H W` entries of a row are an image ``(C, H, W)`` (flattened in C
     order) and the remaining ``cond_dim`` a conditioning vector, which enters every :class:`ResidualBlock` through an
-    MLP; the image goes through blocks at each resolution level (stride-2 convolutions between them), then a global
-    average pool and a linear layer to ``out_dim`` outputs.
+    MLP; the image goes through one block at each resolution level (stride-2 convolutions between them), then the
+    last level's feature map, flattened, through a hidden layer of width ``hidden`` to ``out_dim`` outputs.
 
     This is the row layout of :class:`~pyro_sculpt.sculpting.DiffusionObservationClassifier`'s network (``[x, e(t),
     terminal flag(, logit alpha)]``, so ``cond_dim = time_embedding_dim + 1 (+ 1)``), which makes it that
@@ -177,7 +177,7 @@ class ConvClassifierNet(nn.Module):
     :param cond_dim: size of the conditioning vector (0: none).
     :param out_dim: outputs.
     :param channels: channels of each resolution level.
-    :param hidden: width of the conditioning MLP.
+    :param hidden: width of the conditioning MLP and of the hidden layer of the head.
     :param groups: GroupNorm groups (at most).
     :param device: where the weights live.
 
@@ -222,9 +222,19 @@ class ConvClassifierNet(nn.Module):
             prev = c
             if k < len(channels) - 1:
                 self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
-        self.head = nn.SiLU()  # no normalisation before the pool: it would remove each channel's level (the colour)
-        self.out = nn.Linear(prev, self.out_dim)
+        f = 2 ** (len(channels) - 1)
+        cells = prev * -(-h // f) * -(-w // f)  # the last level's map, flattened (stride-2 convolutions round up)
+        # no normalisation before the head: it would remove each channel's level (the colour)
+        self.head = nn.Sequential(nn.SiLU(), nn.Flatten(), nn.Linear(cells, hidden), nn.SiLU())
+        self.out = nn.Linear(hidden, self.out_dim)
         self.to(as_device(device))
+        self.groups = groups
+
+    def config(self) -> dict:
+        """The constructor's arguments (what a checkpoint needs to rebuild the network)."""
+        return {"type": "ConvClassifierNet", "event_shape": list(self.event_shape), "cond_dim": self.cond_dim,
+                "out_dim": self.out_dim, "channels": list(self.channels), "hidden": self.hidden,
+                "groups": self.groups}  # fmt: skip
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         """:param rows: ``batch_shape + (C H W + cond_dim,)``. :returns: ``batch_shape + (out_dim,)``."""
@@ -244,5 +254,5 @@ class ConvClassifierNet(nn.Module):
             h = block(h, c)
             if k < len(self.downsample):
                 h = self.downsample[k](h)
-        h = self.head(h).mean((-2, -1))
+        h = self.head(h)
         return self.out(h).reshape(batch + (self.out_dim,))

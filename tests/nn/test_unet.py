@@ -53,10 +53,12 @@ def test_score_model_with_a_unet_trains_one_step_reproducibly_and_round_trips(tm
     x = torch.randn(2, 4, *EVENT)  # any batch shape
     assert model.score(x, 0.5).shape == x.shape
     model.save(tmp_path / "m.pt")
-    with pytest.raises(ValueError, match="custom network: pass network"):
-        ScoreModel.load(tmp_path / "m.pt")
-    loaded = ScoreModel.load(tmp_path / "m.pt", network=UNet(EVENT, channels=(4, 8), time_embedding_dim=8))
-    assert torch.equal(loaded.score(x, 0.5), model.score(x, 0.5))
+    for loaded in (
+        ScoreModel.load(tmp_path / "m.pt"),  # the U-Net is rebuilt from its configuration
+        ScoreModel.load(tmp_path / "m.pt", network=UNet(EVENT, channels=(4, 8), time_embedding_dim=8)),
+    ):
+        assert isinstance(loaded.network, UNet) and loaded.network.channels == (4, 8)
+        assert torch.equal(loaded.score(x, 0.5), model.score(x, 0.5))
     with pytest.raises(ValueError, match="does not match the network"):
         ScoreModel.load(tmp_path / "m.pt", network=UNet(EVENT, channels=(4, 16), time_embedding_dim=8))
 
@@ -75,7 +77,7 @@ def test_conv_classifier_net_reads_rows_of_image_and_conditioning():
     assert plain(img.reshape(10, -1)).shape == (10, 20)
 
 
-def test_conv_classifier_net_is_the_network_of_a_diffusion_observation_classifier():
+def test_conv_classifier_net_is_the_network_of_a_diffusion_observation_classifier(tmp_path):
     tdim = 8
     net = ConvClassifierNet(EVENT, cond_dim=tdim + 1, out_dim=observation_output_size(2, 2), channels=(4,), hidden=8)
     clf = ps.DiffusionObservationClassifier(event_shape=EVENT, time_embedding_dim=tdim, network=net)
@@ -85,6 +87,9 @@ def test_conv_classifier_net_is_the_network_of_a_diffusion_observation_classifie
     assert clf.terminal_logits(x).shape == (3, 2)
     log_q, grad = clf.grad_log_prob((0, 1), x, 0.3)
     assert log_q.shape == (3,) and grad.shape == x.shape and grad.abs().sum() > 0
+    clf.save(tmp_path / "clf.pt")  # the network is rebuilt from its configuration
+    again = ps.DiffusionObservationClassifier.load(tmp_path / "clf.pt")
+    assert isinstance(again.net, ConvClassifierNet) and torch.equal(again.log_joint(x, 0.3), joint)
     wrong = ConvClassifierNet(EVENT, cond_dim=tdim, out_dim=6, channels=(4,))  # forgot the terminal flag
     with pytest.raises(ValueError, match=r"network must map features of shape \(B, 2361\)"):
         ps.DiffusionObservationClassifier(event_shape=EVENT, time_embedding_dim=tdim, network=wrong)
