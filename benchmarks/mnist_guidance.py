@@ -3,8 +3,8 @@
 Two :class:`~pyro_sculpt.diffusion.ScoreModel` s of 3x28x28 images with :class:`~pyro_sculpt.nn.UNet` noise
 predictors and a time-conditioned :class:`~pyro_sculpt.sculpting.DiffusionObservationClassifier` whose network is a
 :class:`~pyro_sculpt.nn.ConvClassifierNet`, of the sizes ``pyro-sculpt mnist --size`` trains (default ``full``).
-Weights are random: they do not change the cost. The classifier guides at every step (``max_time=1``, the worst
-case; the experiment's classifiers stop at 0.7). Ancestral sampler; measured interleaved in one process:
+Weights are random: they do not change the cost. The classifier guides at every step (``max_time=1``, as in the
+experiment). Ancestral sampler; measured interleaved in one process:
 
 * one base model alone (``ProcessDistribution(AncestralSampler(model))``),
 * the unguided mixture of the two (``ps.mixture``: every step computes both bases' scores),
