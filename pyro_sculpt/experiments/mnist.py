@@ -30,7 +30,7 @@ import pyro
 import torch
 from torch import nn
 
-from pyro_sculpt.diffusion import AncestralSampler, ScoreModel
+from pyro_sculpt.diffusion import AncestralSampler, EulerMaruyamaSampler, ScoreModel
 from pyro_sculpt.experiments.cache import load_or_train
 from pyro_sculpt.experiments.mnist_data import (
     IMAGE_SHAPE,
@@ -194,6 +194,9 @@ class Settings:
     three_models: bool = True
     #: samples per row of the image grids
     grid_samples: int = 16
+    #: also the classifier-free compositions (docs/diffusion.md: each particle's posterior over the bases from the
+    #: Itô path densities, Euler-Maruyama samplers, no classifier)
+    classifier_free: bool = True
     #: stop each network's training after this many seconds (None: run every step)
     time_limit: Optional[float] = None
 
@@ -402,33 +405,39 @@ def _setting(label, sets: dict, ops, n_obs, data, settings, out, seed, device, p
         x = sample_batched(ProcessDistribution(samplers[k]), settings.particles, settings.sample_batch)
         seconds = time.perf_counter() - start
         pred = measure.predict(x)
-        rows.append({"op": name, "gamma": None, "target": info[name]["set"], "share": share_in(pred, pairs),
+        rows.append({"op": name, "method": "-", "gamma": None, "target": info[name]["set"],
+                     "share": share_in(pred, pairs),
                      "per_image_seconds": seconds / x.shape[0], "classes": class_shares(pred)})  # fmt: skip
         grids.append((name, x))
     shares: dict = {}
-    for gamma in settings.gammas:
-        for op, y in ops:
-            if y is None and gamma != settings.gammas[0]:
-                continue
-            pyro.set_rng_seed(seed + 100)
-            start = time.perf_counter()
+    plan = [(op, y, gamma, "classifier") for gamma in settings.gammas for op, y in ops
+            if y is not None or gamma == settings.gammas[0]]  # fmt: skip
+    if settings.classifier_free:
+        em = [EulerMaruyamaSampler(m, settings.sampler_steps) for m in models]
+        plan += [(op, y, gamma, "classifier-free") for gamma in settings.gammas for op, y in ops if y is not None]
+    for op, y, gamma, method in plan:
+        pyro.set_rng_seed(seed + 100)
+        start = time.perf_counter()
+        if method == "classifier":
             dist = composition(op, y, samplers, clf, gamma)
-            x = sample_batched(dist, settings.particles, settings.sample_batch)
-            seconds = time.perf_counter() - start
-            pred = measure.predict(x)
-            shares[(op, gamma)] = pred
-            target = TARGET_SETS[op]
-            row = {"op": op, "gamma": None if y is None else gamma, "target": [f"{c} {d}" for c, d in target],
-                   "share": share_in(pred, target), "per_image_seconds": seconds / x.shape[0],
-                   "classes": class_shares(pred)}  # fmt: skip
-            base = BASELINE.get(op)
-            if base is not None:
-                mix = shares[(base, settings.gammas[0])]
-                row["mixture_share"] = share_in(mix, target)
-            rows.append(row)
-            grids.append((op if y is None else f"{op} (gamma {gamma:g})", x))
-            log(f"{label}: {op}{'' if y is None else f' (gamma {gamma:g})'}: share in target {row['share']:.3f}"
-                + (f" (mixture {row['mixture_share']:.3f})" if "mixture_share" in row else ""))  # fmt: skip
+        else:
+            dist = composition(op, y, em, None, gamma)
+        x = sample_batched(dist, settings.particles, settings.sample_batch)
+        seconds = time.perf_counter() - start
+        pred = measure.predict(x)
+        shares[(op, gamma, method)] = pred
+        target = TARGET_SETS[op]
+        row = {"op": op, "method": "-" if y is None else method, "gamma": None if y is None else gamma,
+               "target": [f"{c} {d}" for c, d in target], "share": share_in(pred, target),
+               "per_image_seconds": seconds / x.shape[0], "classes": class_shares(pred)}  # fmt: skip
+        base = BASELINE.get(op)
+        if base is not None:
+            row["mixture_share"] = share_in(shares[(base, settings.gammas[0], "classifier")], target)
+        rows.append(row)
+        title = op if y is None else f"{op} ({'' if method == 'classifier' else 'classifier-free, '}gamma {gamma:g})"
+        grids.append((title, x))
+        log(f"{label}: {title}: share in target {row['share']:.3f}"
+            + (f" (mixture {row['mixture_share']:.3f})" if "mixture_share" in row else ""))  # fmt: skip
     return {"rows": rows, "models": info, "grids": grids}
 
 
@@ -446,13 +455,13 @@ def markdown_table(results: dict) -> str:
             lines.append(f"| {key.replace('_', ' ')}: {name} | {'-' if t is None else f'{t:.1f}'} |")
     m = results.get("measure_seconds")
     lines.append(f"| measurement classifier | {'-' if m is None else f'{m:.1f}'} |")
-    lines += ["", "| setting | operation | gamma | target set | share in target | mixture's share | "
-              "s per image |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "| setting | operation | guidance | gamma | target set | share in target | mixture's share | "
+              "s per image |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for key in ("two_models", "three_models"):
         for r in (results.get(key) or {}).get("rows", []):
             g = "-" if r["gamma"] is None else f"{r['gamma']:g}"
             mix = f"{r['mixture_share']:.3f}" if "mixture_share" in r else "-"
-            lines.append(f"| {key.replace('_', ' ')} | {r['op']} | {g} | {', '.join(r['target'])} | "
+            lines.append(f"| {key.replace('_', ' ')} | {r['op']} | {r['method']} | {g} | {', '.join(r['target'])} | "
                          f"{r['share']:.3f} | {mix} | {r['per_image_seconds']:.4f} |")  # fmt: skip
     lines.append("")
     lines.append(f"Total {results['total_seconds']:.0f} s.")

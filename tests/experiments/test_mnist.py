@@ -24,6 +24,10 @@ def test_cli_tiny_run_writes_grids_and_table_and_then_loads_its_cache(tmp_path, 
         names = {r["op"] for r in rows}
         assert {op for op, _ in ops} <= names
         assert {r["gamma"] for r in rows if r["op"] in mnist.BASELINE} == {1.0, 4.0}
+        methods = {(r["op"], r["method"], r["gamma"]) for r in rows}
+        for op, y in ops:
+            if y is not None:
+                assert {(op, m, g) for m in ("classifier", "classifier-free") for g in (1.0, 4.0)} <= methods
         for r in rows:
             assert 0.0 <= r["share"] <= 1.0 and r["per_image_seconds"] > 0
             if r["op"] in mnist.BASELINE:
@@ -31,7 +35,8 @@ def test_cli_tiny_run_writes_grids_and_table_and_then_loads_its_cache(tmp_path, 
         for name, info in res[key]["models"].items():
             assert info["train_seconds"] is not None and info["train_seconds"] >= 0, name
     table = (tmp_path / "results.md").read_text()
-    assert "| two models | harmonic mean | 4 | green 0 |" in table and "| three models | y=(0,1,2) | 1 |" in table
+    assert "| two models | harmonic mean | classifier | 4 | green 0 |" in table
+    assert "| three models | y=(0,1,2) | classifier-free | 1 |" in table
     for png in ("mnist_two_models.png", "mnist_three_models.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     # a rerun loads every network (measurement classifier, 5 score models, 2 observation classifiers)
