@@ -175,9 +175,12 @@ class Settings:
     #: ancestral steps of the compositions and of the classifier's training chains
     sampler_steps: int = 100
     classifier_net: dict = field(default_factory=lambda: dict(channels=(32, 64, 64), hidden=128))
+    #: the pool of reverse chains is redrawn often: a network on 3x28x28 states memorises a small pool's chains (a run
+    #: with 256 chains per base, never redrawn, reached a non-terminal loss of 3e-4, impossible on fresh chains whose
+    #: noisiest states carry no information about their base)
     classifier: dict = field(
         default_factory=lambda: dict(steps=4000, batch_size=64, lr=5e-4, ramp=1000, lr_final_factor=0.1,
-                                     num_chains=1024, refresh_every=1000, states_per_chain=4)
+                                     num_chains=512, refresh_every=25, states_per_chain=4)
     )  # fmt: skip
     #: largest diffusion time of the classifier's training states (the reference's 0.7 leaves the noisiest 30 % of
     #: the steps unguided; with this VP schedule a digit's colour, a signal over ~150 pixels, is still being decided
@@ -218,7 +221,7 @@ SIZES: dict[str, Settings] = {
         score=dict(steps=1500, batch_size=64, lr=1e-3, lr_final_factor=0.1), sampler_steps=50,
         classifier_net=dict(channels=(16, 32, 32), hidden=64),
         classifier=dict(steps=800, batch_size=32, lr=1e-3, ramp=200, lr_final_factor=0.1, num_chains=256,
-                        refresh_every=None, states_per_chain=4),
+                        refresh_every=200, states_per_chain=4),
         measure_net=dict(channels=(16, 32, 32)), measure=dict(steps=600, batch_size=64, lr=1e-3),
         particles=100, sample_batch=100, gammas=(1.0, 10.0),
     ),
