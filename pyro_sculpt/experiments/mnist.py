@@ -488,10 +488,11 @@ def run(
     start = time.perf_counter()
     data = prepare_data(settings, data_root, seed)
     measure = train_measurement(data, settings, out, seed + 1000, device, progress_bar, log)
-    # accuracy on (up to) 1,000 digits of the generative part, coloured alternately red and green
+    # accuracy on (up to) 1,000 random digits of the generative part, coloured alternately red and green
     n_test = min(1000, len(data.labels))
+    pick = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(seed))[:n_test]
     colours = torch.arange(n_test) % 2
-    acc = measure.accuracy(colour_digits(data.images[:n_test], colours), colours * 10 + data.labels[:n_test])
+    acc = measure.accuracy(colour_digits(data.images[pick], colours), colours * 10 + data.labels[pick])
     threads = torch.get_num_threads()
     results: dict = {"machine": f"{platform.machine()}, {threads} torch thread(s), torch {torch.__version__}",
                      "device": str(device), "data": data.source, "settings": asdict(settings),
