@@ -215,7 +215,7 @@ SIZES: dict[str, Settings] = {
         measure_net=dict(channels=(8,)), measure=dict(steps=2, batch_size=8),
         particles=6, sample_batch=6, gammas=(1.0,), grid_samples=4,
     ),
-    # a CPU run of tens of minutes: small networks, short training (qualitative)
+    # a CPU-scale run of the pipeline (about half an hour per setting on 2 shared cores); too short for digit models
     "small": Settings(
         unet=dict(channels=(16, 32), time_embedding_dim=32),
         score=dict(steps=1500, batch_size=64, lr=1e-3, lr_final_factor=0.1), sampler_steps=50,
