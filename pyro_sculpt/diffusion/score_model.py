@@ -20,7 +20,7 @@ from pyro_sculpt.diffusion.model import (
     time_like,
 )
 from pyro_sculpt.diffusion.schedules import NoiseSchedule, TimeLike, VPSchedule, schedule_from_config
-from pyro_sculpt.nn import ScoreMLP
+from pyro_sculpt.nn import ScoreMLP, UNet
 from pyro_sculpt.train.checkpoint import Checkpointable, cpu_state_dict
 from pyro_sculpt.train.loop import EMA, TrainState, fit_loop
 from pyro_sculpt.train.optim import ema_update_
@@ -116,7 +116,7 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
         try:
             with torch.no_grad():
                 out = self.network(torch.zeros(shape, device=self.device), torch.full((3,), 0.5, device=self.device))
-        except RuntimeError as err:
+        except (RuntimeError, ValueError) as err:
             raise ValueError(f"network must map x of shape {want} and t of shape (B,) to {want}: {err}") from None
         if not isinstance(out, torch.Tensor) or out.shape != shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -281,7 +281,7 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
 
     def _network_config(self) -> Optional[dict]:
         """The default network's configuration, ``None`` for a custom network (loading then needs ``network=``)."""
-        return self.network.config() if isinstance(self.network, ScoreMLP) else None
+        return self.network.config() if isinstance(self.network, (ScoreMLP, UNet)) else None
 
     @classmethod
     def _from_checkpoint(
@@ -297,7 +297,8 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
         :meth:`save`.
 
         :param network: an (untrained) network of the saved architecture, required when the model was saved
-            with a custom network.
+            with a custom network (any but a :class:`~pyro_sculpt.nn.ScoreMLP` or :class:`~pyro_sculpt.nn.UNet`,
+            which are rebuilt from their configuration).
         :param dim: the data dimension expected by the caller (checked against the checkpoint's).
         :param device: where to put the loaded model.
         :raises ValueError: for a file that is not a ScoreModel checkpoint (for instance a GFlowNet's or a
@@ -307,6 +308,8 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
             raise ValueError(f"checkpoint {path} is a model of dimension {data['dim']}, but dim={dim} was expected")
         schedule = schedule_from_config(data["schedule"])
         cfg = data.get("network")
+        if network is None and cfg is not None and cfg.get("type") == "UNet":
+            network = UNet(**{k: v for k, v in cfg.items() if k != "type"})
         if network is None:
             if cfg is None:
                 raise ValueError(f"checkpoint {path} was saved with a custom network: pass network=...")

