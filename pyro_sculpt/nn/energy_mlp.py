@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import nn
 
-from pyro_sculpt.nn.embeddings import SinusoidalTimeEmbedding
-from pyro_sculpt.utils import DeviceLike, as_device, check_positive_int
+from pyro_sculpt.nn.score_mlp import ScoreMLP
 
 
-class EnergyMLP(nn.Module):
+class EnergyMLP(ScoreMLP):
     """An MLP :math:`E(x, t)` on ``[x, e(t)]`` (:class:`SinusoidalTimeEmbedding`) with SiLU activations (smooth, so
     that :math:`\\nabla_x E` is continuous and trainable by double back-propagation) and one scalar output per point.
 
@@ -29,53 +28,11 @@ class EnergyMLP(nn.Module):
         e = net(torch.randn(10, 2), torch.rand(10))    # (10,)
     """
 
-    def __init__(
-        self,
-        dim: int,
-        hidden: int = 128,
-        layers: int = 3,
-        time_embedding_dim: int = 32,
-        device: DeviceLike = None,
-        *,
-        event_shape: Optional[Sequence[int]] = None,
-    ):
-        super().__init__()
-        self.dim = check_positive_int("dim", dim)
-        shape = torch.Size([dim]) if event_shape is None else torch.Size(event_shape)
-        if shape.numel() != dim or not len(shape) or min(shape) < 1:
-            raise ValueError(f"event_shape must be a shape of dim={dim} entries, got {tuple(event_shape)}")
-        self.event_shape = shape
-        self.hidden = check_positive_int("hidden", hidden)
-        self.layers = check_positive_int("layers", layers)
-        self.time_embedding_dim = check_positive_int("time_embedding_dim", time_embedding_dim, 2)
-        self.embed = SinusoidalTimeEmbedding(time_embedding_dim)
-        mods: list[nn.Module] = []
-        d = dim + time_embedding_dim
-        for _ in range(layers):
-            mods += [nn.Linear(d, hidden), nn.SiLU()]
-            d = hidden
-        mods.append(nn.Linear(d, 1))
-        self.net = nn.Sequential(*mods)
-        self.to(as_device(device))
+    def _output_size(self) -> int:
+        return 1
 
-    def config(self) -> dict:
-        cfg = {
-            "type": "EnergyMLP",
-            "dim": self.dim,
-            "hidden": self.hidden,
-            "layers": self.layers,
-            "time_embedding_dim": self.time_embedding_dim,
-        }
-        if len(self.event_shape) > 1:
-            cfg["event_shape"] = list(self.event_shape)
-        return cfg
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        batch = x.shape[: x.dim() - len(self.event_shape)]
-        x = x.reshape(batch + (self.dim,))
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(batch)
-        h = torch.cat([x, self.embed(t)], -1)
-        return self.net(h.reshape(-1, h.shape[-1])).reshape(batch)
+    def _output_shape(self, batch: torch.Size) -> torch.Size:
+        return batch
 
 
 class EnergyGradient(nn.Module):

@@ -55,13 +55,21 @@ class ScoreMLP(nn.Module):
         for _ in range(layers):
             mods += [nn.Linear(d, hidden), nn.SiLU()]
             d = hidden
-        mods.append(nn.Linear(d, dim))
+        mods.append(nn.Linear(d, self._output_size()))
         self.net = nn.Sequential(*mods)
         self.to(as_device(device))
 
+    def _output_size(self) -> int:
+        """Outputs per point: one per entry of ``x`` (subclasses with another head override this and
+        :meth:`_output_shape`)."""
+        return self.dim
+
+    def _output_shape(self, batch: torch.Size) -> torch.Size:
+        return batch + self.event_shape
+
     def config(self) -> dict:
         cfg = {
-            "type": "ScoreMLP",
+            "type": type(self).__name__,
             "dim": self.dim,
             "hidden": self.hidden,
             "layers": self.layers,
@@ -76,4 +84,4 @@ class ScoreMLP(nn.Module):
         x = x.reshape(batch + (self.dim,))
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(batch)
         h = torch.cat([x, self.embed(t)], -1)
-        return self.net(h.reshape(-1, h.shape[-1])).reshape(batch + self.event_shape)
+        return self.net(h.reshape(-1, h.shape[-1])).reshape(self._output_shape(batch))
