@@ -8,6 +8,7 @@ from pyro_sculpt.gflownets import DiscreteEnv, GFlowNet, envs
 from pyro_sculpt.gflownets.envs.hypergrid import HyperGrid, rewards
 from pyro_sculpt.processes import IterativeProcess, ProcessDistribution, ProcessReparam, run, sample
 from pyro_sculpt.sculpting import (
+    ChildObservationClassifier,
     DiffusionMixtureProcess,
     DiffusionObservationClassifier,
     ExactClassifier,
@@ -34,6 +35,7 @@ from pyro_sculpt.sculpting import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChildObservationClassifier",
     # subpackages
     "diffusion",
     "envs",

@@ -19,7 +19,13 @@ from pyro_sculpt.sculpting.diffusion import (
     sculpted_diffusion,
 )
 from pyro_sculpt.sculpting.family import CompositionFamily, family_of, register_family
-from pyro_sculpt.sculpting.gflownet import ExactClassifier, MixtureProcess, ObservationClassifier, SculptedProcess
+from pyro_sculpt.sculpting.gflownet import (
+    ChildObservationClassifier,
+    ExactClassifier,
+    MixtureProcess,
+    ObservationClassifier,
+    SculptedProcess,
+)
 from pyro_sculpt.sculpting.guidance import GuidableProcess, Guidance
 from pyro_sculpt.sculpting.handler import SculptGuidanceMessenger, sculpt_guidance
 from pyro_sculpt.sculpting.model_of_origin import ModelOfOrigin
@@ -36,6 +42,7 @@ from pyro_sculpt.sculpting.operators import (
 )
 
 __all__ = [
+    "ChildObservationClassifier",
     "CompositionFamily",
     "DiffusionMixtureProcess",
     "DiffusionObservationClassifier",

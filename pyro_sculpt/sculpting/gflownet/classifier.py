@@ -279,6 +279,10 @@ class ObservationClassifier(Checkpointable, Classifier):
             nt = torch.log_softmax(self.net(self._features(s_vis, nf, la_vis))[..., m:], -1)
             w_rows = weights.unsqueeze(1).expand(-1, states.shape[1], -1)[visited]
             loss_n = -(w_rows * nt).sum() / norm
+        if getattr(self, "scores_children", False):  # the per-action head's L_C on the same weights
+            actions = torch.cat([a for _, a, _ in batches], 0)
+            active = torch.cat([act for _, _, act in batches], 0)
+            loss_n = loss_n + self.child_loss(states, actions, active, weights, stop, norm)
         loss_t = torch.nn.functional.cross_entropy(term_logits, label)
         loss = loss_t + min(1.0, step / ramp if ramp else 1.0) * loss_n
         return loss, loss_t, loss_n
@@ -362,7 +366,7 @@ class ObservationClassifier(Checkpointable, Classifier):
         return fit_loop(
             self,
             loss,
-            param_groups=[{"params": self.net.parameters(), "lr": lr, "name": "lr"}],
+            param_groups=[{"params": list(self.parameters()), "lr": lr, "name": "lr"}],
             steps=steps,
             lr_final_factor=lr_final_factor,
             ema=EMA(self.net, ema_decay),

@@ -91,35 +91,24 @@ def guided_step(
     where :math:`s_a` is the child reached by :math:`a` and, for the stop action, the terminal :math:`x = s`. The
     valid children of every state (:meth:`~pyro_sculpt.gflownets.DiscreteEnv.valid_children`: environments with many
     actions and few valid ones pay for the valid ones only), every stop (terminal) row and every current state go
-    through the classifier in ONE batched call; invalid actions get probability zero.
+    through the classifier in ONE batched call; invalid actions get probability zero. A classifier with a per-action
+    head (``scores_children``, :class:`~pyro_sculpt.sculpting.gflownet.ChildObservationClassifier`) scores every
+    child in one forward of the parents instead, and no child is built.
 
     :param base_log_probs: ``(..., m, A)`` the bases' policies at ``states``, if already computed.
     :param deduplicate: send each distinct (state, terminal flag) row through the classifier once.
     """
     env = bases[0].env
-    n_act, stop = env.n_actions, env.stop_action
+    n_act = env.n_actions
     batch = states.shape[:-1]
     flat = states.reshape(-1, states.shape[-1])
-    b = flat.shape[0]
-    parent, action, kids = env.valid_children(flat)  # only the valid (state, action) pairs: (K,), (K,), (K, D)
-    rows = torch.cat([kids, flat, flat], 0)  # children, then every state as terminal (stop), then as current
-    terminal = torch.zeros(rows.shape[0], dtype=torch.bool, device=states.device)
-    terminal[len(kids) : len(kids) + b] = True
-    if deduplicate:
-        log_joint = _classify_distinct_rows(env, classifier, obs, rows, terminal)
+    if getattr(classifier, "scores_children", False):
+        log_q_y, mask, log_q_cur, current = _children_by_head(env, classifier, obs, flat)
     else:
-        log_joint = classifier.log_joint(rows, terminal, obs)
-    q_rows = obs.select(log_joint)  # (K + 2B,)
-    log_q_y = torch.full((b, n_act), float("-inf"), dtype=q_rows.dtype, device=states.device)
-    log_q_y[parent, action] = q_rows[: len(kids)]
-    log_q_y[:, stop] = q_rows[len(kids) : len(kids) + b]
-    mask = torch.zeros((b, n_act), dtype=torch.bool, device=states.device)
-    mask[parent, action] = True
-    mask[:, stop] = True
+        log_q_y, mask, log_q_cur, current = _children_by_rows(env, classifier, obs, flat, deduplicate)
     log_q_y, mask = log_q_y.reshape(batch + (n_act,)), mask.reshape(batch + (n_act,))
-    log_q_cur = q_rows[len(kids) + b :].reshape(batch)
-    n = obs.num_observations
-    current = log_joint[len(kids) + b :].reshape(batch + log_joint.shape[1:])  # (..., m, ..., m) at the state
+    log_q_cur = log_q_cur.reshape(batch)
+    current = current.reshape(batch + current.shape[1:])  # (..., m, ..., m) at the state
     n = obs.num_observations
     log_q1 = current if n == 1 else torch.logsumexp(current.flatten(-(n - 1)), -1)  # Q(y_1 = i | s)
     base_lp = base_log_probs
@@ -129,3 +118,41 @@ def guided_step(
     logits = (mix + log_q_y - log_q_cur.unsqueeze(-1)).masked_fill(~mask, float("-inf"))
     log_norm = torch.logsumexp(logits, -1)
     return GuidedStep(logits - log_norm.unsqueeze(-1), log_norm, base_lp, log_q_y, log_q_cur)
+
+
+def _children_by_head(env, classifier, obs: Observations, flat: torch.Tensor):
+    """``(log Q(y | s_a) (B, A), -inf on invalid actions; the valid actions (B, A); log Q(y | s) (B,);
+    log Q(. | s) (B, m, ..., m))`` with a
+    per-action head: the stop and current rows through the state network, every child through ONE forward of the
+    parents (:class:`~pyro_sculpt.sculpting.gflownet.ChildObservationClassifier`); no child is built."""
+    b, stop = flat.shape[0], env.stop_action
+    mask = env.forward_mask(flat)
+    rows = torch.cat([flat, flat], 0)  # every state as terminal (stop), then as current
+    terminal = torch.arange(2 * b, device=flat.device) < b
+    log_joint = classifier.log_joint(rows, terminal, obs)
+    q_rows = obs.select(log_joint)  # (2B,)
+    q_children = obs.select(classifier.children_log_joint(flat, obs))  # (B, A)
+    log_q_y = q_children.masked_fill(~mask, float("-inf"))
+    log_q_y[:, stop] = q_rows[:b]
+    return log_q_y, mask, q_rows[b:], log_joint[b:]
+
+
+def _children_by_rows(env, classifier, obs: Observations, flat: torch.Tensor, deduplicate: bool):
+    """As :func:`_children_by_head`, by building the valid children and classifying them as states."""
+    b, n_act, stop = flat.shape[0], env.n_actions, env.stop_action
+    parent, action, kids = env.valid_children(flat)  # only the valid (state, action) pairs: (K,), (K,), (K, D)
+    rows = torch.cat([kids, flat, flat], 0)  # children, then every state as terminal (stop), then as current
+    terminal = torch.zeros(rows.shape[0], dtype=torch.bool, device=flat.device)
+    terminal[len(kids) : len(kids) + b] = True
+    if deduplicate:
+        log_joint = _classify_distinct_rows(env, classifier, obs, rows, terminal)
+    else:
+        log_joint = classifier.log_joint(rows, terminal, obs)
+    q_rows = obs.select(log_joint)  # (K + 2B,)
+    log_q_y = torch.full((b, n_act), float("-inf"), dtype=q_rows.dtype, device=flat.device)
+    log_q_y[parent, action] = q_rows[: len(kids)]
+    log_q_y[:, stop] = q_rows[len(kids) : len(kids) + b]
+    mask = torch.zeros((b, n_act), dtype=torch.bool, device=flat.device)
+    mask[parent, action] = True
+    mask[:, stop] = True
+    return log_q_y, mask, q_rows[len(kids) + b :], log_joint[len(kids) + b :]

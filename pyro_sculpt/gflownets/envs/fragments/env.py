@@ -305,12 +305,15 @@ class FragmentEnv(DiscreteEnv):
         count = torch.where(n == 1, 1, count)
         return count.reshape(shape)
 
-    def policy_network(self, hidden: int = 64, layers: int = 3, conditional: bool = False) -> torch.nn.Module:
+    def policy_network(
+        self, hidden: int = 64, layers: int = 3, conditional: bool = False, outputs: int = 1
+    ) -> torch.nn.Module:
         """A :class:`~pyro_sculpt.gflownets.envs.fragments.policy.FragmentTreePolicy` of this environment (message
-        passing over the tree; ``GFlowNet(env, policy="env")`` builds it)."""
+        passing over the tree; ``GFlowNet(env, policy="env")`` builds it; ``outputs > 1`` values per action for a
+        per-action classifier head)."""
         from pyro_sculpt.gflownets.envs.fragments.policy import FragmentTreePolicy
 
-        return FragmentTreePolicy(self, hidden=hidden, layers=layers, conditional=conditional)
+        return FragmentTreePolicy(self, hidden=hidden, layers=layers, conditional=conditional, outputs=outputs)
 
     def encode(self, states: torch.Tensor) -> torch.Tensor:
         """One-hot features of every row (fragment, parent position, both sites) and of the number of fragments."""

@@ -32,6 +32,9 @@ class FragmentTreePolicy(nn.Module):
     :param hidden: embedding size.
     :param layers: message-passing rounds.
     :param conditional: whether :meth:`forward` takes :math:`\\beta`.
+    :param outputs: values per action: ``1`` gives ``(..., n_actions)`` logits; more gives ``(..., n_actions,
+        outputs)``, e.g. the per-action head of a classifier that scores every child of a state in one forward
+        (:class:`~pyro_sculpt.sculpting.gflownet.ChildObservationClassifier`).
 
     Example::
 
@@ -42,9 +45,10 @@ class FragmentTreePolicy(nn.Module):
 
     reads_states = True
 
-    def __init__(self, env, hidden: int = 64, layers: int = 3, conditional: bool = False):
+    def __init__(self, env, hidden: int = 64, layers: int = 3, conditional: bool = False, outputs: int = 1):
         super().__init__()
         check_positive_int("hidden", hidden)
+        self.outputs = check_positive_int("outputs", outputs)
         check_positive_int("layers", layers, 0)
         self.env_config = env.config()
         self.max_fragments, self.num_sites = env.max_fragments, env.num_sites
@@ -54,15 +58,20 @@ class FragmentTreePolicy(nn.Module):
         self.register_buffer("pair_index", env._cpu["pair_index"].clone(), persistent=False)
         self.encoder = GraphEncoder(env.num_fragments, env.num_pairs, hidden, layers)
         self.site_embedding = nn.Embedding(env.num_pairs + 1, hidden)
-        self.add_head = nn.Sequential(nn.Linear(hidden, hidden), nn.LeakyReLU(), nn.Linear(hidden, env.num_pairs))
-        self.first_head = nn.Linear(hidden, env.num_fragments)
-        self.stop_head = nn.Linear(hidden, 1)
+        self.add_head = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.LeakyReLU(), nn.Linear(hidden, env.num_pairs * outputs)
+        )
+        self.first_head = nn.Linear(hidden, env.num_fragments * outputs)
+        self.stop_head = nn.Linear(hidden, outputs)
         self.beta_embedding = (
             nn.Sequential(nn.Linear(2, hidden), nn.LeakyReLU(), nn.Linear(hidden, hidden)) if conditional else None
         )
 
     def config(self) -> dict:
-        return {"hidden": self.hidden, "layers": self.layers, "conditional": self.conditional}
+        config = {"hidden": self.hidden, "layers": self.layers, "conditional": self.conditional}
+        if self.outputs != 1:
+            config["outputs"] = self.outputs
+        return config
 
     def _tokens(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rows = flat.reshape(-1, self.max_fragments, ROW)
@@ -77,7 +86,8 @@ class FragmentTreePolicy(nn.Module):
         return frag, edges, node_sites
 
     def forward(self, states: torch.Tensor, beta: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``(..., n_actions)`` logits at ``states`` ``(..., state_dim)``.
+        """``(..., n_actions)`` logits at ``states`` ``(..., state_dim)`` (``(..., n_actions, outputs)`` when
+        ``outputs > 1``).
 
         :param beta: the reward exponent, a number or a tensor broadcastable to ``states.shape[:-1]`` (required
             when the policy is conditional, refused otherwise).
@@ -99,12 +109,13 @@ class FragmentTreePolicy(nn.Module):
             raise ValueError("this policy is not conditioned on beta (build it with conditional=True)")
         h, graph = self.encoder(frag, edges, context)
         b, n = frag.shape
-        first = self.first_head(graph)
-        stop = self.stop_head(graph)
+        k = self.outputs
+        first = self.first_head(graph).reshape(b, -1, k)
+        stop = self.stop_head(graph).reshape(b, 1, k)
         z = h[:, : n - 1].unsqueeze(2) + self.site_embedding(node_sites[:, : n - 1])  # (B, N-1, S, H)
-        add = self.add_head(z).reshape(b, -1)
-        out = torch.cat([first, add, stop], -1)
-        return out.reshape(shape + (self.n_actions,))
+        add = self.add_head(z).reshape(b, -1, k)
+        out = torch.cat([first, add, stop], 1)
+        return out.reshape(shape + ((self.n_actions,) if k == 1 else (self.n_actions, k)))
 
 
 def beta_features(beta: torch.Tensor) -> torch.Tensor:
