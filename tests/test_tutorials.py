@@ -19,7 +19,12 @@ TUTORIALS = sorted((ROOT / "docs" / "tutorials").glob("*.py"))
 
 
 def test_tutorials_are_found():
-    assert {p.stem for p in TUTORIALS} >= {"sculpting_gflownets", "model_of_origin", "composing_diffusion"}
+    assert {p.stem for p in TUTORIALS} >= {
+        "sculpting_gflownets",
+        "model_of_origin",
+        "composing_diffusion",
+        "energy_composition",
+    }
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)

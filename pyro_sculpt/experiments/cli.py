@@ -172,6 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="kernel steps per reverse step of the corrector rows, >= 1 (default 3; tiny: 1)",
     )
+    energy2d.add_argument(
+        "--models",
+        nargs="+",
+        default=["oracle"],
+        choices=["oracle", "trained"],
+        help="the leaf models: the exact oracles and/or small energy models trained on samples of the bases (cached "
+        "in --out; default oracle)",
+    )
+    energy2d.add_argument(
+        "--seeds", type=positive_int, default=None, help="sampling seeds per row, >= 1 (default 3; tiny: 1)"
+    )
     _common(energy2d, "runs/energy2d")
     molecules = sub.add_parser(
         "molecules",
@@ -302,7 +313,16 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "energy2d":
         from pyro_sculpt.experiments import energy2d
 
-        energy2d.main(args.out, args.size, args.seed, args.tasks, args.corrector_steps)
+        energy2d.main(
+            args.out,
+            args.size,
+            args.seed,
+            args.tasks,
+            args.corrector_steps,
+            args.models,
+            not args.no_progress,
+            args.seeds,
+        )
     elif args.command == "molecules":
         from pyro_sculpt.experiments import molecules
 

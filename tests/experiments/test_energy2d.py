@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from pyro_sculpt.diffusion import EulerMaruyamaSampler
+from pyro_sculpt.diffusion import EnergyScoreModel, EulerMaruyamaSampler
 from pyro_sculpt.experiments import energy2d
 from pyro_sculpt.experiments.cli import main
 from pyro_sculpt.experiments.exact_targets import rrr_ring_product_task
@@ -60,3 +60,43 @@ def test_bad_input(tmp_path):
         energy2d.run(tmp_path, energy2d.Size.named("tiny"), samplers=["Gibbs"])
     with pytest.raises(SystemExit):
         main(["energy2d", "--size", "huge"])
+
+
+def test_trained_energy_models_are_cached_and_reused(tmp_path):
+    size = energy2d.Size.named("tiny")
+    logs = []
+    models = energy2d.train_energy_models(tmp_path, size, names=["ring", "gaussian"], log=logs.append)
+    assert set(models) == {"ring", "gaussian"} and all(isinstance(m, EnergyScoreModel) for m in models.values())
+    assert sorted(p.name.split("_")[1] for p in tmp_path.glob("energy_*.pt")) == ["gaussian", "ring"]
+    x = torch.randn(5, 2)
+    again = energy2d.train_energy_models(tmp_path, size, names=["gaussian", "ring"], log=logs.append)
+    assert sum(line.startswith("loaded") for line in logs) == 2  # the second call trains nothing
+    for name in models:  # each base keeps its own seed whichever bases are asked for: the same cache file
+        assert torch.equal(models[name].energy(x, 0.3), again[name].energy(x, 0.3))
+
+
+def test_cli_trained_rows(tmp_path):
+    args = ["energy2d", "--size", "tiny", "--tasks", "product", "--models", "trained", "--out", str(tmp_path)]
+    assert main(args + ["--no-progress"]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["variant"], r["sampler"]) for r in data["rows"]] == [("trained", s) for s in energy2d.SAMPLERS]
+    assert len(list(tmp_path.glob("energy_ring_*.pt"))) == len(list(tmp_path.glob("energy_gaussian_*.pt"))) == 1
+
+
+def test_mixture_of_energy_models_skips_the_samplers_that_need_exact_densities(tmp_path):
+    size = energy2d.Size.named("tiny")
+    trained = energy2d.train_energy_models(tmp_path, size, names=["ring", "cross"], log=lambda *a: None)
+    out = energy2d.run(tmp_path, size, task_names=["mixture"], samplers=["reverse diffusion", "MALA corrector", "SMC",
+                       "SMC + MALA"], models={"mixture": [trained["ring"], trained["cross"]]}, oracle=False,
+                       log=lambda *a: None)  # fmt: skip
+    # a mixture is a log-sum-exp: an energy model's unknown constant per level does not cancel there
+    assert [(r.variant, r.sampler) for r in out["rows"]] == [("trained", "reverse diffusion"), ("trained", "SMC")]
+
+
+def test_bad_trained_input(tmp_path):
+    with pytest.raises(ValueError, match="names must be among"):
+        energy2d.train_energy_models(tmp_path, energy2d.Size.named("tiny"), names=["square"])
+    with pytest.raises(ValueError, match="variants must be among"):
+        energy2d.main(tmp_path, "tiny", variants=["exact"])
+    with pytest.raises(SystemExit):
+        main(["energy2d", "--models", "exact"])
