@@ -30,7 +30,7 @@ import pyro
 import torch
 from torch import nn
 
-from pyro_sculpt.diffusion import AncestralSampler, EulerMaruyamaSampler, ScoreModel
+from pyro_sculpt.diffusion import AncestralSampler, EulerMaruyamaSampler, ScoreModel, VPSchedule
 from pyro_sculpt.experiments.cache import load_or_train
 from pyro_sculpt.experiments.mnist_data import (
     IMAGE_SHAPE,
@@ -171,6 +171,11 @@ class Settings:
     #: share of each digit held out for the measurement classifier
     held_out: float = 0.2
     unet: dict = field(default_factory=lambda: dict(channels=(32, 64, 64), time_embedding_dim=64))
+    #: keyword arguments of the score models' :class:`~pyro_sculpt.diffusion.VPSchedule` (empty: its defaults, the
+    #: linear schedule with beta_max = 20, whose alpha_1 = 0.0066 multiplies a briefly trained network's error in the
+    #: noise prediction by 150 in the predicted clean image: its early reverse steps then paint saturated colour
+    #: fields; beta_max = 12 gives alpha_1 = 0.049, docs/mnist.md)
+    schedule: dict = field(default_factory=dict)
     score: dict = field(default_factory=lambda: dict(steps=20_000, batch_size=128, lr=5e-4, lr_final_factor=0.1))
     #: ancestral steps of the compositions and of the classifier's training chains
     sampler_steps: int = 100
@@ -216,6 +221,7 @@ SIZES: dict[str, Settings] = {
         particles=6, sample_batch=6, gammas=(1.0,), grid_samples=4,
     ),
     # a CPU-scale run of the pipeline (about half an hour per setting on 2 shared cores); too short for digit models
+    # (its two-level U-Net and beta_max = 20 make saturated colour fields; see "cpu")
     "small": Settings(
         unet=dict(channels=(16, 32), time_embedding_dim=32),
         score=dict(steps=1500, batch_size=64, lr=1e-3, lr_final_factor=0.1), sampler_steps=50,
@@ -224,6 +230,18 @@ SIZES: dict[str, Settings] = {
                         refresh_every=200, states_per_chain=4),
         measure_net=dict(channels=(16, 32, 32)), measure=dict(steps=600, batch_size=64, lr=1e-3),
         particles=100, sample_batch=100, gammas=(1.0, 10.0),
+    ),
+    # digit models on a CPU in minutes (docs/mnist.md, "A CPU recipe"): a third U-Net level (7x7) for the digit's
+    # global shape, the linear schedule with beta_max = 12 (no saturated colour fields), small batches at a larger
+    # learning rate, a short EMA; classifier-guided compositions at gamma 10 only
+    "cpu": Settings(
+        unet=dict(channels=(16, 32, 32), time_embedding_dim=32), schedule=dict(beta_max=12.0),
+        score=dict(steps=1000, batch_size=32, lr=2e-3, ema_decay=0.995), sampler_steps=50,
+        classifier_net=dict(channels=(16, 32, 32), hidden=64),
+        classifier=dict(steps=800, batch_size=32, lr=1e-3, ramp=200, lr_final_factor=0.1, num_chains=256,
+                        refresh_every=200, states_per_chain=4),
+        measure_net=dict(channels=(16, 32, 32)), measure=dict(steps=600, batch_size=64, lr=1e-3),
+        particles=100, sample_batch=100, gammas=(10.0,), classifier_free=False,
     ),
     # the quality check (a GPU; hours on a CPU)
     "full": Settings(),
@@ -267,14 +285,17 @@ def train_base(name: str, pairs, data: Data, settings: Settings, out: Path, seed
     """Train (or load from ``out``) the score model of one coloured set."""
     x, _ = coloured_dataset(data.images, data.labels, pairs)
     unet = dict(settings.unet)
-    key = _key(name, unet, settings.score, settings.per_digit, settings.held_out, data.source, settings.time_limit,
-               seed)  # fmt: skip
+    parts = [name, unet, settings.score, settings.per_digit, settings.held_out, data.source, settings.time_limit, seed]
+    if settings.schedule:  # (the default schedule keeps the keys of runs made before the setting existed)
+        parts.append(settings.schedule)
+    key = _key(*parts)
     path = out / f"score_{name}_{key}.pt"
 
     def train():
         log(f"training score model {name} on {x.shape[0]} coloured digits")
         net = UNet(IMAGE_SHAPE, **unet)
-        model = ScoreModel(event_shape=IMAGE_SHAPE, network=net, seed=seed, device=device)
+        model = ScoreModel(event_shape=IMAGE_SHAPE, network=net, schedule=VPSchedule(**settings.schedule), seed=seed,
+                           device=device)  # fmt: skip
         return model.fit(x, **settings.score, seed=seed, progress_bar=progress_bar, time_limit=settings.time_limit)
 
     model, _ = load_or_train(path, lambda p: ScoreModel.load(p, network=UNet(IMAGE_SHAPE, **unet), device=device),

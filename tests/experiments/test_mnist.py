@@ -1,5 +1,6 @@
 """``pyro-sculpt mnist`` at --size tiny (every stage, seconds), its cache, its table, and the measurement classifier."""
 
+import dataclasses
 import importlib.util
 import json
 
@@ -76,3 +77,19 @@ def test_measurement_classifier_learns_colour_and_round_trips(tmp_path):
 def test_unknown_size_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="size must be one of"):
         mnist.main(tmp_path, size="huge")
+
+
+def test_the_schedule_setting_reaches_the_score_models_their_cache_key_and_checkpoints(tmp_path):
+    grey = torch.zeros(20, 28, 28, dtype=torch.uint8)
+    grey[:, 8:20, 12:16] = 255
+    data = mnist.Data(grey, torch.arange(20) % 2, grey[:2], torch.arange(2), "test digits")
+    settings = mnist.SIZES["tiny"]
+    tuned = dataclasses.replace(settings, schedule=dict(beta_max=12.0))
+    args = ("M1", (("red", 0), ("green", 0)), data)
+    rest = (tmp_path, 0, "cpu", False, lambda *a: None)
+    default, key = mnist.train_base(*args, settings, *rest)
+    model, tuned_key = mnist.train_base(*args, tuned, *rest)
+    assert default.schedule.beta_max == 20.0 and model.schedule.beta_max == 12.0
+    assert tuned_key != key
+    loaded, again = mnist.train_base(*args, tuned, *rest)  # from the cache
+    assert again == tuned_key and loaded.schedule.beta_max == 12.0
