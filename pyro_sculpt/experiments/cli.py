@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="sculpting fragment-molecule GFlowNets (QED, SA, MW): bin shares, EMD matrix, plots, drawings",
         description="Train (or load from --out) beta-conditioned fragment GFlowNets for QED, SA and MW; sample the "
         "bases, their mixture, the harmonic mean, both contrasts and the 3-model conjunction (classifier-free, "
-        "with SMC); write results.md, results.json, scatter.png and molecules.png into --out. --size full (the "
+        "with SMC, and guided by per-action observation classifiers trained on the bases); write results.md, "
+        "results.json, scatter.png and molecules.png into --out. --size full (the "
         "default) takes under 30 minutes on 2 CPU cores; --size tiny runs in seconds.",
         epilog=DISTRIBUTED_HELP,
     )
@@ -198,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--particles", type=positive_int, default=None, help="samples per set, >= 1 (default 1000; tiny 100)"
     )
     molecules.add_argument("--two-only", action="store_true", help="skip the MW base and the 3-model conjunction")
+    molecules.add_argument(
+        "--no-classifier", action="store_true", help="skip the observation classifiers and the classifier-guided rows"
+    )
     _common(molecules, "runs/molecules")
     mnist = sub.add_parser(
         "mnist",
@@ -333,6 +337,7 @@ def _run(args: argparse.Namespace) -> None:
             not args.no_progress,
             args.particles,
             False if args.two_only else None,
+            False if args.no_classifier else None,
         )
     elif args.command == "mnist":
         from pyro_sculpt.experiments import mnist

@@ -179,6 +179,9 @@ class Settings:
     score: dict = field(default_factory=lambda: dict(steps=20_000, batch_size=128, lr=5e-4, lr_final_factor=0.1))
     #: ancestral steps of the compositions and of the classifier's training chains
     sampler_steps: int = 100
+    #: the samplers' ``clip_denoised``: every step clips the predicted clean image to this box (None: no clipping;
+    #: docs/mnist.md)
+    clip_denoised: Optional[tuple] = None
     classifier_net: dict = field(default_factory=lambda: dict(channels=(32, 64, 64), hidden=128))
     #: the pool of reverse chains is redrawn often: a network on 3x28x28 states memorises a small pool's chains (a run
     #: with 256 chains per base, never redrawn, reached a non-terminal loss of 3e-4, impossible on fresh chains whose
@@ -236,7 +239,7 @@ SIZES: dict[str, Settings] = {
     # learning rate, a short EMA; classifier-guided compositions at gamma 10 only
     "cpu": Settings(
         unet=dict(channels=(16, 32, 32), time_embedding_dim=32), schedule=dict(beta_max=12.0),
-        score=dict(steps=1000, batch_size=32, lr=2e-3, ema_decay=0.995), sampler_steps=50,
+        score=dict(steps=1500, batch_size=32, lr=2e-3, ema_decay=0.995), sampler_steps=25, clip_denoised=(-1.0, 1.0),
         classifier_net=dict(channels=(16, 32, 32), hidden=64),
         classifier=dict(steps=800, batch_size=32, lr=1e-3, ramp=200, lr_final_factor=0.1, num_chains=256,
                         refresh_every=200, states_per_chain=4),
@@ -315,13 +318,16 @@ def train_classifier(
     def network():
         return ConvClassifierNet(IMAGE_SHAPE, tdim + 1, observation_output_size(m, n_obs), **net_cfg)
 
-    key = _key(tag, net_cfg, settings.classifier, settings.max_time, settings.sampler_steps, list(keys),
-               settings.time_limit, seed)  # fmt: skip
+    parts = [tag, net_cfg, settings.classifier, settings.max_time, settings.sampler_steps, list(keys),
+             settings.time_limit, seed]  # fmt: skip
+    if settings.clip_denoised is not None:  # (unclipped runs keep the keys of runs made before the setting existed)
+        parts.append(list(settings.clip_denoised))
+    key = _key(*parts)
     path = out / f"classifier_{tag}_{key}.pt"
 
     def train():
         log(f"training the observation classifier of {tag}")
-        chains = [AncestralSampler(b, settings.sampler_steps) for b in models]
+        chains = [AncestralSampler(b, settings.sampler_steps, clip_denoised=settings.clip_denoised) for b in models]
         clf = DiffusionObservationClassifier.for_bases(
             chains, n_obs, max_time=settings.max_time, time_embedding_dim=tdim, network=network(), device=device
         )
@@ -421,7 +427,7 @@ def _setting(label, sets: dict, ops, n_obs, data, settings, out, seed, device, p
         info[name] = {"train_seconds": _train_seconds(model), "set": [f"{c} {d}" for c, d in pairs]}
     clf = train_classifier(label.replace(" ", "_"), models, keys, n_obs, settings, out, seed, device, progress_bar, log)
     info["classifier"] = {"train_seconds": _train_seconds(clf)}
-    samplers = [AncestralSampler(m, settings.sampler_steps) for m in models]
+    samplers = [AncestralSampler(m, settings.sampler_steps, clip_denoised=settings.clip_denoised) for m in models]
     rows, grids = [], []
     for k, (name, pairs) in enumerate(sets.items()):  # each base alone, judged against its own set
         pyro.set_rng_seed(seed + 50 + k)
@@ -437,7 +443,7 @@ def _setting(label, sets: dict, ops, n_obs, data, settings, out, seed, device, p
     plan = [(op, y, gamma, "classifier") for gamma in settings.gammas for op, y in ops
             if y is not None or gamma == settings.gammas[0]]  # fmt: skip
     if settings.classifier_free:
-        em = [EulerMaruyamaSampler(m, settings.sampler_steps) for m in models]
+        em = [EulerMaruyamaSampler(m, settings.sampler_steps, clip_denoised=settings.clip_denoised) for m in models]
         plan += [(op, y, gamma, "classifier-free") for gamma in settings.gammas for op, y in ops if y is not None]
     for op, y, gamma, method in plan:
         pyro.set_rng_seed(seed + 100)

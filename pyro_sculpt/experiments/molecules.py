@@ -2,21 +2,25 @@
 
 Base GFlowNets on fragment trees (the default 72-fragment vocabulary), one per objective (QED, SA and, for the 3-model
 conjunction, MW), each a beta-conditioned message-passing policy trained by trajectory balance and sampled at one
-beta. Compositions, all classifier-free (each particle carries its exact posterior over bases, docs/math.md §1.4)
-and corrected by SMC (§1.5): the mixture, the harmonic mean QED ⊗ SA, both contrasts QED ◑ SA and QED ◐ SA, and the
-3-model conjunction QED ⊗ SA ⊗ MW. Reported: shares of samples in the paper's bins and in strict bins, beside a
+beta. Compositions classifier-free (each particle carries its exact posterior over bases, docs/math.md §1.4) and
+corrected by SMC (§1.5): the mixture, the harmonic mean QED ⊗ SA, both contrasts QED ◑ SA and QED ◐ SA, and the
+3-model conjunction QED ⊗ SA ⊗ MW; and the same operations classifier-guided (§1.1) by per-action observation
+classifiers (:class:`~pyro_sculpt.sculpting.gflownet.ChildObservationClassifier`) trained on the bases, the harmonic
+mean also by twisted SMC. Reported: shares of samples in the paper's bins and in strict bins, beside a
 row of uniformly random trees (docs/math.md §5); validity, uniqueness and diversity; an earth mover's distance
 matrix between the sample sets; a QED-SA scatter plot and a grid of molecule drawings. Models are cached in the output
 directory (an unusable or differently configured file is retrained).
 
 Sizes: ``"tiny"`` (a few fragments, trees of at most 3, seconds; for tests) and ``"full"`` (the default vocabulary,
-trees of at most 6 fragments, each base trained for at most 5 minutes; under 30 minutes on 2 CPU cores). Trees of up
+trees of at most 6 fragments, each base trained for at most 5 minutes and each classifier for at most 3; under 30
+minutes on 2 CPU cores). Trees of up
 to 9 fragments (``MoleculeSchedule(max_fragments=9)``) cost about three times more per training step, so that the
 same budget trains the bases much less (docs/molecules.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -35,6 +39,7 @@ from pyro_sculpt.gflownets.envs.fragments.rewards import MoleculeReward
 from pyro_sculpt.infer import smc
 from pyro_sculpt.metrics import molecules as mm
 from pyro_sculpt.sculpting import contrast, harmonic_mean, mixture, reverse_contrast, sculpt
+from pyro_sculpt.sculpting.gflownet import ChildObservationClassifier
 from pyro_sculpt.utils import set_seed
 
 #: the tiny vocabulary of the ``"tiny"`` size: a ring, a linker, a heteroatom and a cap
@@ -65,6 +70,17 @@ class MoleculeSchedule:
     #: molecules per set in the earth mover's distance matrix
     emd_samples: int = 200
     three_models: bool = True
+    #: the classifier-guided rows: per-action observation classifiers of the bases (hidden width, message-passing
+    #: rounds, training steps, learning rate, time limit in seconds)
+    guided: bool = True
+    classifier_hidden: int = 64
+    classifier_layers: int = 3
+    classifier_steps: int = 2000
+    classifier_lr: float = 1e-3
+    classifier_time_limit: Optional[float] = 180.0
+    #: also the 3-model classifier (27 outputs per action: about 1.2 s per training step at the full size, so that
+    #: its time limit leaves it barely trained; docs/molecules.md) and the classifier-guided conjunction
+    guided_three_models: bool = False
 
 
 def schedule(size: str = "full") -> MoleculeSchedule:
@@ -88,6 +104,12 @@ def schedule(size: str = "full") -> MoleculeSchedule:
             time_limit=None,
             particles=100,
             emd_samples=30,
+            classifier_hidden=16,
+            classifier_layers=1,
+            classifier_steps=10,
+            classifier_lr=3e-3,
+            classifier_time_limit=None,
+            guided_three_models=True,
         )
     raise ValueError(f"size must be 'full' or 'tiny', got {size!r}")
 
@@ -128,6 +150,42 @@ def _load_base(path: Path, env: FragmentEnv, objective: str, sch: MoleculeSchedu
     if not gfn.conditional or have != wanted:
         raise ValueError(f"trained with (hidden, layers, beta_range, objective) = {have}, not {wanted}")
     return gfn
+
+
+def _classifier_path(out: Path, objectives, base_files, sch: MoleculeSchedule) -> Path:
+    """The cache file of the classifier of ``objectives``: named by a hash of the bases' files and the classifier's
+    settings, so that retrained bases or other settings retrain it."""
+    h = hashlib.sha256()
+    for f in base_files:
+        h.update(Path(f).read_bytes())
+    h.update(repr((sch.classifier_hidden, sch.classifier_layers, sch.classifier_steps, sch.classifier_lr,
+                   sch.classifier_time_limit, sch.batch_size)).encode())  # fmt: skip
+    return out / f"classifier_{'_'.join(objectives)}_{h.hexdigest()[:12]}.pt"
+
+
+def _train_classifier(bases: list, sch: MoleculeSchedule, seed: int, progress: bool) -> ChildObservationClassifier:
+    n = len(bases)  # n observations of n models: the conjunction y = (0, 1, ..., n-1) and, for two, the contrasts
+    clf = ChildObservationClassifier.for_bases(
+        bases, num_observations=n, hidden=sch.classifier_hidden, layers=sch.classifier_layers
+    )
+    return clf.fit(
+        steps=sch.classifier_steps,
+        batch_size=sch.batch_size,
+        lr=sch.classifier_lr,
+        ramp=max(1, sch.classifier_steps // 4),
+        seed=seed,
+        progress_bar=progress,
+        time_limit=sch.classifier_time_limit,
+    )
+
+
+def _load_classifier(path: Path, env: FragmentEnv, n: int, sch: MoleculeSchedule) -> ChildObservationClassifier:
+    clf = ChildObservationClassifier.load(path, env=env)
+    wanted = (n, n, sch.classifier_hidden, sch.classifier_layers)
+    have = (clf.num_models, clf.num_observations, clf.hidden, clf.layers)
+    if have != wanted:
+        raise ValueError(f"trained with (models, observations, hidden, layers) = {have}, not {wanted}")
+    return clf
 
 
 def _smc_samples(dist, n: int, seed: int) -> tuple[torch.Tensor, dict]:
@@ -217,6 +275,8 @@ ASCII_NAMES = {
     "QED ◐ SA": "contrast(SA, QED)",
     "QED ⊗ SA ⊗ MW": "HM(QED, SA, MW)",
 }
+ASCII_NAMES.update({f"{k}, classifier": f"{v}, clf" for k, v in list(ASCII_NAMES.items())})
+ASCII_NAMES["QED ⊗ SA, classifier + SMC"] = "HM(QED, SA), clf + SMC"
 
 
 def _drawings(sets: dict, path: Path, per_set: int = 4) -> None:
@@ -241,6 +301,7 @@ def main(
     progress: bool = True,
     particles: Optional[int] = None,
     three_models: Optional[bool] = None,
+    guided: Optional[bool] = None,
 ) -> dict:
     """Run the experiment; write ``results.md``, ``results.json``, ``samples.json`` (the SMILES of every set),
     ``scatter.png`` and ``molecules.png`` to ``out``.
@@ -248,6 +309,8 @@ def main(
     :param size: ``"full"`` or ``"tiny"`` (:func:`schedule`).
     :param particles: samples per set (default: the schedule's).
     :param three_models: also train the MW base and run the 3-model conjunction (default: the schedule's).
+    :param guided: also train the observation classifiers and sample the classifier-guided rows (default: the
+        schedule's).
     :returns: the results (also in ``results.json``).
     """
     sch = schedule(size)
@@ -255,6 +318,8 @@ def main(
         sch.particles = int(particles)
     if three_models is not None:
         sch.three_models = bool(three_models)
+    if guided is not None:
+        sch.guided = bool(guided)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = print
@@ -273,6 +338,21 @@ def main(
         train_time[obj] = time.time() - t
         bases[obj] = gfn.with_beta(sch.beta)
         log(f"base {obj}: {train_time[obj]:.0f} s")
+    classifiers = {}
+    if sch.guided:  # one classifier for QED and SA (harmonic mean, contrasts), one for the 3-model conjunction
+        sets = [objectives[:2], objectives] if sch.three_models and sch.guided_three_models else [objectives[:2]]
+        for k, objs in enumerate(sets):
+            t = time.time()
+            path = _classifier_path(out, objs, [out / f"gfn_{o}.pt" for o in objs], sch)
+            classifiers[len(objs)], _ = load_or_train(
+                path,
+                lambda p, objs=objs: _load_classifier(p, env, len(objs), sch),
+                lambda objs=objs, k=k: _train_classifier([bases[o] for o in objs], sch, seed + 10 + k, progress),
+                log,
+            )
+            label = "classifier " + ", ".join(o.upper() for o in objs)
+            train_time[label] = time.time() - t
+            log(f"{label}: {train_time[label]:.0f} s")
     n = sch.particles
     set_seed(seed)
     t_sample = time.time()
@@ -292,6 +372,17 @@ def main(
             compositions["QED ⊗ SA ⊗ MW"] = sculpt([q, s, bases["mw"]], y=(0, 1, 2))
         for k, (name, dist) in enumerate(compositions.items()):
             states[name], smc_info[name] = _smc_samples(dist, n, seed + 100 + k)
+        if sch.guided:
+            c2 = classifiers[2]
+            set_seed(seed + 200)
+            states["QED ⊗ SA, classifier"] = harmonic_mean(q, s, c2).sample((n,))
+            states["QED ◑ SA, classifier"] = contrast(q, s, c2).sample((n,))
+            states["QED ◐ SA, classifier"] = reverse_contrast(q, s, c2).sample((n,))
+            name = "QED ⊗ SA, classifier + SMC"
+            states[name], smc_info[name] = _smc_samples(harmonic_mean(q, s, c2), n, seed + 210)
+            if 3 in classifiers:
+                conjunction = sculpt([q, s, bases["mw"]], classifiers[3], (0, 1, 2))
+                states["QED ⊗ SA ⊗ MW, classifier"] = conjunction.sample((n,))
     sample_time = time.time() - t_sample
     smiles = {name: env.to_smiles(x) for name, x in states.items()}
     props = {name: mm.molecule_properties(smi) for name, smi in smiles.items()}
@@ -322,7 +413,8 @@ def main(
         f"# Molecule sculpting ({size}; {n} samples per set, beta {sch.beta}, at most {sch.max_fragments} fragments)",
         "",
         "Shares of samples in the paper's bins (QED >= 0.25, SA >= 0.6, MW <= 500 Da) and in strict bins "
-        "(QED >= 0.7, SA >= 0.8, MW <= 400 Da); compositions by classifier-free SMC.",
+        "(QED >= 0.7, SA >= 0.8, MW <= 400 Da); compositions by classifier-free SMC, or guided by a per-action "
+        "observation classifier (', classifier'; '+ SMC': twisted SMC).",
         "",
         _table(rows),
         "",
@@ -332,6 +424,8 @@ def main(
         "",
         "SMC: "
         + ", ".join(f"{k}: min ESS {v['min_ess']:.0f}, final ESS {v['final_ess']:.0f}" for k, v in smc_info.items()),
+        "",
+        "Training s: " + ", ".join(f"{k} {v:.0f}" for k, v in train_time.items()) + ".",
         "",
         f"Time: training {sum(train_time.values()):.0f} s, sampling {sample_time:.0f} s, total "
         f"{results['total_seconds']:.0f} s ({results['machine']}).",

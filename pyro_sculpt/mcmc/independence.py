@@ -213,12 +213,14 @@ PROPOSALS = ("mixture",)
 
 
 class IndependenceRejuvenation:
-    """Independence Metropolis-Hastings moves for the final particles of an SMC sampler over a discrete composition
-    :math:`\\pi \\propto \\exp\\Phi(\\log p_1, \\dots, \\log p_m)` of models with samplers and exact log-probabilities
-    (docs/mcmc.md): after the last step the sampler resamples its weighted particles and every one makes
-    :attr:`num_steps` :class:`IndependenceMH` steps targeting :math:`\\pi`, which leaves the (equal) weights unchanged
-    and replaces the duplicates of the resampling by distinct draws. The SMC sampler (e.g. the twist of a GFlowNet
-    composition, ``ps.infer.smc(ps.product(p1, p2), n, moves=...)``) supplies the target and the bases.
+    """Independence Metropolis-Hastings moves for the final particles of an SMC sampler over a composition
+    :math:`\\pi \\propto \\exp\\Phi(\\log p_1, \\dots, \\log p_m)` of models with exact samplers and exact
+    log-probabilities (docs/mcmc.md): after the last step the sampler resamples its weighted particles and every one
+    makes :attr:`num_steps` :class:`IndependenceMH` steps targeting :math:`\\pi`, which leaves the (equal) weights
+    unchanged and replaces the duplicates of the resampling by distinct draws. The SMC sampler supplies the target and
+    the bases: the twist of a GFlowNet composition (the bases' exact terminal log-probabilities by dynamic programming,
+    an enumerable environment) or of a classifier-free diffusion composition whose leaves sample their noised marginals
+    exactly (``model.sample(n, t)``, e.g. the Gaussian-mixture oracles; the last level's exact densities).
 
     :param num_steps: steps per particle.
     :param proposal: ``"mixture"``: the equal mixture of the bases (its density is within a factor :math:`m` of

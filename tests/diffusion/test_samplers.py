@@ -253,3 +253,42 @@ def test_device_argument(make_four_modes):
     sampler = AncestralSampler(oracle, 5, device="cpu")
     assert sampler.init().device.type == "cpu"
     assert ps.sample(sampler, (3,)).device.type == "cpu"
+
+
+def test_clip_denoised_clips_the_predicted_clean_sample():
+    # modes at +-3 with a box of [-1, 1]: every step's prediction x0_hat is clipped, so the output's first coordinate
+    # sits at +-1 up to the last step's noise (unclipped: at +-3); a box that contains every prediction leaves the sampler unchanged
+    oracle = GaussianMixtureOracle(torch.tensor([[-3.0, 0.0], [3.0, 0.0]]), stds=0.3)
+    for make in (AncestralSampler, EulerMaruyamaSampler, DDIMSampler):
+        plain, boxed = make(oracle, 50), make(oracle, 50, clip_denoised=(-1.0, 1.0))
+        pyro.set_rng_seed(0)
+        x = ps.ProcessDistribution(boxed).sample((2000,))
+        r, c_last = x[:, 0].abs(), boxed.step_coefficients(boxed.max_steps - 1)[2]
+        assert abs(float(r.median()) - 1) < 0.03 and float(r.quantile(0.99)) < 1 + 3 * c_last + 0.05
+        wide = make(oracle, 50, clip_denoised=(-1e6, 1e6))
+        pyro.set_rng_seed(1)
+        a = ps.ProcessDistribution(plain).sample((500,))
+        pyro.set_rng_seed(1)
+        b = ps.ProcessDistribution(wide).sample((500,))
+        assert torch.allclose(a, b, atol=1e-4)
+        # the step's clipped score is (alpha x0_clip - x) / sigma^2
+        x, t = 4 * torch.randn(7, 2), 10
+        alpha, sigma2 = boxed._sched(boxed.score_time(t))
+        x0 = ((x + sigma2 * boxed.score(x, t)) / alpha).clamp(-1, 1)
+        a_, b_, _ = boxed.step_coefficients(t)
+        mean = boxed.step_from_score(x, t, boxed.score(x, t)).mean
+        assert torch.allclose(mean, a_ * x + b_ * (alpha * x0 - x) / sigma2, atol=1e-5)
+        assert boxed.with_model(oracle).clip_denoised == (-1.0, 1.0)
+
+
+def test_clip_denoised_bad_input():
+    oracle = GaussianMixtureOracle(torch.tensor([[0.0, 0.0]]), stds=1.0)
+    for bad in ((1.0, -1.0), (0.0, 0.0), (0.0, float("inf")), 3.0, (1.0, 2.0, 3.0), ("a", "b")):
+        with pytest.raises(ValueError, match="clip_denoised must be"):
+            AncestralSampler(oracle, 10, clip_denoised=bad)
+    for sampler in (
+        DDIMSampler(oracle, 10, clip_denoised=(-1, 1)),
+        ProbabilityFlowSampler(oracle, 10, clip_denoised=(-1, 1)),
+    ):
+        with pytest.raises(ValueError, match="clips its predictions"):
+            sampler.terminal_log_prob(torch.zeros(3, 2))

@@ -64,7 +64,7 @@ def test_moves_need_exact_densities(rrr):
     moves = ps.mcmc.Rejuvenation("mala")
     with pytest.raises(ValueError, match="moves: MCMC rejuvenation needs the leaves' exact log-densities"):
         ps.infer.smc(dist, 10, densities="tracked", moves=moves)
-    with pytest.raises(TypeError, match="moves must be a pyro_sculpt.mcmc.Rejuvenation or None"):
+    with pytest.raises(TypeError, match="moves must be a pyro_sculpt.mcmc.Rejuvenation, a pyro_sculpt.mcmc.Independ"):
         ps.infer.smc(dist, 10, moves="mala")
     assert isinstance(dist.process.twist(moves=moves), ComposedDiffusionTwist)
 

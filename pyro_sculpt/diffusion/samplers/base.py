@@ -61,6 +61,14 @@ class ReverseDiffusionProcess(IterativeProcess):
         ``schedule.t_max`` down to ``schedule.t_min``).
     :param times: an explicit decreasing grid of times instead (overrides ``num_steps``).
     :param device: where states live (default the model's device).
+    :param clip_denoised: ``(low, high)``: at every step, clip the clean sample predicted from the score,
+        :math:`\\hat x_0 = (x + \\sigma_\\tau^2 s) / \\alpha_\\tau`, to ``[low, high]`` and use the score of the clipped
+        prediction, :math:`(\\alpha_\\tau \\hat x_0 - x) / \\sigma_\\tau^2` (the clipping of Ho et al. 2020's sampler,
+        for data known to lie in a box, e.g. images in [-1, 1]). It keeps an undertrained model's early steps, where
+        :math:`1 / \\alpha_\\tau` magnifies the score's error, from painting saturated colour fields
+        (docs/mnist.md). Applied by :meth:`step_from_score` to whatever score the step is given (a guided one too);
+        the classifier-free SMC of composed samplers draws its own, unclipped, steps. ``None`` (the default): no
+        clipping.
 
     The state, every step's value and the output have shape ``batch_shape + event_shape`` (the model's); every
     step's distribution has ``len(event_shape)`` event dimensions.
@@ -80,9 +88,11 @@ class ReverseDiffusionProcess(IterativeProcess):
         *,
         times: Union[Sequence[float], torch.Tensor, None] = None,
         device: DeviceLike = None,
+        clip_denoised: Optional[tuple[float, float]] = None,
     ):
         if not isinstance(model, DiffusionModel):
             raise TypeError(f"model must be a DiffusionModel, got {type(model).__name__}")
+        self.clip_denoised = check_clip(clip_denoised)
         self.model = model
         self.schedule = model.schedule
         self._event_shape = model.event_shape
@@ -193,12 +203,20 @@ class ReverseDiffusionProcess(IterativeProcess):
                 f"{type(self).__name__}: non-finite score (NaN or inf) at step {t} of {self.max_steps - 1} "
                 f"({self._kinds[t]}, t={self._score_times[t]:.4g})"
             )
+        if self.clip_denoised is not None:
+            score = self._clipped_score(x, t, score)
         a, b, c = self._coefs[t]
         mean = a * x + b * score
         k = len(self.event_shape)
         if c == 0.0:
             return Delta(mean, event_dim=k)
         return Normal(mean, mean.new_full((), c).expand(mean.shape)).to_event(k)
+
+    def _clipped_score(self, x: torch.Tensor, t: int, score: torch.Tensor) -> torch.Tensor:
+        alpha, sigma2 = self._sched(self._score_times[t])  # type: ignore[arg-type]
+        low, high = self.clip_denoised  # type: ignore[misc]
+        x0 = ((x + sigma2 * score) / alpha).clamp(low, high)
+        return (alpha * x0 - x) / sigma2
 
     def prior(self, batch_shape: Optional[torch.Size] = None) -> TorchDistribution:
         """The distribution of step 0, :math:`\\mathcal N(0, s^2 I)`, with batch shape ``batch_shape`` and event
@@ -286,6 +304,34 @@ class ReverseDiffusionProcess(IterativeProcess):
         raise NotImplementedError(
             f"{type(self).__name__} is stochastic: its output has no tractable log-probability; use "
             "DDIMSampler(eta=0) or ProbabilityFlowSampler, whose log_prob is the probability-flow ODE's"
+        )
+
+
+def check_clip(clip_denoised: Any) -> Optional[tuple[float, float]]:
+    """``clip_denoised`` as a pair of floats ``low < high``, or ``None``.
+
+    :raises ValueError: for anything else.
+    """
+    if clip_denoised is None:
+        return None
+    try:
+        low, high = (float(v) for v in clip_denoised)
+    except (TypeError, ValueError):
+        raise ValueError(f"clip_denoised must be None or a pair (low, high), got {clip_denoised!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"clip_denoised must be a pair of finite numbers low < high, got {clip_denoised!r}")
+    return low, high
+
+
+def check_unclipped(sampler: ReverseDiffusionProcess) -> None:
+    """Refuse the probability-flow log-density of a sampler that clips its predictions (it is not that ODE's).
+
+    :raises ValueError: if ``sampler.clip_denoised`` is set.
+    """
+    if sampler.clip_denoised is not None:
+        raise ValueError(
+            f"{type(sampler).__name__} clips its predictions (clip_denoised={sampler.clip_denoised}): its "
+            "log_prob is not the probability-flow ODE's; build the sampler with clip_denoised=None"
         )
 
 

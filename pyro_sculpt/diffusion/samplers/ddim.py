@@ -9,7 +9,7 @@ import torch
 
 from pyro_sculpt.diffusion.likelihood import check_divergence, probability_flow_log_prob
 from pyro_sculpt.diffusion.model import DiffusionModel
-from pyro_sculpt.diffusion.samplers.base import ReverseDiffusionProcess, ddim_coefficients
+from pyro_sculpt.diffusion.samplers.base import ReverseDiffusionProcess, check_unclipped, ddim_coefficients
 from pyro_sculpt.utils import check_positive_int
 
 
@@ -71,6 +71,7 @@ class DDIMSampler(ReverseDiffusionProcess):
     def terminal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         if self.eta != 0.0:
             return super().terminal_log_prob(x)
+        check_unclipped(self)
         return probability_flow_log_prob(
             self.model,
             x,

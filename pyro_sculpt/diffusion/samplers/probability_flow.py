@@ -8,7 +8,7 @@ import torch
 
 from pyro_sculpt.diffusion.likelihood import check_divergence, probability_flow_log_prob
 from pyro_sculpt.diffusion.model import DiffusionModel
-from pyro_sculpt.diffusion.samplers.base import ReverseDiffusionProcess, euler_coefficients
+from pyro_sculpt.diffusion.samplers.base import ReverseDiffusionProcess, check_unclipped, euler_coefficients
 from pyro_sculpt.utils import check_positive_int
 
 
@@ -54,6 +54,7 @@ class ProbabilityFlowSampler(ReverseDiffusionProcess):
             self._add_step("ode", t, *euler_coefficients(self.schedule, t, t - s, 0.0))
 
     def terminal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        check_unclipped(self)
         return probability_flow_log_prob(
             self.model,
             x,

@@ -30,7 +30,7 @@ from torch.distributions import constraints
 from pyro_sculpt.diffusion.model import batch_shape_of, per_batch
 from pyro_sculpt.diffusion.samplers import NonFiniteScoreError, ReverseDiffusionProcess
 from pyro_sculpt.infer.twist import Twist
-from pyro_sculpt.mcmc import Rejuvenation, operator_target
+from pyro_sculpt.mcmc import IndependenceMH, IndependenceRejuvenation, Rejuvenation, operator_target
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.diffusion.bases import as_sampler, check_diffusion_bases
 from pyro_sculpt.sculpting.diffusion.densities import (
@@ -401,7 +401,7 @@ class ComposedDiffusionProcess(IterativeProcess):
         return list(self._core.models), self.operator
 
     def twist(
-        self, *, densities: str = "auto", proposal: Any = "operator", moves: Optional[Rejuvenation] = None
+        self, *, densities: str = "auto", proposal: Any = "operator", moves: Optional[Moves] = None
     ) -> "ComposedDiffusionTwist":
         """The SMC sampler of this composition for :func:`pyro_sculpt.infer.smc` (:class:`ComposedDiffusionTwist`).
 
@@ -411,12 +411,22 @@ class ComposedDiffusionProcess(IterativeProcess):
             observation classifier of the leaves for a sculpting operator (its guided score, twisted diffusion
             sampling; Wu et al. 2023): the weights are the same.
         :param moves: MCMC rejuvenation moves at the levels (:class:`~pyro_sculpt.mcmc.Rejuvenation`; exact
-            densities only), or ``None``.
+            densities only), final independence moves (:class:`~pyro_sculpt.mcmc.IndependenceRejuvenation`; leaves
+            with exact samplers), or ``None``.
         """
         return ComposedDiffusionTwist(self, densities=densities, proposal=proposal, moves=moves)
 
 
 # ----- the SMC sampler -----
+
+#: what ``moves`` of a composed diffusion SMC may be
+Moves = Any
+
+
+def has_exact_sampler(model: Any) -> bool:
+    """Whether ``model`` draws exact samples of its noised marginal, ``model.sample(num_samples, t)`` (e.g.
+    :class:`~pyro_sculpt.diffusion.GaussianMixtureOracle`): the protocol of the final independence moves."""
+    return callable(getattr(model, "sample", None))
 
 
 class ComposedDiffusionTwist(Twist):
@@ -445,11 +455,19 @@ class ComposedDiffusionTwist(Twist):
         (``when="step"``: before each proposal, and after the last step). Moves that leave :math:`\\pi_t` invariant do
         not change the weights; the next increment uses the moved particle's :math:`\\pi_t`. Tracked densities are
         path integrals of one particle's own path, so a move would make them wrong: moves need exact densities.
+        Or final independence moves (:class:`~pyro_sculpt.mcmc.IndependenceRejuvenation`): after the last step
+        :func:`~pyro_sculpt.infer.smc` resamples and every particle makes ``num_steps`` independence
+        Metropolis-Hastings steps (:class:`~pyro_sculpt.mcmc.IndependenceMH`) targeting the last level's
+        :math:`\\pi` with fresh draws of the equal mixture of the leaves (or of one leaf) at that level as proposals,
+        so that the duplicates of the resampling are replaced by distinct draws and the mode weights, decided early
+        and inherited by the genealogy, are redrawn. That needs leaves with exact samplers of their noised marginals
+        (:func:`has_exact_sampler`, e.g. the oracles) and exact normalised log-densities.
 
     Example::
 
         moves = ps.mcmc.Rejuvenation("mala", num_steps=5, step_size=0.01)
         res = ps.infer.smc(ps.product(s1, s2), 4000, moves=moves)
+        res = ps.infer.smc(ps.product(s1, s2), 4000, moves=ps.mcmc.IndependenceRejuvenation(10))  # oracle leaves
     """
 
     #: the default of :func:`~pyro_sculpt.infer.smc`'s ``resample_threshold="auto"`` for these twists: resampling
@@ -462,7 +480,7 @@ class ComposedDiffusionTwist(Twist):
         *,
         densities: str = "auto",
         proposal: Any = "operator",
-        moves: Optional[Rejuvenation] = None,
+        moves: Optional[Moves] = None,
     ):
         sampler = process.sampler
         for t in range(1, sampler.max_steps):
@@ -490,8 +508,11 @@ class ComposedDiffusionTwist(Twist):
                 raise ValueError(f"step {t} of {sampler!r} does not add noise forwards ({var=}); it cannot be weighted")
             self._kernels.append((a_ts, var))
         if moves is not None:
-            if not isinstance(moves, Rejuvenation):
-                raise TypeError(f"moves must be a pyro_sculpt.mcmc.Rejuvenation or None, got {type(moves).__name__}")
+            if not isinstance(moves, (Rejuvenation, IndependenceRejuvenation)):
+                raise TypeError(
+                    "moves must be a pyro_sculpt.mcmc.Rejuvenation, a pyro_sculpt.mcmc.IndependenceRejuvenation or "
+                    f"None, got {type(moves).__name__}"
+                )
             if not isinstance(self.core.densities, ExactDensities):
                 raise ValueError(
                     "moves: MCMC rejuvenation needs the leaves' exact log-densities at every level (densities='exact', "
@@ -499,7 +520,31 @@ class ComposedDiffusionTwist(Twist):
                     f"{type(self.core.densities).__name__}: tracked densities are integrals along each particle's own "
                     "path, which a move would invalidate"
                 )
+            if isinstance(moves, IndependenceRejuvenation):
+                self._check_independence(moves)
         self.moves = moves
+        self.rejuvenate_final = isinstance(moves, IndependenceRejuvenation)
+
+    def _check_independence(self, moves: IndependenceRejuvenation) -> None:
+        models = self.core.models
+        missing = [k for k, m in enumerate(models) if not has_exact_sampler(m)]
+        if missing:
+            k = missing[0]
+            raise ValueError(
+                f"moves: IndependenceRejuvenation proposes exact draws of the leaves, but leaf {k} "
+                f"({type(models[k]).__name__}) has no sample(num_samples, t) (an exact sampler, e.g. "
+                "GaussianMixtureOracle); use Rejuvenation('mala', ...) instead"
+            )
+        shifted = [k for k, m in enumerate(models) if not getattr(m, "log_prob_normalised", True)]
+        if shifted:
+            raise ValueError(
+                f"moves: IndependenceRejuvenation needs the proposal's normalised density, but leaf {shifted[0]} has "
+                "log_prob(x, t) only up to a constant"
+            )
+        if isinstance(moves.proposal, int) and moves.proposal >= len(models):
+            raise ValueError(
+                f"moves: proposal={moves.proposal} is not the index of a leaf (the composition has {len(models)})"
+            )
 
     def level(self, t: int) -> float:
         """The noise level of the particles after step ``t``."""
@@ -513,7 +558,32 @@ class ComposedDiffusionTwist(Twist):
         log_q = self.core.densities.init(x, lvl)
         return {"x": x, "log_q": log_q, "phi": self._phi(log_q)}
 
+    def _independence_move(self, particles, t: int):
+        """The final independence moves (class docstring) of the particles after the last step ``t``."""
+        lvl = self.level(t)
+        models, dens = self.core.models, self.core.densities
+        x0 = particles["x"]
+        m, choice = len(models), self.moves.proposal
+
+        def draw(n: int) -> torch.Tensor:
+            if choice != "mixture":
+                return models[choice].sample(n, lvl).to(x0)
+            counts = torch.bincount(torch.randint(m, (n,)), minlength=m).tolist()
+            x = torch.cat([models[k].sample(c, lvl).to(x0) for k, c in enumerate(counts) if c > 0])
+            return x[torch.randperm(n, device=x.device)]  # each chain's proposal a draw of the mixture
+
+        def log_weight(x: torch.Tensor) -> torch.Tensor:
+            log_q = dens.init(x, lvl).double()
+            log_prop = torch.logsumexp(log_q, -1) - math.log(m) if choice == "mixture" else log_q[..., choice]
+            return self._phi(log_q) - log_prop
+
+        x = self.moves.move(x0, IndependenceMH(draw, log_weight)).x
+        log_q = dens.init(x, lvl)
+        return {"x": x, "log_q": log_q, "phi": self._phi(log_q)}
+
     def rejuvenate(self, particles, t: int):
+        if isinstance(self.moves, IndependenceRejuvenation):
+            return self._independence_move(particles, t) if t == self.max_steps - 1 else particles
         if self.moves is None or self.moves.when != "resample":
             return particles
         return self._move(particles, t)
@@ -542,7 +612,7 @@ class ComposedDiffusionTwist(Twist):
             phi = self._phi(log_q)
             inc = phi - _gaussian_log_prob(self._flat(x), torch.zeros((), dtype=torch.float64), std**2)
             return {"x": x, "log_q": log_q, "phi": phi}, self._check(inc, t), done
-        every_step = self.moves is not None and self.moves.when == "step"
+        every_step = isinstance(self.moves, Rejuvenation) and self.moves.when == "step"
         if every_step:
             particles = self._move(particles, t - 1)
             x = particles["x"]

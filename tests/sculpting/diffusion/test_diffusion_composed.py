@@ -15,7 +15,13 @@ import pytest
 import torch
 
 import pyro_sculpt as ps
-from pyro_sculpt.diffusion import AncestralSampler, DDIMSampler, EulerMaruyamaSampler, GaussianMixtureOracle
+from pyro_sculpt.diffusion import (
+    AncestralSampler,
+    DDIMSampler,
+    DiffusionModel,
+    EulerMaruyamaSampler,
+    GaussianMixtureOracle,
+)
 from pyro_sculpt.experiments.gaussians import base_oracles
 from pyro_sculpt.processes import step_sites
 from pyro_sculpt.sculpting.diffusion import GaussianMixtureClassifier
@@ -293,3 +299,52 @@ def test_smc_with_mala_moves_is_within_the_null_over_seeds(oracles, op):
         modes.append(mode)
         bins.append(binned)
     assert sum(modes) / 5 <= 1.5 and sum(bins) / 5 <= 1.5, (modes, bins)
+
+
+# ----- final independence moves (leaves with exact samplers) -----
+
+
+def test_final_independence_moves_redraw_the_particles_from_the_target(oracles):
+    # SMC of the product (4,000 particles), then 10 independence moves per particle with proposals from the mixture
+    # of the (exactly sampled) leaves: distinct, equally weighted particles whose mode weights are redrawn
+    s = em(oracles[:2])
+    with_moves, without = [], []
+    for seed in (0, 1):
+        moves = ps.mcmc.IndependenceRejuvenation(10)
+        _, res, mode, binned = run_against_target(ps.product(*s), oracles[:2], n=4000, seed=seed, moves=moves)
+        assert len(moves.history) == 10 and all(0.2 < a < 0.9 for a in moves.history), moves.history
+        assert torch.allclose(res.log_weights.exp(), torch.full((4000,), 1 / 4000, dtype=torch.float64))
+        assert torch.unique(res.x, dim=0).shape[0] > 3800  # the resampling's duplicates were redrawn
+        assert binned <= 1.3, binned
+        with_moves.append(mode)
+        without.append(run_against_target(ps.product(*s), oracles[:2], n=4000, seed=seed)[2])
+    assert sum(with_moves) / 2 <= 1.5 and sum(with_moves) < sum(without) / 1.5, (with_moves, without)
+    # one leaf as the proposal (for a product, w = log p_2 at the particle) also works
+    one = ps.mcmc.IndependenceRejuvenation(10, proposal=0)
+    _, _, mode0, binned0 = run_against_target(ps.product(*s), oracles[:2], n=4000, moves=one)
+    assert mode0 <= 2.5 and binned0 <= 1.3, (mode0, binned0)
+
+
+def test_final_independence_moves_check_their_leaves(oracles):
+    class NoSampler(DiffusionModel):
+        """An oracle's exact scores and densities without its exact sampler."""
+
+        def __init__(self, oracle):
+            self.schedule, self.event_shape, self.oracle = oracle.schedule, oracle.event_shape, oracle
+
+        def score(self, x, t):
+            return self.oracle.score(x, t)
+
+        def log_prob(self, x, t=None):
+            return self.oracle.log_prob(x, t)
+
+    s = em(oracles[:2], 5)
+    moves = ps.mcmc.IndependenceRejuvenation(2)
+    with pytest.raises(ValueError, match=r"leaf 1 \(NoSampler\) has no sample\(num_samples, t\)"):
+        ps.infer.smc(ps.product(s[0], EulerMaruyamaSampler(NoSampler(oracles[1]), 5)), 10, moves=moves)
+    with pytest.raises(ValueError, match="proposal=2 is not the index of a leaf"):
+        ps.infer.smc(ps.product(*s), 10, moves=ps.mcmc.IndependenceRejuvenation(2, proposal=2))
+    with pytest.raises(ValueError, match="needs the leaves' exact log-densities"):
+        ps.infer.smc(ps.product(*s), 10, moves=moves, densities="tracked")
+    with pytest.raises(TypeError, match="moves must be a pyro_sculpt.mcmc.Rejuvenation, a pyro_sculpt.mcmc.Indep"):
+        ps.infer.smc(ps.product(*s), 10, moves="mala")
