@@ -257,7 +257,8 @@ def test_device_argument(make_four_modes):
 
 def test_clip_denoised_clips_the_predicted_clean_sample():
     # modes at +-3 with a box of [-1, 1]: every step's prediction x0_hat is clipped, so the output's first coordinate
-    # sits at +-1 up to the last step's noise (unclipped: at +-3); a box that contains every prediction leaves the sampler unchanged
+    # sits at +-1 up to the last step's noise (unclipped: at +-3); a box that contains every prediction leaves the
+    # sampler unchanged
     oracle = GaussianMixtureOracle(torch.tensor([[-3.0, 0.0], [3.0, 0.0]]), stds=0.3)
     for make in (AncestralSampler, EulerMaruyamaSampler, DDIMSampler):
         plain, boxed = make(oracle, 50), make(oracle, 50, clip_denoised=(-1.0, 1.0))

@@ -9,15 +9,13 @@ so the guided step costs one forward mask and two network calls per step.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import nn
 
 from pyro_sculpt.gflownets.env import DiscreteEnv
-from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess
 from pyro_sculpt.nn import MLP
-from pyro_sculpt.sculpting.gflownet.bases import base_processes
 from pyro_sculpt.sculpting.gflownet.classifier import ObservationClassifier
 from pyro_sculpt.sculpting.observations import Observations, reweight_first
 
@@ -113,38 +111,6 @@ class ChildObservationClassifier(ObservationClassifier):
             raise ValueError(f"{expected}; it failed on the initial state: {err}") from None
         if tuple(probe.shape) != (1, env.n_actions, k):
             raise ValueError(f"{expected}, got {tuple(probe.shape)}")
-
-    @classmethod
-    def for_bases(
-        cls,
-        bases: Sequence[DiscretePolicyProcess],
-        num_observations: int = 2,
-        *,
-        hidden: int = 64,
-        layers: int = 2,
-        network: Optional[nn.Module] = None,
-        child_network: Optional[nn.Module] = None,
-        device=None,
-    ) -> "ChildObservationClassifier":
-        """An untrained classifier for ``bases`` (remembered for :meth:`fit`).
-
-        Example::
-
-            clf = ChildObservationClassifier.for_bases([p1, p2], num_observations=2).fit(steps=500)
-        """
-        procs = base_processes(bases)
-        clf = cls(
-            procs[0].env,
-            len(procs),
-            num_observations,
-            hidden=hidden,
-            layers=layers,
-            network=network,
-            child_network=child_network,
-            device=device if device is not None else procs[0].device,
-        )
-        clf.bases = procs
-        return clf
 
     def children_log_joint(self, states: torch.Tensor, obs: Observations) -> torch.Tensor:
         """:math:`\\log Q(y_1, \\dots, y_n \\mid s_a)` at the child of every action of every state, under the priors

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -150,34 +150,21 @@ class ObservationClassifier(Checkpointable, Classifier):
 
     @classmethod
     def for_bases(
-        cls,
-        bases: Sequence[DiscretePolicyProcess],
-        num_observations: int = 2,
-        *,
-        alpha_conditioned: bool = False,
-        hidden: int = 256,
-        layers: int = 2,
-        network: Optional[nn.Module] = None,
-        device=None,
+        cls, bases: Sequence[DiscretePolicyProcess], num_observations: int = 2, *, device=None, **options: Any
     ) -> "ObservationClassifier":
         """An untrained classifier for ``bases`` (on their environment, one output per base, on the first base's
         device unless ``device`` is given); it remembers the bases, on which :meth:`fit` trains by default.
 
+        :param options: the constructor's keyword arguments (``hidden``, ``layers``, ``network``,
+            ``alpha_conditioned``; a subclass's own, e.g. ``child_network``).
+
         Example::
 
-            clf = ObservationClassifier.for_bases([p1, p2], num_observations=2).fit(steps=2000)
+            clf = ObservationClassifier.for_bases([p1, p2], num_observations=2, hidden=128).fit(steps=2000)
         """
         procs = base_processes(bases)
-        clf = cls(
-            procs[0].env,
-            len(procs),
-            num_observations,
-            alpha_conditioned=alpha_conditioned,
-            hidden=hidden,
-            layers=layers,
-            network=network,
-            device=device if device is not None else procs[0].device,
-        )
+        device = device if device is not None else procs[0].device
+        clf = cls(procs[0].env, len(procs), num_observations, device=device, **options)
         clf.bases = procs
         return clf
 
