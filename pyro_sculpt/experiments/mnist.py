@@ -236,10 +236,12 @@ SIZES: dict[str, Settings] = {
     ),
     # digit models on a CPU in minutes (docs/mnist.md, "A CPU recipe"): a third U-Net level (7x7) for the digit's
     # global shape, the linear schedule with beta_max = 12 (no saturated colour fields), small batches at a larger
-    # learning rate, a short EMA; classifier-guided compositions at gamma 10 only
+    # learning rate, a short EMA, the truncated-SNR loss weighting (no tinted backgrounds), predictions clipped to
+    # the data's box; classifier-guided compositions at gamma 10 only
     "cpu": Settings(
         unet=dict(channels=(16, 32, 32), time_embedding_dim=32), schedule=dict(beta_max=12.0),
-        score=dict(steps=1500, batch_size=32, lr=2e-3, ema_decay=0.995), sampler_steps=25, clip_denoised=(-1.0, 1.0),
+        score=dict(steps=1500, batch_size=32, lr=2e-3, ema_decay=0.995, snr_truncation=20.0),
+        sampler_steps=25, clip_denoised=(-1.0, 1.0),
         classifier_net=dict(channels=(16, 32, 32), hidden=64),
         classifier=dict(steps=800, batch_size=32, lr=1e-3, ramp=200, lr_final_factor=0.1, num_chains=256,
                         refresh_every=200, states_per_chain=4),

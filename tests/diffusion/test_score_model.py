@@ -132,3 +132,26 @@ def test_trained_model_reproduces_the_mixture():
     torch.manual_seed(0)
     x = ps.sample(AncestralSampler(model, 500), (4000,))
     assert mode_weight_tv(x, oracle.weights, oracle.means) <= 0.05
+
+
+def test_truncated_snr_weighting():
+    # the weighted loss is the per-row noise-prediction error times min(max(1, 1/SNR(t)), c), at the same random draws
+    model = ScoreModel(dim=2, hidden=16, layers=1, seed=0)
+    x0 = torch.randn(512, 2)
+    sched = model.schedule
+    torch.manual_seed(3)
+    t = sched.t_min + (sched.t_max - sched.t_min) * torch.rand(512)
+    eps = torch.randn_like(x0)
+    alpha, sigma = sched.alpha(t), sched.sigma(t)
+    with torch.no_grad():
+        err = ((model.network(alpha[:, None] * x0 + sigma[:, None] * eps, t) - eps) ** 2).sum(-1)
+    weight = ((sigma / alpha) ** 2).clamp(1.0, 20.0)
+    for cap, expected in ((None, err.mean()), (20.0, (weight * err).mean())):
+        torch.manual_seed(3)
+        with torch.no_grad():
+            got = model.loss(x0, snr_truncation=cap)
+        assert torch.allclose(got, expected, rtol=1e-5), (cap, got, expected)
+    assert float(weight.max()) == 20.0 and float(weight.min()) == 1.0  # both ends of the truncation are reached
+    # training with it runs and records its (weighted) loss
+    model.fit(x0, steps=20, batch_size=64, seed=0, progress_bar=False, snr_truncation=20.0)
+    assert len(model.history) > 0 and all(torch.isfinite(torch.tensor(h["loss"])) for h in model.history)
