@@ -142,32 +142,12 @@ class ChildObservationClassifier(ObservationClassifier):
         return payload
 
     @classmethod
-    def _from_checkpoint(cls, path, data, env=None, device=None, *, network=None, child_network=None):
-        """``ChildObservationClassifier.load(path, env=None, device=None, *, network=None, child_network=None)``.
+    def _constructor_options(cls, path, data: dict, child_network: Optional[nn.Module] = None) -> dict:
+        """``ChildObservationClassifier.load(path, env=None, device=None, *, network=None, child_network=None)``:
+        as :meth:`ObservationClassifier.load`, plus the child network.
 
-        :raises ValueError: as :meth:`ObservationClassifier.load`, and for a checkpoint saved with a custom
-            ``child_network`` when none is given.
+        :raises ValueError: for a checkpoint saved with a custom ``child_network`` when none is given.
         """
-        from pyro_sculpt.gflownets.registry import env_from_config
-        from pyro_sculpt.train.checkpoint import check_env
-
-        check_env(path, data["env"], env)
-        if data.get("custom_network", False) and network is None:
-            raise ValueError(f"checkpoint {path} was saved with a custom network: pass network=...")
         if data.get("custom_child_network", False) and child_network is None:
             raise ValueError(f"checkpoint {path} was saved with a custom child network: pass child_network=...")
-        clf = cls(
-            env or env_from_config(data["env"]),
-            data["num_models"],
-            data["num_observations"],
-            hidden=data["hidden"],
-            layers=data["layers"],
-            network=network,
-            child_network=child_network,
-        )
-        try:
-            clf.load_state_dict(data["state_dict"])
-        except RuntimeError as err:
-            raise ValueError(f"checkpoint {path} does not match the networks: {err}") from None
-        clf.history = list(data.get("history", []))
-        return clf.to(device) if device is not None else clf
+        return {"child_network": child_network}

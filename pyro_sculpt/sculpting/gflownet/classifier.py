@@ -391,9 +391,10 @@ class ObservationClassifier(Checkpointable, Classifier):
         device=None,
         *,
         network: Optional[nn.Module] = None,
+        **extra: Any,
     ) -> "ObservationClassifier":
         """``ObservationClassifier.load(path, env=None, device=None, *, network=None)``: load a checkpoint written
-        by :meth:`save`.
+        by :meth:`save` (``extra``: a subclass's own arguments, :meth:`_constructor_options`).
 
         :param env: the environment; must match the checkpoint's (rebuilt from the checkpoint when omitted).
         :param device: where to put the loaded classifier.
@@ -409,10 +410,10 @@ class ObservationClassifier(Checkpointable, Classifier):
             env or env_from_config(data["env"]),
             data["num_models"],
             data["num_observations"],
-            alpha_conditioned=data["alpha_conditioned"],
             hidden=data["hidden"],
             layers=data["layers"],
             network=network,
+            **cls._constructor_options(path, data, **extra),
         )
         try:
             clf.load_state_dict(data["state_dict"])
@@ -420,6 +421,11 @@ class ObservationClassifier(Checkpointable, Classifier):
             raise ValueError(f"checkpoint {path} does not match the network: {err}") from None
         clf.history = list(data.get("history", []))
         return clf.to(device) if device is not None else clf
+
+    @classmethod
+    def _constructor_options(cls, path: Union[str, Path], data: dict) -> dict:
+        """The constructor's keyword arguments of a checkpoint beyond the shared ones (a subclass adds its own)."""
+        return {"alpha_conditioned": data["alpha_conditioned"]}
 
     def cache_key(self):
         return parameters_key(self)

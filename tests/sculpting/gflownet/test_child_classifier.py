@@ -127,3 +127,16 @@ def test_checkpoint_round_trip(bases, tmp_path):
     states = ENV.all_states()
     obs = Observations.build((0, 1), 2)
     assert torch.equal(loaded.children_log_joint(states, obs), clf.children_log_joint(states, obs))
+
+
+def test_checkpoint_of_a_custom_child_network(bases, tmp_path):
+    from pyro_sculpt.sculpting.gflownet.child_classifier import default_child_network
+
+    child = default_child_network(ENV, 4, 16, 1)
+    clf = ChildObservationClassifier.for_bases(bases, num_observations=2, hidden=16, layers=1, child_network=child)
+    clf.save(tmp_path / "clf.pt")
+    with pytest.raises(ValueError, match="saved with a custom child network: pass child_network="):
+        ChildObservationClassifier.load(tmp_path / "clf.pt")
+    loaded = ChildObservationClassifier.load(tmp_path / "clf.pt", child_network=default_child_network(ENV, 4, 16, 1))
+    states, obs = ENV.all_states(), Observations.build((0, 1), 2)
+    assert torch.equal(loaded.children_log_joint(states, obs), clf.children_log_joint(states, obs))
