@@ -129,8 +129,10 @@ print(f"training images: M1 {tuple(datasets[0].shape)}, M2 {tuple(datasets[1].sh
 # matching through the shared loop (EMA of the weights, time limit, checkpoints). The observation classifier
 # `Q(y | x, t)` of the guided compositions is a `DiffusionObservationClassifier` whose network is a
 # `ConvClassifierNet`, trained on reverse chains of the two bases (the pool of chains redrawn often, see
-# mnist.md). The measurement classifier (`ColourDigitClassifier`) is a plain CNN trained on the held-out digits, each
-# in red and in green; it only measures.
+# mnist.md), or, with `fit(data=[x_1, x_2])` (the cpu size's choice), on the bases' own training digits noised by the
+# forward process: no chain is sampled, and the classifier cannot tell the bases apart by their artefacts (tinted
+# backgrounds of briefly trained models), only by colour and digit. The measurement classifier
+# (`ColourDigitClassifier`) is a plain CNN trained on the held-out digits, each in red and in green; it only measures.
 
 # %%
 models = []
@@ -146,7 +148,8 @@ net = ConvClassifierNet(IMAGE_SHAPE, tdim + 1, observation_output_size(2, 2), **
 clf = ps.DiffusionObservationClassifier.for_bases(
     samplers, 2, max_time=SETTINGS.max_time, time_embedding_dim=tdim, network=net, device=DEVICE
 )
-clf.fit(**SETTINGS.classifier, seed=0, progress_bar=False, time_limit=TIME_LIMIT)
+clf.fit(**SETTINGS.classifier, seed=0, progress_bar=False, time_limit=TIME_LIMIT,
+        data=[x.to(DEVICE) for x in datasets] if SETTINGS.classifier_data else None)  # fmt: skip
 print(f"observation classifier: {clf.history[-1]['step']} steps in {clf.history[-1]['time']:.1f} s")
 
 held_x = colour_digits(torch.cat([images[held], images[held]]), torch.arange(2).repeat_interleave(len(held)))

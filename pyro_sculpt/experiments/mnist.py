@@ -194,6 +194,9 @@ class Settings:
     #: the steps unguided; with this VP schedule a digit's colour, a signal over ~150 pixels, is still being decided
     #: there: alpha_t * 2 * sqrt(150) / sigma_t is about 2 at t = 0.7 and 1 at t = 0.8)
     max_time: float = 1.0
+    #: train the observation classifiers on each base's training digits, forward-noised, instead of the bases'
+    #: reverse chains (``DiffusionObservationClassifier.fit(data=...)``; docs/mnist.md)
+    classifier_data: bool = False
     measure_net: dict = field(default_factory=lambda: dict(channels=(32, 64, 64)))
     measure: dict = field(default_factory=lambda: dict(steps=2000, batch_size=128, lr=1e-3))
     #: samples per composition and guidance scale
@@ -237,16 +240,18 @@ SIZES: dict[str, Settings] = {
     # digit models on a CPU in minutes (docs/mnist.md, "A CPU recipe"): a third U-Net level (7x7) for the digit's
     # global shape, the linear schedule with beta_max = 12 (no saturated colour fields), small batches at a larger
     # learning rate, a short EMA, the truncated-SNR loss weighting (no tinted backgrounds), predictions clipped to
-    # the data's box; classifier-guided compositions at gamma 10 only
+    # the data's box; observation classifiers trained on the bases' forward-noised training digits (they cannot tell
+    # the bases apart by their artefacts); classifier-guided compositions at gamma 10 and 20
     "cpu": Settings(
         unet=dict(channels=(16, 32, 32), time_embedding_dim=32), schedule=dict(beta_max=12.0),
         score=dict(steps=1500, batch_size=32, lr=2e-3, ema_decay=0.995, snr_truncation=20.0),
         sampler_steps=25, clip_denoised=(-1.0, 1.0),
         classifier_net=dict(channels=(16, 32, 32), hidden=64),
         classifier=dict(steps=800, batch_size=32, lr=1e-3, ramp=200, lr_final_factor=0.1, num_chains=256,
-                        refresh_every=200, states_per_chain=4),
+                        refresh_every=25, states_per_chain=4),
+        classifier_data=True,
         measure_net=dict(channels=(16, 32, 32)), measure=dict(steps=600, batch_size=64, lr=1e-3),
-        particles=100, sample_batch=100, gammas=(10.0,), classifier_free=False,
+        particles=200, sample_batch=100, gammas=(10.0, 20.0), classifier_free=False,
     ),
     # the quality check (a GPU; hours on a CPU)
     "full": Settings(),
@@ -305,14 +310,16 @@ def train_base(name: str, pairs, data: Data, settings: Settings, out: Path, seed
 
     model, _ = load_or_train(path, lambda p: ScoreModel.load(p, network=UNet(IMAGE_SHAPE, **unet), device=device),
                              train, log)  # fmt: skip
-    return model, key
+    return model, key, x
 
 
 def train_classifier(
-    tag: str, models, keys, n_obs: int, settings: Settings, out: Path, seed: int, device, progress_bar, log
-):
+    tag: str, models, keys, n_obs: int, settings: Settings, out: Path, seed: int, device, progress_bar, log,
+    datasets: Optional[list] = None,
+):  # fmt: skip
     """Train (or load) the time-conditioned observation classifier of ``models`` (whose cache keys are ``keys``) on
-    reverse chains of ancestral samplers with ``settings.sampler_steps`` steps."""
+    reverse chains of ancestral samplers with ``settings.sampler_steps`` steps, or with ``settings.classifier_data``
+    on ``datasets`` (each model's training digits), forward-noised at the same samplers' times."""
     tdim = 32
     net_cfg = dict(settings.classifier_net)
     m = len(models)
@@ -324,6 +331,8 @@ def train_classifier(
              settings.time_limit, seed]  # fmt: skip
     if settings.clip_denoised is not None:  # (unclipped runs keep the keys of runs made before the setting existed)
         parts.append(list(settings.clip_denoised))
+    if settings.classifier_data:
+        parts.append("data")
     key = _key(*parts)
     path = out / f"classifier_{tag}_{key}.pt"
 
@@ -333,7 +342,9 @@ def train_classifier(
         clf = DiffusionObservationClassifier.for_bases(
             chains, n_obs, max_time=settings.max_time, time_embedding_dim=tdim, network=network(), device=device
         )
-        return clf.fit(**settings.classifier, seed=seed, progress_bar=progress_bar, time_limit=settings.time_limit)
+        data = [d.to(device) for d in datasets] if settings.classifier_data else None
+        return clf.fit(**settings.classifier, seed=seed, progress_bar=progress_bar, time_limit=settings.time_limit,
+                       data=data)  # fmt: skip
 
     def load(p):
         return DiffusionObservationClassifier.load(p, num_models=m, num_observations=n_obs, network=network(),
@@ -421,13 +432,15 @@ def image_grid(rows: Sequence[tuple[str, torch.Tensor]], path: Path, per_row: in
 
 
 def _setting(label, sets: dict, ops, n_obs, data, settings, out, seed, device, progress_bar, measure, log) -> dict:
-    models, keys, info = [], [], {}
+    models, keys, datasets, info = [], [], [], {}
     for k, (name, pairs) in enumerate(sets.items()):
-        model, key = train_base(name, pairs, data, settings, out, seed + k, device, progress_bar, log)
+        model, key, x = train_base(name, pairs, data, settings, out, seed + k, device, progress_bar, log)
         models.append(model)
         keys.append(key)
+        datasets.append(x)
         info[name] = {"train_seconds": _train_seconds(model), "set": [f"{c} {d}" for c, d in pairs]}
-    clf = train_classifier(label.replace(" ", "_"), models, keys, n_obs, settings, out, seed, device, progress_bar, log)
+    clf = train_classifier(label.replace(" ", "_"), models, keys, n_obs, settings, out, seed, device, progress_bar, log,
+                           datasets)  # fmt: skip
     info["classifier"] = {"train_seconds": _train_seconds(clf)}
     samplers = [AncestralSampler(m, settings.sampler_steps, clip_denoised=settings.clip_denoised) for m in models]
     rows, grids = [], []

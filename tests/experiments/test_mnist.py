@@ -87,9 +87,35 @@ def test_the_schedule_setting_reaches_the_score_models_their_cache_key_and_check
     tuned = dataclasses.replace(settings, schedule=dict(beta_max=12.0))
     args = ("M1", (("red", 0), ("green", 0)), data)
     rest = (tmp_path, 0, "cpu", False, lambda *a: None)
-    default, key = mnist.train_base(*args, settings, *rest)
-    model, tuned_key = mnist.train_base(*args, tuned, *rest)
+    default, key, _ = mnist.train_base(*args, settings, *rest)
+    model, tuned_key, _ = mnist.train_base(*args, tuned, *rest)
     assert default.schedule.beta_max == 20.0 and model.schedule.beta_max == 12.0
     assert tuned_key != key
-    loaded, again = mnist.train_base(*args, tuned, *rest)  # from the cache
+    loaded, again, _ = mnist.train_base(*args, tuned, *rest)  # from the cache
     assert again == tuned_key and loaded.schedule.beta_max == 12.0
+
+
+def test_the_classifier_data_setting_trains_on_the_digits_without_reverse_chains(tmp_path, monkeypatch):
+    grey = torch.zeros(20, 28, 28, dtype=torch.uint8)
+    grey[:, 8:20, 12:16] = 255
+    data = mnist.Data(grey, torch.arange(20) % 2, grey[:2], torch.arange(2), "test digits")
+    settings = mnist.SIZES["tiny"]
+    rest = (tmp_path, 0, "cpu", False, lambda *a: None)
+    sets = (("M1", (("red", 0), ("green", 0))), ("M2", (("green", 0), ("green", 1))))
+    trained = [mnist.train_base(name, pairs, data, settings, *rest) for name, pairs in sets]
+    models, keys, datasets = (list(v) for v in zip(*trained))
+    chains = mnist.train_classifier("2_models", models, keys, 2, settings, *rest, datasets)
+
+    import pyro_sculpt.sculpting.diffusion.classifier as classifier_module
+
+    def no_chains(*args, **kwargs):
+        raise AssertionError("the data-trained classifier must not sample reverse chains")
+
+    monkeypatch.setattr(classifier_module, "sample_reverse_chains", no_chains)
+    on_data = dataclasses.replace(settings, classifier_data=True)
+    clf = mnist.train_classifier("2_models", models, keys, 2, on_data, *rest, datasets)
+    files = sorted(p.name for p in tmp_path.glob("classifier_2_models_*.pt"))
+    assert len(files) == 2  # its own cache key
+    assert clf.history and chains.history
+    with pytest.raises(AssertionError, match="must not sample reverse chains"):
+        mnist.train_classifier("2_models_b", models, keys, 2, settings, *rest, datasets)

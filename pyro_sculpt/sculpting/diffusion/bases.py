@@ -82,6 +82,17 @@ def check_diffusion_bases(
     return samplers
 
 
+def _kept_steps(sampler: ReverseDiffusionProcess, max_time: float) -> list[int]:
+    """The steps of ``sampler`` that read a state at diffusion time :math:`\\tau \\le` ``max_time``."""
+    kept = [t for t in range(1, sampler.max_steps) if sampler.score_time(t) <= max_time + 1e-12]
+    if not kept:
+        raise ValueError(
+            f"max_time={max_time} is below every diffusion time of the sampler {sampler!r} (the smallest is "
+            f"{sampler.score_time(sampler.max_steps - 1):.4g})"
+        )
+    return kept
+
+
 @torch.no_grad()
 def sample_reverse_chains(
     sampler: ReverseDiffusionProcess, num_chains: int, max_time: float = 1.0
@@ -99,12 +110,7 @@ def sample_reverse_chains(
         states, times, final = sample_reverse_chains(AncestralSampler(model, 100), 4096, max_time=0.7)
     """
     check_positive_int("num_chains", num_chains)
-    kept = [t for t in range(1, sampler.max_steps) if sampler.score_time(t) <= max_time + 1e-12]
-    if not kept:
-        raise ValueError(
-            f"max_time={max_time} is below every diffusion time of the sampler {sampler!r} (the smallest is "
-            f"{sampler.score_time(sampler.max_steps - 1):.4g})"
-        )
+    kept = _kept_steps(sampler, max_time)
     x = sampler.prior(torch.Size([num_chains])).sample()
     states = x.new_empty((num_chains, len(kept)) + tuple(sampler.event_shape))
     j = 0
@@ -115,3 +121,32 @@ def sample_reverse_chains(
         x = sampler.step_dist(x, t).sample()
     times = torch.tensor([sampler.score_time(t) for t in kept], dtype=torch.float64)
     return states, times, x
+
+
+@torch.no_grad()
+def sample_forward_pairs(
+    sampler: ReverseDiffusionProcess, data: torch.Tensor, num_chains: int, max_time: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward-process counterpart of :func:`sample_reverse_chains`: ``num_chains`` final samples drawn (with
+    replacement) from ``data``, the base's training data, and for each, at every diffusion time :math:`\\tau \\le`
+    ``max_time`` that ``sampler`` reads, an independent noisy state :math:`x_\\tau = \\alpha_\\tau x_0 + \\sigma_\\tau
+    \\varepsilon` of the sampler's schedule.
+
+    Each pair :math:`(x_0, x_\\tau)` has the law that a reverse chain of a perfect model of the data gives it, which is
+    all a classifier's loss reads; the states of one row are not a chain (they are noised independently). No network
+    is evaluated, so such a pool costs nothing next to reverse chains.
+
+    :returns: ``(states, times, final)`` as :func:`sample_reverse_chains`.
+    """
+    check_positive_int("num_chains", num_chains)
+    kept = _kept_steps(sampler, max_time)
+    times = torch.tensor([sampler.score_time(t) for t in kept], dtype=torch.float64)
+    idx = torch.randint(0, data.shape[0], (num_chains,), device=data.device)
+    final = data[idx]
+    alpha, sigma = sampler.schedule.marginal(times)
+    shape = (1, len(kept)) + (1,) * (data.dim() - 1)
+    alpha = alpha.to(data.device, data.dtype).reshape(shape)
+    sigma = sigma.to(data.device, data.dtype).reshape(shape)
+    noise = torch.randn((num_chains, len(kept)) + tuple(data.shape[1:]), device=data.device, dtype=data.dtype)
+    states = alpha * final.unsqueeze(1) + sigma * noise
+    return states, times, final

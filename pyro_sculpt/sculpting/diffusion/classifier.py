@@ -34,7 +34,12 @@ from pyro_sculpt.nn import (
     observation_output_size,
     split_observation_output,
 )
-from pyro_sculpt.sculpting.diffusion.bases import DiffusionBase, check_diffusion_bases, sample_reverse_chains
+from pyro_sculpt.sculpting.diffusion.bases import (
+    DiffusionBase,
+    check_diffusion_bases,
+    sample_forward_pairs,
+    sample_reverse_chains,
+)
 from pyro_sculpt.sculpting.observations import (
     Observations,
     check_classifier_observations,
@@ -347,15 +352,46 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
                 f"bases use schedule {samplers[0].schedule!r}, but the classifier was built for {self.schedule!r}"
             )
 
-    def draw_chains(self, bases: Sequence[DiffusionBase], num_chains: int) -> list:
+    def draw_chains(
+        self, bases: Sequence[DiffusionBase], num_chains: int, data: Optional[Sequence[torch.Tensor]] = None
+    ) -> list:
         """A pool of ``num_chains`` reverse chains per base, sampled with each base's own sampler (a loop over bases;
-        every chain of a base is batched): per base ``(states, times, final)`` on the classifier's device."""
+        every chain of a base is batched): per base ``(states, times, final)`` on the classifier's device. With
+        ``data`` (checked by :meth:`check_data`), final samples drawn from each base's data and their forward-noised
+        states instead (:func:`~pyro_sculpt.sculpting.diffusion.bases.sample_forward_pairs`)."""
         dtype = next(self.net.parameters()).dtype
         pool = []
-        for s in bases:
-            states, times, final = sample_reverse_chains(s, num_chains, self.max_time)
+        for k, s in enumerate(bases):
+            if data is None:
+                states, times, final = sample_reverse_chains(s, num_chains, self.max_time)
+            else:
+                states, times, final = sample_forward_pairs(s, data[k], num_chains, self.max_time)
             pool.append((states.to(self.device, dtype), times.to(self.device, dtype), final.to(self.device, dtype)))
         return pool
+
+    def check_data(self, data: Any) -> list[torch.Tensor]:
+        """Check the training data of :meth:`fit`'s ``data`` argument: one tensor ``(N_k,) + event_shape`` of finite
+        values per base; returns them on the classifier's device and dtype."""
+        if isinstance(data, torch.Tensor) or not isinstance(data, (list, tuple)):
+            raise TypeError(
+                f"data must be a list of {self.num_models} tensors (one per base), got {type(data).__name__}"
+            )
+        if len(data) != self.num_models:
+            raise ValueError(f"data must hold one tensor per base ({self.num_models}), got {len(data)}")
+        dtype = next(self.net.parameters()).dtype
+        out = []
+        for k, x in enumerate(data):
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f"data[{k}] must be a tensor, got {type(x).__name__}")
+            if x.dim() != len(self.event_shape) + 1 or tuple(x.shape[1:]) != tuple(self.event_shape) or not len(x):
+                raise ValueError(
+                    f"data[{k}] must have shape (N,) + {tuple(self.event_shape)} with N >= 1 (the classifier's "
+                    f"{describe_event(self.event_shape)}), got {tuple(x.shape)}"
+                )
+            if not torch.isfinite(x).all():
+                raise ValueError(f"data[{k}] has non-finite values")
+            out.append(x.to(self.device, dtype))
+        return out
 
     def training_loss(
         self,
@@ -432,6 +468,7 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
         callback_every: int = 1000,
         time_limit: Optional[float] = None,
         lr_final_factor: float = 1.0,
+        data: Optional[Sequence[torch.Tensor]] = None,
     ) -> "DiffusionObservationClassifier":
         """Train in place by the bootstrapped objective of Garipov et al. (2023) on reverse chains of the bases; the
         loop is :func:`~pyro_sculpt.train.fit_loop`.
@@ -474,6 +511,13 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
         :param callback_every: see ``callback``.
         :param time_limit: stop after this many seconds.
         :param lr_final_factor: cosine decay of the learning rate to this fraction, in (0, 1] (1 keeps it constant).
+        :param data: the training data of each base, ``[x_1, ..., x_m]`` with ``x_k`` of shape ``(N_k,) +
+            event_shape``: train on final samples drawn from the data and their forward-noised states
+            (:func:`~pyro_sculpt.sculpting.diffusion.bases.sample_forward_pairs`) instead of the bases' reverse
+            chains. No base is sampled, so a pool costs nothing (refresh it often), and the classifier learns the
+            composition of the data's distributions, which the bases approximate, rather than of the bases
+            themselves: it cannot tell the bases apart by their artefacts (docs/mnist.md), nor correct for them.
+            The bases still set the schedule and the time grid.
         :returns: ``self``.
         :raises FloatingPointError: when the loss becomes non-finite (the message names the step).
         """
@@ -495,6 +539,8 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
             check_positive_int("refresh_every", refresh_every)
         if not (logit_alpha_range > 0) or not math.isfinite(logit_alpha_range):
             raise ValueError(f"logit_alpha_range must be a finite number > 0, got {logit_alpha_range!r}")
+        if data is not None:
+            data = self.check_data(data)
         if self.schedule is None:
             self.schedule = samplers[0].schedule
         self.bases = samplers
@@ -502,7 +548,7 @@ class DiffusionObservationClassifier(Checkpointable, nn.Module):
 
         def loss(state: TrainState):
             if state.step == 1 or (refresh_every is not None and (state.step - 1) % refresh_every == 0):
-                pool[:] = self.draw_chains(samplers, num_chains)
+                pool[:] = self.draw_chains(samplers, num_chains, data)
             value, loss_t, loss_n = self.training_loss(
                 pool, state.ema, state.step, state.batch_size, ramp, logit_alpha_range, states_per_chain
             )

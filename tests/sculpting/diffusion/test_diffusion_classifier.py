@@ -12,6 +12,7 @@ from pyro_sculpt.diffusion import AncestralSampler, DDIMSampler, GaussianMixture
 from pyro_sculpt.metrics import grid_mode_weights, mode_weight_tv
 from pyro_sculpt.sculpting import Observations
 from pyro_sculpt.sculpting.diffusion import GaussianMixtureClassifier, sample_reverse_chains
+from pyro_sculpt.sculpting.diffusion.bases import sample_forward_pairs
 from pyro_sculpt.sculpting.observations import terminal_log_joint
 
 MODES = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]])
@@ -118,7 +119,41 @@ def test_sample_reverse_chains_keeps_states_up_to_max_time():
     assert abs(states[:, 0].var(0).mean() - p1.sample(20000, t).var(0).mean()) < 0.35
 
 
+def test_sample_forward_pairs_have_the_forward_kernel():
+    sampler = AncestralSampler(two_bases()[0], 20)
+    data = torch.tensor([[1.0, -2.0], [3.0, 0.5]])
+    torch.manual_seed(0)
+    states, times, final = sample_forward_pairs(sampler, data, 20000, max_time=0.6)
+    ref_states, ref_times, _ = sample_reverse_chains(sampler, 2, max_time=0.6)
+    assert torch.equal(times, ref_times) and states.shape == (20000, times.numel(), 2) and final.shape == (20000, 2)
+    first = (final == data[0]).all(-1)
+    assert first.any() and (~first).any() and ((final == data[1]).all(-1) | first).all()  # finals are data rows
+    alpha, sigma = sampler.schedule.marginal(times)
+    for j in (0, times.numel() - 1):
+        eps = (states[first, j] - alpha[j].float() * data[0]) / sigma[j].float()
+        assert eps.mean(0).abs().max() < 0.03 and (eps.std(0) - 1).abs().max() < 0.03, j
+
+
 # ----- training against the exact classifier -----
+
+
+def test_classifier_trained_on_data_matches_the_exact_one():
+    """Trained on exact samples of the bases (their data), forward-noised, the classifier learns the exact one."""
+    p1, p2 = two_bases()
+    samplers = [AncestralSampler(p, 50) for p in (p1, p2)]
+    torch.manual_seed(3)
+    data = [p1.sample(20000), p2.sample(20000)]
+    clf = ps.DiffusionObservationClassifier.for_bases(samplers, 2, max_time=1.0, hidden=64, layers=2).fit(
+        steps=1500, batch_size=64, ramp=300, lr=2e-3, lr_final_factor=0.1, num_chains=4096, refresh_every=100,
+        states_per_chain=8, seed=0, progress_bar=False, data=data,
+    )  # fmt: skip
+    exact = GaussianMixtureClassifier([p1, p2], 2, quadrature_points=8)
+    torch.manual_seed(1)
+    for t in (None, 0.1, 0.4, 0.7):
+        x = torch.cat([p1.sample(1000, t), p2.sample(1000, t)])
+        with torch.no_grad():
+            err = (clf.log_joint(x, t).exp() - exact.log_joint(x, t).exp()).abs().sum((-1, -2)).mean()
+        assert err < 0.08, (t, float(err))
 
 
 def test_trained_classifier_matches_the_exact_one(trained):
@@ -243,6 +278,14 @@ def test_classifier_and_training_argument_errors():
         random_classifier().fit(samplers, steps=1, ema_decay=1.0)
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
         random_classifier().fit(samplers, steps=0)
+    with pytest.raises(TypeError, match="data must be a list of 2 tensors"):
+        random_classifier().fit(samplers, steps=1, data=torch.randn(4, 2))
+    with pytest.raises(ValueError, match=r"data must hold one tensor per base \(2\), got 1"):
+        random_classifier().fit(samplers, steps=1, data=[torch.randn(4, 2)])
+    with pytest.raises(ValueError, match=r"data\[1\] must have shape \(N,\) \+ \(2,\)"):
+        random_classifier().fit(samplers, steps=1, data=[torch.randn(4, 2), torch.randn(4, 3)])
+    with pytest.raises(ValueError, match=r"data\[0\] has non-finite values"):
+        random_classifier().fit(samplers, steps=1, data=[torch.full((4, 2), math.nan), torch.randn(4, 2)])
     assert math.isfinite(
         float(
             random_classifier()
