@@ -59,15 +59,19 @@ CROSS_STD = 0.2
 #: strength of the negation task, p1 (p1 / p2)^a
 NEGATION_A = 0.5
 #: the samplers of the table, in order
-SAMPLERS = ("reverse diffusion", "ULA corrector", "MALA corrector", "U-HMC corrector", "HMC corrector", "SMC",
-            "SMC + MALA")  # fmt: skip
+SAMPLERS = ("reverse diffusion", "ULA corrector", "MALA corrector", "U-HMC corrector", "HMC corrector",
+            "MALA corrector (late)", "SMC", "SMC + MALA")  # fmt: skip
 #: kernel and options of each corrector row
 CORRECTORS = {
     "ULA corrector": ("ula", {}),
     "MALA corrector": ("mala", {}),
     "U-HMC corrector": ("uhmc", {"num_leapfrog": 1}),
     "HMC corrector": ("hmc", {"num_leapfrog": 3}),
+    "MALA corrector (late)": ("mala", {}),
 }
+#: the correctors whose steps per level follow :meth:`Size.late_schedule` (the rest take ``corrector_steps`` at every
+#: level)
+LATE_CORRECTORS = ("MALA corrector (late)",)
 #: the samplers that need the level's exact log-density up to one constant shared by all particles
 EXACT_ONLY = (*CORRECTORS, "SMC + MALA")
 #: the oracle bases each task composes, by name (:func:`bases`)
@@ -175,6 +179,11 @@ class Size:
     steps: int = 100
     seeds: int = 3
     corrector_steps: int = 3
+    #: the late correctors: ``late_steps`` kernel steps per level at noise levels t <= ``late_below``,
+    #: ``corrector_steps`` above (docs/mcmc.md: the level targets' mode weights move until t of about 0.02, and
+    #: local moves stop crossing between the ring's modes below about 0.03)
+    late_steps: int = 200
+    late_below: float = 0.1
     smc_mala_steps: int = 5
     step_size: float = 0.05
     resolution: int = 400
@@ -192,9 +201,14 @@ class Size:
         if name == "full":
             return cls()
         if name == "tiny":
-            return cls(particles=300, steps=10, seeds=1, corrector_steps=1, smc_mala_steps=1, resolution=120,
+            return cls(particles=300, steps=10, seeds=1, corrector_steps=1, late_steps=2, late_below=0.3,
+                       smc_mala_steps=1, resolution=120,
                        train_samples=1000, hidden=16, layers=2, train_steps=30, batch_size=128)  # fmt: skip
         raise ValueError(f"size must be 'full' or 'tiny', got {name!r}")
+
+    def late_schedule(self, level: float) -> int:
+        """Kernel steps of the late correctors at noise level ``level``."""
+        return self.late_steps if level <= self.late_below else self.corrector_steps
 
 
 @dataclass
@@ -229,7 +243,8 @@ def _sample(sampler: str, dist: Any, size: Size) -> tuple[torch.Tensor, Optional
         return dist.sample((n,)), None, float(steps)
     if sampler in CORRECTORS:
         kernel, options = CORRECTORS[sampler]
-        moves = Rejuvenation(kernel, size.corrector_steps, size.step_size, when="step", **options)
+        per_level = size.late_schedule if sampler in LATE_CORRECTORS else size.corrector_steps
+        moves = Rejuvenation(kernel, per_level, size.step_size, when="step", **options)
         x = corrected_reverse_diffusion(dist, n, moves)
         return x, None, steps + moves.num_evaluations
     if sampler == "SMC":
@@ -424,7 +439,8 @@ def run(
     table = markdown_table(rows)
     header = (
         f"Energy-based composition, 2D (n = {size.particles}, {size.steps} reverse steps, {size.seeds} seeds; "
-        f"correctors: {size.corrector_steps} kernel steps per level; SMC + MALA: {size.smc_mala_steps} steps after "
+        f"correctors: {size.corrector_steps} kernel steps per level, the late ones {size.late_steps} at t <= "
+        f"{size.late_below:g}; SMC + MALA: {size.smc_mala_steps} steps after "
         f"each resampling). Machine: {platform.machine()}, torch {torch.__version__}; "
         f"{time.perf_counter() - start:.0f} s in all."
     )

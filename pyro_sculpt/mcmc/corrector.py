@@ -97,7 +97,8 @@ class CorrectorMessenger(Messenger):
 
     :param kernel: ``"mala"``, ``"hmc"``, ``"ula"``, ``"uhmc"`` or an :class:`~pyro_sculpt.mcmc.base.MCMCKernel`
         subclass.
-    :param num_steps: kernel steps per level (>= 1).
+    :param num_steps: kernel steps per level: a number (>= 1) or a function of the level's noise time returning an
+        integer >= 0 (as :class:`~pyro_sculpt.mcmc.Rejuvenation`; a level with 0 steps is left alone).
     :param step_size: the initial step size (adapted across levels towards ``target_accept`` when ``adapt``, as in
         :class:`~pyro_sculpt.mcmc.Rejuvenation`; reset at every entry of the handler).
     :param target_accept: in (0, 1); ``None``: the kernel's default.
@@ -126,7 +127,7 @@ class CorrectorMessenger(Messenger):
     def __init__(
         self,
         kernel: Union[str, type] = "mala",
-        num_steps: int = 5,
+        num_steps: Union[int, Callable[[float], int]] = 5,
         step_size: StepSize = 0.05,
         *,
         target_accept: Optional[float] = None,
@@ -190,7 +191,7 @@ class CorrectorMessenger(Messenger):
                 "no corrector_level/corrector_state: correctors apply to diffusion samplers and their compositions)"
             )
         level = level_of(t)
-        if level is None:
+        if level is None or self.moves.steps_at(level) == 0:
             return
         target = self._level_target(process, level, msg["name"])
         x = process.corrector_position(state)
@@ -210,7 +211,7 @@ class CorrectorMessenger(Messenger):
 def corrector(
     fn=None,
     kernel: Union[str, type] = "mala",
-    num_steps: int = 5,
+    num_steps: Union[int, Callable[[float], int]] = 5,
     step_size: StepSize = 0.05,
     **options: Any,
 ):

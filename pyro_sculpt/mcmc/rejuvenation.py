@@ -13,7 +13,7 @@ Exact invariance needs a Metropolis-adjusted kernel (MALA, HMC); ULA and U-HMC a
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 
@@ -36,7 +36,11 @@ class Rejuvenation:
 
     :param kernel: ``"mala"``, ``"hmc"``, ``"ula"``, ``"uhmc"`` or an :class:`~pyro_sculpt.mcmc.base.MCMCKernel`
         subclass (called as ``kernel(target, step_size, **kernel_options)``).
-    :param num_steps: kernel steps per level and particle.
+    :param num_steps: kernel steps per level and particle: a number (>= 1), or a function of the level's noise time
+        returning the number for that level (an integer >= 0; 0 leaves the level unmoved), e.g.
+        ``lambda t: 200 if t <= 0.1 else 5``: on the Reduce-Reuse-Recycle product the level targets' mode weights keep
+        moving until t of about 0.02 while local moves still cross between modes down to about 0.03, so steps spent
+        there buy more than steps spread evenly (docs/mcmc.md).
     :param step_size: the initial step size (a number; one for all particles).
     :param target_accept: the acceptance rate the step size is adapted to, in (0, 1); ``None``: the kernel's default
         (0.574 for MALA, 0.65 for HMC).
@@ -61,7 +65,7 @@ class Rejuvenation:
     def __init__(
         self,
         kernel: Union[str, type] = "mala",
-        num_steps: int = 5,
+        num_steps: Union[int, Callable[[float], int]] = 5,
         step_size: StepSize = 0.05,
         *,
         target_accept: Optional[float] = None,
@@ -77,7 +81,10 @@ class Rejuvenation:
         if not (isinstance(kernel, type) and issubclass(kernel, MCMCKernel)):
             raise TypeError(f"kernel must be one of {sorted(KERNELS)} or an MCMCKernel subclass, got {kernel!r}")
         self.kernel = kernel
-        self.num_steps = check_positive_int("num_steps", num_steps)
+        if callable(num_steps):
+            self.num_steps = num_steps
+        else:
+            self.num_steps = check_positive_int("num_steps", num_steps)
         h = check_step_size(step_size)
         if h.dim() != 0:
             raise ValueError(f"step_size must be a number (one for all particles), got shape {tuple(h.shape)}")
@@ -111,20 +118,36 @@ class Rejuvenation:
         """The current (adapted) step size."""
         return float(self.adapter.step_size)
 
+    def steps_at(self, level: Any) -> int:
+        """The number of kernel steps at noise level ``level`` (:attr:`num_steps`, or its value at ``level``)."""
+        if not callable(self.num_steps):
+            return self.num_steps
+        if level is None:
+            raise ValueError("num_steps is a function of the noise level, but these moves were given no level")
+        k = self.num_steps(float(level))
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"num_steps({float(level):.4g}) must return an integer >= 0, got {k!r}")
+        return k
+
     def move(self, x: torch.Tensor, target: LogProbAndGrad, level: Any = None) -> MCMCState:
-        """Run :attr:`num_steps` kernel steps on every particle ``x`` ``(N, ...)`` targeting ``target``; returns the
-        final :class:`~pyro_sculpt.mcmc.base.MCMCState` (its ``log_prob`` is the target at the new positions)."""
+        """Run :meth:`steps_at` ``(level)`` kernel steps on every particle ``x`` ``(N, ...)`` targeting ``target``;
+        returns the final :class:`~pyro_sculpt.mcmc.base.MCMCState` (its ``log_prob`` is the target at the new
+        positions; with 0 steps, at ``x``)."""
+        num_steps = self.steps_at(level)
         kernel = self.kernel(target, self.adapter.step_size, **self.kernel_options)
         state = kernel.init(x)
+        if num_steps == 0:
+            self.num_evaluations += 1
+            return state
         rates, sizes = [], []
-        for _ in range(self.num_steps):
+        for _ in range(num_steps):
             state, info = kernel.step(state, step_size=self.adapter.step_size)
             rates.append(info.mean_accept_prob)
             sizes.append(float(info.step_size.mean()))
             if self.adapt:
                 self.adapter.update(info)
         per_step = getattr(kernel, "num_leapfrog", 1)
-        self.num_evaluations += 1 + self.num_steps * per_step
+        self.num_evaluations += 1 + num_steps * per_step
         mean_h, mean_a = sum(sizes) / len(sizes), sum(rates) / len(rates)
         self.history.append({"level": level, "step_size": mean_h, "accept_rate": mean_a})
         return state

@@ -21,6 +21,14 @@ def test_cli_tiny_run_writes_the_table_and_the_figure(tmp_path):
         assert all(0 <= v <= 1 for v in r["tv"]) and all(v >= 0 for v in r["energy"]) and r["seconds"][0] > 0
     assert (tmp_path / "energy2d.png").stat().st_size > 10_000
     assert "| product | oracle | MALA corrector |" in (tmp_path / "results.md").read_text()
+    # the late corrector: late_steps (2) kernel steps at the levels t <= 0.3, corrector_steps (1) above
+    evals = {r["sampler"]: r["evaluations"] for r in data["rows"]}
+    size = energy2d.Size.named("tiny")
+    sampler = EulerMaruyamaSampler(energy2d.tasks()["product"].leaves[0], size.steps)
+    levels = sampler.times[1:].tolist()  # the level after every step is corrected, the last one too
+    late = sum(lv <= size.late_below for lv in levels)
+    assert 0 < late < len(levels)
+    assert evals["MALA corrector (late)"] - evals["MALA corrector"] == late * (size.late_steps - size.corrector_steps)
 
 
 def test_exact_targets_of_the_tasks():

@@ -79,6 +79,12 @@ def test_target_accept_and_options():
         ps.mcmc.Rejuvenation("mala", when="always")
     with pytest.raises(ValueError, match="num_leapfrog must be an integer"):
         ps.mcmc.Rejuvenation("hmc", num_leapfrog=-2)
+    x = torch.randn(4, 2)
+    for bad in (-1, 2.5, True, None):
+        with pytest.raises(ValueError, match=rf"num_steps\(0.3\) must return an integer >= 0, got {bad!r}"):
+            ps.mcmc.Rejuvenation("mala", num_steps=lambda t, bad=bad: bad).move(x, gauss, level=0.3)
+    with pytest.raises(ValueError, match="num_steps is a function of the noise level, but these moves were given no"):
+        ps.mcmc.Rejuvenation("mala", num_steps=lambda t: 1).move(x, gauss)
 
 
 def test_operator_target_needs_exact_densities():

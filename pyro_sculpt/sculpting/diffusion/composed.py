@@ -553,6 +553,8 @@ class ComposedDiffusionTwist(Twist):
     def _move(self, particles, t: int):
         """Particles after step ``t`` moved by the rejuvenation kernel at their level's target."""
         lvl = self.level(t)
+        if self.moves.steps_at(lvl) == 0:
+            return particles
         target = operator_target(self.core.models, lvl, self.core.operator)
         x = self.moves.move(particles["x"], target, level=lvl).x
         log_q = self.core.densities.init(x, lvl)
