@@ -2,7 +2,12 @@
 for Gaussian-mixture oracles) and the exact composed densities of oracles."""
 
 from pyro_sculpt.sculpting.diffusion import family  # noqa: F401  (registers the family)
-from pyro_sculpt.sculpting.diffusion.bases import as_sampler, check_diffusion_bases, sample_reverse_chains
+from pyro_sculpt.sculpting.diffusion.bases import (
+    as_sampler,
+    check_diffusion_bases,
+    sample_forward_pairs,
+    sample_reverse_chains,
+)
 from pyro_sculpt.sculpting.diffusion.classifier import DiffusionObservationClassifier
 from pyro_sculpt.sculpting.diffusion.closed_form import composition_log_density
 from pyro_sculpt.sculpting.diffusion.exact_classifier import GaussianMixtureClassifier
@@ -30,6 +35,7 @@ __all__ = [
     "diffusion_mixture",
     "guidance_terms",
     "is_diffusion_classifier",
+    "sample_forward_pairs",
     "sample_reverse_chains",
     "sculpted_diffusion",
 ]

@@ -11,8 +11,7 @@ import pyro_sculpt as ps
 from pyro_sculpt.diffusion import AncestralSampler, DDIMSampler, GaussianMixtureOracle, ScoreModel
 from pyro_sculpt.metrics import grid_mode_weights, mode_weight_tv
 from pyro_sculpt.sculpting import Observations
-from pyro_sculpt.sculpting.diffusion import GaussianMixtureClassifier, sample_reverse_chains
-from pyro_sculpt.sculpting.diffusion.bases import sample_forward_pairs
+from pyro_sculpt.sculpting.diffusion import GaussianMixtureClassifier, sample_forward_pairs, sample_reverse_chains
 from pyro_sculpt.sculpting.observations import terminal_log_joint
 
 MODES = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]])
@@ -137,6 +136,18 @@ def test_sample_forward_pairs_have_the_forward_kernel():
 # ----- training against the exact classifier -----
 
 
+def assert_matches_the_exact_classifier(clf, p1, p2):
+    """The classifier's joint within 0.08 (L1 over the observations, mean over points of both bases) of the exact one
+    at the terminal step and at t = 0.1, 0.4, 0.7."""
+    exact = GaussianMixtureClassifier([p1, p2], 2, quadrature_points=8)
+    torch.manual_seed(1)
+    for t in (None, 0.1, 0.4, 0.7):
+        x = torch.cat([p1.sample(1000, t), p2.sample(1000, t)])
+        with torch.no_grad():
+            err = (clf.log_joint(x, t).exp() - exact.log_joint(x, t).exp()).abs().sum((-1, -2)).mean()
+        assert err < 0.08, (t, float(err))
+
+
 def test_classifier_trained_on_data_matches_the_exact_one():
     """Trained on exact samples of the bases (their data), forward-noised, the classifier learns the exact one."""
     p1, p2 = two_bases()
@@ -147,24 +158,12 @@ def test_classifier_trained_on_data_matches_the_exact_one():
         steps=1500, batch_size=64, ramp=300, lr=2e-3, lr_final_factor=0.1, num_chains=4096, refresh_every=100,
         states_per_chain=8, seed=0, progress_bar=False, data=data,
     )  # fmt: skip
-    exact = GaussianMixtureClassifier([p1, p2], 2, quadrature_points=8)
-    torch.manual_seed(1)
-    for t in (None, 0.1, 0.4, 0.7):
-        x = torch.cat([p1.sample(1000, t), p2.sample(1000, t)])
-        with torch.no_grad():
-            err = (clf.log_joint(x, t).exp() - exact.log_joint(x, t).exp()).abs().sum((-1, -2)).mean()
-        assert err < 0.08, (t, float(err))
+    assert_matches_the_exact_classifier(clf, p1, p2)
 
 
 def test_trained_classifier_matches_the_exact_one(trained):
     p1, p2, _, clf = trained
-    exact = GaussianMixtureClassifier([p1, p2], 2, quadrature_points=8)
-    torch.manual_seed(1)
-    for t in (None, 0.1, 0.4, 0.7):
-        x = torch.cat([p1.sample(1000, t), p2.sample(1000, t)])
-        with torch.no_grad():
-            err = (clf.log_joint(x, t).exp() - exact.log_joint(x, t).exp()).abs().sum((-1, -2)).mean()
-        assert err < 0.08, (t, float(err))
+    assert_matches_the_exact_classifier(clf, p1, p2)
     assert clf.history and clf.history[-1]["step"] == 1500
 
 
