@@ -194,7 +194,7 @@ def test_rrr_product_with_mala_correctors():
 
 @pytest.mark.slow
 def test_rrr_product_with_late_mala_correctors_reaches_the_exact_product():
-    """The issue's check, met by spending the corrector steps late (about 4 min): 3 MALA steps per level above
+    """The issue's check, met by spending the corrector steps late (1.5-2.5 min): 3 MALA steps per level above
     t = 0.1 and 200 at the levels below, where the product's mode weights still move and local moves still cross
     between the ring's modes. Measured through ``energy2d`` (5 seeds): 0.013-0.027, mean 0.019 (null 0.012);
     uniform steps stop near 0.04 (``test_rrr_product_with_mala_correctors``)."""
