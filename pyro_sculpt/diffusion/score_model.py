@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -29,6 +29,13 @@ from pyro_sculpt.utils import DeviceLike, as_device, check_positive_int, set_see
 CHECKPOINT_VERSION = 1
 
 Data = Union[torch.Tensor, Callable[[int], torch.Tensor]]
+
+
+def _check_snr_truncation(value: Any) -> float:
+    """The cap ``c`` of the truncated-SNR loss weighting: a finite number >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (1.0 <= float(value) < float("inf")):
+        raise ValueError(f"snr_truncation must be None or a finite number >= 1, got {value!r}")
+    return float(value)
 
 
 class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
@@ -171,7 +178,7 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
         err = sum_event((net(xt, t) - eps) ** 2, self.event_shape)
         if snr_truncation is None:
             return err.mean()
-        weight = ((sigma / alpha) ** 2).clamp(min=1.0, max=float(snr_truncation))
+        weight = ((sigma / alpha) ** 2).clamp(min=1.0, max=_check_snr_truncation(snr_truncation))
         return (weight * err).mean()
 
     @torch.no_grad()
@@ -230,6 +237,8 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
             capped there).
         :raises FloatingPointError: when the loss becomes non-finite (the message names the step).
         """
+        if snr_truncation is not None:
+            _check_snr_truncation(snr_truncation)
         check_positive_int("batch_size", batch_size)
         dev = self.device
         if isinstance(data, torch.Tensor):

@@ -342,7 +342,7 @@ def train_classifier(
         clf = DiffusionObservationClassifier.for_bases(
             chains, n_obs, max_time=settings.max_time, time_embedding_dim=tdim, network=network(), device=device
         )
-        data = [d.to(device) for d in datasets] if settings.classifier_data else None
+        data = datasets if settings.classifier_data else None  # (fit moves them to the classifier's device)
         return clf.fit(**settings.classifier, seed=seed, progress_bar=progress_bar, time_limit=settings.time_limit,
                        data=data)  # fmt: skip
 

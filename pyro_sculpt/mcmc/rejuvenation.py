@@ -13,6 +13,7 @@ Exact invariance needs a Metropolis-adjusted kernel (MALA, HMC); ULA and U-HMC a
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -125,9 +126,9 @@ class Rejuvenation:
         if level is None:
             raise ValueError("num_steps is a function of the noise level, but these moves were given no level")
         k = self.num_steps(float(level))
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
             raise ValueError(f"num_steps({float(level):.4g}) must return an integer >= 0, got {k!r}")
-        return k
+        return int(k)
 
     def move(self, x: torch.Tensor, target: LogProbAndGrad, level: Any = None) -> MCMCState:
         """Run :meth:`steps_at` ``(level)`` kernel steps on every particle ``x`` ``(N, ...)`` targeting ``target``;

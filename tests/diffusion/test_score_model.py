@@ -155,3 +155,8 @@ def test_truncated_snr_weighting():
     # training with it runs and records its (weighted) loss
     model.fit(x0, steps=20, batch_size=64, seed=0, progress_bar=False, snr_truncation=20.0)
     assert len(model.history) > 0 and all(torch.isfinite(torch.tensor(h["loss"])) for h in model.history)
+    for bad in (0.5, -1.0, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="snr_truncation must be None or a finite number >= 1"):
+            model.fit(x0, steps=1, progress_bar=False, snr_truncation=bad)
+        with pytest.raises(ValueError, match="snr_truncation must be None or a finite number >= 1"):
+            model.loss(x0, snr_truncation=bad)

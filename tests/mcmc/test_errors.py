@@ -1,5 +1,6 @@
 """Bad input to kernels, adapters, targets and rejuvenation moves: clear errors."""
 
+import numpy
 import pytest
 import torch
 
@@ -83,6 +84,7 @@ def test_target_accept_and_options():
     for bad in (-1, 2.5, True, None):
         with pytest.raises(ValueError, match=rf"num_steps\(0.3\) must return an integer >= 0, got {bad!r}"):
             ps.mcmc.Rejuvenation("mala", num_steps=lambda t, bad=bad: bad).move(x, gauss, level=0.3)
+    assert ps.mcmc.Rejuvenation("mala", num_steps=lambda t: numpy.int64(2)).steps_at(0.3) == 2  # any integer type
     with pytest.raises(ValueError, match="num_steps is a function of the noise level, but these moves were given no"):
         ps.mcmc.Rejuvenation("mala", num_steps=lambda t: 1).move(x, gauss)
 
