@@ -47,6 +47,33 @@ plain Itô sum (``second_order="none"``) is consistent, but its fluctuation is w
 * ``"auto"`` (default): ``"exact"`` for events of at most :data:`EXACT_SECOND_ORDER_MAX_ENTRIES` entries,
   ``"hutchinson"`` beyond.
 
+**The trapezoidal rule (the default).** The step above takes every derivative at the step's start (``rule="left"``);
+its error is :math:`O(\\Delta)` but with a mode-dependent bias: on the 2D test mixtures at 100 Euler-Maruyama steps
+the tracked :math:`\\log q` of the corner modes is 0.09 nats low and the centre's 0.02 high, which a composition
+that raises a density to a power (``y = (3, 3, 3)``: :math:`q_3^3 / (q_1 + q_2 + q_3)^2`) turns into mode weights
+30 % off. ``rule="trapezoid"`` integrates :math:`d \\log q_t(x) = \\langle s, dx \\rangle + \\partial_t \\log q\\, dt`
+along the straight segment from :math:`(x, t)` to :math:`(x', t')` by the trapezoidal rule, with the time
+derivative from the Fokker-Planck equation at both ends,
+
+.. math::
+
+    \\log q_{t'}(x') - \\log q_t(x) \\approx \\tfrac12 \\langle s + s', dx \\rangle - \\tfrac12 (\\partial_t \\log q
+        + \\partial_t \\log q')\\, \\Delta - \\tfrac18 (g^2 + g'^2)\\, \\Delta\\, (\\operatorname{tr} H' -
+        \\operatorname{tr} H),
+
+primes at :math:`(x', t')`. The trapezoid's own error is the Euler-Maclaurin term :math:`-\\tfrac1{12} [F''(1) -
+F''(0)]` of :math:`F(\\tau) = \\log q` along the segment, whose mean over the step's noise (variance
+:math:`g^2 \\Delta` per entry; Wick's pairings of :math:`D^3 F[dx, dx, dx]`) is :math:`\\tfrac14 g^2 \\Delta^2` times
+the rate of change of :math:`\\operatorname{tr} H` along the path: the last term, from the traces the rule computes
+anyway. The spatial second-order term needs no Hessian (:math:`\\tfrac12 \\langle s' - s, dx \\rangle \\approx
+\\tfrac12 dx^\\top H\\, dx`); the traces are exact or Hutchinson's estimates (``second_order``). The end's scores and
+traces are the next step's start (kept by the tracker for the ``x_next`` it returned the update of, and given back by
+:meth:`PathDensityTracker.scores`), so a step costs one evaluation with the Hessian's trace per model, as the left
+rule's second-order term does. Measured with exact scores at 100 Euler-Maruyama steps: on the 5-mode test mixture
+(own model, 1,000 particles) the mean absolute error falls from 0.080 to 0.037 nats and the spread of the per-mode
+mean error from 0.078 to 0.031; on the ``gaussians`` base P3 (4,000 particles) from 0.116 to 0.034 and from 0.12 to
+0.002. docs/diffusion.md has the table (2-8 times smaller errors over samplers, dimensions and schedules).
+
 A Langevin step at a fixed time (a predictor-corrector sampler's corrector, :math:`t' = t`) has no time part:
 :math:`\\log q_t(x') - \\log q_t(x) \\approx \\langle s, dx \\rangle + \\tfrac12 dx^\\top H\\, dx`. Its noise, of
 variance :math:`2 \\epsilon` per entry, does not match :math:`g^2 \\Delta = 0`, so the second-order term is then
@@ -86,6 +113,7 @@ __all__ = ["EXACT_SECOND_ORDER_MAX_ENTRIES", "PathDensityTracker", "sample_with_
 EXACT_SECOND_ORDER_MAX_ENTRIES = 8
 
 _SECOND_ORDER = ("auto", "exact", "hutchinson", "none")
+_RULES = ("auto", "trapezoid", "left")
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -109,6 +137,9 @@ class PathDensityTracker:
         :math:`\\tfrac12 (dx^\\top H dx - g^2 \\Delta \\operatorname{tr} H)` is computed, or ``"none"`` to leave it out.
     :param num_probes: Rademacher probes of Hutchinson's trace estimate per model and step (``"hutchinson"``).
     :param generator: the random generator of Hutchinson's probes (default the global one).
+    :param rule: the step's quadrature: ``"trapezoid"`` (derivatives at both ends of the step, with the
+        Euler-Maclaurin term; see the module docstring), ``"left"`` (at the step's start, the expansion above), or
+        ``"auto"`` (default): the trapezoid, unless ``second_order="none"`` (the plain Itô sum, a left rule).
 
     Example::
 
@@ -131,6 +162,7 @@ class PathDensityTracker:
         second_order: str = "auto",
         num_probes: int = 1,
         generator: Optional[torch.Generator] = None,
+        rule: str = "auto",
     ):
         if isinstance(models, DiffusionModel) or not isinstance(models, Sequence) or len(models) == 0:
             raise ValueError(f"models must be a non-empty sequence of DiffusionModels, got {models!r}")
@@ -164,6 +196,17 @@ class PathDensityTracker:
         if second_order == "auto":
             second_order = "exact" if self.dim <= EXACT_SECOND_ORDER_MAX_ENTRIES else "hutchinson"
         self.second_order = second_order
+        if rule not in _RULES:
+            raise ValueError(f"rule must be one of {_RULES}, got {rule!r}")
+        if rule == "auto":
+            rule = "left" if second_order == "none" else "trapezoid"
+        if rule == "trapezoid" and second_order == "none":
+            raise ValueError(
+                "rule='trapezoid' needs the Hessian's trace at both ends of a step (second_order='exact', "
+                "'hutchinson' or 'auto'); second_order='none' is the plain Itô sum, rule='left'"
+            )
+        self.rule = rule
+        self._end: Optional[tuple] = None  # (x, its version, t, scores, d/dt log q) of the last step's end
         self.num_probes = check_positive_int("num_probes", num_probes)
         self.generator = generator
         self._prior_std = schedule.prior_std()
@@ -171,7 +214,7 @@ class PathDensityTracker:
 
     def __repr__(self) -> str:
         return f"PathDensityTracker(m={len(self.models)}, {describe_event(self.event_shape)}, " + (
-            f"second_order={self.second_order!r})"
+            f"second_order={self.second_order!r}, rule={self.rule!r})"
         )
 
     @property
@@ -233,6 +276,9 @@ class PathDensityTracker:
         """Every model's score at ``(x, t)``, shape ``(N, m, *event_shape)``."""
         self._check_x(x, "x")
         t = self._check_time(t, "t")
+        cached = self._cached(x, t)
+        if cached is not None:
+            return cached[0]
         if len(self.models) == 1:
             return self.models[0].score(x, t).unsqueeze(1)
         return torch.stack([mod.score(x, t) for mod in self.models], 1)
@@ -291,6 +337,8 @@ class PathDensityTracker:
             )
         if scores is not None:
             self._check_scores(scores, n)
+        if self.rule == "trapezoid":
+            return self._trapezoid(log_q, x, x_next, t, t_next, scores)
         f_dt, g2_dt = self.step_constants(t, t_next)
         second = None
         if self.second_order != "none":  # its forward pass also gives the scores: one evaluation per model
@@ -306,6 +354,64 @@ class PathDensityTracker:
         inc = (s * torch.add(base, s, alpha=-0.5 * g2_dt)).sum(-1, dtype=torch.float64) + self.dim * f_dt
         if second is not None:
             inc = inc + 0.5 * second
+        return log_q.to(torch.float64) + inc
+
+    def _cached(self, x: torch.Tensor, t: float) -> Optional[tuple]:
+        """:meth:`point` at ``(x, t)`` if ``x`` is the unchanged end of the last step, at time ``t``."""
+        end = self._end
+        if end is not None and end[0] is x and end[1] is not None and end[1] == _version_of(x) and end[2] == t:
+            return end[3]
+        return None
+
+    def point(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each model's score at ``(x, t)``, shape ``(N, m, *event_shape)``, and its Hessian's trace
+        :math:`\\operatorname{tr} H = \\nabla \\cdot s`, exact or by Hutchinson's estimate (:attr:`second_order`),
+        float64 ``(N, m)``: what the trapezoidal rule needs at each end of a step."""
+        x = x.detach()
+        scores, traces = [], []
+        with torch.enable_grad():
+            for mod in self.models:
+                if self.second_order == "exact":
+                    jac, score = _score_jacobian(mod, x, t)
+                    traces.append(jac.to(torch.float64).diagonal(dim1=-2, dim2=-1).sum(-1))
+                else:
+                    xr = x.clone().requires_grad_(True)
+                    score = mod.score(xr, t)
+                    traces.append(self._hutchinson_trace(score, xr))
+                scores.append(score.detach())
+        return torch.stack(scores, 1), torch.stack(traces, -1)
+
+    def time_derivative(self, x: torch.Tensor, t: float, scores: torch.Tensor, trace: torch.Tensor) -> torch.Tensor:
+        """:math:`\\partial_t \\log q_t(x)` of each model by the Fokker-Planck equation, :math:`-D f - f \\langle x, s
+        \\rangle + \\tfrac12 g^2 (\\operatorname{tr} H + \\lVert s \\rVert^2)`, from its score and Hessian trace at
+        ``(x, t)`` (:meth:`point`): float64 ``(N, m)``."""
+        n = x.shape[0]
+        tt = torch.tensor(t, dtype=torch.float64)
+        f, g2 = float(self.schedule.drift(tt)), float(self.schedule.diffusion2(tt))
+        flat = scores.detach().reshape(n, self.num_models, -1)
+        xs = (flat * x.detach().to(flat.dtype).reshape(n, 1, -1)).sum(-1, dtype=torch.float64)
+        ss = (flat * flat).sum(-1, dtype=torch.float64)
+        return -self.dim * f - f * xs + 0.5 * g2 * (trace + ss)
+
+    def _trapezoid(self, log_q, x, x_next, t: float, t_next: float, scores: Optional[torch.Tensor]) -> torch.Tensor:
+        """The step by the trapezoidal rule with its Euler-Maclaurin term (the class docstring); the end's scores and
+        traces are kept for the next step, which starts there."""
+        n = x.shape[0]
+        start = self._cached(x, t)
+        s0, tr0 = start if start is not None else self.point(x, t)
+        if scores is not None:
+            s0 = scores
+        s1, tr1 = self.point(x_next, t_next)
+        self._end = (x_next, _version_of(x_next), t_next, (s1, tr1))
+        d0 = self.time_derivative(x, t, s0, tr0)
+        d1 = self.time_derivative(x_next, t_next, s1, tr1)
+        dtype = torch.promote_types(x.dtype, s0.dtype)
+        dx = (x_next.detach().to(dtype) - x.detach().to(dtype)).reshape(n, 1, -1)
+        ssum = (s0.detach().to(dtype) + s1.to(dtype)).reshape(n, self.num_models, -1)
+        delta = t - t_next
+        g2 = [float(self.schedule.diffusion2(torch.tensor(v, dtype=torch.float64))) for v in (t, t_next)]
+        inc = 0.5 * (ssum * dx).sum(-1, dtype=torch.float64) - 0.5 * (d0 + d1) * delta
+        inc = inc - 0.125 * (g2[0] + g2[1]) * delta * (tr1 - tr0)  # the Euler-Maclaurin term, in expectation
         return log_q.to(torch.float64) + inc
 
     def _second_order_term(
@@ -330,17 +436,28 @@ class PathDensityTracker:
                     xr = x.detach().requires_grad_(True)
                     s = mod.score(xr, t)
                     scores.append(s.detach())
-                    p = self.num_probes
                     (hdx,) = torch.autograd.grad(s, xr, dx.to(s.dtype), retain_graph=True)
                     quad = (hdx * dx.to(hdx.dtype)).reshape(n, -1).sum(-1, dtype=torch.float64)
-                    tr = torch.zeros(n, dtype=torch.float64, device=x.device)
-                    for k in range(p):  # z' H z with z Rademacher: unbiased for tr H
-                        z = torch.randint(0, 2, x.shape, generator=self.generator, device=x.device).to(s.dtype) * 2 - 1
-                        (hz,) = torch.autograd.grad(s, xr, z, retain_graph=k + 1 < p)
-                        tr = tr + (hz * z).reshape(n, -1).sum(-1, dtype=torch.float64)
-                    tr = tr / p
-                    out.append(quad - g2_dt * tr)
+                    out.append(quad - g2_dt * self._hutchinson_trace(s, xr))
         return torch.stack(out, -1), torch.stack(scores, 1)
+
+    def _hutchinson_trace(self, score: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Hutchinson's estimate of :math:`\\operatorname{tr} H` at each particle, the mean of :math:`z^\\top H z` over
+        :attr:`num_probes` Rademacher probes :math:`z` (one vector-Jacobian product each through ``score``, computed
+        from ``x``, which requires grad): float64 ``(N,)``."""
+        n, p = x.shape[0], self.num_probes
+        tr = torch.zeros(n, dtype=torch.float64, device=x.device)
+        for k in range(p):
+            z = torch.randint(0, 2, x.shape, generator=self.generator, device=x.device).to(score.dtype) * 2 - 1
+            (hz,) = torch.autograd.grad(score, x, z, retain_graph=k + 1 < p)
+            tr = tr + (hz * z).reshape(n, -1).sum(-1, dtype=torch.float64)
+        return tr / p
+
+
+def _version_of(x: torch.Tensor) -> Optional[int]:
+    """``x``'s version counter (it counts in-place changes), ``None`` for an inference-mode tensor, which has none (the
+    tracker then does not reuse the end of a step: it cannot tell whether it was changed)."""
+    return None if x.is_inference() else x._version
 
 
 def _score_jacobian(model: DiffusionModel, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -367,6 +484,7 @@ def sample_with_log_density(
     num_probes: int = 1,
     seed: Optional[int] = None,
     progress_bar: bool = False,
+    rule: str = "auto",
 ):
     """Run a stochastic reverse-diffusion sampler, driven by its own model's score, and track the log-density of
     each of ``models`` along every particle's path (the Itô density estimator, docs/math.md §1.6).
@@ -387,6 +505,7 @@ def sample_with_log_density(
     :param num_probes: Rademacher probes of ``"hutchinson"``.
     :param seed: seed of a private generator for the noise and the probes (default the global generator).
     :param progress_bar: show a progress bar over the steps.
+    :param rule: the step's quadrature, see :class:`PathDensityTracker`.
     :returns: ``(x, log_q)``: the samples at ``t_min`` (more exactly the sampler's last time), shape
         ``(N, *event_shape)``, and the float64 log-densities, shape ``(N, m)``.
     :raises ValueError: for a deterministic sampler (its exact log-density is the probability-flow ODE's, see
@@ -413,7 +532,7 @@ def sample_with_log_density(
             )
     if models is None:
         models = [sampler.model]
-    tracker = PathDensityTracker(models, second_order=second_order, num_probes=num_probes)
+    tracker = PathDensityTracker(models, second_order=second_order, num_probes=num_probes, rule=rule)
     if tracker.schedule != sampler.schedule:
         raise ValueError(f"models have schedule {tracker.schedule!r}, the sampler uses {sampler.schedule!r}")
     if tracker.event_shape != sampler.event_shape:
