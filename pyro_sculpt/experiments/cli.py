@@ -120,9 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     gaussians = sub.add_parser(
         "gaussians",
-        help="sculpting 2D Gaussian-mixture diffusion models (2 and 3 models, oracle and trained)",
+        help="sculpting 2D Gaussian-mixture diffusion models (2 and 3 models; oracle, trained and energy)",
         description="Compose two and three 2D Gaussian-mixture diffusion models, with exact scores and the exact "
-        "classifier (oracle) and with trained score models and a trained classifier (trained); report mode-weight "
+        "classifier (oracle), with trained score models and a trained classifier (trained), and optionally with "
+        "trained energy-parameterised score models and their classifier (energy); report mode-weight "
         "TV, energy distance and MMD against the exact composition, with their exact-vs-exact nulls; write "
         "results.md, results.json and gaussians.png into --out.",
         epilog=DISTRIBUTED_HELP,
@@ -134,7 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="samples per composition, >= 2 (default 4000)",
     )
     gaussians.add_argument(
-        "--variants", nargs="+", default=["oracle", "trained"], choices=["oracle", "trained"], help="what to run"
+        "--variants",
+        nargs="+",
+        default=["oracle", "trained"],
+        choices=["oracle", "trained", "energy"],
+        help="what to run: exact scores, score networks, energy-parameterised score networks (default: oracle trained)",
     )
     gaussians.add_argument("--two-only", action="store_true", help="skip the 3-model compositions")
     gaussians.add_argument(

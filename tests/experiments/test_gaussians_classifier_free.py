@@ -26,14 +26,16 @@ def tiny_schedule(**changes) -> gaussians.Schedule:
     return gaussians.Schedule(**settings)
 
 
-def test_every_operation_has_classifier_free_rows_in_both_variants():
-    schedule = tiny_schedule()
+def test_every_operation_has_classifier_free_rows_in_every_variant():
+    schedule = tiny_schedule(variants=("oracle", "trained", "energy"))
     oracles = gaussians.base_oracles()[:2]
     models = [gaussians.ScoreModel(2, o.schedule, seed=k) for k, o in enumerate(oracles)]  # untrained: shapes only
+    energy = [gaussians.EnergyScoreModel(2, o.schedule, seed=k) for k, o in enumerate(oracles)]
     out = gaussians._run_setting("2 models", oracles, gaussians.TWO_MODEL_OPS, schedule, 0, False, lambda *a: None,
-                                 models)  # fmt: skip
+                                 models, energy)  # fmt: skip
     rows = out["rows"]
-    for variant in ("oracle", "trained"):
+    assert set(out["classifier_seconds"]) == {"trained", "energy"}
+    for variant in ("oracle", "trained", "energy"):
         for op, y in gaussians.TWO_MODEL_OPS:
             methods = {r["method"] for r in rows if r["variant"] == variant and r["op"] == op}
             expected = {gaussians.CF_GUIDED, gaussians.CF_SMC} | ({gaussians.CLASSIFIER} if y is not None else set())
@@ -58,6 +60,7 @@ def test_every_operation_has_classifier_free_rows_in_both_variants():
         }  # fmt: skip
     )
     assert "classifier-free SMC" in table and "| oracle | negation |" in table and "| trained | product |" in table
+    assert "| energy | y=" not in table and "| energy | contrast |" in table
 
 
 def test_smc_beats_reverse_diffusion_alone_on_the_oracle_product():
