@@ -206,11 +206,12 @@ class PathDensityTracker:
                 "'hutchinson' or 'auto'); second_order='none' is the plain Itô sum, rule='left'"
             )
         self.rule = rule
-        self._end: Optional[tuple] = None  # (x, its version, t, scores, d/dt log q) of the last step's end
+        self._end: Optional[tuple] = None  # (x, its version, t, (scores, traces)) of the last step's end
         self.num_probes = check_positive_int("num_probes", num_probes)
         self.generator = generator
         self._prior_std = schedule.prior_std()
         self._constants: dict[tuple[float, float], tuple[float, float]] = {}
+        self._coefficients: dict[float, tuple[float, float]] = {}
 
     def __repr__(self) -> str:
         return f"PathDensityTracker(m={len(self.models)}, {describe_event(self.event_shape)}, " + (
@@ -356,6 +357,16 @@ class PathDensityTracker:
             inc = inc + 0.5 * second
         return log_q.to(torch.float64) + inc
 
+    def _coefficients_at(self, t: float) -> tuple[float, float]:
+        """:math:`(f(t), g^2(t))` of the forward SDE, computed once per time."""
+        out = self._coefficients.get(t)
+        if out is None:
+            tt = torch.tensor(t, dtype=torch.float64)
+            out = (float(self.schedule.drift(tt)), float(self.schedule.diffusion2(tt)))
+            if len(self._coefficients) < 100_000:
+                self._coefficients[t] = out
+        return out
+
     def _cached(self, x: torch.Tensor, t: float) -> Optional[tuple]:
         """:meth:`point` at ``(x, t)`` if ``x`` is the unchanged end of the last step, at time ``t``."""
         end = self._end
@@ -386,8 +397,7 @@ class PathDensityTracker:
         \\rangle + \\tfrac12 g^2 (\\operatorname{tr} H + \\lVert s \\rVert^2)`, from its score and Hessian trace at
         ``(x, t)`` (:meth:`point`): float64 ``(N, m)``."""
         n = x.shape[0]
-        tt = torch.tensor(t, dtype=torch.float64)
-        f, g2 = float(self.schedule.drift(tt)), float(self.schedule.diffusion2(tt))
+        f, g2 = self._coefficients_at(t)
         flat = scores.detach().reshape(n, self.num_models, -1)
         xs = (flat * x.detach().to(flat.dtype).reshape(n, 1, -1)).sum(-1, dtype=torch.float64)
         ss = (flat * flat).sum(-1, dtype=torch.float64)
@@ -409,9 +419,9 @@ class PathDensityTracker:
         dx = (x_next.detach().to(dtype) - x.detach().to(dtype)).reshape(n, 1, -1)
         ssum = (s0.detach().to(dtype) + s1.to(dtype)).reshape(n, self.num_models, -1)
         delta = t - t_next
-        g2 = [float(self.schedule.diffusion2(torch.tensor(v, dtype=torch.float64))) for v in (t, t_next)]
+        g2 = self._coefficients_at(t)[1] + self._coefficients_at(t_next)[1]
         inc = 0.5 * (ssum * dx).sum(-1, dtype=torch.float64) - 0.5 * (d0 + d1) * delta
-        inc = inc - 0.125 * (g2[0] + g2[1]) * delta * (tr1 - tr0)  # the Euler-Maclaurin term, in expectation
+        inc = inc - 0.125 * g2 * delta * (tr1 - tr0)  # the Euler-Maclaurin term, in expectation
         return log_q.to(torch.float64) + inc
 
     def _second_order_term(

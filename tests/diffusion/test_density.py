@@ -257,6 +257,8 @@ def test_the_trapezoid_keeps_the_end_of_a_step_as_the_start_of_the_next():
     assert model.calls == calls + 1  # the new end only
     tracker.scores(x1, 0.49)  # another point: evaluated
     assert model.calls == calls + 2
+    s_other = tracker.scores(x2, 0.47)  # the kept end at another time: evaluated, at that time
+    assert model.calls == calls + 3 and torch.allclose(s_other[:, 0], model.oracle.score(x2, 0.47))
     calls = model.calls
     x2.add_(1.0)  # changed in place: not the kept end any more
     s2 = tracker.scores(x2, 0.48)
