@@ -76,10 +76,17 @@ class SMCResult:
         out = torch.zeros(env.num_states, dtype=torch.float64, device=w.device)
         return out.index_add_(0, env.index(self.x), w)
 
-    def resample(self, num_samples: Optional[int] = None) -> torch.Tensor:
-        """Equally weighted samples drawn from the weighted particles (multinomial)."""
+    def resample(self, num_samples: Optional[int] = None, resampling: str = "systematic") -> torch.Tensor:
+        """Equally weighted samples drawn from the weighted particles, in random order.
+
+        :param num_samples: how many (default: the number of particles).
+        :param resampling: ``"systematic"`` (default: each particle drawn :math:`\\lfloor n w_i \\rfloor` or
+            :math:`\\lceil n w_i \\rceil` times, the least added noise; equal weights return every particle once) or
+            ``"multinomial"`` (independent draws).
+        """
         n = self.num_particles if num_samples is None else check_positive_int("num_samples", num_samples)
-        idx = torch.multinomial(self.weights.double(), n, replacement=True)
+        idx = get_scheme(resampling)(self.log_weights, n)
+        idx = idx[torch.randperm(n, device=idx.device)]
         return self.x[idx]
 
     def empirical(self):

@@ -1,11 +1,13 @@
 """The generic SMC driver: any process, twists, resampling, diagnostics and conversions."""
 
+import math
+
 import arviz as az
 import pytest
 import torch
 
 import pyro_sculpt as ps
-from pyro_sculpt.infer import ProcessProposal, Twist, smc, systematic
+from pyro_sculpt.infer import ProcessProposal, SMCResult, Twist, multinomial, smc, systematic
 from tests.conftest import exact_bases
 
 ENV = ps.HyperGrid(2, 6)
@@ -50,6 +52,35 @@ def test_systematic_resampling_is_proportional():
     counts = torch.bincount(systematic(log_w.repeat_interleave(1000)), minlength=3000)
     picked = torch.stack([counts[:1000].sum(), counts[1000:2000].sum(), counts[2000:].sum()]).double() / 3000
     assert torch.allclose(picked, torch.tensor([0.1, 0.2, 0.7], dtype=torch.float64), atol=1e-3)
+
+
+def test_resampling_schemes_draw_any_number_of_indices():
+    log_w = torch.tensor([0.1, 0.2, 0.7]).log()
+    for n in (7, 10, 1000):
+        counts = torch.bincount(systematic(log_w, n), minlength=3).double()
+        assert counts.sum() == n
+        assert bool(((counts - n * log_w.exp()).abs() < 1).all())  # floor or ceil of n w_i
+        assert multinomial(log_w, n).shape == (n,)
+    assert multinomial(log_w).shape == (3,) and systematic(log_w).shape == (3,)
+
+
+def test_the_result_resamples_systematically_in_random_order():
+    torch.manual_seed(0)
+    x = torch.arange(1000.0)
+    equal = SMCResult(x, torch.full((1000,), -math.log(1000)), [1000.0], 0, 0.0, 0.0)
+    out = equal.resample()  # equal weights: every particle exactly once
+    assert torch.equal(out.sort().values, x) and not torch.equal(out, x)
+    log_w = torch.log_softmax(torch.linspace(0.0, 3.0, 1000), 0)
+    res = SMCResult(x, log_w, [1.0], 0, 0.0, 0.0)
+    for n in (500, 4000):
+        counts = torch.bincount(res.resample(n).long(), minlength=1000).double()
+        assert bool(((counts - n * log_w.exp()).abs() < 1).all())  # the least noise a resampling can add
+    multi = torch.bincount(res.resample(4000, resampling="multinomial").long(), minlength=1000).double()
+    assert float((multi - 4000 * log_w.exp()).abs().max()) >= 1  # independent draws do stray
+    with pytest.raises(ValueError, match="resampling must be one of"):
+        res.resample(10, resampling="stratified-ish")
+    with pytest.raises(ValueError, match="num_samples must be an integer >= 1"):
+        res.resample(0)
 
 
 def test_smc_of_a_plain_gflownet_is_its_sampler_with_equal_weights():
