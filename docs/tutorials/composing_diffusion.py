@@ -176,21 +176,22 @@ plt.close(fig)
 # %% [markdown]
 # ![Samples (red) over the exact composed densities (grey)](figures/diffusion_compositions.png)
 #
-# At full size (2,000 particles, 100 steps) on the reference machine (2-core x86_64, torch 2.13 CPU, shared with
-# other jobs), 2026-11-30, the script printed (mode TV; the TV expected of 2,000 exact samples is about 0.02-0.03):
+# At full size (2,000 particles, 100 steps) on the reference machine (2-core x86_64, torch 2.13 CPU, one thread, the
+# other core busy), 2026-12-01, the script printed (mode TV; the TV expected of 2,000 exact samples is about
+# 0.02-0.03; SMC's samples are `res.resample(N)`, systematic):
 #
 # | composition | sampler alone | with SMC | SMC ESS of 2,000 |
 # |---|---|---|---|
 # | harmonic mean, exact classifier (DDIM) | 0.021 | | |
 # | contrast, exact classifier (DDIM) | 0.016 | | |
 # | harmonic mean, guidance handler | 0.018 | | |
-# | harmonic mean, gamma = 3 (ancestral) | 0.153 | 0.026 | 1,733 (Pareto k 0.62) |
-# | harmonic mean, no classifier (Euler-Maruyama) | 0.095 | 0.013 | 1,787 |
-# | y = 123, three models, no classifier | 0.230 | 0.036 | 1,714 |
-# | product | 0.116 | 0.037 | 1,782 |
-# | negation (a = 1) | 0.311 | 0.044 | 1,692 |
+# | harmonic mean, gamma = 3 (ancestral) | 0.153 | 0.014 | 1,733 (Pareto k 0.62) |
+# | harmonic mean, no classifier (Euler-Maruyama) | 0.098 | 0.017 | 1,787 |
+# | y = 123, three models, no classifier | 0.192 | 0.016 | 1,714 |
+# | product | 0.106 | 0.040 | 1,782 |
+# | negation (a = 1) | 0.311 | 0.027 | 1,692 |
 #
-# The script took 653 s, most of it in the exact classifier's quadrature (it integrates over each particle's
+# The script took 154 s, most of it in the exact classifier's quadrature (it integrates over each particle's
 # posterior at every step).
 #
 # Products and negations concentrate on few modes whose weights are decided early in the reverse process; SMC's

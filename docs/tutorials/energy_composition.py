@@ -202,7 +202,8 @@ plt.close(fig)
 # At full size (4,000 particles, 100 Euler-Maruyama steps, step size 0.05 adapted across levels) the script printed,
 # on the reference machine (2-core x86_64 CPU shared with other engineers' jobs, torch 2.13 CPU, `OMP_NUM_THREADS=1`),
 # 2026-11-30 (wall times vary by 2-4x with the machine's load: the same script took 435 s and 135 s in two runs; the
-# times below are from the faster run; the mode TVs were identical in both):
+# times below are from the faster run; the mode TVs were identical in both; a rerun on 2026-12-01, after
+# `res.resample` became systematic, printed the same TVs in 144 s, and only the figure's resampled panels changed):
 #
 # | sampler | mode TV (mean; seeds) | evaluations per particle | s per run |
 # |---|---|---|---|
