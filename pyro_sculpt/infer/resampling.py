@@ -7,9 +7,11 @@ from typing import Callable, Optional
 
 import torch
 
+from pyro_sculpt.utils import check_positive_int
+
 
 def _count(log_weights: torch.Tensor, num_samples: Optional[int]) -> int:
-    return log_weights.shape[0] if num_samples is None else int(num_samples)
+    return log_weights.shape[0] if num_samples is None else check_positive_int("num_samples", num_samples)
 
 
 def systematic(log_weights: torch.Tensor, num_samples: Optional[int] = None) -> torch.Tensor:

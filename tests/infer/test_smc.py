@@ -62,6 +62,9 @@ def test_resampling_schemes_draw_any_number_of_indices():
         assert bool(((counts - n * log_w.exp()).abs() < 1).all())  # floor or ceil of n w_i
         assert multinomial(log_w, n).shape == (n,)
     assert multinomial(log_w).shape == (3,) and systematic(log_w).shape == (3,)
+    for scheme in (systematic, multinomial):
+        with pytest.raises(ValueError, match="num_samples must be an integer >= 1"):
+            scheme(log_w, 0)
 
 
 def test_the_result_resamples_systematically_in_random_order():
