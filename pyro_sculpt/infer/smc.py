@@ -84,9 +84,8 @@ class SMCResult:
             :math:`\\lceil n w_i \\rceil` times, the least added noise; equal weights return every particle once) or
             ``"multinomial"`` (independent draws).
         """
-        n = self.num_particles if num_samples is None else check_positive_int("num_samples", num_samples)
-        idx = get_scheme(resampling)(self.log_weights, n)
-        idx = idx[torch.randperm(n, device=idx.device)]
+        idx = get_scheme(resampling)(self.log_weights, num_samples)  # (the scheme validates num_samples)
+        idx = idx[torch.randperm(idx.shape[0], device=idx.device)]
         return self.x[idx]
 
     def empirical(self):
