@@ -14,6 +14,13 @@ step grows, so the recursion has its fixed point where the rate is :math:`\\alph
 default) the gain is constant and the step size follows a target that moves (the levels of a diffusion SMC); with
 :math:`\\kappa \\in (1/2, 1]` the gains decay and the step size converges on a fixed target. A chain whose step
 size keeps adapting is not exactly Markov; freeze the step size (stop calling :meth:`update`) for exact invariance.
+
+Before freezing on a fixed target, let the step size settle with decaying gains (a second adapter started from the
+first one's :attr:`~StepSizeAdapter.step_size` with ``decay=0.75``). With constant gain the linearised recursion
+multiplies the distance to the fixed point by :math:`1 - r\\,|d\\alpha / d\\log h|`; where the acceptance is steep
+(:math:`r\\,|d\\alpha / d\\log h| > 2`, e.g. HMC with few leapfrog steps just past a resonance of its narrowest
+coordinate) the step size hovers in a two-cycle whose *mean* acceptance is the target, and a step frozen between the
+cycle's two values is not on it.
 """
 
 from __future__ import annotations

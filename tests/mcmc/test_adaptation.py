@@ -1,6 +1,5 @@
-"""The step-size adapter reaches its target acceptance rate (within +-0.05) on a Gaussian."""
-
-import math
+"""The step-size adapter reaches its target acceptance rate (within +-0.05) on a Gaussian; settled with decaying gains
+and frozen, the kernel keeps it (within +-0.02)."""
 
 import pytest
 import torch
@@ -34,7 +33,11 @@ def test_adapter_reaches_its_target_acceptance(kernel, target_accept, per_partic
     if per_particle:
         assert adapter.step_size.shape == (2000,)
         return
-    # frozen at the adapted step size (geometric mean of the last 50 steps), the kernel keeps that rate
-    h = math.exp(sum(math.log(v) for v in trace.step_size[-50:]) / 50)
-    _, frozen = ps.mcmc.run_chains(kernel(gaussian()).with_step_size(h), x, 50)
-    assert abs(sum(frozen.accept_rate) / 50 - target_accept) <= 0.05
+    # Frozen for a fixed target, the step size must first settle: the documented way is decaying gains (module
+    # docstring). Constant gain alone can hover in a two-cycle around the target where the acceptance is steep (HMC
+    # with 3 leapfrog steps reaches 0.65 just past a resonance of the narrowest coordinate: 0.79 at h = 0.52, 0.43 at
+    # 0.56, so r |d alpha / d log h| > 2), and a step frozen between the cycle's two values is then off the target.
+    settle = ps.mcmc.StepSizeAdapter(adapter.step_size, target_accept, decay=0.75)
+    ps.mcmc.run_chains(kernel(gaussian()), x, 200, adapter=settle)
+    _, frozen = ps.mcmc.run_chains(kernel(gaussian()).with_step_size(float(settle.step_size)), x, 50)
+    assert abs(sum(frozen.accept_rate) / 50 - target_accept) <= 0.02
