@@ -297,15 +297,15 @@ NEGATION_AT_THE_BAR = (
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "op", ["harmonic mean", pytest.param("negation", marks=pytest.mark.xfail(strict=False, reason=NEGATION_AT_THE_BAR))]
-)
+@pytest.mark.parametrize("op", ["harmonic mean", "negation"])
 def test_smc_with_mala_moves_is_within_the_null_over_seeds(oracles, op):
     """With MCMC rejuvenation the mode weights reach the exact-sample null: mean over 5 seeds of the mode-TV and
     binned-TV ratios <= 1.5 at n = 10,000 (the issue's check; measured against the earlier 4-draw nulls: harmonic
     mean 1.72 / 1.10 with five MALA steps, 1.09 / 1.08 with ten; negation 0.94 / 1.17 with five; the exact nulls
-    change these by the factors 1.02 / 0.99 and 0.71 / 0.94). The negation is marked as not established: its mode
-    ratio's mean over many seeds is at the bar (NEGATION_AT_THE_BAR), not below it."""
+    change these by the factors 1.02 / 0.99 and 0.71 / 0.94). The negation's binned check holds; its mode check is
+    marked as not established (an expected failure when it misses): its mode ratio's mean over many seeds is at the
+    bar (NEGATION_AT_THE_BAR), not below it. A broken correction still fails it: the composed process alone is at
+    about 75x the mode null."""
     s = em(oracles[:2])
     dist = ps.harmonic_mean(*s) if op == "harmonic mean" else ps.negation(*s, 1.0)
     steps = 10 if op == "harmonic mean" else 5
@@ -314,7 +314,11 @@ def test_smc_with_mala_moves_is_within_the_null_over_seeds(oracles, op):
         _, _, mode, binned = run_against_target(dist, oracles[:2], seed=seed, moves=ps.mcmc.Rejuvenation("mala", steps))
         modes.append(mode)
         bins.append(binned)
-    assert sum(modes) / 5 <= 1.5 and sum(bins) / 5 <= 1.5, (modes, bins)
+    assert sum(bins) / 5 <= 1.5, (modes, bins)
+    if op == "negation" and sum(modes) / 5 > 1.5:
+        assert sum(modes) / 5 <= 3.0, (modes, bins)  # 48 seeds: 5-seed means 0.78-1.86
+        pytest.xfail(NEGATION_AT_THE_BAR)
+    assert sum(modes) / 5 <= 1.5, (modes, bins)
 
 
 # ----- final independence moves (leaves with exact samplers) -----
