@@ -125,6 +125,7 @@ def test_bad_inputs():
         ScoreModel(2, network=ScoreMLP(3, hidden=4, layers=1))
 
 
+@pytest.mark.slow  # end-to-end training quality; 25-60 s on the slower 2-core machine of 2026-12-02
 def test_trained_model_reproduces_the_mixture():
     """End to end: train on exact samples, sample with DDPM, compare mode weights (about 10 s)."""
     oracle = _oracle()

@@ -92,6 +92,7 @@ def test_log_prob_validates_states():
         gfn.as_distribution().log_prob(torch.tensor([[0, 4]]))
 
 
+@pytest.mark.slow  # end-to-end training quality; 25-60 s on the slower 2-core machine of 2026-12-02
 @pytest.mark.parametrize("reward", ["symmetric_shubert", "diagonal_sigmoid"])
 def test_fast_recipe_reaches_l1_005_on_32x32(reward):
     from pyro_sculpt.experiments.train_grid import FAST_RECIPE

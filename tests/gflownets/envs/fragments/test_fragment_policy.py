@@ -30,6 +30,7 @@ def test_logits_do_not_depend_on_how_the_tree_was_built_and_follow_the_action_la
     assert torch.equal(t1, t2) and torch.equal(policy(t1), policy(t2))
 
 
+@pytest.mark.slow  # end-to-end training quality; 25-60 s on the slower 2-core machine of 2026-12-02
 def test_a_beta_conditioned_gflownet_reaches_r_to_the_beta_at_several_beta():
     reward = ps.gflownets.get_reward("qed", beta=4.0)
     gfn = ps.GFlowNet(ENV, reward, policy="env", hidden=32, layers=2, beta_range=(1.0, 8.0))
