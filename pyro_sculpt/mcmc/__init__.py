@@ -20,6 +20,7 @@ from pyro_sculpt.mcmc.gibbs import Gibbs, GibbsState
 from pyro_sculpt.mcmc.hamiltonian import leapfrog
 from pyro_sculpt.mcmc.hmc import HMC
 from pyro_sculpt.mcmc.independence import IndependenceMH, IndependenceRejuvenation, IndependenceState
+from pyro_sculpt.mcmc.kde import GaussianKDE
 from pyro_sculpt.mcmc.line_integral import trapezoid_log_ratio
 from pyro_sculpt.mcmc.mala import MALA
 from pyro_sculpt.mcmc.rejuvenation import Rejuvenation
@@ -34,6 +35,7 @@ __all__ = [
     "ULA",
     "ChainTrace",
     "CorrectorMessenger",
+    "GaussianKDE",
     "Gibbs",
     "GibbsState",
     "IndependenceMH",

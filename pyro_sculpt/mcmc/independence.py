@@ -209,7 +209,7 @@ class IndependenceMH:
 
 
 #: the proposals an :class:`IndependenceRejuvenation` accepts by name
-PROPOSALS = ("mixture",)
+PROPOSALS = ("mixture", "particles")
 
 
 class IndependenceRejuvenation:
@@ -225,7 +225,13 @@ class IndependenceRejuvenation:
     :param num_steps: steps per particle.
     :param proposal: ``"mixture"``: the equal mixture of the bases (its density is within a factor :math:`m` of
         every base's, so the chain is uniformly ergodic wherever a base covers :math:`\\pi`); or an int ``i``: base
-        ``i`` alone (for a product, then :math:`w = \\sum_{j \\ne i} \\log p_j`).
+        ``i`` alone (for a product, then :math:`w = \\sum_{j \\ne i} \\log p_j`); or ``"particles"``: a Gaussian
+        kernel density estimate of the resampled particles themselves (:class:`~pyro_sculpt.mcmc.GaussianKDE`;
+        continuous states in low dimension), which needs no sampler of the bases, only the target's log-density, and
+        stays close to the target where a mixture of the bases is far from it (a negation, whose
+        :math:`\\pi / q` is unbounded for any base as :math:`q`).
+    :param num_centres: kernels of the ``"particles"`` proposal.
+    :param bandwidth: factor on Scott's bandwidth of the ``"particles"`` proposal.
 
     After a run, :attr:`history` holds the mean acceptance probability of every step.
 
@@ -236,7 +242,13 @@ class IndependenceRejuvenation:
         moves.history[-1]          # the last step's mean acceptance probability
     """
 
-    def __init__(self, num_steps: int = 10, proposal: Union[str, int] = "mixture"):
+    def __init__(
+        self,
+        num_steps: int = 10,
+        proposal: Union[str, int] = "mixture",
+        num_centres: int = 1000,
+        bandwidth: float = 1.0,
+    ):
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
         valid_int = isinstance(proposal, int) and not isinstance(proposal, bool) and proposal >= 0
@@ -244,12 +256,19 @@ class IndependenceRejuvenation:
             raise ValueError(
                 f"proposal must be one of {PROPOSALS} or the index (an int >= 0) of a base, got {proposal!r}"
             )
+        if isinstance(num_centres, bool) or not isinstance(num_centres, int) or num_centres < 2:
+            raise ValueError(f"num_centres must be an int >= 2, got {num_centres!r}")
+        if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not bandwidth > 0:
+            raise ValueError(f"bandwidth must be a number > 0, got {bandwidth!r}")
         self.num_steps = num_steps
         self.proposal = proposal
+        self.num_centres = num_centres
+        self.bandwidth = float(bandwidth)
         self.reset()
 
     def __repr__(self) -> str:
-        return f"IndependenceRejuvenation(num_steps={self.num_steps}, proposal={self.proposal!r})"
+        extra = f", num_centres={self.num_centres}, bandwidth={self.bandwidth}" if self.proposal == "particles" else ""
+        return f"IndependenceRejuvenation(num_steps={self.num_steps}, proposal={self.proposal!r}{extra})"
 
     def reset(self) -> None:
         """Forget the history (called at the start of every SMC run)."""

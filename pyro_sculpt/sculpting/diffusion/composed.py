@@ -30,7 +30,7 @@ from torch.distributions import constraints
 from pyro_sculpt.diffusion.model import batch_shape_of, per_batch
 from pyro_sculpt.diffusion.samplers import NonFiniteScoreError, ReverseDiffusionProcess
 from pyro_sculpt.infer.twist import Twist
-from pyro_sculpt.mcmc import IndependenceMH, IndependenceRejuvenation, Rejuvenation, operator_target
+from pyro_sculpt.mcmc import GaussianKDE, IndependenceMH, IndependenceRejuvenation, Rejuvenation, operator_target
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.diffusion.bases import as_sampler, check_diffusion_bases
 from pyro_sculpt.sculpting.diffusion.densities import (
@@ -461,13 +461,18 @@ class ComposedDiffusionTwist(Twist):
         :math:`\\pi` with fresh draws of the equal mixture of the leaves (or of one leaf) at that level as proposals,
         so that the duplicates of the resampling are replaced by distinct draws and the mode weights, decided early
         and inherited by the genealogy, are redrawn. That needs leaves with exact samplers of their noised marginals
-        (:func:`has_exact_sampler`, e.g. the oracles) and exact normalised log-densities.
+        (:func:`has_exact_sampler`, e.g. the oracles) and exact normalised log-densities; with
+        ``proposal="particles"`` the proposal is a Gaussian kernel density estimate of the resampled particles
+        (:class:`~pyro_sculpt.mcmc.GaussianKDE`), which needs only the leaves' exact log-densities and also moves
+        compositions whose ratio to every leaf is unbounded (the negation).
 
     Example::
 
         moves = ps.mcmc.Rejuvenation("mala", num_steps=5, step_size=0.01)
         res = ps.infer.smc(ps.product(s1, s2), 4000, moves=moves)
         res = ps.infer.smc(ps.product(s1, s2), 4000, moves=ps.mcmc.IndependenceRejuvenation(10))  # oracle leaves
+        kde_moves = ps.mcmc.IndependenceRejuvenation(20, proposal="particles", bandwidth=0.5)
+        res = ps.infer.smc(ps.negation(s1, s2, 1.0), 10_000, moves=kde_moves)  # leaves with exact log_prob(x, t)
     """
 
     #: the default of :func:`~pyro_sculpt.infer.smc`'s ``resample_threshold="auto"`` for these twists: resampling
@@ -526,6 +531,8 @@ class ComposedDiffusionTwist(Twist):
         self.rejuvenate_final = isinstance(moves, IndependenceRejuvenation)
 
     def _check_independence(self, moves: IndependenceRejuvenation) -> None:
+        if moves.proposal == "particles":
+            return  # the particles' own density estimate: no sampler of the leaves needed
         models = self.core.models
         missing = [k for k, m in enumerate(models) if not has_exact_sampler(m)]
         if missing:
@@ -579,7 +586,12 @@ class ComposedDiffusionTwist(Twist):
             log_prop = torch.logsumexp(log_q, -1) - math.log(m) if choice == "mixture" else log_q[..., choice]
             return self._phi(log_q) - log_prop
 
-        x = self.moves.move(x0, IndependenceMH(draw, log_weight)).x
+        if choice == "particles":
+            kde = GaussianKDE(x0, self.moves.num_centres, self.moves.bandwidth)
+            kernel = IndependenceMH(kde.sample, lambda x: self._phi(dens.init(x, lvl).double()) - kde.log_prob(x))
+        else:
+            kernel = IndependenceMH(draw, log_weight)
+        x = self.moves.move(x0, kernel).x
         log_q = dens.init(x, lvl)
         return {"x": x, "log_q": log_q, "phi": self._phi(log_q)}
 

@@ -362,6 +362,11 @@ def check_moves(process: ComposedProcess, moves: Optional[IndependenceRejuvenati
         raise ValueError(
             f"moves need the bases' exact terminal log-probabilities: the environment {process.env!r} is not enumerable"
         )
+    if moves.proposal == "particles":
+        raise ValueError(
+            "moves: proposal='particles' (a Gaussian kernel density estimate) is for continuous states; a GFlowNet "
+            "composition's moves propose from its bases: use proposal='mixture' or a base's index"
+        )
     m = len(process.bases)
     if isinstance(moves.proposal, int) and moves.proposal >= m:
         raise ValueError(f"moves.proposal must index one of the {m} bases, got {moves.proposal}")

@@ -60,6 +60,8 @@ def test_bad_moves():
         ps.infer.smc(ps.product(p1, p2), 10, moves=ps.mcmc.Rejuvenation("mala"))
     with pytest.raises(ValueError, match="moves.proposal must index one of the 2 bases, got 2"):
         ps.infer.smc(ps.product(p1, p2), 10, moves=ps.mcmc.IndependenceRejuvenation(proposal=2))
+    with pytest.raises(ValueError, match="proposal='particles' .* is for continuous states"):
+        ps.infer.smc(ps.product(p1, p2), 10, moves=ps.mcmc.IndependenceRejuvenation(proposal="particles"))
     for bad in (0, -1, 2.5):
         with pytest.raises(ValueError, match="num_steps must be an int >= 1"):
             ps.mcmc.IndependenceRejuvenation(num_steps=bad)
