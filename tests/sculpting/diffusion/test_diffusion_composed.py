@@ -42,6 +42,19 @@ def em(oracles, steps=STEPS):
     return [EulerMaruyamaSampler(o, steps) for o in oracles]
 
 
+class NoSampler(DiffusionModel):
+    """An oracle's exact scores and densities without its exact sampler."""
+
+    def __init__(self, oracle):
+        self.schedule, self.event_shape, self.oracle = oracle.schedule, oracle.event_shape, oracle
+
+    def score(self, x, t):
+        return self.oracle.score(x, t)
+
+    def log_prob(self, x, t=None):
+        return self.oracle.log_prob(x, t)
+
+
 def run_against_target(dist, leaves, n=N, seed=0, threshold=0.9, **options):
     target = Target(operator_log_density(leaves, dist.process.operator), n)
     res = ps.infer.smc(dist, n, seed=seed, resample_threshold=threshold, **options)
@@ -373,16 +386,6 @@ def test_smc_with_final_independence_moves_is_within_the_null_at_10000(oracles, 
 def test_particle_independence_moves_need_no_sampler_and_redraw_the_negation(oracles):
     # proposal="particles": a Gaussian KDE of the resampled particles, so leaves without exact samplers can be moved
     # and the negation, whose pi / q is unbounded for the leaves' mixture (acceptance 0), mixes
-    class NoSampler(DiffusionModel):
-        def __init__(self, oracle):
-            self.schedule, self.event_shape, self.oracle = oracle.schedule, oracle.event_shape, oracle
-
-        def score(self, x, t):
-            return self.oracle.score(x, t)
-
-        def log_prob(self, x, t=None):
-            return self.oracle.log_prob(x, t)
-
     s = [EulerMaruyamaSampler(NoSampler(o), STEPS) for o in oracles[:2]]
     moves = ps.mcmc.IndependenceRejuvenation(10, proposal="particles", bandwidth=0.5)
     _, res, mode, binned = run_against_target(ps.negation(*s, 1.0), oracles[:2], n=4000, moves=moves)
@@ -414,18 +417,6 @@ def test_the_negation_with_particle_independence_moves_is_within_the_null_at_100
 
 
 def test_final_independence_moves_check_their_leaves(oracles):
-    class NoSampler(DiffusionModel):
-        """An oracle's exact scores and densities without its exact sampler."""
-
-        def __init__(self, oracle):
-            self.schedule, self.event_shape, self.oracle = oracle.schedule, oracle.event_shape, oracle
-
-        def score(self, x, t):
-            return self.oracle.score(x, t)
-
-        def log_prob(self, x, t=None):
-            return self.oracle.log_prob(x, t)
-
     s = em(oracles[:2], 5)
     moves = ps.mcmc.IndependenceRejuvenation(2)
     with pytest.raises(ValueError, match=r"leaf 1 \(NoSampler\) has no sample\(num_samples, t\)"):
