@@ -232,6 +232,10 @@ class IndependenceRejuvenation:
         :math:`\\pi / q` is unbounded for any base as :math:`q`).
     :param num_centres: kernels of the ``"particles"`` proposal.
     :param bandwidth: factor on Scott's bandwidth of the ``"particles"`` proposal.
+    :param ode_steps: where the sampler has no exact log-densities of its bases at fresh points (a diffusion
+        composition of score networks, whose SMC tracks densities along each particle's path), the moves target the
+        composition of the bases' probability-flow log-densities, integrated with this many Runge-Kutta steps
+        (:func:`~pyro_sculpt.diffusion.probability_flow_log_prob`; ``"particles"`` proposal only).
 
     After a run, :attr:`history` holds the mean acceptance probability of every step.
 
@@ -248,6 +252,7 @@ class IndependenceRejuvenation:
         proposal: Union[str, int] = "mixture",
         num_centres: int = 1000,
         bandwidth: float = 1.0,
+        ode_steps: int = 100,
     ):
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
@@ -260,8 +265,11 @@ class IndependenceRejuvenation:
             raise ValueError(f"num_centres must be an int >= 2, got {num_centres!r}")
         if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not bandwidth > 0:
             raise ValueError(f"bandwidth must be a number > 0, got {bandwidth!r}")
+        if isinstance(ode_steps, bool) or not isinstance(ode_steps, int) or ode_steps < 1:
+            raise ValueError(f"ode_steps must be an int >= 1, got {ode_steps!r}")
         self.num_steps = num_steps
         self.proposal = proposal
+        self.ode_steps = ode_steps
         self.num_centres = num_centres
         self.bandwidth = float(bandwidth)
         self.reset()

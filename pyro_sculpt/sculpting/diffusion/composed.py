@@ -27,6 +27,7 @@ import torch
 from pyro.distributions import Normal, TorchDistribution
 from torch.distributions import constraints
 
+from pyro_sculpt.diffusion.likelihood import probability_flow_log_prob
 from pyro_sculpt.diffusion.model import batch_shape_of, per_batch
 from pyro_sculpt.diffusion.samplers import NonFiniteScoreError, ReverseDiffusionProcess
 from pyro_sculpt.infer.twist import Twist
@@ -518,12 +519,14 @@ class ComposedDiffusionTwist(Twist):
                     "moves must be a pyro_sculpt.mcmc.Rejuvenation, a pyro_sculpt.mcmc.IndependenceRejuvenation or "
                     f"None, got {type(moves).__name__}"
                 )
-            if not isinstance(self.core.densities, ExactDensities):
+            particle_moves = isinstance(moves, IndependenceRejuvenation) and moves.proposal == "particles"
+            if not isinstance(self.core.densities, ExactDensities) and not particle_moves:
                 raise ValueError(
                     "moves: MCMC rejuvenation needs the leaves' exact log-densities at every level (densities='exact', "
                     "leaf models with log_prob(x, t)), but this SMC uses "
                     f"{type(self.core.densities).__name__}: tracked densities are integrals along each particle's own "
-                    "path, which a move would invalidate"
+                    "path, which a move would invalidate (final moves with IndependenceRejuvenation(proposal='particles') "
+                    "work with them: they target the leaves' probability-flow densities)"
                 )
             if isinstance(moves, IndependenceRejuvenation):
                 self._check_independence(moves)
@@ -587,13 +590,30 @@ class ComposedDiffusionTwist(Twist):
             return self._phi(log_q) - log_prop
 
         if choice == "particles":
+            log_leaves = self._final_log_densities(lvl)
             kde = GaussianKDE(x0, self.moves.num_centres, self.moves.bandwidth)
-            kernel = IndependenceMH(kde.sample, lambda x: self._phi(dens.init(x, lvl).double()) - kde.log_prob(x))
+            kernel = IndependenceMH(kde.sample, lambda x: self._phi(log_leaves(x)) - kde.log_prob(x))
         else:
+            log_leaves = lambda x: dens.init(x, lvl)  # noqa: E731
             kernel = IndependenceMH(draw, log_weight)
         x = self.moves.move(x0, kernel).x
-        log_q = dens.init(x, lvl)
+        log_q = log_leaves(x)
         return {"x": x, "log_q": log_q, "phi": self._phi(log_q)}
+
+    def _final_log_densities(self, lvl: float):
+        """``x -> (N, m)``: the leaves' log-densities at level ``lvl`` at any point: exact where the SMC has them,
+        else by the probability-flow ODE of each leaf (score networks: the tracked densities exist only along each
+        particle's own path)."""
+        dens = self.core.densities
+        if isinstance(dens, ExactDensities):
+            return lambda x: dens.init(x, lvl).double()
+        models, steps = self.core.models, self.moves.ode_steps
+
+        def log_leaves(x: torch.Tensor) -> torch.Tensor:
+            cols = [probability_flow_log_prob(m, x, t0=lvl, num_steps=steps).detach().double() for m in models]
+            return torch.stack(cols, -1)
+
+        return log_leaves
 
     def rejuvenate(self, particles, t: int):
         if isinstance(self.moves, IndependenceRejuvenation):

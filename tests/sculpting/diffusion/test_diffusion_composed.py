@@ -26,6 +26,7 @@ from pyro_sculpt.experiments.gaussians import base_oracles
 from pyro_sculpt.processes import step_sites
 from pyro_sculpt.sculpting.diffusion import GaussianMixtureClassifier
 from pyro_sculpt.sculpting.diffusion.composed import ComposedDiffusionProcess, ComposedDiffusionTwist, GuidedSculpt
+from pyro_sculpt.sculpting.diffusion.densities import ExactDensities
 from pyro_sculpt.sculpting.log_operators import Base, Mixture, Negation, Product, Sculpt
 from tests.sculpting.diffusion.composed_helpers import Target, operator_log_density, rrr_ring_times_gaussian
 
@@ -394,6 +395,36 @@ def test_particle_independence_moves_need_no_sampler_and_redraw_the_negation(ora
     assert torch.unique(res.x, dim=0).shape[0] > 3900  # the resampling's duplicates were redrawn
     assert mode <= 2.5 and binned <= 1.3, (mode, binned)
     assert "proposal='particles', num_centres=1000, bandwidth=0.5" in repr(moves)
+
+
+def test_particle_moves_of_score_only_leaves_target_their_probability_flow_densities(oracles):
+    # leaves with scores only: SMC tracks their densities along each path, and the final moves, which need the
+    # leaves' densities at fresh points, integrate their probability flow instead
+    class ScoreOnly(DiffusionModel):
+        def __init__(self, oracle):
+            self.schedule, self.event_shape, self.oracle = oracle.schedule, oracle.event_shape, oracle
+
+        def score(self, x, t):
+            return self.oracle.score(x, t)
+
+    s = [EulerMaruyamaSampler(ScoreOnly(o), 30) for o in oracles[:2]]
+    dist = ps.harmonic_mean(*s)
+    twist = ps.infer.as_twist(dist, moves=ps.mcmc.IndependenceRejuvenation(2, proposal="particles", ode_steps=30))
+    assert not isinstance(twist.core.densities, ExactDensities)  # tracked
+    # the moves' log-densities at the last level: the probability flow's, close to the exact ones
+    x = oracles[0].sample(200, twist.level(twist.max_steps - 1))
+    pf = twist._final_log_densities(twist.level(twist.max_steps - 1))(x)
+    exact = torch.stack([o.log_prob(x, twist.level(twist.max_steps - 1)) for o in oracles[:2]], -1).double()
+    assert (pf - exact)[:, 0].abs().mean() < 0.05, (pf - exact).abs().mean(0)
+    moves = ps.mcmc.IndependenceRejuvenation(3, proposal="particles", bandwidth=0.5, ode_steps=20)
+    _, res, mode, binned = run_against_target(dist, oracles[:2], n=600, moves=moves)
+    assert len(moves.history) == 3 and min(moves.history) > 0.3, moves.history
+    assert torch.allclose(res.log_weights.exp(), torch.full((600,), 1 / 600, dtype=torch.float64))
+    assert mode <= 3.0 and binned <= 1.5, (mode, binned)
+    with pytest.raises(ValueError, match="ode_steps must be an int >= 1"):
+        ps.mcmc.IndependenceRejuvenation(3, proposal="particles", ode_steps=0)
+    with pytest.raises(ValueError, match="proposal='particles'\\) work with them"):
+        ps.infer.smc(dist, 10, moves=ps.mcmc.IndependenceRejuvenation(2))
 
 
 @pytest.mark.slow
