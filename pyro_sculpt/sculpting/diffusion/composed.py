@@ -525,8 +525,9 @@ class ComposedDiffusionTwist(Twist):
                     "moves: MCMC rejuvenation needs the leaves' exact log-densities at every level (densities='exact', "
                     "leaf models with log_prob(x, t)), but this SMC uses "
                     f"{type(self.core.densities).__name__}: tracked densities are integrals along each particle's own "
-                    "path, which a move would invalidate (final moves with IndependenceRejuvenation(proposal='particles') "
-                    "work with them: they target the leaves' probability-flow densities)"
+                    "path, which a move would invalidate (final moves with "
+                    "IndependenceRejuvenation(proposal='particles') work with them: they target the leaves' "
+                    "probability-flow densities)"
                 )
             if isinstance(moves, IndependenceRejuvenation):
                 self._check_independence(moves)
