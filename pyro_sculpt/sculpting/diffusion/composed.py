@@ -430,6 +430,30 @@ def has_exact_sampler(model: Any) -> bool:
     return callable(getattr(model, "sample", None))
 
 
+class _Evaluated:
+    """A log-density function ``x (N, ...) -> (N, m)`` that keeps every batch it evaluated, so that the final states
+    of an independence sampler (each one a start or an accepted proposal) are read back instead of recomputed (a
+    probability-flow solve per state)."""
+
+    def __init__(self, fn):
+        self.fn, self.xs, self.values = fn, [], []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        value = self.fn(x)
+        self.xs.append(x)
+        self.values.append(value)
+        return value
+
+    def at(self, x: torch.Tensor) -> torch.Tensor:
+        """The values at ``x``, row by row from the last evaluated batch that holds that row."""
+        n = x.shape[0]
+        hit = torch.stack([(b.reshape(n, -1) == x.reshape(n, -1).to(b)).all(-1) for b in self.xs])  # (S, N)
+        if not bool(hit.any(0).all()):
+            raise RuntimeError("a final state was never evaluated (internal error of the independence moves)")
+        last = hit.shape[0] - 1 - hit.flip(0).to(torch.int8).argmax(0)
+        return torch.stack(self.values)[last, torch.arange(n, device=last.device)]
+
+
 class ComposedDiffusionTwist(Twist):
     """The SMC sampler of a classifier-free composition (Del Moral, Doucet & Jasra 2006; docs/math.md §1.6).
 
@@ -591,14 +615,13 @@ class ComposedDiffusionTwist(Twist):
             return self._phi(log_q) - log_prop
 
         if choice == "particles":
-            log_leaves = self._final_log_densities(lvl)
+            log_leaves = _Evaluated(self._final_log_densities(lvl))
             kde = GaussianKDE(x0, self.moves.num_centres, self.moves.bandwidth)
-            kernel = IndependenceMH(kde.sample, lambda x: self._phi(log_leaves(x)) - kde.log_prob(x))
+            x = self.moves.move(x0, IndependenceMH(kde.sample, lambda x: self._phi(log_leaves(x)) - kde.log_prob(x))).x
+            log_q = log_leaves.at(x)  # every final state was evaluated as a start or a proposal: no new ODE solve
         else:
-            log_leaves = lambda x: dens.init(x, lvl)  # noqa: E731
-            kernel = IndependenceMH(draw, log_weight)
-        x = self.moves.move(x0, kernel).x
-        log_q = log_leaves(x)
+            x = self.moves.move(x0, IndependenceMH(draw, log_weight)).x
+            log_q = dens.init(x, lvl)
         return {"x": x, "log_q": log_q, "phi": self._phi(log_q)}
 
     def _final_log_densities(self, lvl: float):

@@ -415,12 +415,18 @@ def test_particle_moves_of_score_only_leaves_target_their_probability_flow_densi
     x = oracles[0].sample(200, twist.level(twist.max_steps - 1))
     pf = twist._final_log_densities(twist.level(twist.max_steps - 1))(x)
     exact = torch.stack([o.log_prob(x, twist.level(twist.max_steps - 1)) for o in oracles[:2]], -1).double()
-    assert (pf - exact)[:, 0].abs().mean() < 0.05, (pf - exact).abs().mean(0)
+    assert float((pf - exact).abs().mean(0).max()) < 0.05, (pf - exact).abs().mean(0)  # measured 0.007 / 0.023
     moves = ps.mcmc.IndependenceRejuvenation(3, proposal="particles", bandwidth=0.5, ode_steps=20)
     _, res, mode, binned = run_against_target(dist, oracles[:2], n=600, moves=moves)
     assert len(moves.history) == 3 and min(moves.history) > 0.3, moves.history
     assert torch.allclose(res.log_weights.exp(), torch.full((600,), 1 / 600, dtype=torch.float64))
     assert mode <= 3.0 and binned <= 1.5, (mode, binned)
+    # the final particles' leaf log-densities are read back from the moves' evaluations, equal to a fresh solve
+    twist = ps.infer.as_twist(dist, moves=ps.mcmc.IndependenceRejuvenation(2, proposal="particles", ode_steps=30))
+    x0 = oracles[0].sample(50, twist.level(twist.max_steps - 1))
+    out = twist._independence_move({"x": x0}, twist.max_steps - 1)
+    fresh = twist._final_log_densities(twist.level(twist.max_steps - 1))(out["x"])
+    assert torch.allclose(out["log_q"].double(), fresh, atol=1e-6)
     with pytest.raises(ValueError, match="ode_steps must be an int >= 1"):
         ps.mcmc.IndependenceRejuvenation(3, proposal="particles", ode_steps=0)
     with pytest.raises(ValueError, match="proposal='particles'\\) work with them"):
