@@ -147,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the comparison classifiers trained only on diffusion times <= 0.7 (the reference's setting)",
     )
+    gaussians.add_argument(
+        "--final-moves",
+        type=_int_at_least(0, "an integer >= 0"),
+        default=0,
+        help="add rows of the classifier-free SMC followed by this many independence moves from the particles "
+        "(on the score networks' probability-flow densities; about 10 s per move per 2-model operation on one "
+        "CPU core); default 0: no such rows",
+    )
     _common(gaussians, "runs/gaussians")
 
     energy2d = sub.add_parser(
@@ -318,6 +326,7 @@ def _run(args: argparse.Namespace) -> None:
             args.variants,
             args.two_only,
             not args.no_max_time_comparison,
+            args.final_moves,
         )
     elif args.command == "energy2d":
         from pyro_sculpt.experiments import energy2d

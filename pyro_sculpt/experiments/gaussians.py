@@ -56,6 +56,7 @@ from pyro_sculpt.diffusion import (
 )
 from pyro_sculpt.experiments.exact_targets import operator_log_density, rrr_ring_product_task
 from pyro_sculpt.infer import smc
+from pyro_sculpt.mcmc import IndependenceRejuvenation
 from pyro_sculpt.metrics import (
     assign_modes,
     energy_distance,
@@ -87,7 +88,9 @@ TWO_MODEL_OPS = [("mixture", (None, None)), ("harmonic mean", (0, 1)), ("contras
 THREE_MODEL_OPS = [("y=123", (0, 1, 2)), ("y=12", (0, 1, None)), ("y=333", (2, 2, 2))]
 #: what produced a row's samples
 CLASSIFIER, CF_GUIDED, CF_SMC = "classifier", "classifier-free guided", "classifier-free SMC"
-METHODS = (CLASSIFIER, CF_GUIDED, CF_SMC)
+#: classifier-free SMC followed by final independence moves from the particles (``Schedule.final_moves``)
+CF_MOVES = "classifier-free SMC + moves"
+METHODS = (CLASSIFIER, CF_GUIDED, CF_SMC, CF_MOVES)
 
 
 def base_oracles(schedule: Optional[VPSchedule] = None) -> list[GaussianMixtureOracle]:
@@ -150,6 +153,11 @@ class Schedule:
     cf_particles: Optional[int] = None
     #: strength a of the negation P1 (P1 / P2)^a
     negation_a: float = 1.0
+    #: final independence moves from the particles after the classifier-free SMC (0: no such rows): steps per
+    #: particle, the proposal's bandwidth factor, and the probability-flow steps of the score networks' densities
+    final_moves: int = 0
+    final_moves_bandwidth: float = 0.5
+    final_moves_ode_steps: int = 50
     #: Reduce, Reuse, Recycle's ring-times-Gaussian product (oracle densities)
     rrr: bool = True
     rrr_steps: int = 100
@@ -239,13 +247,17 @@ def classifier_free_rows(
 ) -> tuple[list[dict], dict]:
     """The classifier-free rows of one operation: the composed process of Euler-Maruyama samplers of ``models``
     sampled alone (:data:`CF_GUIDED`) and corrected by SMC (:data:`CF_SMC`), against the exact composition of the
-    true bases ``oracles``.
+    true bases ``oracles``; with ``schedule.final_moves``, also the SMC followed by that many independence moves
+    from the particles (:data:`CF_MOVES`; :class:`~pyro_sculpt.mcmc.IndependenceRejuvenation` with
+    ``proposal="particles"``: they target the composition of the leaves' exact densities, or of the score networks'
+    probability-flow densities, the same SMC run up to its final resampling).
 
     :param densities: of the SMC weights: ``"exact"`` (oracle models) or ``"tracked"`` (score networks).
     :param reference: the exact target (:class:`Reference`) of ``n`` points; by default built from the operator's
         exact log-density with seed ``seed + 7``.
-    :returns: the two rows (metrics; the SMC row also its ESS, resamplings and weighted mode TV) and their samples
-        (the SMC row's: ``res.resample(n)``, equally weighted).
+    :returns: the rows (metrics; the SMC row also its ESS, resamplings and weighted mode TV, the moves row their
+        acceptance rates) and their samples (the SMC row's: ``res.resample(n)``, equally weighted; the moves row's:
+        its particles, equally weighted after the final resampling).
     """
     n = schedule.cf_particles or schedule.particles
     operator = operator_of(op, y, len(models), schedule.negation_a)
@@ -270,7 +282,19 @@ def classifier_free_rows(
     smc_row = {**common, "method": CF_SMC, "sample_seconds": smc_seconds, **m, "tv_weighted": weighted,
                "ess": res.ess, "min_ess": min(res.ess_history), "resamples": res.num_resamples,
                "pareto_k": res.pareto_k, "densities": densities}  # fmt: skip
-    return [guided, smc_row], {CF_GUIDED: x.detach().cpu(), CF_SMC: xs.detach().cpu()}
+    rows, samples = [guided, smc_row], {CF_GUIDED: x.detach().cpu(), CF_SMC: xs.detach().cpu()}
+    if schedule.final_moves:
+        moves = IndependenceRejuvenation(schedule.final_moves, proposal="particles",
+                                         bandwidth=schedule.final_moves_bandwidth,
+                                         ode_steps=schedule.final_moves_ode_steps)  # fmt: skip
+        start = time.perf_counter()
+        moved = smc(dist, n, seed=seed, resample_threshold=schedule.cf_resample_threshold, densities=densities,
+                    moves=moves)  # fmt: skip
+        rows.append({**common, "method": CF_MOVES, "sample_seconds": time.perf_counter() - start,
+                     **_metrics(moved.x, reference), "moves": schedule.final_moves,
+                     "acceptance": [float(a) for a in moves.history], "densities": densities})  # fmt: skip
+        samples[CF_MOVES] = moved.x.detach().cpu()
+    return rows, samples
 
 
 def _train_bases(oracles, schedule: Schedule, seed: int, progress_bar: bool, log, model_class=ScoreModel):
@@ -361,6 +385,8 @@ def _format(r: dict) -> str:
     if r["method"] == CF_SMC:
         extra = (f" | weighted TV {r['tv_weighted']:.4f}, ESS {r['ess']:.0f} (min {r['min_ess']:.0f}), "
                  f"{r['resamples']} resamplings")  # fmt: skip
+    elif r["method"] == CF_MOVES:
+        extra = f" | {r['moves']} moves, acceptance {r['acceptance'][0]:.2f} -> {r['acceptance'][-1]:.2f}"
     return (f"{r['setting']:>8} {r['variant']:>22} {r['method']:>22} {r['op']:>17}: TV {r['tv']:.4f} "
             f"(null {r['tv_null']:.4f}) | energy {r['energy']:.5f} (null {r['energy_null']:.5f}) | MMD {r['mmd']:.4f} "
             f"(null {r['mmd_null']:.4f}) | {r['sample_seconds']:.1f}s{extra}")  # fmt: skip
@@ -435,19 +461,29 @@ def markdown_table(results: dict) -> str:
         rows = results.get(key) or []
         if not rows:
             continue
+        with_moves = any(r["method"] == CF_MOVES for r in rows)
+        moves_head = " SMC + moves (acceptance first -> last) |" if with_moves else ""
         lines += [f"#### {title}: mode-weight TV", "",
                   "| variant | operation | TV null | classifier | classifier-free guided | classifier-free SMC "
-                  "(weighted) | SMC ESS (min) | resamplings | seconds (classifier / cf guided / cf SMC) |",
-                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  f"(weighted) | SMC ESS (min) | resamplings |{moves_head} seconds (classifier / cf guided / cf SMC"
+                  f"{' / moves' if with_moves else ''}) |",
+                  "|---|---|---|---|---|---|---|---|---|" + ("---|" if with_moves else "")]  # fmt: skip
         for variant in dict.fromkeys(r["variant"] for r in rows):
             for op in dict.fromkeys(r["op"] for r in rows if r["variant"] == variant):
-                c, g, s = (_find(rows, variant, op, m) for m in METHODS)
+                c, g, s, mv = (_find(rows, variant, op, m) for m in METHODS)
                 null = next(r for r in (c, g, s) if r is not None)["tv_null"]
                 tv = ["-" if r is None else f"{r['tv']:.4f}" for r in (c, g)]
                 smc_cells = ["-", "-", "-"] if s is None else [
                     f"{s['tv']:.4f} ({s['tv_weighted']:.4f})", f"{s['ess']:.0f} ({s['min_ess']:.0f})",
                     str(s["resamples"])]  # fmt: skip
-                secs = " / ".join("-" if r is None else f"{r['sample_seconds']:.1f}" for r in (c, g, s))
+                if with_moves:
+                    smc_cells.append(
+                        "-"
+                        if mv is None
+                        else f"{mv['tv']:.4f} ({mv['acceptance'][0]:.2f} -> {mv['acceptance'][-1]:.2f})"
+                    )
+                runs = (c, g, s, mv) if with_moves else (c, g, s)
+                secs = " / ".join("-" if r is None else f"{r['sample_seconds']:.1f}" for r in runs)
                 lines.append(f"| {variant} | {op} | {null:.4f} | {tv[0]} | {tv[1]} | {' | '.join(smc_cells)} | "
                              f"{secs} |")  # fmt: skip
         lines.append("")
@@ -591,9 +627,10 @@ def main(
     variants: Sequence[str] = ("oracle", "trained"),
     two_only: bool = False,
     compare_max_time: bool = True,
+    final_moves: int = 0,
 ) -> dict:
     """The ``pyro-sculpt gaussians`` command."""
-    schedule = Schedule(variants=tuple(variants), three_models=not two_only)
+    schedule = Schedule(variants=tuple(variants), three_models=not two_only, final_moves=final_moves)
     if particles is not None:
         schedule.particles = particles
     if not compare_max_time:

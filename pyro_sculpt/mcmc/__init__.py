@@ -23,6 +23,7 @@ from pyro_sculpt.mcmc.independence import IndependenceMH, IndependenceRejuvenati
 from pyro_sculpt.mcmc.kde import GaussianKDE
 from pyro_sculpt.mcmc.line_integral import trapezoid_log_ratio
 from pyro_sculpt.mcmc.mala import MALA
+from pyro_sculpt.mcmc.population import PopulationIndependenceMH, PopulationState
 from pyro_sculpt.mcmc.rejuvenation import Rejuvenation
 from pyro_sculpt.mcmc.targets import energy_target, log_density_target, operator_target, score_target
 from pyro_sculpt.mcmc.uhmc import UHMC
@@ -45,6 +46,8 @@ __all__ = [
     "MCMCKernel",
     "MCMCState",
     "NoiseSource",
+    "PopulationIndependenceMH",
+    "PopulationState",
     "PyroNoise",
     "Rejuvenation",
     "StepSizeAdapter",

@@ -232,6 +232,12 @@ class IndependenceRejuvenation:
         :math:`\\pi / q` is unbounded for any base as :math:`q`).
     :param num_centres: kernels of the ``"particles"`` proposal.
     :param bandwidth: factor on Scott's bandwidth of the ``"particles"`` proposal.
+    :param refit: of the ``"particles"`` proposal: ``True`` (default), every step splits the population at random into
+        halves and updates each half with a density estimate of the other half's current states
+        (:class:`~pyro_sculpt.mcmc.PopulationIndependenceMH`: the proposal follows the population as it moves towards
+        :math:`\\pi`, and still no chain's proposal depends on its own state); ``False``, one estimate of the resampled
+        particles for every step (:class:`IndependenceMH`), which mixes slowly where that population is far from
+        :math:`\\pi` (docs/mcmc.md).
     :param ode_steps: where the sampler has no exact log-densities of its bases at fresh points (a diffusion
         composition of score networks, whose SMC tracks densities along each particle's path), the moves target the
         composition of the bases' probability-flow log-densities, integrated with this many Runge-Kutta steps
@@ -253,6 +259,7 @@ class IndependenceRejuvenation:
         num_centres: int = 1000,
         bandwidth: float = 1.0,
         ode_steps: int = 100,
+        refit: bool = True,
     ):
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
@@ -267,23 +274,31 @@ class IndependenceRejuvenation:
             raise ValueError(f"bandwidth must be a number > 0, got {bandwidth!r}")
         if isinstance(ode_steps, bool) or not isinstance(ode_steps, int) or ode_steps < 1:
             raise ValueError(f"ode_steps must be an int >= 1, got {ode_steps!r}")
+        if not isinstance(refit, bool):
+            raise ValueError(f"refit must be True or False, got {refit!r}")
         self.num_steps = num_steps
         self.proposal = proposal
+        self.refit = refit
         self.ode_steps = ode_steps
         self.num_centres = num_centres
         self.bandwidth = float(bandwidth)
         self.reset()
 
     def __repr__(self) -> str:
-        extra = f", num_centres={self.num_centres}, bandwidth={self.bandwidth}" if self.proposal == "particles" else ""
+        extra = (
+            f", num_centres={self.num_centres}, bandwidth={self.bandwidth}, refit={self.refit}"
+            if self.proposal == "particles"
+            else ""
+        )
         return f"IndependenceRejuvenation(num_steps={self.num_steps}, proposal={self.proposal!r}{extra})"
 
     def reset(self) -> None:
         """Forget the history (called at the start of every SMC run)."""
         self.history: list = []
 
-    def move(self, x: torch.Tensor, kernel: IndependenceMH) -> IndependenceState:
-        """Run :attr:`num_steps` steps of ``kernel`` from every particle ``x``; returns the final state."""
+    def move(self, x: torch.Tensor, kernel: Any) -> Any:
+        """Run :attr:`num_steps` steps of ``kernel`` (an :class:`IndependenceMH` or a
+        :class:`~pyro_sculpt.mcmc.PopulationIndependenceMH`) from every particle ``x``; returns the final state."""
         state = kernel.init(x)
         for _ in range(self.num_steps):
             state, info = kernel.step(state)

@@ -56,6 +56,21 @@ def test_out_must_not_be_a_file(command, tmp_path, capsys):
     assert "argument --out" in err and "existing file" in err
 
 
+@pytest.mark.parametrize("value", ["-1", "ten"])
+def test_final_moves_must_be_a_count(value, capsys):
+    err = _usage_error(["gaussians", "--final-moves", value], capsys)
+    assert "argument --final-moves" in err and "expected" in err
+
+
+def test_final_moves_reach_the_command(monkeypatch):
+    from pyro_sculpt.experiments import gaussians
+
+    seen = {}
+    monkeypatch.setattr(gaussians, "main", lambda *args: seen.setdefault("args", args))
+    assert cli.main(["gaussians", "--final-moves", "20", "--no-progress"]) == 0
+    assert seen["args"][-1] == 20
+
+
 @pytest.mark.parametrize(("command", "value"), [("grid", "-1"), ("gaussians", "-1"), ("gaussians", "1")])
 def test_particles_range(command, value, capsys):
     err = _usage_error([command, "--particles", value], capsys)

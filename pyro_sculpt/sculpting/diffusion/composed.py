@@ -31,7 +31,14 @@ from pyro_sculpt.diffusion.likelihood import probability_flow_log_prob
 from pyro_sculpt.diffusion.model import batch_shape_of, per_batch
 from pyro_sculpt.diffusion.samplers import NonFiniteScoreError, ReverseDiffusionProcess
 from pyro_sculpt.infer.twist import Twist
-from pyro_sculpt.mcmc import GaussianKDE, IndependenceMH, IndependenceRejuvenation, Rejuvenation, operator_target
+from pyro_sculpt.mcmc import (
+    GaussianKDE,
+    IndependenceMH,
+    IndependenceRejuvenation,
+    PopulationIndependenceMH,
+    Rejuvenation,
+    operator_target,
+)
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.diffusion.bases import as_sampler, check_diffusion_bases
 from pyro_sculpt.sculpting.diffusion.densities import (
@@ -445,13 +452,17 @@ class _Evaluated:
         return value
 
     def at(self, x: torch.Tensor) -> torch.Tensor:
-        """The values at ``x``, row by row from the last evaluated batch that holds that row."""
-        n = x.shape[0]
-        hit = torch.stack([(b.reshape(n, -1) == x.reshape(n, -1).to(b)).all(-1) for b in self.xs])  # (S, N)
-        if not bool(hit.any(0).all()):
-            raise RuntimeError("a final state was never evaluated (internal error of the independence moves)")
-        last = hit.shape[0] - 1 - hit.flip(0).to(torch.int8).argmax(0)
-        return torch.stack(self.values)[last, torch.arange(n, device=last.device)]
+        """The values at the rows of ``x``, each from the last evaluation of that exact state (batches of any
+        size: a population kernel evaluates half the chains at a time)."""
+        rows = torch.cat([b.reshape(b.shape[0], -1) for b in self.xs]).double().cpu().numpy()
+        index = {r.tobytes(): i for i, r in enumerate(rows)}  # later evaluations overwrite earlier ones
+        query = x.reshape(x.shape[0], -1).double().cpu().numpy()
+        try:
+            idx = [index[r.tobytes()] for r in query]
+        except KeyError:
+            raise RuntimeError("a final state was never evaluated (internal error of the independence moves)") from None
+        values = torch.cat(self.values)
+        return values[torch.tensor(idx, device=values.device)]
 
 
 class ComposedDiffusionTwist(Twist):
@@ -616,8 +627,13 @@ class ComposedDiffusionTwist(Twist):
 
         if choice == "particles":
             log_leaves = _Evaluated(self._final_log_densities(lvl))
-            kde = GaussianKDE(x0, self.moves.num_centres, self.moves.bandwidth)
-            x = self.moves.move(x0, IndependenceMH(kde.sample, lambda x: self._phi(log_leaves(x)) - kde.log_prob(x))).x
+            mv = self.moves
+            if mv.refit:
+                kernel = PopulationIndependenceMH(lambda x: self._phi(log_leaves(x)), mv.num_centres, mv.bandwidth)
+            else:
+                kde = GaussianKDE(x0, mv.num_centres, mv.bandwidth)
+                kernel = IndependenceMH(kde.sample, lambda x: self._phi(log_leaves(x)) - kde.log_prob(x))
+            x = mv.move(x0, kernel).x
             log_q = log_leaves.at(x)  # every final state was evaluated as a start or a proposal: no new ODE solve
         else:
             x = self.moves.move(x0, IndependenceMH(draw, log_weight)).x

@@ -384,17 +384,19 @@ def test_smc_with_final_independence_moves_is_within_the_null_at_10000(oracles, 
     assert sum(modes) / 5 <= 1.5 and sum(bins) / 5 <= 1.5, (modes, bins)
 
 
-def test_particle_independence_moves_need_no_sampler_and_redraw_the_negation(oracles):
-    # proposal="particles": a Gaussian KDE of the resampled particles, so leaves without exact samplers can be moved
-    # and the negation, whose pi / q is unbounded for the leaves' mixture (acceptance 0), mixes
+@pytest.mark.parametrize("refit", [True, False])
+def test_particle_independence_moves_need_no_sampler_and_redraw_the_negation(oracles, refit):
+    # proposal="particles": a Gaussian KDE of the particles (refitted to the other half of the population at every
+    # step, or fitted once to the resampled particles), so leaves without exact samplers can be moved and the
+    # negation, whose pi / q is unbounded for the leaves' mixture (acceptance 0), mixes
     s = [EulerMaruyamaSampler(NoSampler(o), STEPS) for o in oracles[:2]]
-    moves = ps.mcmc.IndependenceRejuvenation(10, proposal="particles", bandwidth=0.5)
+    moves = ps.mcmc.IndependenceRejuvenation(10, proposal="particles", bandwidth=0.5, refit=refit)
     _, res, mode, binned = run_against_target(ps.negation(*s, 1.0), oracles[:2], n=4000, moves=moves)
     assert len(moves.history) == 10 and all(0.6 < a < 0.95 for a in moves.history), moves.history
     assert torch.allclose(res.log_weights.exp(), torch.full((4000,), 1 / 4000, dtype=torch.float64))
     assert torch.unique(res.x, dim=0).shape[0] > 3900  # the resampling's duplicates were redrawn
     assert mode <= 2.5 and binned <= 1.3, (mode, binned)
-    assert "proposal='particles', num_centres=1000, bandwidth=0.5" in repr(moves)
+    assert f"proposal='particles', num_centres=1000, bandwidth=0.5, refit={refit}" in repr(moves)
 
 
 def test_particle_moves_of_score_only_leaves_target_their_probability_flow_densities(oracles):
