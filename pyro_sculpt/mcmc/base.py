@@ -196,6 +196,30 @@ def metropolis(log_alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return prob, u < prob
 
 
+def per_chain(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, name: str) -> torch.Tensor:
+    """``fn(x)`` without gradients, checked to be one value per chain: ``(N,)`` float64 (``name`` names ``fn`` in the
+    error)."""
+    with torch.no_grad():
+        v = fn(x)
+    n = x.shape[0]
+    if not isinstance(v, torch.Tensor) or tuple(v.shape) != (n,):
+        shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+        raise ValueError(
+            f"{name} returned shape {shape} for x of shape {tuple(x.shape)}: expected ({n},), one per chain"
+        )
+    return v.detach().double()
+
+
+def run_steps(step: Callable, state, num_steps: int) -> tuple:
+    """``num_steps`` calls ``state, info = step(state)``: ``(state, accept_rates)``, the mean acceptance probability
+    of every step (the ``run`` of the kernels without a step size; ``num_steps`` checked by the caller)."""
+    rates = []
+    for _ in range(num_steps):
+        state, info = step(state)
+        rates.append(info.mean_accept_prob)
+    return state, rates
+
+
 def select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a`` where ``mask`` (``(N,)``) else ``b``, per particle (new tensor; NaNs of the unselected side are
     dropped)."""

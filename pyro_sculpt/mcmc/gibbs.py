@@ -22,7 +22,7 @@ from typing import Callable, Sequence, Union
 
 import torch
 
-from pyro_sculpt.mcmc.base import MCMCInfo
+from pyro_sculpt.mcmc.base import MCMCInfo, per_chain
 
 SCANS = ("systematic", "random")
 
@@ -121,14 +121,7 @@ class Gibbs:
 
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
         """:math:`\\log\\pi` at ``x`` ``(M, D)``, checked: ``(M,)`` float64."""
-        with torch.no_grad():
-            lp = self.log_prob(x)
-        if not isinstance(lp, torch.Tensor) or tuple(lp.shape) != (x.shape[0],):
-            shape = tuple(lp.shape) if isinstance(lp, torch.Tensor) else type(lp).__name__
-            raise ValueError(
-                f"log_prob returned shape {shape} for x of shape {tuple(x.shape)}: expected ({x.shape[0]},)"
-            )
-        return lp.detach().double()
+        return per_chain(self.log_prob, x, "log_prob")
 
     def init(self, x: torch.Tensor) -> GibbsState:
         """The chains at ``x`` ``(N, D)``.

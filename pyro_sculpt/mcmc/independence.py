@@ -24,7 +24,8 @@ from typing import Any, Callable, Union
 
 import torch
 
-from pyro_sculpt.mcmc.base import MCMCInfo, metropolis, select
+from pyro_sculpt.mcmc.base import MCMCInfo, metropolis, per_chain, run_steps, select
+from pyro_sculpt.utils import check_positive_int
 
 #: a log-weight or log-density: ``x (N, ...) -> (N,)``
 LogDensity = Callable[[torch.Tensor], torch.Tensor]
@@ -128,15 +129,7 @@ class IndependenceMH:
 
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
         """The log-weight at ``x``, checked: ``(N,)`` float64."""
-        with torch.no_grad():
-            w = self.log_weight(x)
-        n = x.shape[0]
-        if not isinstance(w, torch.Tensor) or tuple(w.shape) != (n,):
-            shape = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
-            raise ValueError(
-                f"log_weight returned shape {shape} for x of shape {tuple(x.shape)}: expected ({n},), one per chain"
-            )
-        return w.detach().double()
+        return per_chain(self.log_weight, x, "log_weight")
 
     def draw(self, num_chains: int) -> torch.Tensor:
         """``num_chains`` proposals, checked: ``(num_chains,) + event_shape``."""
@@ -198,14 +191,8 @@ class IndependenceMH:
 
             state, rates = ps.mcmc.IndependenceMH(p1, log_p2).run(4000, 50)
         """
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
-            raise ValueError(f"num_steps must be an int >= 0, got {num_steps!r}")
-        state = x if isinstance(x, IndependenceState) else self.init(x)
-        rates = []
-        for _ in range(num_steps):
-            state, info = self.step(state)
-            rates.append(info.mean_accept_prob)
-        return state, rates
+        num_steps = check_positive_int("num_steps", num_steps, minimum=0)
+        return run_steps(self.step, x if isinstance(x, IndependenceState) else self.init(x), num_steps)
 
 
 #: the proposals an :class:`IndependenceRejuvenation` accepts by name

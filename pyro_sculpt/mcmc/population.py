@@ -28,7 +28,7 @@ from typing import Union
 
 import torch
 
-from pyro_sculpt.mcmc.base import MCMCInfo, metropolis, select
+from pyro_sculpt.mcmc.base import MCMCInfo, metropolis, per_chain, run_steps, select
 from pyro_sculpt.mcmc.independence import LogDensity
 from pyro_sculpt.mcmc.kde import GaussianKDE
 from pyro_sculpt.utils import check_positive_int
@@ -81,15 +81,7 @@ class PopulationIndependenceMH:
 
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
         """:math:`\\log\\pi` at ``x``, checked: ``(N,)`` float64."""
-        with torch.no_grad():
-            lp = self.log_prob(x)
-        n = x.shape[0]
-        if not isinstance(lp, torch.Tensor) or tuple(lp.shape) != (n,):
-            shape = tuple(lp.shape) if isinstance(lp, torch.Tensor) else type(lp).__name__
-            raise ValueError(
-                f"log_prob returned shape {shape} for x of shape {tuple(x.shape)}: expected ({n},), one per chain"
-            )
-        return lp.detach().double()
+        return per_chain(self.log_prob, x, "log_prob")
 
     def init(self, x: torch.Tensor) -> PopulationState:
         """The population at ``x`` ``(N,) + event_shape``, ``N >= 4`` finite states.
@@ -136,11 +128,5 @@ class PopulationIndependenceMH:
     def run(self, x: Union[torch.Tensor, PopulationState], num_steps: int) -> tuple[PopulationState, list]:
         """``num_steps`` steps from ``x`` (states or a state): ``(state, accept_rates)``, the mean acceptance
         probability of every step."""
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
-            raise ValueError(f"num_steps must be an int >= 0, got {num_steps!r}")
-        state = x if isinstance(x, PopulationState) else self.init(x)
-        rates = []
-        for _ in range(num_steps):
-            state, info = self.step(state)
-            rates.append(info.mean_accept_prob)
-        return state, rates
+        num_steps = check_positive_int("num_steps", num_steps, minimum=0)
+        return run_steps(self.step, x if isinstance(x, PopulationState) else self.init(x), num_steps)

@@ -96,7 +96,7 @@ def test_bad_input():
         kernel.step(kernel.init(torch.zeros(4, 2, dtype=torch.long)))
     with pytest.raises(TypeError, match="state must be an IndependenceState"):
         kernel.step(torch.zeros(4, 2))
-    with pytest.raises(ValueError, match="num_steps must be an int >= 0"):
+    with pytest.raises(ValueError, match="num_steps must be an integer >= 0"):
         kernel.run(4, -1)
 
 

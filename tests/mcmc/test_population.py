@@ -84,7 +84,7 @@ def test_bad_input():
         ps.mcmc.PopulationIndependenceMH(two_modes, bandwidth=0)
     with pytest.raises(TypeError, match="state must be a PopulationState"):
         kernel.step(torch.zeros(4, 2))
-    with pytest.raises(ValueError, match="num_steps must be an int >= 0"):
+    with pytest.raises(ValueError, match="num_steps must be an integer >= 0"):
         kernel.run(torch.zeros(4, 2), -1)
     with pytest.raises(ValueError, match="refit must be True or False"):
         ps.mcmc.IndependenceRejuvenation(5, proposal="particles", refit="halves")
