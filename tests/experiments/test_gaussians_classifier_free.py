@@ -148,8 +148,9 @@ def test_operator_of_each_operation():
 def test_final_moves_on_the_trained_models_probability_flow_beat_the_classifier_on_y333():
     """The trained 3-model conjunction y = (3, 3, 3), the command's score networks (seed 0): classifier-free SMC with
     tracked densities, then 10 independence moves from the particles' density estimate targeting the composition of
-    the models' probability-flow densities (50 RK4 steps). Measured (2-core AMD EPYC, 2026-12-02, seeds 0 / 1): SMC
-    alone 0.044 / 0.018 (mean over 20 seeds 0.051), with the moves 0.016 / 0.007 (null 0.012); the trained
+    the models' probability-flow densities (50 RK4 steps), refitted to the population. Measured (2-core AMD EPYC,
+    2026-12-02, seeds 0 / 1): SMC alone 0.044 / 0.018 (mean over 20 seeds 0.051), with the moves 0.020 / 0.012
+    (seeds 0-4: mean 0.014, null 0.012; a proposal fitted once: 0.016 / 0.007, mean 0.013); the trained
     classifier's guided DDIM rows average 0.025 over 20 seeds."""
     import pyro_sculpt as ps
     from pyro_sculpt.diffusion import EulerMaruyamaSampler
