@@ -40,6 +40,11 @@ class PopulationState:
 
     :ivar x: ``(N,) + event_shape`` current states.
     :ivar log_prob: ``(N,)`` float64 :math:`\\log\\pi(x)` (up to a constant), kept so that no state is evaluated twice.
+
+    Example::
+
+        state = ps.mcmc.PopulationIndependenceMH(target_log_prob).init(particles)   # particles (N, 2)
+        state.x.shape, state.log_prob.shape   # (N, 2), (N,)
     """
 
     x: torch.Tensor
