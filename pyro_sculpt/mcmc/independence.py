@@ -286,8 +286,6 @@ class IndependenceRejuvenation:
     def move(self, x: torch.Tensor, kernel: Any) -> Any:
         """Run :attr:`num_steps` steps of ``kernel`` (an :class:`IndependenceMH` or a
         :class:`~pyro_sculpt.mcmc.PopulationIndependenceMH`) from every particle ``x``; returns the final state."""
-        state = kernel.init(x)
-        for _ in range(self.num_steps):
-            state, info = kernel.step(state)
-            self.history.append(info.mean_accept_prob)
+        state, rates = run_steps(kernel.step, kernel.init(x), self.num_steps)
+        self.history += rates
         return state

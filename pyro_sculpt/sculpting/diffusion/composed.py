@@ -453,16 +453,19 @@ class _Evaluated:
 
     def at(self, x: torch.Tensor) -> torch.Tensor:
         """The values at the rows of ``x``, each from the last evaluation of that exact state (batches of any
-        size: a population kernel evaluates half the chains at a time)."""
-        rows = torch.cat([b.reshape(b.shape[0], -1) for b in self.xs]).double().cpu().numpy()
-        index = {r.tobytes(): i for i, r in enumerate(rows)}  # later evaluations overwrite earlier ones
-        query = x.reshape(x.shape[0], -1).double().cpu().numpy()
-        try:
-            idx = [index[r.tobytes()] for r in query]
-        except KeyError:
-            raise RuntimeError("a final state was never evaluated (internal error of the independence moves)") from None
+        size: a population kernel evaluates half the chains at a time). Vectorised: one ``torch.unique`` over the
+        evaluated rows and the queries, then the last evaluation of every distinct row."""
+        rows = torch.cat([b.reshape(b.shape[0], -1).double() for b in self.xs])
+        query = x.reshape(x.shape[0], -1).double().to(rows.device)
+        _, ids = torch.unique(torch.cat([rows, query]), dim=0, return_inverse=True)
+        m = rows.shape[0]
+        last = torch.full((int(ids.max()) + 1,), -1, dtype=torch.long, device=ids.device)
+        last = last.scatter_reduce(0, ids[:m], torch.arange(m, device=ids.device), "amax")  # later ones win
+        idx = last[ids[m:]]
+        if bool((idx < 0).any()):
+            raise RuntimeError("a final state was never evaluated (internal error of the independence moves)")
         values = torch.cat(self.values)
-        return values[torch.tensor(idx, device=values.device)]
+        return values[idx.to(values.device)]
 
 
 class ComposedDiffusionTwist(Twist):

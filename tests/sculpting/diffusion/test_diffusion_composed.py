@@ -25,7 +25,12 @@ from pyro_sculpt.diffusion import (
 from pyro_sculpt.experiments.gaussians import base_oracles
 from pyro_sculpt.processes import step_sites
 from pyro_sculpt.sculpting.diffusion import GaussianMixtureClassifier
-from pyro_sculpt.sculpting.diffusion.composed import ComposedDiffusionProcess, ComposedDiffusionTwist, GuidedSculpt
+from pyro_sculpt.sculpting.diffusion.composed import (
+    ComposedDiffusionProcess,
+    ComposedDiffusionTwist,
+    GuidedSculpt,
+    _Evaluated,
+)
 from pyro_sculpt.sculpting.diffusion.densities import ExactDensities
 from pyro_sculpt.sculpting.log_operators import Base, Mixture, Negation, Product, Sculpt
 from tests.sculpting.diffusion.composed_helpers import Target, operator_log_density, rrr_ring_times_gaussian
@@ -397,6 +402,20 @@ def test_particle_independence_moves_need_no_sampler_and_redraw_the_negation(ora
     assert torch.unique(res.x, dim=0).shape[0] > 3900  # the resampling's duplicates were redrawn
     assert mode <= 2.5 and binned <= 1.3, (mode, binned)
     assert f"proposal='particles', num_centres=1000, bandwidth=0.5, refit={refit}" in repr(moves)
+
+
+def test_evaluated_states_are_read_back_from_their_last_evaluation():
+    # the read-back of the final moves: batches of any size, a state evaluated twice gives its later value, and a
+    # state never evaluated is an internal error, not a silent wrong value
+    calls = iter([torch.tensor([[1.0], [2.0], [3.0]]), torch.tensor([[20.0], [40.0]])])
+    ev = _Evaluated(lambda x: next(calls))
+    a = torch.tensor([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+    ev(a)
+    ev(torch.tensor([[2.0, 3.0], [6.0, 7.0]]))  # (2, 3) again, and a new state
+    got = ev.at(torch.tensor([[6.0, 7.0], [0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [0.0, 1.0]]))
+    assert got.flatten().tolist() == [40.0, 1.0, 20.0, 3.0, 1.0]
+    with pytest.raises(RuntimeError, match="never evaluated"):
+        ev.at(torch.tensor([[0.0, 1.0], [0.0, 1.5]]))
 
 
 def test_particle_moves_of_score_only_leaves_target_their_probability_flow_densities(oracles):
