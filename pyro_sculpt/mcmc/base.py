@@ -210,6 +210,14 @@ def per_chain(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, name:
     return v.detach().double()
 
 
+def check_start(log_p: torch.Tensor, what: str, unit: str = "chain") -> None:
+    """Raise a :class:`ValueError` naming the first ``unit`` whose start ``log_p`` (``(N,)``, ``what`` in the message)
+    is NaN or :math:`+\\infty`; a start at :math:`-\\infty` (outside the support) is allowed."""
+    bad = torch.nonzero(torch.isnan(log_p) | (log_p == math.inf)).flatten()
+    if bad.numel():
+        raise ValueError(f"x: {what} is {float(log_p[bad[0]])} at {unit} {int(bad[0])}")
+
+
 def run_steps(step: Callable, state, num_steps: int) -> tuple:
     """``num_steps`` calls ``state, info = step(state)``: ``(state, accept_rates)``, the mean acceptance probability
     of every step (the ``run`` of the kernels without a step size; ``num_steps`` checked by the caller)."""
@@ -326,9 +334,7 @@ class MCMCKernel(ABC):
         check_step_size(self.step_size, x.shape[0])
         x = x.detach()
         log_p, grad = self.evaluate(x)
-        bad = torch.nonzero(torch.isnan(log_p) | (log_p == math.inf)).flatten()
-        if bad.numel():
-            raise ValueError(f"x: the target's log-density is {float(log_p[bad[0]])} at particle {int(bad[0])}")
+        check_start(log_p, "the target's log-density", "particle")
         mom = standard_normal(x, "initial_momentum") if self.uses_momentum else None
         return MCMCState(x, log_p, grad, mom)
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Union
 
 import torch
 
-from pyro_sculpt.mcmc.base import MCMCInfo, metropolis, per_chain, run_steps, select
+from pyro_sculpt.mcmc.base import MCMCInfo, check_start, metropolis, per_chain, run_steps, select
 from pyro_sculpt.utils import check_positive_int
 
 #: a log-weight or log-density: ``x (N, ...) -> (N,)``
@@ -158,9 +158,7 @@ class IndependenceMH:
             )
         x = x.detach()
         w = self.evaluate(x)
-        bad = torch.nonzero(torch.isnan(w) | (w == math.inf)).flatten()
-        if bad.numel():
-            raise ValueError(f"x: the log-weight is {float(w[bad[0]])} at chain {int(bad[0])}")
+        check_start(w, "the log-weight")
         return IndependenceState(x, w)
 
     def step(self, state: IndependenceState) -> tuple[IndependenceState, MCMCInfo]:

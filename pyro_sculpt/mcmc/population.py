@@ -28,7 +28,7 @@ from typing import Union
 
 import torch
 
-from pyro_sculpt.mcmc.base import MCMCInfo, metropolis, per_chain, run_steps, select
+from pyro_sculpt.mcmc.base import MCMCInfo, check_start, metropolis, per_chain, run_steps, select
 from pyro_sculpt.mcmc.independence import LogDensity
 from pyro_sculpt.mcmc.kde import GaussianKDE
 from pyro_sculpt.utils import check_positive_int
@@ -101,9 +101,7 @@ class PopulationIndependenceMH:
             )
         x = x.detach()
         lp = self.evaluate(x)
-        bad = torch.nonzero(torch.isnan(lp) | (lp == math.inf)).flatten()
-        if bad.numel():
-            raise ValueError(f"x: log_prob is {float(lp[bad[0]])} at chain {int(bad[0])}")
+        check_start(lp, "log_prob")
         return PopulationState(x, lp)
 
     def step(self, state: PopulationState) -> tuple[PopulationState, MCMCInfo]:
