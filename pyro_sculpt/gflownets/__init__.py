@@ -1,7 +1,7 @@
 """Layer 2: GFlowNets on discrete environments: the environment protocol and registry, policies, training by
 trajectory balance, exact dynamic programming, and the environments (:mod:`pyro_sculpt.gflownets.envs`)."""
 
-from pyro_sculpt.gflownets import envs, exact
+from pyro_sculpt.gflownets import backward, envs, exact
 from pyro_sculpt.gflownets.env import DiscreteEnv
 from pyro_sculpt.gflownets.gflownet import GFlowNet
 from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess
@@ -22,6 +22,7 @@ __all__ = [
     "GFlowNet",
     "Reward",
     "TabularGFlowNet",
+    "backward",
     "check_log_reward",
     "env_from_config",
     "envs",

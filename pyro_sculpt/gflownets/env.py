@@ -90,6 +90,43 @@ class DiscreteEnv(ABC):
     def num_parents(self, states: torch.Tensor) -> torch.Tensor:
         """Number of parents of each state, shape ``(...)``."""
 
+    def parents(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every parent of every state of a flat batch, each with the action that leads from it to the state: what
+        backward sampling needs (:func:`~pyro_sculpt.gflownets.backward.sample_backward`).
+
+        The default reads the edges of an enumerable environment (built once per device); environments that are not
+        enumerable override it.
+
+        :param states: ``(B, state_dim)``.
+        :returns: ``(index, parents, actions)`` of shapes ``(P,)``, ``(P, state_dim)``, ``(P,)``, ordered by ``index``:
+            ``step(parents[k], actions[k])`` is ``states[index[k]]``. Each distinct parent appears once, so state
+            ``b`` has :meth:`num_parents` of them; the initial state has none.
+        """
+        if not self.is_enumerable:
+            raise NotImplementedError(
+                f"{type(self).__name__} does not list the parents of its states: override DiscreteEnv.parents to "
+                "sample trajectories backward"
+            )
+        cache = self.__dict__.setdefault("_parent_edges", {})
+        key = str(states.device)
+        if key not in cache:
+            all_states = self.all_states(states.device)
+            src, action, kids = self.valid_children(all_states)
+            dst = self.index(kids)
+            order = torch.argsort(dst, stable=True)
+            start = torch.zeros(self.num_states + 1, dtype=torch.long, device=states.device)
+            start[1:] = torch.cumsum(torch.bincount(dst, minlength=self.num_states), 0)
+            cache[key] = (all_states[src[order]], action[order], start)
+        parent_states, parent_actions, start = cache[key]
+        idx = self.index(states)
+        counts = start[idx + 1] - start[idx]
+        index = torch.repeat_interleave(torch.arange(len(idx), device=states.device), counts)
+        offset = torch.arange(len(index), device=states.device) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts
+        )
+        edge = start[idx][index] + offset
+        return index, parent_states[edge], parent_actions[edge]
+
     def log_backward(self, states: torch.Tensor) -> torch.Tensor:
         """:math:`\\log P_B(s \\mid s')` of the uniform backward policy, for the step that reached ``states``."""
         return -torch.log(self.num_parents(states).to(torch.get_default_dtype()))

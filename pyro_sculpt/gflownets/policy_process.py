@@ -138,10 +138,29 @@ class DiscretePolicyProcess(IterativeProcess):
 
     def terminal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         if not self.env.is_enumerable:
-            return super().terminal_log_prob(x)
+            raise NotImplementedError(
+                f"{type(self).__name__} has no exact log-probability of its output: {self.env!r} is not enumerable; "
+                "estimate_terminal_log_prob(x, num_trajectories) gives an importance estimate from backward "
+                "trajectories"
+            )
         self.env.validate_states(x, "x")
         p = self.exact_terminal_distribution().to(x.device)
         return p[self.env.index(x)].log().to(torch.get_default_dtype())
+
+    def estimate_terminal_log_prob(self, x: torch.Tensor, num_trajectories: int = 16) -> torch.Tensor:
+        """An importance estimate of :math:`\\log p_T(x)` from ``num_trajectories`` trajectories sampled backward
+        from each state (:func:`pyro_sculpt.gflownets.backward.estimate_terminal_log_prob`): its exponential is
+        unbiased, on any environment that lists parents, enumerable or not.
+
+        Example::
+
+            gfn = ps.GFlowNet(FragmentEnv(max_fragments=9), reward="qed")
+            x = gfn.as_distribution().sample((100,))
+            gfn.estimate_terminal_log_prob(x, num_trajectories=64)  # (100,) float64
+        """
+        from pyro_sculpt.gflownets.backward import estimate_terminal_log_prob
+
+        return estimate_terminal_log_prob(self, x, num_trajectories)
 
 
 def unique_rows(env: DiscreteEnv, states: torch.Tensor, enabled: bool = True, min_batch: int = 64):

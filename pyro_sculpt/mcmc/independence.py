@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 
@@ -227,6 +227,12 @@ class IndependenceRejuvenation:
         composition of score networks, whose SMC tracks densities along each particle's path), the moves target the
         composition of the bases' probability-flow log-densities, integrated with this many Runge-Kutta steps
         (:func:`~pyro_sculpt.diffusion.probability_flow_log_prob`; ``"particles"`` proposal only).
+    :param num_backward: of a GFlowNet composition: ``None`` (default), the bases' exact terminal probabilities by
+        dynamic programming (an enumerable environment); an int :math:`K`, importance estimates from :math:`K`
+        trajectories sampled backward (:func:`~pyro_sculpt.gflownets.backward.estimate_terminal_log_prob`), on any
+        environment that lists parents. The moves are then pseudo-marginal Metropolis-Hastings (Andrieu & Roberts
+        2009), exact for a product of distinct bases with a base as the proposal, whose weight is a product of
+        independent unbiased estimates; other compositions are refused.
 
     After a run, :attr:`history` holds the mean acceptance probability of every step.
 
@@ -245,6 +251,7 @@ class IndependenceRejuvenation:
         bandwidth: float = 1.0,
         ode_steps: int = 100,
         refit: bool = True,
+        num_backward: Optional[int] = None,
     ):
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
@@ -261,6 +268,11 @@ class IndependenceRejuvenation:
             raise ValueError(f"ode_steps must be an int >= 1, got {ode_steps!r}")
         if not isinstance(refit, bool):
             raise ValueError(f"refit must be True or False, got {refit!r}")
+        if num_backward is not None and (
+            isinstance(num_backward, bool) or not isinstance(num_backward, int) or num_backward < 1
+        ):
+            raise ValueError(f"num_backward must be None or an int >= 1, got {num_backward!r}")
+        self.num_backward = num_backward
         self.num_steps = num_steps
         self.proposal = proposal
         self.refit = refit
@@ -275,6 +287,8 @@ class IndependenceRejuvenation:
             if self.proposal == "particles"
             else ""
         )
+        if self.num_backward is not None:
+            extra += f", num_backward={self.num_backward}"
         return f"IndependenceRejuvenation(num_steps={self.num_steps}, proposal={self.proposal!r}{extra})"
 
     def reset(self) -> None:

@@ -137,6 +137,13 @@ def test_the_environment_meets_the_protocol():
     incoming = torch.bincount(dst, minlength=ENV.num_states)
     assert torch.equal(incoming, ENV.num_parents(states))
     assert incoming.max() == 2
+    # the parents, listed from the enumeration without any code of the user's, and the backward estimate with them
+    index, parents, actions = ENV.parents(states)
+    assert torch.equal(torch.bincount(index, minlength=ENV.num_states), incoming)
+    assert torch.equal(ENV.step(parents, actions), states[index])
+    p = TabularGFlowNet.from_reward(ENV, R1)
+    one = p.estimate_terminal_log_prob(states[1:], 1)  # detailed balance: one trajectory is exact
+    assert torch.allclose(one, p.terminal_log_prob(states[1:]).double(), atol=1e-4)
 
 
 def test_exact_bases_compose_exactly():

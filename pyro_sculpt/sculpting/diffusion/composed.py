@@ -573,6 +573,11 @@ class ComposedDiffusionTwist(Twist):
         self.rejuvenate_final = isinstance(moves, IndependenceRejuvenation)
 
     def _check_independence(self, moves: IndependenceRejuvenation) -> None:
+        if moves.num_backward is not None:
+            raise ValueError(
+                "moves: num_backward (backward trajectories) is for GFlowNet compositions; a diffusion composition's "
+                "independence moves use the leaves' exact or probability-flow densities"
+            )
         if moves.proposal == "particles":
             return  # the particles' own density estimate: no sampler of the leaves needed
         models = self.core.models

@@ -43,7 +43,7 @@ from pyro_sculpt.processes.categorical import categorical
 from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.gflownet.bases import base_processes
-from pyro_sculpt.sculpting.log_operators import Composition, LogOperator, Sculpt
+from pyro_sculpt.sculpting.log_operators import Base, Composition, LogOperator, Product, Sculpt
 
 INTERMEDIATES = ("plain", "distinct", "ramp")
 
@@ -280,8 +280,11 @@ class OperatorTwist(Twist):
     the particles after the last step and every one makes independence Metropolis-Hastings steps
     (:class:`~pyro_sculpt.mcmc.IndependenceMH`, docs/math.md §3) targeting the exact composition, with the mixture of
     the bases (or one base) as the proposal: the bases' exact terminal log-probabilities (dynamic programming on an
-    enumerable environment) give the target and the proposal's density. A moved particle's prefix quantities become
-    those of its new state, :math:`\\ell_i = \\log p_i(x)` and :math:`b = 0`.
+    enumerable environment) give the target and the proposal's density. Where no dynamic programme exists, a
+    product's moves propose from one base and weigh by the other bases' probabilities estimated from backward
+    trajectories (``IndependenceRejuvenation(proposal=i, num_backward=K)``: pseudo-marginal, still exact; docs/math.md
+    §4). A moved particle's prefix quantities become those of its new state, :math:`\\ell_i = \\log p_i(x)` (exact,
+    or the estimates) and :math:`b = 0`.
 
     :param process: the composition.
     :param moves: the final moves, or ``None``.
@@ -290,6 +293,7 @@ class OperatorTwist(Twist):
 
         moves = ps.mcmc.IndependenceRejuvenation(num_steps=20)
         res = ps.infer.smc(ps.product(p1, p2), 100_000, moves=moves)   # equally weighted, moved particles
+        pm = ps.mcmc.IndependenceRejuvenation(num_steps=20, proposal=0, num_backward=8)  # no enumeration needed
     """
 
     def __init__(self, process: ComposedProcess, moves: Optional[IndependenceRejuvenation] = None):
@@ -340,7 +344,7 @@ class OperatorTwist(Twist):
         particle targeting the exact composition (the class docstring). Otherwise no move."""
         if self.moves is None or not bool(particles["done"].all()):
             return particles
-        kernel, log_p = independence_kernel(self.process, self.moves.proposal)
+        kernel, log_p = independence_kernel(self.process, self.moves.proposal, self.moves.num_backward)
         x = self.moves.move(particles["s"], kernel).x
         lp = log_p(x)
         out = dict(particles)
@@ -358,9 +362,11 @@ def check_moves(process: ComposedProcess, moves: Optional[IndependenceRejuvenati
             f"moves must be a pyro_sculpt.mcmc.IndependenceRejuvenation or None for a GFlowNet composition, got "
             f"{type(moves).__name__}"
         )
-    if not process.env.is_enumerable:
+    if moves.num_backward is None and not process.env.is_enumerable:
         raise ValueError(
-            f"moves need the bases' exact terminal log-probabilities: the environment {process.env!r} is not enumerable"
+            f"moves need the bases' exact terminal log-probabilities: the environment {process.env!r} is not "
+            "enumerable (IndependenceRejuvenation(num_backward=K) estimates them from backward trajectories, for a "
+            "product of bases)"
         )
     if moves.proposal == "particles":
         raise ValueError(
@@ -370,14 +376,62 @@ def check_moves(process: ComposedProcess, moves: Optional[IndependenceRejuvenati
     m = len(process.bases)
     if isinstance(moves.proposal, int) and moves.proposal >= m:
         raise ValueError(f"moves.proposal must index one of the {m} bases, got {moves.proposal}")
+    if moves.num_backward is not None:
+        leaves = product_leaves(process.operator)
+        if leaves is None or len(set(leaves)) != len(leaves):
+            raise ValueError(
+                f"moves: num_backward (pseudo-marginal moves on estimated probabilities) is exact for a product of "
+                f"distinct bases only, got the operator {process.operator!r}"
+            )
+        if not isinstance(moves.proposal, int) or moves.proposal not in leaves:
+            raise ValueError(
+                f"moves: with num_backward the proposal must be one of the product's bases {sorted(leaves)} (its "
+                f"weight, the other bases' probabilities, is then a product of unbiased estimates), got "
+                f"{moves.proposal!r}"
+            )
     return moves
 
 
-def independence_kernel(process: ComposedProcess, proposal) -> tuple[IndependenceMH, Any]:
+def product_leaves(operator: LogOperator) -> Optional[list]:
+    """The leaf indices of ``operator`` when it is a product of bases (a :class:`Base`, or a :class:`Product` of
+    such products), each with its multiplicity; ``None`` otherwise."""
+    if isinstance(operator, Base):
+        return [operator.index]
+    if isinstance(operator, Product):
+        out = []
+        for op in operator.ops:
+            sub = product_leaves(op)
+            if sub is None:
+                return None
+            out += sub
+        return out
+    return None
+
+
+def independence_kernel(
+    process: ComposedProcess, proposal, num_backward: Optional[int] = None
+) -> tuple[IndependenceMH, Any]:
     """The :class:`~pyro_sculpt.mcmc.IndependenceMH` kernel targeting the exact composition of ``process``, with the
     mixture of its bases (``"mixture"``) or base ``proposal`` as the proposal, and ``x -> (N, m)`` the bases' exact
-    log-probabilities."""
+    log-probabilities; with ``num_backward`` (a product, checked by :func:`check_moves`), the pseudo-marginal kernel
+    whose weights and log-probabilities are estimates from that many backward trajectories per base."""
     env, bases = process.env, process.bases
+    if num_backward is not None:
+        i = int(proposal)
+
+        def log_p_estimate(x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([b.estimate_terminal_log_prob(x, num_backward) for b in bases], -1)
+
+        others = [j for j in product_leaves(process.operator) if j != i]
+
+        def log_weight_estimate(x: torch.Tensor) -> torch.Tensor:
+            # the product's other bases, each estimated independently: an unbiased estimate of pi(x) / p_i(x)
+            w = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+            for j in others:
+                w = w + bases[j].estimate_terminal_log_prob(x, num_backward)
+            return w
+
+        return IndependenceMH(ProcessDistribution(bases[i]), log_weight_estimate), log_p_estimate
     table = torch.stack([b.exact_terminal_distribution().double().log() for b in bases], -1)  # (S, m)
     m = len(bases)
 

@@ -273,6 +273,8 @@ def test_bad_options_raise(oracles):
     with pytest.raises(ValueError, match="bases\\[1\\] has sampler"):
         ps.product(s[0], AncestralSampler(oracles[1], 5))
     assert isinstance(hm.process.twist(), ComposedDiffusionTwist)
+    with pytest.raises(ValueError, match="num_backward .* is for GFlowNet compositions"):
+        ps.infer.smc(ps.product(*s), 10, moves=ps.mcmc.IndependenceRejuvenation(2, proposal=0, num_backward=4))
 
 
 # ----- Reduce, Reuse, Recycle's 2D product task (Du et al. 2023): a ring of 8 Gaussians times a Gaussian -----

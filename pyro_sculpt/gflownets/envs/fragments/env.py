@@ -17,6 +17,7 @@ from pyro_sculpt.gflownets.envs.fragments.trees import (
     PARENT,
     PARENT_SITE,
     ROW,
+    canonical_positions,
     canonical_rows,
     degrees,
     pack_rows,
@@ -304,6 +305,61 @@ class FragmentEnv(DiscreteEnv):
             count = torch.bincount(bi[first], minlength=b)
         count = torch.where(n == 1, 1, count)
         return count.reshape(shape)
+
+    def parents(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The distinct trees left by removing one leaf (the empty tree for a one-fragment tree), each with the one
+        action of its forward mask that rebuilds the state (see :meth:`DiscreteEnv.parents`)."""
+        flat = states.reshape(-1, self.state_dim)
+        device = flat.device
+        frag, sites = sites_from_rows(self._rows(flat))
+        n = (frag > 0).sum(1)
+        bi, li = ((degrees(sites) == 1) & (frag > 0) & (n > 1).unsqueeze(1)).nonzero(as_tuple=True)
+        index = [torch.nonzero(n == 1).flatten()]
+        rows = [torch.zeros((len(index[0]), self.state_dim), dtype=flat.dtype, device=device)]
+        actions = [frag[index[0], 0] - 1]
+        if len(bi):
+            f2, s2 = frag[bi].clone(), sites[bi].clone()
+            ar = torch.arange(len(bi), device=device)
+            f2[ar, li] = 0
+            s2[ar, li, :] = -1
+            s2[ar, :, li] = -1
+            rows2, pos = canonical_positions(f2, s2, self.num_sites)
+            key = torch.cat([bi.unsqueeze(-1), pack_rows(rows2, self.num_fragments, self.num_sites)], 1)
+            _, first = unique_inverse(key)
+            owner, leaf, par = bi[first], li[first], rows2[first].reshape(len(first), self.state_dim)
+            # the addition that undoes the removal: the leaf's (fragment, own site) at its neighbour's site, the
+            # neighbour at its canonical position in the parent
+            s_leaf = sites[owner, leaf]  # (P, N): the leaf's site towards each node (one bond)
+            nb = (s_leaf >= 0).to(torch.uint8).argmax(-1)
+            ar = torch.arange(len(owner), device=device)
+            t = self._t("pair_index", device)[frag[owner, leaf] - 1, s_leaf[ar, nb]]
+            k = sites[owner, nb, leaf]
+            i = pos[first, nb]
+            action = self.num_fragments + (i * self.num_sites + k) * self.num_pairs + t
+            valid = self.forward_mask(par).gather(1, action.unsqueeze(-1)).squeeze(-1)
+            if not bool(valid.all()):  # a symmetric addition whose representative the mask keeps instead
+                redo = torch.nonzero(~valid).flatten()
+                action[redo] = self._rebuilding_actions(par[redo], frag[owner[redo], leaf[redo]] - 1, flat[owner[redo]])
+            index.append(owner)
+            rows.append(par)
+            actions.append(action)
+        index_, rows_, actions_ = torch.cat(index), torch.cat(rows), torch.cat(actions)
+        order = torch.argsort(index_, stable=True)
+        return index_[order], rows_[order], actions_[order]
+
+    def _rebuilding_actions(self, parents: torch.Tensor, leaf_frag: torch.Tensor, kids: torch.Tensor) -> torch.Tensor:
+        """For each parent ``(P, state_dim)``, the one valid action that adds a leaf of fragment ``leaf_frag`` ``(P,)``
+        and makes ``kids[p]``: the children of the valid additions of that fragment only, built and compared."""
+        nf, t_count = self.num_fragments, self.num_pairs
+        mask = self.forward_mask(parents)[:, nf : nf + self.num_add_actions]
+        pair_f = self._t("pair_f", parents.device)
+        frag_of_action = pair_f[torch.arange(self.num_add_actions, device=parents.device) % t_count]
+        src, col = (mask & (frag_of_action.unsqueeze(0) == leaf_frag.unsqueeze(1))).nonzero(as_tuple=True)
+        action = col + nf
+        hit = (self.step(parents[src], action) == kids[src]).all(-1)
+        if int(hit.sum()) != len(parents) or torch.bincount(src[hit], minlength=len(parents)).ne(1).any():
+            raise RuntimeError("FragmentEnv.parents: a parent without exactly one valid action to its child")
+        return action[hit][torch.argsort(src[hit])]
 
     def policy_network(
         self, hidden: int = 64, layers: int = 3, conditional: bool = False, outputs: int = 1

@@ -70,20 +70,40 @@ def _next_hops(frag: torch.Tensor, sites: torch.Tensor) -> tuple[torch.Tensor, t
 def canonical_rows(
     frag: torch.Tensor, sites: torch.Tensor, num_sites: int, with_orbits: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Canonical rows of a batch of trees (see the module's docstring).
+    """Canonical rows of a batch of trees (see the module's docstring): ``(rows (B, N, 4), orbit_min (B, N) or
+    None)``, the arguments as in :func:`canonical_positions`; ``with_orbits`` also returns, for each node ``i`` of the
+    input, the smallest node that an automorphism of the tree maps it to (meaningful when the input is canonical)."""
+    rows, orbits, _ = _canonical(frag, sites, num_sites, with_orbits)
+    return rows, orbits
+
+
+def canonical_positions(frag: torch.Tensor, sites: torch.Tensor, num_sites: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rows (B, N, 4), positions (B, N))``: the canonical rows of the trees ``frag`` ``(B, N)`` (fragment ids plus
+    one, 0: absent), ``sites`` ``(B, N, N)`` (bond sites, -1: none), and the canonical position of every input node
+    (where a node that several positions could take, by a symmetry of the tree, goes in the chosen rooting)."""
+    rows, _, positions = _canonical(frag, sites, num_sites)
+    return rows, positions
+
+
+def _canonical(
+    frag: torch.Tensor, sites: torch.Tensor, num_sites: int, with_orbits: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Canonical rows of a batch of trees (see the module's docstring), and where each node goes.
 
     :param frag: ``(B, N)`` fragment ids plus one (0: absent node).
     :param sites: ``(B, N, N)`` bond sites (-1: no bond); the present nodes must form one tree.
     :param num_sites: an upper bound on the number of sites of a fragment.
     :param with_orbits: also return, for each node ``i`` of the input, the smallest node that an automorphism of
         the tree maps it to (meaningful when the input is itself canonical).
-    :returns: ``(rows (B, N, 4), orbit_min (B, N) or None)``.
+    :returns: ``(rows (B, N, 4), orbit_min (B, N) or None, positions (B, N))``: ``positions[b, u]`` is the
+        canonical position of input node ``u``.
     """
     b, n = frag.shape
     device = frag.device
     if b == 0:
         empty = torch.zeros((0, n, ROW), dtype=torch.long, device=device)
-        return empty, (torch.zeros((0, n), dtype=torch.long, device=device) if with_orbits else None)
+        none = torch.zeros((0, n), dtype=torch.long, device=device)
+        return empty, (none if with_orbits else None), none
     present = frag > 0
     dist, nxt = _next_hops(frag, sites)
     site_to = sites.gather(2, nxt)  # site_to[r, u]: site of r on the path from r to u (-1 when r == u)
@@ -132,7 +152,7 @@ def canonical_rows(
         cand = torch.where(best.unsqueeze(-1), order, n)
         orbits = cand.amin(1)
         orbits = torch.where(present, orbits, ar.expand(b, n))
-    return rows, orbits
+    return rows, orbits, inv
 
 
 def _lexicographic_min(

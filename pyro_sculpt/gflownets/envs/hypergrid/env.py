@@ -63,6 +63,11 @@ class HyperGrid(DiscreteEnv):
     def num_parents(self, states: torch.Tensor) -> torch.Tensor:
         return (states > 0).sum(-1)
 
+    def parents(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One parent per non-zero coordinate ``d``, reached back by action ``d`` (see :meth:`DiscreteEnv.parents`)."""
+        index, d = (states > 0).nonzero(as_tuple=True)
+        return index, states[index] - F.one_hot(d, self.ndim).to(states.dtype), d
+
     def encode(self, states: torch.Tensor) -> torch.Tensor:
         return F.one_hot(states, self.height).flatten(-2).to(torch.get_default_dtype())
 
