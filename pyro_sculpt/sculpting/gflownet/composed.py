@@ -158,8 +158,11 @@ class ComposedProcess(IterativeProcess):
         child = rel.unsqueeze(-2) + lp0  # (..., A, m)
         stop = env.stop_action
         if self.uses_backward:
-            kids, _ = env.children(s)
-            lpb = env.log_backward(kids).to(lp.dtype).masked_fill(~valid, 0.0)
+            # the valid children of each distinct state only (sparse: a molecule has thousands of actions, tens valid)
+            parent, action, kids = env.valid_children(rows)
+            table = torch.zeros((rows.shape[0], env.n_actions), dtype=lp.dtype, device=s.device)
+            table[parent, action] = env.log_backward(kids).to(lp.dtype)
+            lpb = gather_rows(table, inverse).reshape(batch + (env.n_actions,)).masked_fill(~valid, 0.0)
             lpb[..., stop] = 0.0
         else:
             lpb = torch.zeros(batch + (env.n_actions,), dtype=lp.dtype, device=s.device)
