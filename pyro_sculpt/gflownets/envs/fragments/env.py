@@ -283,16 +283,35 @@ class FragmentEnv(DiscreteEnv):
         """Number of fragments of each state, shape ``(...)``."""
         return (states.reshape(states.shape[:-1] + (self.max_fragments, ROW))[..., FRAG] > 0).sum(-1)
 
+    #: trees canonicalised at a time by :meth:`num_parents` (bounds its memory: the children of a batch of molecules
+    #: are millions)
+    num_parents_chunk: int = 16_384
+
     def num_parents(self, states: torch.Tensor) -> torch.Tensor:
-        """The number of distinct trees left by removing one leaf (1 for a one-fragment tree, 0 for the empty one)."""
+        """The number of distinct trees left by removing one leaf (1 for a one-fragment tree, 0 for the empty one).
+
+        Leaves of a fragment that no other leaf has give distinct parents (the parents' fragment multisets differ);
+        only leaves that share their fragment with another are compared, by the canonical form of what is left.
+        """
         shape = states.shape[:-1]
         flat = states.reshape(-1, self.state_dim)
+        step = self.num_parents_chunk
+        if flat.shape[0] > step:
+            return torch.cat([self._num_parents(flat[i : i + step]) for i in range(0, flat.shape[0], step)]).reshape(
+                shape
+            )
+        return self._num_parents(flat).reshape(shape)
+
+    def _num_parents(self, flat: torch.Tensor) -> torch.Tensor:
         b = flat.shape[0]
         frag, sites = sites_from_rows(self._rows(flat))
         n = (frag > 0).sum(1)
         leaf = (degrees(sites) == 1) & (frag > 0)
-        bi, li = leaf.nonzero(as_tuple=True)
-        count = torch.zeros(b, dtype=torch.long, device=flat.device)
+        # leaves whose fragment another leaf of the tree also has: only their removals can give the same tree
+        lf = torch.where(leaf, frag, -1)
+        shared = leaf & ((lf.unsqueeze(2) == lf.unsqueeze(1)).sum(-1) > 1)
+        count = (leaf & ~shared).sum(1)
+        bi, li = shared.nonzero(as_tuple=True)
         if len(bi):
             f2, s2 = frag[bi].clone(), sites[bi].clone()
             ar = torch.arange(len(bi), device=flat.device)
@@ -302,9 +321,8 @@ class FragmentEnv(DiscreteEnv):
             rows2, _ = canonical_rows(f2, s2, self.num_sites)
             key = torch.cat([bi.unsqueeze(-1), pack_rows(rows2, self.num_fragments, self.num_sites)], 1)
             _, first = unique_inverse(key)
-            count = torch.bincount(bi[first], minlength=b)
-        count = torch.where(n == 1, 1, count)
-        return count.reshape(shape)
+            count = count + torch.bincount(bi[first], minlength=b)
+        return torch.where(n == 1, 1, count)
 
     def parents(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The distinct trees left by removing one leaf (the empty tree for a one-fragment tree), each with the one
