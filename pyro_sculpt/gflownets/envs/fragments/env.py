@@ -313,12 +313,7 @@ class FragmentEnv(DiscreteEnv):
         count = (leaf & ~shared).sum(1)
         bi, li = shared.nonzero(as_tuple=True)
         if len(bi):
-            f2, s2 = frag[bi].clone(), sites[bi].clone()
-            ar = torch.arange(len(bi), device=flat.device)
-            f2[ar, li] = 0
-            s2[ar, li, :] = -1
-            s2[ar, :, li] = -1
-            rows2, _ = canonical_rows(f2, s2, self.num_sites)
+            rows2, _ = canonical_rows(*_without_leaves(frag, sites, bi, li), self.num_sites)
             key = torch.cat([bi.unsqueeze(-1), pack_rows(rows2, self.num_fragments, self.num_sites)], 1)
             _, first = unique_inverse(key)
             count = count + torch.bincount(bi[first], minlength=b)
@@ -336,12 +331,7 @@ class FragmentEnv(DiscreteEnv):
         rows = [torch.zeros((len(index[0]), self.state_dim), dtype=flat.dtype, device=device)]
         actions = [frag[index[0], 0] - 1]
         if len(bi):
-            f2, s2 = frag[bi].clone(), sites[bi].clone()
-            ar = torch.arange(len(bi), device=device)
-            f2[ar, li] = 0
-            s2[ar, li, :] = -1
-            s2[ar, :, li] = -1
-            rows2, pos = canonical_positions(f2, s2, self.num_sites)
+            rows2, pos = canonical_positions(*_without_leaves(frag, sites, bi, li), self.num_sites)
             key = torch.cat([bi.unsqueeze(-1), pack_rows(rows2, self.num_fragments, self.num_sites)], 1)
             _, first = unique_inverse(key)
             owner, leaf, par = bi[first], li[first], rows2[first].reshape(len(first), self.state_dim)
@@ -547,6 +537,18 @@ class FragmentEnv(DiscreteEnv):
         if not torch.equal(all_states[idx], flat):
             raise ValueError(f"states are not states of {self!r} (not canonical trees of its vocabulary)")
         return idx.reshape(states.shape[:-1])
+
+
+def _without_leaves(
+    frag: torch.Tensor, sites: torch.Tensor, tree: torch.Tensor, leaf: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(frag, sites)`` of trees ``tree`` ``(K,)`` of a batch, each without its node ``leaf`` ``(K,)``."""
+    f2, s2 = frag[tree].clone(), sites[tree].clone()
+    ar = torch.arange(len(tree), device=frag.device)
+    f2[ar, leaf] = 0
+    s2[ar, leaf, :] = -1
+    s2[ar, :, leaf] = -1
+    return f2, s2
 
 
 def _chunks(row: list[int]) -> list[list[int]]:
