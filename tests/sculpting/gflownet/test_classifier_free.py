@@ -57,6 +57,26 @@ def test_product_of_gflownets_by_smc_matches_the_exact_product():
     assert ps.metrics.l1_distance(plain, target) > 3 * ps.metrics.expected_l1_floor(target, n)
 
 
+def test_the_product_reads_backward_probabilities_of_valid_children_only(monkeypatch):
+    """The product's twist needs P_B of every valid child; on fragment trees (thousands of actions per state, tens
+    valid) building the dense children of every particle ran out of memory, so it must not be called, and the
+    log-normaliser stays exact."""
+    pytest.importorskip("rdkit")
+    from pyro_sculpt.gflownets.envs.fragments import FragmentEnv
+    from tests.gflownets.envs.fragments.fragment_helpers import TINY
+
+    env = FragmentEnv(TINY, max_fragments=3)
+    p1, p2 = exact_bases(env, 2, seed=4)
+    probs = torch.stack([p1.exact_terminal_distribution(), p2.exact_terminal_distribution()]).double()
+
+    def dense(*args, **kwargs):
+        raise AssertionError("the dense children of every action were built")
+
+    monkeypatch.setattr(FragmentEnv, "children", dense)
+    res = ps.infer.smc(ps.product(p1, p2), 4000, seed=0)
+    assert abs(res.log_evidence - math.log(float(probs.prod(0).sum()))) < 0.05
+
+
 def test_negation_and_nested_compositions_by_smc():
     p1, p2, p3 = exact_bases(ENV, 3, seed=24, scale=1.0)
     probs = torch.stack([b.exact_terminal_distribution() for b in (p1, p2, p3)]).double()
