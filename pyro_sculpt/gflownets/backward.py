@@ -86,7 +86,8 @@ def estimate_terminal_log_prob(
         policy) on an environment that lists parents.
     :param x: terminal states ``(..., state_dim)``.
     :param num_trajectories: :math:`K`, trajectories per state (>= 1).
-    :param chunk_size: trajectories sampled at a time (bounds the memory; the result does not depend on it).
+    :param chunk_size: trajectories sampled at a time: bounds the memory; it changes which random numbers each
+        trajectory draws, not the estimate's distribution.
     :returns: ``(...)`` float64; :math:`-\\infty` where the process cannot stop at ``x``.
 
     Example::
