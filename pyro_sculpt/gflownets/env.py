@@ -86,6 +86,21 @@ class DiscreteEnv(ABC):
         parent, action = mask.nonzero(as_tuple=True)
         return parent, action, kids[parent, action]
 
+    def children_log_backward(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:math:`\\log P_B(s \\mid s')` of the uniform backward policy for every valid child :math:`s'` of a flat
+        batch of states, as a sparse list: what a composition twisted by the backward policy reads at every step
+        (products, negations; docs/sculpting.md).
+
+        The default is :meth:`log_backward` of :meth:`valid_children`; an environment whose parent count does not need
+        the child in its normal form (fragment trees: no canonicalisation) overrides it with a cheaper one.
+
+        :param states: ``(B, state_dim)``.
+        :returns: ``(parent, action, log_pb)`` of shapes ``(K,)``, ``(K,)``, ``(K,)``, in the order and with the
+            pairs of :meth:`valid_children`.
+        """
+        parent, action, kids = self.valid_children(states)
+        return parent, action, self.log_backward(kids)
+
     @abstractmethod
     def num_parents(self, states: torch.Tensor) -> torch.Tensor:
         """Number of parents of each state, shape ``(...)``."""

@@ -159,9 +159,9 @@ class ComposedProcess(IterativeProcess):
         stop = env.stop_action
         if self.uses_backward:
             # the valid children of each distinct state only (sparse: a molecule has thousands of actions, tens valid)
-            parent, action, kids = env.valid_children(rows)
+            parent, action, child_lpb = env.children_log_backward(rows)
             table = torch.zeros((rows.shape[0], env.n_actions), dtype=lp.dtype, device=s.device)
-            table[parent, action] = env.log_backward(kids).to(lp.dtype)
+            table[parent, action] = child_lpb.to(lp.dtype)
             lpb = gather_rows(table, inverse).reshape(batch + (env.n_actions,)).masked_fill(~valid, 0.0)
             lpb[..., stop] = 0.0
         else:

@@ -20,6 +20,10 @@ def test_hypergrid_structure():
     states = env.all_states()
     assert torch.equal(env.index(states), torch.arange(64))
     assert env.encode(s).shape == (1, 12)
+    # the default backward probabilities of the valid children: child [1, 3, 1] has 3 parents, [0, 3, 2] has 2
+    parent, action, log_pb = env.children_log_backward(s)
+    assert parent.tolist() == [0, 0] and action.tolist() == [0, 2]
+    assert torch.allclose(log_pb, -torch.tensor([3.0, 2.0]).log())
 
 
 def test_all_states_are_topologically_ordered():

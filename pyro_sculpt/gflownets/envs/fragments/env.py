@@ -148,14 +148,20 @@ class FragmentEnv(DiscreteEnv):
         free = in_range & ~used_sites(sites, self.num_sites) & present.unsqueeze(-1)
         return free & (n < self.max_fragments).view(-1, 1, 1)
 
-    def _add_leaf(self, rows: torch.Tensor, i, k, f, j) -> torch.Tensor:
-        """Canonical rows of ``rows`` (canonical, ``(K, N, 4)``) with fragment ``f`` bonded by its site ``j`` to
-        site ``k`` of node ``i``."""
+    @staticmethod
+    def _append_leaf(rows: torch.Tensor, i, k, f, j) -> torch.Tensor:
+        """``rows`` ``(K, N, 4)`` with fragment ``f`` bonded by its site ``j`` to site ``k`` of node ``i``, as a new
+        last row (the same tree as :meth:`_add_leaf`'s, not in canonical order)."""
         new = rows.clone()
         pos = (rows[..., FRAG] > 0).sum(1)
         ar = torch.arange(len(rows), device=rows.device)
         new[ar, pos] = torch.stack([f + 1, i + 1, k + 1, j + 1], -1)
-        frag, sites = sites_from_rows(new)
+        return new
+
+    def _add_leaf(self, rows: torch.Tensor, i, k, f, j) -> torch.Tensor:
+        """Canonical rows of ``rows`` (canonical, ``(K, N, 4)``) with fragment ``f`` bonded by its site ``j`` to
+        site ``k`` of node ``i``."""
+        frag, sites = sites_from_rows(self._append_leaf(rows, i, k, f, j))
         return canonical_rows(frag, sites, self.num_sites)[0]
 
     def _candidates(self, frag: torch.Tensor, sites: torch.Tensor) -> torch.Tensor:
@@ -270,6 +276,24 @@ class FragmentEnv(DiscreteEnv):
         mask[..., -1] = False
         parent, action = mask.nonzero(as_tuple=True)
         return parent, action, self.step(states[parent], action)
+
+    def children_log_backward(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:math:`\\log P_B` of the valid children of a flat batch of states (see
+        :meth:`DiscreteEnv.children_log_backward`) without building their canonical forms: the number of parents of
+        a tree does not depend on the order of its rows, so each child is its parent with the new leaf appended (a
+        one-fragment child has one parent). On 6-fragment molecules this skips the canonicalisation of hundreds of
+        children per state, nearly all of the cost of :meth:`valid_children`."""
+        mask = self.forward_mask(states)
+        mask[..., -1] = False
+        parent, action = mask.nonzero(as_tuple=True)
+        log_pb = torch.zeros(len(parent), dtype=torch.get_default_dtype(), device=states.device)
+        add = action >= self.num_fragments
+        if bool(add.any()):
+            i, k, t = self._decode_add(action[add])
+            pf, pj = self._t("pair_f", states.device), self._t("pair_j", states.device)
+            kids = self._append_leaf(self._rows(states)[parent[add]], i, k, pf[t], pj[t])
+            log_pb[add] = self.log_backward(kids.reshape(-1, self.state_dim))
+        return parent, action, log_pb
 
     def children(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = states.shape[:-1]

@@ -117,6 +117,30 @@ def test_symmetric_additions_are_masked_once():
     assert bool(mask[a01]) != bool(mask[a10])
 
 
+@pytest.mark.parametrize("vocab, n", [(TINY, 4), (None, 6)])
+def test_children_log_backward_agrees_with_the_canonical_children(monkeypatch, vocab, n):
+    """The backward probabilities of every valid child, read without canonical forms (appended leaves), equal those
+    of the canonical children, on every tree of a symmetric vocabulary (leaves sharing a fragment) and on random
+    trees of every size of the default one; and no child is built by ``step``."""
+    env = FragmentEnv(vocab, max_fragments=n)
+    if vocab is None:
+        states = torch.cat([_random_states(env, 40, k, seed=k) for k in range(n)])
+    else:
+        states = env.all_states()
+    parent, action, kids = env.valid_children(states)
+    expected = env.log_backward(kids)
+    assert (expected < 0).any() and (expected == 0).any()
+
+    def built(*args, **kwargs):
+        raise AssertionError("children_log_backward built canonical children")
+
+    monkeypatch.setattr(FragmentEnv, "step", built)
+    monkeypatch.setattr(FragmentEnv, "_add_leaf", built)  # (the batch's mask is remembered from valid_children)
+    p2, a2, log_pb = env.children_log_backward(states)
+    assert torch.equal(p2, parent) and torch.equal(a2, action)
+    assert torch.equal(log_pb, expected)
+
+
 def test_config_round_trip_and_registry():
     env = FragmentEnv(TINY, max_fragments=3)
     again = ps.gflownets.env_from_config(json.loads(json.dumps(env.config())))
