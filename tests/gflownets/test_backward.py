@@ -59,6 +59,24 @@ def test_parents_are_the_incoming_edges_of_the_enumeration(name):
     assert edges((index, parents, actions)) == edges(ref)
 
 
+def test_parents_of_random_molecules_keep_the_masked_action():
+    """On the default vocabulary (not enumerable) the parents' actions are the ones their forward mask keeps (the
+    mask is computed only for children that repeat a fragment), and rebuild the states."""
+    pytest.importorskip("rdkit")
+    from pyro_sculpt.gflownets.envs.fragments import FragmentEnv
+    from tests.gflownets.envs.fragments.test_fragment_env import _random_states
+
+    env = FragmentEnv(max_fragments=6)
+    x = torch.cat([_random_states(env, 60, k, seed=k) for k in range(1, 7)])
+    index, parents, actions = env.parents(x)
+    assert torch.equal(torch.bincount(index, minlength=len(x)), env.num_parents(x))
+    assert torch.equal(env.step(parents, actions), x[index])
+    assert bool(env.forward_mask(parents).gather(1, actions.unsqueeze(-1)).all())
+    frags = x.view(len(x), 6, 4)[..., 0]
+    repeated = [len(set(r) - {0}) < sum(f > 0 for f in r) for r in frags.tolist()]
+    assert 0 < sum(repeated) < len(x)  # both paths taken
+
+
 @pytest.mark.parametrize("name", ["grid", "fragments"])
 def test_backward_trajectories_rebuild_their_states(name):
     env = ENVS[name]()

@@ -368,7 +368,16 @@ class FragmentEnv(DiscreteEnv):
             k = sites[owner, nb, leaf]
             i = pos[first, nb]
             action = self.num_fragments + (i * self.num_sites + k) * self.num_pairs + t
-            valid = self.forward_mask(par).gather(1, action.unsqueeze(-1)).squeeze(-1)
+            # the mask can only drop the undoing action where the child repeats a fragment: a symmetry of the parent
+            # (its node not the representative of its orbit) needs two nodes of one fragment, and an addition is
+            # compared with others only where it copies the attachment of a leaf of its fragment (_candidates); so
+            # only those parents' masks are computed
+            present = frag[owner] > 0
+            repeats = ((frag[owner].unsqueeze(2) == frag[owner].unsqueeze(1)) & present.unsqueeze(1)).sum(-1) > 1
+            check = torch.nonzero((repeats & present).any(-1)).flatten()
+            valid = torch.ones(len(owner), dtype=torch.bool, device=device)
+            if len(check):
+                valid[check] = self.forward_mask(par[check]).gather(1, action[check].unsqueeze(-1)).squeeze(-1)
             if not bool(valid.all()):  # a symmetric addition whose representative the mask keeps instead
                 redo = torch.nonzero(~valid).flatten()
                 action[redo] = self._rebuilding_actions(par[redo], frag[owner[redo], leaf[redo]] - 1, flat[owner[redo]])
