@@ -202,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="sculpting fragment-molecule GFlowNets (QED, SA, MW): bin shares, EMD matrix, plots, drawings",
         description="Train (or load from --out) beta-conditioned fragment GFlowNets for QED, SA and MW; sample the "
         "bases, their mixture, the harmonic mean, both contrasts and the 3-model conjunction (classifier-free, "
-        "with SMC, and guided by per-action observation classifiers trained on the bases); write results.md, "
+        "with SMC, and guided by per-action observation classifiers trained on the bases), and the product QED x SA "
+        "(SMC, then pseudo-marginal moves); write results.md, "
         "results.json, scatter.png and molecules.png into --out. --size full (the "
         "default) takes under 30 minutes on 2 CPU cores; --size tiny runs in seconds.",
         epilog=DISTRIBUTED_HELP,

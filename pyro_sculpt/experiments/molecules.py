@@ -4,7 +4,8 @@ Base GFlowNets on fragment trees (the default 72-fragment vocabulary), one per o
 conjunction, MW), each a beta-conditioned message-passing policy trained by trajectory balance and sampled at one
 beta. Compositions classifier-free (each particle carries its exact posterior over bases, docs/math.md §1.4) and
 corrected by SMC (§1.5): the mixture, the harmonic mean QED ⊗ SA, both contrasts QED ◑ SA and QED ◐ SA, and the
-3-model conjunction QED ⊗ SA ⊗ MW; and the same operations classifier-guided (§1.1) by per-action observation
+3-model conjunction QED ⊗ SA ⊗ MW; the product QED × SA (classifier-free SMC, then pseudo-marginal independence moves
+of its final particles that target the product of the molecules' probabilities, docs/mcmc.md); and the same operations classifier-guided (§1.1) by per-action observation
 classifiers (:class:`~pyro_sculpt.sculpting.gflownet.ChildObservationClassifier`) trained on the bases, the harmonic
 mean also by twisted SMC. Reported: shares of samples in the paper's bins and in strict bins, beside a
 row of uniformly random trees (docs/math.md §5); validity, uniqueness and diversity; an earth mover's distance
@@ -38,7 +39,8 @@ from pyro_sculpt.gflownets.envs.fragments import FragmentEnv
 from pyro_sculpt.gflownets.envs.fragments.rewards import MoleculeReward
 from pyro_sculpt.infer import smc
 from pyro_sculpt.metrics import molecules as mm
-from pyro_sculpt.sculpting import contrast, harmonic_mean, mixture, reverse_contrast, sculpt
+from pyro_sculpt.mcmc import IndependenceRejuvenation
+from pyro_sculpt.sculpting import contrast, harmonic_mean, mixture, product, reverse_contrast, sculpt
 from pyro_sculpt.sculpting.gflownet import ChildObservationClassifier
 from pyro_sculpt.utils import set_seed
 
@@ -78,6 +80,11 @@ class MoleculeSchedule:
     classifier_steps: int = 2000
     classifier_lr: float = 1e-3
     classifier_time_limit: Optional[float] = 180.0
+    #: the product QED x SA by classifier-free SMC, then pseudo-marginal independence moves of its final particles
+    #: (proposals from the QED base, the SA base's probability estimated from ``product_num_backward`` backward
+    #: trajectories; docs/molecules.md)
+    product_moves: int = 10
+    product_num_backward: int = 4
     #: also the 3-model classifier (27 outputs per action: about 1.2 s per training step at the full size, so that
     #: its time limit leaves it barely trained; docs/molecules.md) and the classifier-guided conjunction
     guided_three_models: bool = False
@@ -110,6 +117,8 @@ def schedule(size: str = "full") -> MoleculeSchedule:
             classifier_lr=3e-3,
             classifier_time_limit=None,
             guided_three_models=True,
+            product_moves=2,
+            product_num_backward=2,
         )
     raise ValueError(f"size must be 'full' or 'tiny', got {size!r}")
 
@@ -188,10 +197,14 @@ def _load_classifier(path: Path, env: FragmentEnv, n: int, sch: MoleculeSchedule
     return clf
 
 
-def _smc_samples(dist, n: int, seed: int) -> tuple[torch.Tensor, dict]:
-    res = smc(dist, n, seed=seed)
+def _smc_samples(dist, n: int, seed: int, moves: Optional[IndependenceRejuvenation] = None) -> tuple[torch.Tensor, dict]:
+    t = time.time()
+    res = smc(dist, n, seed=seed, **({} if moves is None else {"moves": moves}))
     info = {"min_ess": float(min(res.ess_history)), "final_ess": res.ess, "resamples": res.num_resamples}
-    return res.resample(n), info
+    # moves leave n equally weighted particles, resampled before them
+    x = res.x if moves is not None else res.resample(n)
+    info["seconds"] = time.time() - t
+    return x, info
 
 
 def _row(smiles: list[str], props: dict) -> dict:
@@ -372,6 +385,12 @@ def main(
             compositions["QED ⊗ SA ⊗ MW"] = sculpt([q, s, bases["mw"]], y=(0, 1, 2))
         for k, (name, dist) in enumerate(compositions.items()):
             states[name], smc_info[name] = _smc_samples(dist, n, seed + 100 + k)
+        states["QED × SA"], smc_info["QED × SA"] = _smc_samples(product(q, s), n, seed + 150)
+        if sch.product_moves:
+            name = f"QED × SA + {sch.product_moves} moves"
+            moves = IndependenceRejuvenation(sch.product_moves, proposal=0, num_backward=sch.product_num_backward)
+            states[name], smc_info[name] = _smc_samples(product(q, s), n, seed + 150, moves=moves)
+            smc_info[name]["acceptance"] = [float(a) for a in moves.history]
         if sch.guided:
             c2 = classifiers[2]
             set_seed(seed + 200)
@@ -414,7 +433,9 @@ def main(
         "",
         "Shares of samples in the paper's bins (QED >= 0.25, SA >= 0.6, MW <= 500 Da) and in strict bins "
         "(QED >= 0.7, SA >= 0.8, MW <= 400 Da); compositions by classifier-free SMC, or guided by a per-action "
-        "observation classifier (', classifier'; '+ SMC': twisted SMC).",
+        "observation classifier (', classifier'; '+ SMC': twisted SMC); QED × SA: the product of the bases by "
+        "classifier-free SMC, '+ moves': then pseudo-marginal independence moves of its particles (proposals from the "
+        "QED base).",
         "",
         _table(rows),
         "",
@@ -423,7 +444,11 @@ def main(
         _emd_table(names, emd),
         "",
         "SMC: "
-        + ", ".join(f"{k}: min ESS {v['min_ess']:.0f}, final ESS {v['final_ess']:.0f}" for k, v in smc_info.items()),
+        + "; ".join(
+            f"{k}: min ESS {v['min_ess']:.0f}, final ESS {v['final_ess']:.0f}, {v['seconds']:.0f} s"
+            + (f", acceptance per move {min(v['acceptance']):.2f}-{max(v['acceptance']):.2f}" if "acceptance" in v else "")
+            for k, v in smc_info.items()
+        ),
         "",
         "Training s: " + ", ".join(f"{k} {v:.0f}" for k, v in train_time.items()) + ".",
         "",

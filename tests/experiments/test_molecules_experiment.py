@@ -21,8 +21,9 @@ def test_the_tiny_run_writes_its_table_matrix_and_figures_and_reuses_its_bases(t
     res = json.loads((out / "results.json").read_text())
     names = res["emd"]["names"]
     expected = ["random trees", "QED", "SA", "MW", "mixture QED, SA", "QED ⊗ SA", "QED ◑ SA", "QED ◐ SA"]
+    product = ["QED × SA", "QED × SA + 2 moves"]
     guided = ["QED ⊗ SA, classifier", "QED ◑ SA, classifier", "QED ◐ SA, classifier", "QED ⊗ SA, classifier + SMC"]
-    assert names == expected + ["QED ⊗ SA ⊗ MW"] + guided + ["QED ⊗ SA ⊗ MW, classifier"]
+    assert names == expected + ["QED ⊗ SA ⊗ MW"] + product + guided + ["QED ⊗ SA ⊗ MW, classifier"]
     emd = torch.tensor(res["emd"]["matrix"])
     off = ~torch.eye(len(names), dtype=torch.bool)
     assert torch.equal(emd, emd.T) and (emd.diagonal() == 0).all() and (emd[off] > 0).all()
@@ -34,8 +35,10 @@ def test_the_tiny_run_writes_its_table_matrix_and_figures_and_reuses_its_bases(t
             assert abs(r["qed&sa"] + r["qed&!sa"] - r["qed"]) < 1e-12
         # the strict bins are inside the paper's
         assert all(row["strict"][k] <= row["paper"][k] for k in ("qed", "sa", "qed&sa"))
-    for name in ("QED ⊗ SA", "QED ◑ SA", "QED ◐ SA", "QED ⊗ SA ⊗ MW", "QED ⊗ SA, classifier + SMC"):
-        assert res["smc"][name]["min_ess"] > 0
+    for name in ("QED ⊗ SA", "QED ◑ SA", "QED ◐ SA", "QED ⊗ SA ⊗ MW", "QED ⊗ SA, classifier + SMC") + tuple(product):
+        assert res["smc"][name]["min_ess"] > 0 and res["smc"][name]["seconds"] > 0
+    acceptance = res["smc"]["QED × SA + 2 moves"]["acceptance"]
+    assert len(acceptance) == 2 and all(0 <= a <= 1 for a in acceptance)
     samples = json.loads((out / "samples.json").read_text())
     assert list(samples) == names and all(len(v) == 60 for v in samples.values())
     for f in ("results.md", "scatter.png", "molecules.png", "gfn_qed.pt", "gfn_sa.pt", "gfn_mw.pt"):
