@@ -310,9 +310,7 @@ class FragmentEnv(DiscreteEnv):
         i, k, t = self._decode_add(action[add])
         f, j = self._t("pair_f", device)[t], self._t("pair_j", device)[t]
         f_i = frag[b, i] - 1
-        pairs = self.num_fragments * self.num_sites
-        a, c = f * self.num_sites + j, f_i * self.num_sites + k
-        key_new = (f * pairs + torch.minimum(a, c)) * pairs + torch.maximum(a, c)
+        key_new = self._removal_key(f, j, f_i, k)
         others = leaf[b] & (torch.arange(big_n, device=device) != i.unsqueeze(1))  # p's leaves that stay leaves
         hit = ((key[b] == key_new.unsqueeze(1)) & others).any(1) | meet_without[b, i]
         count = others.sum(1) + 1
@@ -383,9 +381,13 @@ class FragmentEnv(DiscreteEnv):
         own = sites.amax(-1).clamp(min=0)  # a leaf's site (its only bond)
         ar_b, ar_n = torch.arange(b, device=frag.device).unsqueeze(1), torch.arange(n, device=frag.device)
         at_nb = sites[ar_b, nb, ar_n].clamp(min=0)  # the neighbour's site
-        f = (frag - 1).clamp(min=0)
+        return self._removal_key((frag - 1).clamp(min=0), own, frag.gather(1, nb).sub(1).clamp(min=0), at_nb)
+
+    def _removal_key(self, f: torch.Tensor, j: torch.Tensor, g: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The removal key of a leaf of fragment ``f`` (0-based) bonded by its site ``j`` to site ``k`` of a node of
+        fragment ``g``: ``f`` and the unordered pair of ``(f, j)`` and ``(g, k)``, packed into one integer."""
         pairs = self.num_fragments * self.num_sites
-        a, c = f * self.num_sites + own, frag.gather(1, nb).sub(1).clamp(min=0) * self.num_sites + at_nb
+        a, c = f * self.num_sites + j, g * self.num_sites + k
         return (f * pairs + torch.minimum(a, c)) * pairs + torch.maximum(a, c)
 
     def parents(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
