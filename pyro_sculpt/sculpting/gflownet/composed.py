@@ -327,7 +327,7 @@ class OperatorTwist(Twist):
         log_z = log_z.to(torch.float64)
         if t == 0:
             log_z = log_z + proc._psi(log_lik, log_pb, 0, final=False)
-        a = torch.distributions.Categorical(logits=logits).sample()
+        a = categorical(logits).sample()  # by inverse CDF over thousands of actions (molecules)
         a = torch.where(done, torch.full_like(a, env.stop_action), a)
         taken = lp0.gather(-2, a[:, None, None].expand(-1, 1, lp0.shape[-1])).squeeze(-2)
         keep = done.unsqueeze(-1)

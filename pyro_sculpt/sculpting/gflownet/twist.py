@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from pyro_sculpt.infer.twist import Twist
+from pyro_sculpt.processes.categorical import categorical
 from pyro_sculpt.sculpting.observations import terminal_log_joint
 
 TERMINALS = ("trajectory", "classifier")
@@ -59,7 +60,7 @@ class ClassifierTwist(Twist):
         s, log_rho, done = particles["s"], particles["log_rho"], particles["done"]
         stop = env.stop_action
         g = proc.guided(s)
-        a = torch.distributions.Categorical(logits=g.log_probs).sample()
+        a = categorical(g.log_probs).sample()  # by inverse CDF over thousands of actions (molecules)
         a = torch.where(done, torch.full_like(a, stop), a)
         idx = a.unsqueeze(-1)
         base_lp = g.base_log_probs
