@@ -5,9 +5,10 @@ conjunction, MW), each a beta-conditioned message-passing policy trained by traj
 beta. Compositions classifier-free (each particle carries its exact posterior over bases, docs/math.md §1.4) and
 corrected by SMC (§1.5): the mixture, the harmonic mean QED ⊗ SA, both contrasts QED ◑ SA and QED ◐ SA, and the
 3-model conjunction QED ⊗ SA ⊗ MW; the product QED × SA (classifier-free SMC, then pseudo-marginal independence moves
-of its final particles that target the product of the molecules' probabilities, docs/mcmc.md); and the same operations classifier-guided (§1.1) by per-action observation
-classifiers (:class:`~pyro_sculpt.sculpting.gflownet.ChildObservationClassifier`) trained on the bases, the harmonic
-mean also by twisted SMC. Reported: shares of samples in the paper's bins and in strict bins, beside a
+of its final particles that target the product of the molecules' probabilities, docs/mcmc.md); and the same
+operations classifier-guided (§1.1) by per-action observation classifiers
+(:class:`~pyro_sculpt.sculpting.gflownet.ChildObservationClassifier`) trained on the bases, the harmonic mean also by
+twisted SMC. Reported: shares of samples in the paper's bins and in strict bins, beside a
 row of uniformly random trees (docs/math.md §5); validity, uniqueness and diversity; an earth mover's distance
 matrix between the sample sets; a QED-SA scatter plot and a grid of molecule drawings. Models are cached in the output
 directory (an unusable or differently configured file is retrained).
@@ -38,8 +39,8 @@ from pyro_sculpt.gflownets import GFlowNet
 from pyro_sculpt.gflownets.envs.fragments import FragmentEnv
 from pyro_sculpt.gflownets.envs.fragments.rewards import MoleculeReward
 from pyro_sculpt.infer import smc
-from pyro_sculpt.metrics import molecules as mm
 from pyro_sculpt.mcmc import IndependenceRejuvenation
+from pyro_sculpt.metrics import molecules as mm
 from pyro_sculpt.sculpting import contrast, harmonic_mean, mixture, product, reverse_contrast, sculpt
 from pyro_sculpt.sculpting.gflownet import ChildObservationClassifier
 from pyro_sculpt.utils import set_seed
@@ -197,7 +198,9 @@ def _load_classifier(path: Path, env: FragmentEnv, n: int, sch: MoleculeSchedule
     return clf
 
 
-def _smc_samples(dist, n: int, seed: int, moves: Optional[IndependenceRejuvenation] = None) -> tuple[torch.Tensor, dict]:
+def _smc_samples(
+    dist, n: int, seed: int, moves: Optional[IndependenceRejuvenation] = None
+) -> tuple[torch.Tensor, dict]:
     t = time.time()
     res = smc(dist, n, seed=seed, **({} if moves is None else {"moves": moves}))
     info = {"min_ess": float(min(res.ess_history)), "final_ess": res.ess, "resamples": res.num_resamples}
@@ -446,7 +449,11 @@ def main(
         "SMC: "
         + "; ".join(
             f"{k}: min ESS {v['min_ess']:.0f}, final ESS {v['final_ess']:.0f}, {v['seconds']:.0f} s"
-            + (f", acceptance per move {min(v['acceptance']):.2f}-{max(v['acceptance']):.2f}" if "acceptance" in v else "")
+            + (
+                f", acceptance per move {min(v['acceptance']):.2f}-{max(v['acceptance']):.2f}"
+                if "acceptance" in v
+                else ""
+            )
             for k, v in smc_info.items()
         ),
         "",

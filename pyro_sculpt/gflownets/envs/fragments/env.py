@@ -342,8 +342,8 @@ class FragmentEnv(DiscreteEnv):
         """The number of distinct trees left by removing one leaf (1 for a one-fragment tree, 0 for the empty one).
 
         Removing a leaf of fragment :math:`f`, bonded by its site :math:`j` to site :math:`k` of a node of fragment
-        :math:`g`, takes :math:`f` out of the tree's fragments and the pairs :math:`(f, j)` and :math:`(g, k)` out of its
-        bonded (fragment, site) pairs; two removals can leave the same tree only if they take out the same of both.
+        :math:`g`, takes :math:`f` out of the tree's fragments and the pairs :math:`(f, j)` and :math:`(g, k)` out of
+        its bonded (fragment, site) pairs; two removals can leave the same tree only if they take out the same of both.
         So only leaves whose key :math:`(f, \\{(f, j), (g, k)\\})` another leaf shares are compared, by the canonical
         form of what is left; every other leaf gives a parent of its own.
         """
