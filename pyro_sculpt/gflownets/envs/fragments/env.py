@@ -286,10 +286,27 @@ class FragmentEnv(DiscreteEnv):
         Where no two of them share a key, every leaf gives a parent of its own and :math:`|\\mathrm{Pa}(c)|` is their
         number (a child of a one-fragment tree: 1 if both fragments are the same, else 2); only the few children where
         two keys meet are built (their rows appended, not canonicalised) and counted by :meth:`num_parents`. On the
-        children of 6-fragment molecules (millions per SMC step) this replaces building every child.
+        children of 6-fragment molecules (millions per SMC step) this replaces building every child. States are
+        taken :attr:`children_chunk` at a time (bounds the memory of the per-child tensors).
         """
         mask = self.forward_mask(states)
         mask[..., -1] = False
+        step = self.children_chunk
+        if states.shape[0] <= step:
+            return self._children_log_backward(states, mask)
+        parts = [
+            self._children_log_backward(states[i : i + step], mask[i : i + step])
+            for i in range(0, states.shape[0], step)
+        ]
+        parent = torch.cat([p + i * step for i, (p, _, _) in enumerate(parts)])
+        return parent, torch.cat([a for _, a, _ in parts]), torch.cat([lp for _, _, lp in parts])
+
+    #: states whose children :meth:`children_log_backward` counts at a time
+    children_chunk: int = 2048
+
+    def _children_log_backward(
+        self, states: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         parent, action = mask.nonzero(as_tuple=True)
         log_pb = torch.zeros(len(parent), dtype=torch.get_default_dtype(), device=states.device)
         add = torch.nonzero(action >= self.num_fragments).flatten()

@@ -140,6 +140,8 @@ def test_children_log_backward_agrees_with_the_canonical_children(monkeypatch, v
     p2, a2, log_pb = env.children_log_backward(states)
     assert torch.equal(p2, parent) and torch.equal(a2, action)
     assert torch.equal(log_pb, expected)
+    env.children_chunk = 7  # in chunks of states: the same list
+    assert all(torch.equal(u, v) for u, v in zip(env.children_log_backward(states), (parent, action, expected)))
 
 
 def test_config_round_trip_and_registry():
