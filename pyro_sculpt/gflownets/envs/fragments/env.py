@@ -180,10 +180,8 @@ class FragmentEnv(DiscreteEnv):
         s_count, t_count = self.num_sites, self.num_pairs
         nodes = (frag > 0).sum(1)
         leaf = (degrees(sites) == 1) & (frag > 0)
-        nb = (sites >= 0).to(torch.uint8).argmax(-1)  # the neighbour of a leaf
-        leaf_site = sites.amax(-1).clamp(min=0)  # the leaf's own site
+        nb, leaf_site, nb_site = _leaf_bonds(sites)
         pair = pair_index[(frag - 1).clamp(min=0), leaf_site]  # the leaf's (fragment, site) pair
-        nb_site = sites[torch.arange(b, device=device).unsqueeze(1), nb, torch.arange(n, device=device)]
         ok = leaf & (pair >= 0) & (nb_site >= 0)
         code = torch.where(ok, nb_site.clamp(min=0) * t_count + pair.clamp(min=0), s_count * t_count)
         attach = torch.zeros((b, n, s_count * t_count + 1), dtype=torch.float32, device=device)
@@ -393,12 +391,9 @@ class FragmentEnv(DiscreteEnv):
     def _removal_keys(self, frag: torch.Tensor, sites: torch.Tensor) -> torch.Tensor:
         """``(B, N)`` integer key of removing each node as a leaf (meaningful for leaves): its fragment and the
         unordered pair of the (fragment, site) pairs at the two ends of its bond (see :meth:`num_parents`)."""
-        b, n = frag.shape
-        nb = (sites >= 0).to(torch.uint8).argmax(-1)  # a leaf's neighbour
-        own = sites.amax(-1).clamp(min=0)  # a leaf's site (its only bond)
-        ar_b, ar_n = torch.arange(b, device=frag.device).unsqueeze(1), torch.arange(n, device=frag.device)
-        at_nb = sites[ar_b, nb, ar_n].clamp(min=0)  # the neighbour's site
-        return self._removal_key((frag - 1).clamp(min=0), own, frag.gather(1, nb).sub(1).clamp(min=0), at_nb)
+        nb, own, at_nb = _leaf_bonds(sites)
+        g = frag.gather(1, nb).sub(1).clamp(min=0)
+        return self._removal_key((frag - 1).clamp(min=0), own, g, at_nb.clamp(min=0))
 
     def _removal_key(self, f: torch.Tensor, j: torch.Tensor, g: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """The removal key of a leaf of fragment ``f`` (0-based) bonded by its site ``j`` to site ``k`` of a node of
@@ -436,9 +431,9 @@ class FragmentEnv(DiscreteEnv):
             # (its node not the representative of its orbit) needs two nodes of one fragment, and an addition is
             # compared with others only where it copies the attachment of a leaf of its fragment (_candidates); so
             # only those parents' masks are computed
-            present = frag[owner] > 0
-            repeats = ((frag[owner].unsqueeze(2) == frag[owner].unsqueeze(1)) & present.unsqueeze(1)).sum(-1) > 1
-            check = torch.nonzero((repeats & present).any(-1)).flatten()
+            present = frag > 0
+            repeats = (((frag.unsqueeze(2) == frag.unsqueeze(1)) & present.unsqueeze(1)).sum(-1) > 1) & present
+            check = torch.nonzero(repeats.any(-1)[owner]).flatten()
             valid = torch.ones(len(owner), dtype=torch.bool, device=device)
             if len(check):
                 valid[check] = self.forward_mask(par[check]).gather(1, action[check].unsqueeze(-1)).squeeze(-1)
@@ -634,6 +629,16 @@ class FragmentEnv(DiscreteEnv):
         if not torch.equal(all_states[idx], flat):
             raise ValueError(f"states are not states of {self!r} (not canonical trees of its vocabulary)")
         return idx.reshape(states.shape[:-1])
+
+
+def _leaf_bonds(sites: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(neighbour, own_site, neighbour_site)`` ``(B, N)`` of every node as a leaf (meaningful for nodes of one
+    bond): the node it is bonded to, its site of that bond (0 for a node without bonds) and the neighbour's site."""
+    b, n = sites.shape[:2]
+    nb = (sites >= 0).to(torch.uint8).argmax(-1)
+    own = sites.amax(-1).clamp(min=0)
+    at_nb = sites[torch.arange(b, device=sites.device).unsqueeze(1), nb, torch.arange(n, device=sites.device)]
+    return nb, own, at_nb
 
 
 def _without_leaves(
