@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import random
 from collections.abc import Iterable
 from typing import Any, Union
@@ -21,6 +22,9 @@ def set_seed(seed: int | None) -> None:
     """
     if seed is None:
         return
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    seed = int(seed)
     import pyro
 
     random.seed(seed)
@@ -95,6 +99,8 @@ def check_sample_shape(name: str, value: Any) -> torch.Size:
 
 def check_probability(name: str, value: Any, *, open_interval: bool = True) -> float:
     """Raise a :class:`ValueError` naming ``name`` unless ``value`` lies in (0, 1) (or [0, 1])."""
+    if isinstance(value, (str, bytes, bool)):
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):

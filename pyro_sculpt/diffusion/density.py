@@ -103,7 +103,7 @@ from typing import Optional, Sequence
 import torch
 
 from pyro_sculpt.diffusion.model import DiffusionModel, describe_event
-from pyro_sculpt.diffusion.samplers.base import ReverseDiffusionProcess
+from pyro_sculpt.diffusion.samplers.base import NonFiniteScoreError, ReverseDiffusionProcess
 from pyro_sculpt.diffusion.schedules import NoiseSchedule
 from pyro_sculpt.utils import check_positive_int, progress
 
@@ -521,6 +521,11 @@ def sample_with_log_density(
     :raises ValueError: for a deterministic sampler (its exact log-density is the probability-flow ODE's, see
         :func:`~pyro_sculpt.diffusion.probability_flow_log_prob`), a corrector with ``second_order="none"``, or
         models that do not match the sampler.
+    :raises ~pyro_sculpt.diffusion.NonFiniteScoreError: if a tracked model's score or log-density, or the drift's
+        score, is NaN or infinite at some step (the message names the model and the step).
+
+    The path is the sampler's own (its steps, with its ``clip_denoised``); the estimator holds for any drift, so the
+    tracked values are the models' log-densities along it.
 
     Example::
 
@@ -576,11 +581,23 @@ def sample_with_log_density(
         for k in progress(steps, enabled=progress_bar, total=len(steps), desc="diffusion + log-density"):
             t = sampler.score_time(k)
             t_next = sampler.score_time(k + 1) if k + 1 < sampler.max_steps else times[-1]
-            a, b, c = sampler.step_coefficients(k)
+            c = sampler.step_coefficients(k)[2]
             scores = tracker.scores(x, t)
+            _check_finite(scores, k, t, "score")
             s = scores[:, drift] if drift is not None else sampler.score(x, k)
+            mean = sampler.step_from_score(x, k, s).mean  # the sampler's own step: its clipping, its checks
             noise = torch.randn(shape, generator=gen, device=device, dtype=x.dtype)
-            x_next = a * x + b * s + c * noise
+            x_next = mean + c * noise
             log_q = tracker.update(log_q, x, x_next, t, t_next, scores)
+            _check_finite(log_q, k, t, "log-density (from its score or Hessian at the step's end)")
             x = x_next
     return x, log_q
+
+
+def _check_finite(values: torch.Tensor, k: int, t: float, what: str) -> None:
+    """Raise :class:`~pyro_sculpt.diffusion.NonFiniteScoreError` naming the first tracked model (``values`` is ``(N,
+    m, ...)``) with a NaN or infinite ``what`` at step ``k`` (time ``t``)."""
+    bad = ~torch.isfinite(values.reshape(values.shape[0], values.shape[1], -1)).all(-1).all(0)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        raise NonFiniteScoreError(f"models[{i}] gives a non-finite {what} (NaN or inf) at step {k} (t={t:.4g})")

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the sculpting paper's 2D grid experiment (2 and 3 GFlowNets; exact L1 of every composition)",
         description="Train (or load from --out) the base GFlowNets and classifiers, compose, and report exact L1 "
         "against the closed form of the learned bases, with and without the SMC correction. The default run "
-        "(the paper's Fig. 3: about 3.5 minutes on 2 CPU cores) has the two bases, the harmonic mean, contrast and "
+        "(the paper's Fig. 3: about 4-6 minutes on 2 CPU cores) has the two bases, the harmonic mean, contrast and "
         "reverse contrast at alpha = 1/2 with a classifier not conditioned on alpha; --all-ops adds the rest of the "
         "paper's figures, the 3-model experiment included.",
         epilog=DISTRIBUTED_HELP,

@@ -15,6 +15,7 @@ the chained composition; ``--full`` is the paper's training settings with every 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
@@ -93,8 +94,26 @@ def _load_base(path: Path, env: HyperGrid, reward) -> GFlowNet:
     return gfn
 
 
+def _settings_key(*parts) -> str:
+    """A short hash of the settings a cached model depends on (part of its file name)."""
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def base_path(out: Path, name: str, schedule: Schedule, seed: int) -> Path:
+    """Where base ``name`` trained by ``schedule.base`` from ``seed`` is cached: ``out/base_{name}_{key}.pt``, the key
+    a hash of those settings, so that runs of other settings (``--full`` after the default run) in one ``--out``
+    train their own instead of loading these."""
+    return Path(out) / f"base_{name}_{_settings_key(schedule.base, seed)}.pt"
+
+
+def classifier_path(out: Path, name: str, schedule: Schedule, seed: int) -> Path:
+    """Where classifier ``name`` is cached: ``out/classifier_{name}_{key}.pt``, the key a hash of its training
+    settings, its seed and the bases' training settings (the bases it was trained for)."""
+    return Path(out) / f"classifier_{name}_{_settings_key(schedule.classifier, schedule.base, seed)}.pt"
+
+
 def _get_base(out: Path, name: str, reward, schedule: Schedule, seed: int, progress_bar: bool, log) -> GFlowNet:
-    """The base GFlowNet cached as ``out/base_{name}.pt``, trained (and cached) if missing or unusable."""
+    """The base GFlowNet cached at :func:`base_path`, trained (and cached) if missing or unusable."""
     env = HyperGrid(2, 32)
 
     def train() -> GFlowNet:
@@ -105,7 +124,7 @@ def _get_base(out: Path, name: str, reward, schedule: Schedule, seed: int, progr
         log(f"trained base {name} in {time.perf_counter() - t:.1f}s: exact L1 to its reward = {l1:.4f}")
         return gfn
 
-    gfn, _ = load_or_train(out / f"base_{name}.pt", lambda p: _load_base(p, env, reward), train, log)
+    gfn, _ = load_or_train(base_path(out, name, schedule, seed), lambda p: _load_base(p, env, reward), train, log)
     return gfn
 
 
@@ -121,8 +140,8 @@ def _load_classifier(path: Path, env, n: int, alpha_conditioned: bool, num_model
 
 
 def _get_classifier(out, name, bases, n, alpha_conditioned, schedule, seed, progress_bar, log):
-    """The classifier cached as ``out/classifier_{name}.pt``, trained (and cached) if missing or unusable; returns
-    it with its training time in seconds (``None`` when loaded)."""
+    """The classifier cached at :func:`classifier_path`, trained (and cached) if missing or unusable; returns it
+    with its training time in seconds (``None`` when loaded)."""
     seconds = None
 
     def train() -> ObservationClassifier:
@@ -135,7 +154,7 @@ def _get_classifier(out, name, bases, n, alpha_conditioned, schedule, seed, prog
         log(f"trained classifier {name} in {seconds:.1f}s")
         return clf
 
-    path = out / f"classifier_{name}.pt"
+    path = classifier_path(out, name, schedule, seed)
     load = lambda p: _load_classifier(p, bases[0].env, n, alpha_conditioned, len(bases))  # noqa: E731
     clf, _ = load_or_train(path, load, train, log)
     return clf, seconds

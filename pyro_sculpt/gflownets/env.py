@@ -7,6 +7,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch.distributions import constraints
 
+from pyro_sculpt.gflownets.registry import registered_env_name
+
 
 class DiscreteEnv(ABC):
     """A directed acyclic graph of discrete states in which a GFlowNet builds objects.
@@ -193,8 +195,9 @@ class DiscreteEnv(ABC):
         return uniq, inverse.reshape(states.shape[:-1])
 
     def config(self) -> dict:
-        """A JSON-serialisable description, stored in checkpoints and compared on load."""
-        return {"type": type(self).__name__}
+        """A JSON-serialisable description, stored in checkpoints and compared on load (``"type"``: the name the
+        class, or its nearest registered base, is registered under; else the class name)."""
+        return {"type": registered_env_name(type(self)) or type(self).__name__}
 
     def same_as(self, other: DiscreteEnv) -> bool:
         return isinstance(other, DiscreteEnv) and self.config() == other.config()

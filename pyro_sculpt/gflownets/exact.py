@@ -121,17 +121,25 @@ def flow_policy(env: DiscreteEnv, log_reward: torch.Tensor) -> torch.Tensor:
     # a state where the environment forbids the stop (e.g. the empty molecule) is never terminal: R = 0 there
     can_stop = env.forward_mask(graph.states)[:, env.stop_action]
     log_r = log_r.masked_fill(~can_stop, float("-inf"))
-    r = (log_r - log_r.max()).exp()
-    inv_parents = 1.0 / env.num_parents(graph.states).double().clamp(min=1)
-    flow = r.clone()
+    # in log space: rewards spanning more than float64's ~709 nats would underflow to flows 0 and rows 0 / 0
+    log_inv_parents = -env.num_parents(graph.states).double().clamp(min=1).log()
+    log_flow = log_r.clone()
     for lo, hi in reversed(list(zip(graph.bounds[:-1], graph.bounds[1:]))):
         if hi > lo:
-            flow.index_add_(0, graph.src[lo:hi], flow[graph.dst[lo:hi]] * inv_parents[graph.dst[lo:hi]])
+            src, dst = graph.src[lo:hi], graph.dst[lo:hi]
+            log_flow = _log_add_at(log_flow, src, log_flow[dst] + log_inv_parents[dst])
     out = torch.full((n, env.n_actions), float("-inf"), dtype=torch.float64, device=log_r.device)
-    edge_flow = flow[graph.dst] * inv_parents[graph.dst]
-    out[graph.src, graph.action] = (edge_flow / flow[graph.src]).log()
-    out[:, env.stop_action] = (r / flow).log()
+    out[graph.src, graph.action] = log_flow[graph.dst] + log_inv_parents[graph.dst] - log_flow[graph.src]
+    out[:, env.stop_action] = log_r - log_flow
     return out
+
+
+def _log_add_at(log_x: torch.Tensor, index: torch.Tensor, log_v: torch.Tensor) -> torch.Tensor:
+    """:math:`\\log(e^{x_j} + \\sum_{k: index_k = j} e^{v_k})` for every :math:`j`, stably."""
+    top = log_x.scatter_reduce(0, index, log_v, "amax", include_self=True)
+    shift = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    total = (log_x - shift).exp().index_add(0, index, (log_v - shift[index]).exp())
+    return shift + total.log()
 
 
 def _probs(log_pf: torch.Tensor) -> torch.Tensor:

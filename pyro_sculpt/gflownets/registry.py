@@ -50,6 +50,16 @@ def register_env(cls: Optional[type] = None, *, name: Optional[str] = None) -> A
     return deco(cls) if cls is not None else deco
 
 
+def registered_env_name(cls: type) -> Optional[str]:
+    """The name ``cls`` is registered under, or that of its nearest registered base class (``None`` if neither is):
+    the ``"type"`` an environment's config writes, so that a registered subclass rebuilds as itself."""
+    for c in cls.__mro__:
+        for key, value in _ENVS.items():
+            if value is c:
+                return key
+    return None
+
+
 def env_from_config(config: dict) -> Any:
     """Rebuild an environment from its :meth:`~pyro_sculpt.gflownets.DiscreteEnv.config`.
 
@@ -83,7 +93,7 @@ def register_reward(name: str) -> Callable[[type], type]:
             def log_reward(self, env, states):
                 return -states.sum(-1).float()
 
-        ps.gflownets.get_reward("corner")
+        ps.gflownets.get_reward("to_origin")
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")

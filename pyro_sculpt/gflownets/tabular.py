@@ -37,8 +37,19 @@ class TabularGFlowNet(nn.Module, DiscretePolicyProcess):
         if tuple(log_probs.shape) != expected:
             raise ValueError(f"log_probs must have shape {expected}, got {tuple(log_probs.shape)}")
         self.env = env
+        if bool(torch.isnan(log_probs).any()):
+            row = int(torch.nonzero(torch.isnan(log_probs).any(-1))[0])
+            raise ValueError(f"log_probs has NaN entries (first in row {row}, state {env.all_states()[row].tolist()})")
         mask = env.forward_mask(env.all_states(log_probs.device))
-        table = torch.log_softmax(log_probs.masked_fill(~mask, float("-inf")), -1)
+        masked = log_probs.masked_fill(~mask, float("-inf"))
+        empty = ~(masked > float("-inf")).any(-1)
+        if bool(empty.any()):
+            row = int(torch.nonzero(empty)[0])
+            raise ValueError(
+                f"log_probs row {row} (state {env.all_states()[row].tolist()}) gives every action the environment "
+                "allows there probability zero: each row needs a finite log-probability on a valid action"
+            )
+        table = torch.log_softmax(masked, -1)
         self.register_buffer("table", table.to(torch.get_default_dtype()))
 
     @classmethod

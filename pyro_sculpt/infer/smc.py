@@ -10,6 +10,7 @@ marginal.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -190,10 +191,12 @@ def smc(
     n = check_positive_int("num_particles", num_particles)
     auto = isinstance(resample_threshold, str) and resample_threshold == "auto"
     if not auto and resample_threshold is not None:
-        if isinstance(resample_threshold, (str, bool)) or not isinstance(resample_threshold, (int, float)):
+        value = resample_threshold
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype == torch.bool:
+            value = value.item()  # a 0-d tensor
+        if isinstance(value, (str, bool)) or not isinstance(value, numbers.Real) or not 0.0 < value <= 1.0:
             raise ValueError(f"resample_threshold must lie in (0, 1], be None or 'auto', got {resample_threshold!r}")
-        if not 0.0 < resample_threshold <= 1.0:
-            raise ValueError(f"resample_threshold must lie in (0, 1], be None or 'auto', got {resample_threshold!r}")
+        resample_threshold = float(value)
     scheme = get_scheme(resampling)
     twist = as_twist(target, **twist_options)
     if auto:

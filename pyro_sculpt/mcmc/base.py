@@ -108,7 +108,10 @@ def check_step_size(step_size: StepSize, num_particles: Optional[int] = None, na
 
 
 def per_particle(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A scalar or ``(N,)`` tensor ``v`` broadcastable against ``like`` ``(N,) + event_shape``, in its dtype."""
+    """A number, or a scalar or ``(N,)`` tensor, ``v`` broadcastable against ``like`` ``(N,) + event_shape``, in its
+    dtype."""
+    if not isinstance(v, torch.Tensor):
+        v = torch.tensor(float(v), dtype=torch.float64)  # not the default dtype: 0.1 stays 0.1 for float64 states
     v = v.to(device=like.device, dtype=like.dtype)
     return v.reshape(v.shape + (1,) * (like.dim() - v.dim())) if v.dim() == 1 else v
 

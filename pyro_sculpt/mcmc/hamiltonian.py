@@ -15,7 +15,7 @@ volume-preserving and reversible: integrating from :math:`(x', -p')` returns to 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Union
 
 import torch
 
@@ -27,14 +27,14 @@ def leapfrog(
     x: torch.Tensor,
     p: torch.Tensor,
     grad: torch.Tensor,
-    step_size: torch.Tensor,
+    step_size: Union[float, torch.Tensor],
     num_steps: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``num_steps`` leapfrog steps of every particle: ``(x', p', log pi(x'), grad(x'))``.
 
     :param evaluate: the target, ``x -> (log pi (N,), grad)``.
     :param x: positions ``(N, ...)``; :param p: momenta (same shape); :param grad: :math:`\\nabla\\log\\pi(x)`.
-    :param step_size: :math:`\\epsilon`, ``()`` or ``(N,)``.
+    :param step_size: :math:`\\epsilon`, a number or a tensor ``()`` or ``(N,)``.
 
     Example::
 

@@ -59,17 +59,24 @@ class ProcessDistribution(TorchDistribution):
         return sample_process(self.process, sample_shape + self.batch_shape)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """The exact log-probability of ``value`` (see the class docstring). An empty batch gives an empty result,
-        of shape ``value.shape[:-len(event_shape)]`` broadcast with the batch shape, without consulting the process.
+        """The exact log-probability of ``value`` (see the class docstring), of shape
+        ``value.shape[:-len(event_shape)]`` broadcast with the batch shape (as torch distributions do: one value
+        observed inside a plate). An empty batch gives an empty result without consulting the process.
         """
         if self._validate_args:
             self._validate_sample(value)
         value_batch = value.shape[: value.dim() - len(self.event_shape)]
-        if value_batch.numel() == 0:
+        try:
             batch = torch.broadcast_shapes(value_batch, self.batch_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"value of shape {tuple(value.shape)} does not broadcast with the distribution's shape "
+                f"{tuple(self.batch_shape + self.event_shape)}"
+            ) from None
+        if value_batch.numel() == 0:
             dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
             return torch.zeros(batch, dtype=dtype, device=value.device)
-        return self.process.terminal_log_prob(value)
+        return self.process.terminal_log_prob(value).expand(batch)  # e.g. one value observed in a plate
 
     def _validate_sample(self, value: torch.Tensor) -> None:
         if isinstance(value, torch.Tensor) and value.numel() == 0:

@@ -10,6 +10,7 @@ import torch
 
 from pyro_sculpt.processes.distribution import ProcessDistribution
 from pyro_sculpt.sculpting.model_of_origin import ModelOfOrigin
+from pyro_sculpt.sculpting.observations import Observations, check_weights
 from pyro_sculpt.sculpting.operators import sculpt
 
 
@@ -19,6 +20,32 @@ def _unwrap(fn):
     return fn
 
 
+def process_of(site: dict):
+    """The mixture process sampled at ``site``."""
+    return _unwrap(site["fn"]).process
+
+
+def _check_first_prior(site: dict, process) -> None:
+    """The first observation's prior must be the mixture's weights: the sculpted distribution's :math:`y_1` is the
+    mixture's component (Garipov et al. 2023, §3), so another prior has no sculpted guide."""
+    fn = site["fn"]
+    m = fn.classifier.num_models
+    if fn.alpha is not None:
+        prior = Observations.build((None, None), m, alpha=fn.alpha).log_priors()[1].exp()
+    else:
+        prior = check_weights(fn.prior, m, "prior")
+    weights = check_weights(process.weights, m).detach().double().cpu()
+    prior = prior.detach().double().cpu()
+    if not torch.allclose(prior, weights, atol=1e-6, rtol=0.0):
+        shown = [round(float(v), 6) for v in prior]
+        raise ValueError(
+            f"site {site['name']!r}: the first ModelOfOrigin observation has prior {shown}, but the mixture's "
+            f"weights are {[round(float(v), 6) for v in weights]}; its y_1 is the mixture's "
+            "component, so the sculpted guide needs prior=weights there (the default prior is uniform): give the "
+            "first site prior=the weights, or the mixture weights=that prior"
+        )
+
+
 def sculpted_guide(model: Callable, *args, **kwargs) -> Callable:
     """Read a model's composition and return the guided sampler of it as a Pyro guide.
 
@@ -26,7 +53,9 @@ def sculpted_guide(model: Callable, *args, **kwargs) -> Callable:
     :class:`ModelOfOrigin` sites on it. One trace of the model (with ``args, kwargs``) finds the mixture's site,
     the observed values :math:`y_1, \\dots, y_n` in order, the classifier, and the prior :math:`\\alpha` of
     :math:`y_{2..n}`; the returned guide samples that site from ``sculpt(bases, classifier, y, alpha, weights)``.
-    With an exact classifier the guide *is* the posterior, so Pyro's importance weights are all equal.
+    With an exact classifier the guide *is* the posterior, so Pyro's importance weights are all equal. The first
+    observation's prior must be the mixture's weights (its :math:`y_1` is the mixture's component; the default prior
+    is uniform); observations the classifier has but the model does not observe are unobserved (``None``).
 
     :param model: the Pyro model.
     :returns: a guide with the model's signature.
@@ -67,7 +96,9 @@ def sculpted_guide(model: Callable, *args, **kwargs) -> Callable:
         if not (value == value[0]).all():
             raise ValueError(f"observed site {site['name']!r} must observe one base index, got {site['value']}")
         y.append(int(value[0]))
-        if k > 0:
+        if k == 0:
+            _check_first_prior(site, process_of(x_site))
+        else:
             if fn.prior is not None:
                 raise ValueError(f"site {site['name']!r}: observations after the first take alpha=..., not prior=...")
             # by value: a pyro.param read at two sites is two tensor objects of one value (the sculpted guide treats
@@ -75,7 +106,8 @@ def sculpted_guide(model: Callable, *args, **kwargs) -> Callable:
             alphas.add(None if fn.alpha is None else float(torch.as_tensor(fn.alpha).detach()))
     if len(alphas) > 1:
         raise ValueError(f"every observation after the first must share one alpha, got {sorted(map(str, alphas))}")
-    process = _unwrap(x_site["fn"]).process
+    process = process_of(x_site)
+    y += [None] * (getattr(classifier, "num_observations", len(y)) - len(y))  # observations the model leaves out
     dist = sculpt(process.base_processes, classifier, tuple(y), alphas.pop() if alphas else None, process.weights)
     name = x_site["name"]
 

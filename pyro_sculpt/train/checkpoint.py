@@ -89,12 +89,13 @@ def load_checkpoint(path: PathLike, kind: str, version: int) -> dict:
 
 
 def check_env(path: PathLike, saved: dict, env) -> None:
-    """Raise a :class:`ValueError` if ``env`` (when given) is not the environment a checkpoint was trained on.
+    """Raise a :class:`ValueError` if ``env`` (when given) is not the environment a checkpoint was trained on
+    (``saved``: the environment's config stored in the checkpoint).
 
     Example::
 
-        saved = ps.train.load_checkpoint("gfn.pt", kind="gflownet", version=1)
-        ps.train.check_env("gfn.pt", saved, ps.HyperGrid(2, 32))  # raises for another environment
+        saved = ps.train.load_checkpoint("gfn.pt", kind="GFlowNet", version=1)  # a file of GFlowNet.save
+        ps.train.check_env("gfn.pt", saved["env"], ps.HyperGrid(2, 32))  # raises for another environment
     """
     if env is not None and env.config() != saved:
         raise ValueError(f"checkpoint {path} was trained on env {saved}, but env={env.config()} was given")

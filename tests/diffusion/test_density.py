@@ -6,12 +6,14 @@ import math
 import pytest
 import torch
 
+import pyro_sculpt as ps
 from pyro_sculpt.diffusion import (
     AncestralSampler,
     DDIMSampler,
     DiffusionModel,
     EulerMaruyamaSampler,
     GaussianMixtureOracle,
+    NonFiniteScoreError,
     PathDensityTracker,
     PredictorCorrectorSampler,
     ProbabilityFlowSampler,
@@ -377,3 +379,37 @@ def test_a_seed_makes_the_run_reproducible():
     c = sample_with_log_density(AncestralSampler(o, 20), 50, second_order="hutchinson", seed=4)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[0], c[0])
+
+
+def test_the_path_is_the_samplers_own_step_with_its_clipping():
+    # modes at +-3, predictions clipped to [-1, 1]: the sampler's samples stay near [-1, 1], and so must the path
+    o = GaussianMixtureOracle(torch.tensor([[-3.0], [3.0]], dtype=F64), stds=0.3)
+    s = AncestralSampler(o, 50, clip_denoised=(-1.0, 1.0))
+    x, log_q = sample_with_log_density(s, 500, seed=0)
+    torch.manual_seed(0)
+    ref = ps.ProcessDistribution(s).sample((500,))
+    assert float(ref.abs().max()) < 1.3 and float(x.abs().max()) < 1.3  # unclipped steps reach |x| ~ 3.9
+    assert abs(float(x.abs().mean()) - float(ref.abs().mean())) < 0.1
+    assert torch.isfinite(log_q).all()
+
+
+class _NaNScore(DiffusionModel):
+    """An oracle whose score is NaN where x_0 > 0.5 late in the path (a broken network)."""
+
+    def __init__(self, oracle):
+        self.oracle, self.schedule, self.event_shape = oracle, oracle.schedule, oracle.event_shape
+
+    def score(self, x, t):
+        s = self.oracle.score(x, t)
+        if float(torch.as_tensor(t).max()) < 0.5:
+            s = torch.where(x[..., :1] > 0.5, torch.full_like(s, float("nan")), s)
+        return s
+
+
+def test_a_non_finite_score_raises_instead_of_returning_nan():
+    good = five_modes()
+    bad = _NaNScore(five_modes(shift=1.0))
+    with pytest.raises(NonFiniteScoreError, match="step"):
+        sample_with_log_density(EulerMaruyamaSampler(bad, 30), 100, seed=0)  # the drift
+    with pytest.raises(NonFiniteScoreError, match="models\\[1\\] gives a non-finite"):
+        sample_with_log_density(EulerMaruyamaSampler(good, 30), 100, [good, bad], seed=0)  # tracked only

@@ -19,7 +19,7 @@ def _base(out, name="shubert", reward=None):
 
 
 def _unusable(tmp_path, kind):
-    path = tmp_path / "base_shubert.pt"
+    path = grid.base_path(tmp_path, "shubert", TINY, 0)
     if kind == "garbage":
         path.write_bytes(b"\x00\x01 not a checkpoint \xff" * 10)
     elif kind == "truncated":
@@ -63,7 +63,7 @@ def test_usable_base_is_loaded_without_training(tmp_path, caplog, monkeypatch):
 @pytest.mark.parametrize("kind", ["garbage", "other settings"])
 def test_unusable_classifier_is_retrained(kind, tmp_path, caplog):
     bases = [_base(tmp_path, "shubert"), _base(tmp_path, "sigmoid", rewards.diagonal_sigmoid())]
-    path = tmp_path / "classifier_two_models_plain.pt"
+    path = grid.classifier_path(tmp_path, "two_models_plain", TINY, 0)
     if kind == "garbage":
         path.write_bytes(b"PK\x03\x04 garbage")
     else:  # a cached alpha-conditioned classifier where a plain one is asked for
@@ -101,3 +101,14 @@ def test_the_seed_fixes_the_initial_weights(tmp_path):
     b = _base(tmp_path / "b")
     for k, v in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[k], v)
+
+
+def test_runs_of_other_settings_in_one_folder_do_not_share_models(tmp_path):
+    # the default run, then --full into the same --out: the paper-settings run must not load the reduced models
+    default, paper = grid.reduced_schedule(), grid.paper_schedule()
+    assert grid.base_path(tmp_path, "shubert", default, 0) != grid.base_path(tmp_path, "shubert", paper, 0)
+    assert grid.base_path(tmp_path, "shubert", default, 0) != grid.base_path(tmp_path, "shubert", default, 1)
+    assert grid.classifier_path(tmp_path, "two_models_plain", default, 0) != grid.classifier_path(
+        tmp_path, "two_models_plain", paper, 0
+    )
+    assert grid.base_path(tmp_path, "shubert", default, 0) == grid.base_path(tmp_path, "shubert", default, 0)

@@ -227,3 +227,16 @@ def test_save_and_load_without_the_env(trained, tmp_path):
     before = ps.harmonic_mean(p1, p2, clf).process.exact_terminal_distribution()
     after = ps.harmonic_mean(q1, q2, loaded).process.exact_terminal_distribution()
     assert torch.allclose(after, before, atol=1e-12)
+
+
+def test_a_registered_subclass_of_a_library_env_rebuilds_as_itself():
+    @register_env(name="GridForRegistryTest")
+    class MyGrid(ps.HyperGrid):
+        pass
+
+    class Unregistered(ps.HyperGrid):
+        pass
+
+    env = ps.gflownets.env_from_config(MyGrid(2, 8).config())
+    assert type(env) is MyGrid and env.same_as(MyGrid(2, 8)) and not env.same_as(ps.HyperGrid(2, 8))
+    assert type(ps.gflownets.env_from_config(Unregistered(2, 8).config())) is ps.HyperGrid  # its registered base

@@ -88,3 +88,26 @@ def test_table_must_cover_all_states():
     env = ps.HyperGrid(2, 3)
     with pytest.raises(ValueError, match="log_pf must have shape"):
         exact.terminal_distribution(env, torch.zeros(4, 3))
+
+
+def test_flows_of_rewards_spanning_more_than_float64_stay_finite():
+    env = ps.HyperGrid(2, 4)
+    states = env.all_states()
+    log_r = torch.zeros(env.num_states, dtype=torch.float64)
+    log_r[states.sum(-1) >= 4] = -750.0  # exp(-750) underflows: the flows used to be 0 / 0 there
+    p = ps.gflownets.TabularGFlowNet.from_reward(env, log_r)
+    assert torch.isfinite(p.table.logsumexp(-1)).all()
+    exact = p.exact_terminal_distribution().double()
+    assert torch.allclose(exact, torch.softmax(log_r, 0), atol=1e-6)
+
+
+def test_a_table_row_without_a_valid_action_is_refused():
+    env = ps.HyperGrid(2, 4)
+    t = torch.zeros(env.num_states, env.n_actions)
+    row = int(env.index(torch.tensor([3, 0])))  # at (3, 0) the only finite entry is the invalid "x0 + 1"
+    t[row] = torch.tensor([0.0, float("-inf"), float("-inf")])
+    with pytest.raises(ValueError, match=r"row .* \(state \[3, 0\]\) gives every action the environment allows"):
+        ps.gflownets.TabularGFlowNet(env, t)
+    t[row] = float("nan")
+    with pytest.raises(ValueError, match="log_probs has NaN entries"):
+        ps.gflownets.TabularGFlowNet(env, t)

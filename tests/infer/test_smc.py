@@ -116,14 +116,43 @@ def test_a_twist_may_set_its_own_default_resampling_threshold():
         smc(CoinTwist(), 10, resample_threshold="always")
 
 
+def test_any_real_threshold_and_integer_seed_are_accepted():
+    import numpy as np
+
+    ref = smc(CoinTwist(), 500, seed=3, resample_threshold=0.5)
+    for threshold in (np.float32(0.5), np.float64(0.5), torch.tensor(0.5), 0.5):
+        res = smc(CoinTwist(), 500, seed=np.int64(3), resample_threshold=threshold)
+        assert torch.equal(res.x, ref.x) and res.num_resamples == ref.num_resamples
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="num_particles must be an integer >= 1"):
         smc(CoinTwist(), 0)
     with pytest.raises(ValueError, match="resample_threshold must lie in"):
         smc(CoinTwist(), 10, resample_threshold=1.5)
+    for bad in (float("nan"), torch.tensor(0.0), "0.5", True):
+        with pytest.raises(ValueError, match="resample_threshold must lie in"):
+            smc(CoinTwist(), 10, resample_threshold=bad)
+    for bad in ("a", 1.5):
+        with pytest.raises(ValueError, match="seed must be an integer or None"):
+            smc(CoinTwist(), 10, seed=bad)
     with pytest.raises(ValueError, match="resampling must be one of"):
         smc(CoinTwist(), 10, resampling="stratified-ish")
     with pytest.raises(TypeError, match="target must be an IterativeProcess"):
         smc("nope", 10)
     with pytest.raises(ValueError, match="has no twist, so options"):
         smc(exact_bases(ENV, 2)[0], 10, terminal="classifier")
+
+
+def test_pareto_k_of_tied_weights_sees_the_tail_not_the_ties():
+    from pyro_sculpt.infer import pareto_k
+
+    g = torch.Generator().manual_seed(0)
+    values = torch.randn(20, generator=g, dtype=torch.float64)
+    tied = values[torch.randint(0, 20, (10_000,), generator=g)]  # 20 distinct bounded weights (ArviZ alone: inf)
+    assert pareto_k(tied) < 0.0
+    dominant = torch.zeros(10_000, dtype=torch.float64)
+    dominant[:4] = 25.0  # four weights e^25 times the rest: still an alarm
+    assert pareto_k(dominant) > 0.7
+    smooth = torch.randn(5_000, generator=g, dtype=torch.float64)  # no ties: ArviZ's value unchanged
+    assert abs(pareto_k(smooth) - float(az.psislw(smooth.numpy().copy())[1])) < 1e-12

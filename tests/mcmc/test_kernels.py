@@ -108,6 +108,7 @@ def test_leapfrog_is_reversible_and_hmc_keeps_the_kinetic_term():
     assert (x1 - x).norm(dim=-1).mean() > 0.5
     x2, p2, _, _ = ps.mcmc.leapfrog(kernel.evaluate, x1, -p1, g1, h, 20)
     assert torch.allclose(x2, x, atol=1e-10, rtol=0) and torch.allclose(p2, -p, atol=1e-10, rtol=0)
+    assert torch.allclose(ps.mcmc.leapfrog(kernel.evaluate, x, p, g, 0.1, 20)[0], x1, atol=1e-12, rtol=0)  # a number
     # energy error O(eps^2): tiny steps are (almost) always accepted, which fails if the kinetic term is dropped
     state = ps.mcmc.HMC(f, 0.005, num_leapfrog=10).init(x)
     _, info = ps.mcmc.HMC(f, 0.005, num_leapfrog=10).step(state)

@@ -212,6 +212,9 @@ def test_bad_weights_and_alpha_raise_naming_the_argument():
             ps.composition_distribution(base, (0, 0), alpha=a)
     with pytest.raises(ValueError, match=r"alpha must be a number in \(0, 1\), got a tensor of shape \(2,\)"):
         ps.contrast(p1, p2, clf, alpha=torch.tensor([0.3, 0.7]))
+    for a in ("0.3", True):
+        with pytest.raises(ValueError, match=r"alpha must be a number in \(0, 1\)"):
+            ps.contrast(p1, p2, clf, alpha=a)
 
 
 def disjoint_bases(env):

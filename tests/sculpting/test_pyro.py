@@ -147,6 +147,27 @@ def test_sculpted_guide_errors():
         ps.sculpted_guide(two_classifiers)
 
 
+def test_sculpted_guide_needs_the_mixture_weights_as_the_first_prior_and_pads_unobserved():
+    p1, p2 = exact_bases(ENV, 2, seed=8)
+    clf = ps.ExactClassifier([p1, p2], 3)
+
+    def model(weights=(0.5, 0.5), **first):
+        x = pyro.sample("x", ps.mixture(p1, p2, weights=weights))
+        pyro.sample("y1", ps.ModelOfOrigin(clf, x, **first), obs=torch.tensor(1))
+        pyro.sample("y2", ps.ModelOfOrigin(clf, x), obs=torch.tensor(1))  # y3: not observed by the model
+        return x
+
+    # a first prior other than the weights has no sculpted guide (it used to be dropped in silence: L1 0.29)
+    for weights, first in (((0.5, 0.5), {"prior": (0.9, 0.1)}), ((0.5, 0.5), {"alpha": 0.9}), ((0.2, 0.8), {})):
+        with pytest.raises(ValueError, match="the first ModelOfOrigin observation has prior"):
+            ps.sculpted_guide(model, weights, **first)
+    guide = ps.sculpted_guide(model, (0.2, 0.8), prior=(0.2, 0.8))  # consistent: the guide is the posterior
+    assert poutine.trace(guide).get_trace().nodes["x"]["fn"].process.obs.y == (1, 1, None)
+    posterior = Importance(model, guide=guide, num_samples=200).run((0.2, 0.8), prior=(0.2, 0.8))
+    logw = torch.stack([torch.as_tensor(w) for w in posterior.log_weights])
+    assert (logw.max() - logw.min()).item() < 1e-4
+
+
 def test_sculpted_guide_reads_one_pyro_param_alpha_used_at_several_sites():
     p1, p2 = exact_bases(ENV, 2, seed=9)
     clf = ps.ExactClassifier([p1, p2], 3)

@@ -43,6 +43,7 @@ from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.diffusion.bases import as_sampler, check_diffusion_bases
 from pyro_sculpt.sculpting.diffusion.densities import (
     DENSITY_MODES,
+    AnyBatch,
     ExactDensities,
     PathDensities,
     ScoreOnlyDensities,
@@ -117,16 +118,44 @@ def is_linear(operator: LogOperator) -> bool:
     return operator.linear
 
 
-def _tail_precisions(model: Any, directions: torch.Tensor) -> Optional[torch.Tensor]:
-    """:math:`\\lambda(u) = \\min_k u^\\top \\Sigma_k^{-1} u` for unit directions ``u`` ``(K, D)``: the quadratic decay
-    :math:`\\log q(r u) \\approx -\\lambda(u) r^2 / 2` of a Gaussian mixture's tail (its widest component along
-    ``u``); ``None`` for a model without ``covariances``."""
+def _precisions(model: Any) -> Optional[torch.Tensor]:
+    """The components' precision matrices ``(C, D, D)`` (float64, CPU) of a Gaussian mixture's ``covariances``;
+    ``None`` for a model without them."""
     cov = getattr(model, "covariances", None)
     if not isinstance(cov, torch.Tensor):
         return None
-    prec = torch.linalg.inv(cov.detach().double().cpu())  # (C, D, D); a one-off check at construction, on the CPU
-    quad = torch.einsum("ud,cde,ue->uc", directions, prec, directions)
-    return quad.min(-1).values
+    return torch.linalg.inv(cov.detach().double().cpu())  # a one-off check at construction, on the CPU
+
+
+def _tail_decay(operator: LogOperator, precisions: Sequence[torch.Tensor], u: torch.Tensor) -> torch.Tensor:
+    """:math:`c(u)` of unit directions ``u`` ``(K, D)``: :math:`\\Phi(\\log q_1(r u), \\dots) \\approx -c(u) r^2 / 2`
+    for large :math:`r`, with :math:`\\log q_i(r u) \\approx -\\lambda_i(u) r^2 / 2` and :math:`\\lambda_i(u) = \\min_k
+    u^\\top \\Sigma_{ik}^{-1} u` (the widest component of mixture :math:`i` along :math:`u`)."""
+    lam = torch.stack([torch.einsum("ud,cde,ue->uc", u, p, u).min(-1).values for p in precisions], -1)  # (K, m)
+    big = 1e8  # l_i = -lambda_i R / 2 with R large: Phi is then -c R / 2 up to O(1) terms (log-sum-exp -> max)
+    return -2.0 * operator(-0.5 * big * lam) / big
+
+
+def _descend_tail(
+    operator: LogOperator, precisions: Sequence[torch.Tensor], u: torch.Tensor, iterations: int = 100
+) -> torch.Tensor:
+    """Unit directions moved downhill on :math:`c(u)` (:func:`_tail_decay`) along the sphere, with angular steps
+    shrinking from 0.3 to 1e-4 radians: the fixed directions alone can miss a narrow cone of growth between them (for
+    one Gaussian per leaf and a linear operator, :math:`c(u) = u^\\top M u` and the descent finds :math:`M`'s smallest
+    eigenvalue)."""
+    steps = torch.logspace(math.log10(0.3), -4.0, iterations, dtype=torch.float64)
+    u = u.clone()
+    for step in steps:
+        v = u.clone().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(_tail_decay(operator, precisions, v).sum(), v)
+        tangent = grad - (grad * u).sum(-1, keepdim=True) * u
+        norm = tangent.norm(dim=-1, keepdim=True)
+        moved = u - step * tangent / norm.clamp_min(1e-300)
+        moved = moved / moved.norm(dim=-1, keepdim=True)
+        keep = (norm > 0) & torch.isfinite(moved).all(-1, keepdim=True)
+        u = torch.where(keep, moved, u)
+    return u
 
 
 def check_normalisable(operator: LogOperator, models: Sequence[Any], name: str = "operator") -> None:
@@ -138,8 +167,10 @@ def check_normalisable(operator: LogOperator, models: Sequence[Any], name: str =
       r^2/2`, :math:`\\Phi \\approx -c(u) r^2 / 2` where :math:`c` follows the operator (sums for products,
       :math:`(1 + a) c_1 - a c_2` for negations, minima for mixtures and sculpting), and :math:`c(u) \\le 0` is not
       normalisable. E.g. a negation :math:`q_1 (q_1 / q_2)^a` of isotropic mixtures needs :math:`(1 + a)/v_1 - a / v_2
-      > 0` for the widest variances :math:`v_1, v_2`. The directions are the axes, the diagonals and 64 fixed random
-      ones.
+      > 0` for the widest variances :math:`v_1, v_2`. The directions tested are the axes, the diagonals, 64 fixed
+      random ones and the eigenvectors of every component's precision, each also moved downhill on :math:`c(u)` along
+      the sphere (:func:`_descend_tail`): exact for one Gaussian per leaf and a linear operator (products,
+      negations), where :math:`c(u) = u^\\top M u`.
     """
     degree = float(operator.degree)
     if not degree > 0:
@@ -149,18 +180,18 @@ def check_normalisable(operator: LogOperator, models: Sequence[Any], name: str =
             "whose second operand has the larger degree cannot be normalised"
         )
     d = int(models[0].event_shape.numel())
+    precisions = [_precisions(m) for m in models]
+    if any(p is None for p in precisions):
+        return  # not Gaussian mixtures: nothing to tell
     g = torch.Generator().manual_seed(0)
     dirs = [torch.eye(d, dtype=torch.float64), torch.randn(64, d, generator=g, dtype=torch.float64)]
     if d > 1:
         dirs.append(torch.cartesian_prod(*([torch.tensor([-1.0, 1.0], dtype=torch.float64)] * min(d, 6)))[:, :d])
+    dirs.append(torch.cat([torch.linalg.eigh(p).eigenvectors.transpose(-1, -2).reshape(-1, d) for p in precisions]))
     u = torch.cat([x if x.shape[1] == d else torch.cat([x, x.new_zeros(x.shape[0], d - x.shape[1])], 1) for x in dirs])
     u = u / u.norm(dim=-1, keepdim=True)
-    lam = [_tail_precisions(m, u) for m in models]
-    if any(v is None for v in lam):
-        return  # not Gaussian mixtures: nothing to tell
-    big = 1e8  # l_i = -lambda_i R / 2 with R large: Phi is then -c R / 2 up to O(1) terms (log-sum-exp -> max)
-    log_q = -0.5 * big * torch.stack(lam, -1)  # (U, m)
-    c = -2.0 * operator(log_q) / big
+    u = torch.cat([u, _descend_tail(operator, precisions, u)])
+    c = _tail_decay(operator, precisions, u)
     bad = torch.nonzero(c <= 1e-6).flatten()
     if bad.numel():
         k = int(bad[0])
@@ -228,7 +259,8 @@ class _Composed:
             return ExactDensities(self.models)
         if mode == "auto" and not for_weights and is_linear(self.operator):
             return ScoreOnlyDensities(self.models)
-        return tracked_densities(self.models, self.sampler)
+        tracked = tracked_densities(self.models, self.sampler)
+        return tracked if for_weights else AnyBatch(tracked, self.event_shape)  # a plain process: any sample shape
 
     def _set_classifier(self, clf: Any) -> None:
         if not is_diffusion_classifier(clf):

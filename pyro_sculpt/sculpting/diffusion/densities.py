@@ -103,6 +103,51 @@ class ScoreOnlyDensities(ExactDensities):
         return torch.zeros(batch + (len(self.models),), dtype=torch.float64, device=x.device)
 
 
+class AnyBatch:
+    """:class:`PathDensities` over states of any batch shape (a composed process sampled with shape ``()`` or ``(4,
+    5)``, or in nested plates) on a source that takes ``(N, *event_shape)`` only, such as the Itô tracker: states
+    are flattened to one batch dimension and the results reshaped back. A state seen again gets the same flat view,
+    so the source's reuse of the last step's end (its scores and traces) still applies.
+
+    :param source: the :class:`PathDensities` to wrap.
+    :param event_shape: the models' event shape.
+    """
+
+    def __init__(self, source: PathDensities, event_shape: torch.Size):
+        self.source = source
+        self.event_shape = torch.Size(event_shape)
+        self._views: list = []  # (state, its flat view) of the last two states
+
+    def _batch(self, x: torch.Tensor) -> torch.Size:
+        return x.shape[: x.dim() - len(self.event_shape)]
+
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 1 + len(self.event_shape):
+            return x
+        for state, flat in self._views:
+            if state is x:
+                return flat
+        flat = x.reshape((-1,) + tuple(self.event_shape))
+        self._views = [(x, flat)] + self._views[:1]
+        return flat
+
+    def init(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        log_q = self.source.init(self._flat(x), t)
+        return log_q.reshape(self._batch(x) + log_q.shape[1:])
+
+    def scores(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        scores = self.source.scores(self._flat(x), t)
+        return scores.reshape(self._batch(x) + scores.shape[1:])
+
+    def update(self, log_q, x, x_next, t, t_next, scores=None) -> torch.Tensor:
+        batch = self._batch(x)
+        if scores is not None:
+            scores = scores.reshape((-1,) + scores.shape[len(batch) :])
+        log_q = log_q.expand(batch + log_q.shape[-1:]).reshape(-1, log_q.shape[-1])
+        out = self.source.update(log_q, self._flat(x), self._flat(x_next), t, t_next, scores=scores)
+        return out.reshape(batch + out.shape[1:])
+
+
 def tracker_available() -> bool:
     """Whether :class:`pyro_sculpt.diffusion.density.PathDensityTracker` (the Itô density estimator) is installed."""
     try:

@@ -49,6 +49,8 @@ class Classifier(nn.Module):
     guides = "GFlowNets"
     #: whether the non-terminal head accepts any prior :math:`(\\alpha, 1-\\alpha)` of :math:`y_{2..n}`
     supports_alpha: bool = False
+    #: whether the classifier is a function of its ``bases`` (computed from them, not trained): it then fits no others
+    defined_by_bases: bool = False
 
     def __init__(self, env: DiscreteEnv, num_models: int, num_observations: int):
         super().__init__()

@@ -67,7 +67,7 @@ class ComposedProcess(IterativeProcess):
     state_event_dims = (1, 1, 0)
 
     def __init__(self, bases: Sequence[Any], operator: LogOperator, intermediate: str = "plain"):
-        self.bases = base_processes(bases)
+        self.bases = base_processes(bases, single=True)  # one leaf: a composition of one model with itself
         self.env = self.bases[0].env
         if not isinstance(operator, LogOperator):
             raise TypeError(f"operator must be a LogOperator, got {type(operator).__name__}")
@@ -171,6 +171,8 @@ class ComposedProcess(IterativeProcess):
             values[..., stop] = self._psi(child[..., stop, :], lpb[..., stop], t + 1, final=True)
         current = self._psi(rel, torch.zeros(batch, dtype=lp.dtype, device=s.device), t, final=False)
         logits = (values - current.unsqueeze(-1)).masked_fill(~valid, float("-inf"))
+        # a prefix the composition already gives probability zero (a particle past a dead end): no -inf - -inf NaNs
+        logits = logits.masked_fill((current == float("-inf")).unsqueeze(-1), float("-inf"))
         log_z = torch.logsumexp(logits, -1)  # NaN or +inf when any valid action's logit is
         if not bool((log_z < float("inf")).all()):
             raise ValueError(
@@ -178,6 +180,15 @@ class ComposedProcess(IterativeProcess):
                 "that another allows where the operator divides by it (e.g. the second base of a negation q1 (q1/q2)^a "
                 "must cover the support of the first)"
             )
+        dead = log_z == float("-inf")  # every valid action leads where the composition has probability zero
+        if bool(dead.any()):
+            if t == 0:
+                raise ValueError(
+                    f"the composition {self.operator!r} has probability zero everywhere: its bases share no support "
+                    "where the operator needs it (e.g. a harmonic mean or product of bases with disjoint supports)"
+                )
+            # a dead end of the proposal (its particles get weight zero in SMC): follow the bases' mixture from it
+            logits = torch.where(dead.unsqueeze(-1), torch.logsumexp(lp, -1), logits)
         return logits, lp0, lpb, log_z
 
     # ----- IterativeProcess -----

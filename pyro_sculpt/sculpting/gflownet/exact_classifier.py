@@ -41,6 +41,7 @@ class ExactClassifier(Classifier):
     """
 
     supports_alpha = True
+    defined_by_bases = True
 
     def __init__(self, bases: Sequence[DiscretePolicyProcess], num_observations: int = 2):
         env = check_bases(bases)

@@ -15,7 +15,7 @@ from pyro_sculpt.gflownets.policy_process import (
 from pyro_sculpt.processes.categorical import categorical
 from pyro_sculpt.processes.deferred import DeferredCategorical
 from pyro_sculpt.processes.process import IterativeProcess
-from pyro_sculpt.sculpting.gflownet.bases import check_bases
+from pyro_sculpt.sculpting.gflownet.bases import check_bases, check_classifier_bases
 from pyro_sculpt.sculpting.gflownet.classifier import Classifier
 from pyro_sculpt.sculpting.gflownet.guided_step import check_common_support, guided_step
 from pyro_sculpt.sculpting.guidance import Guidance
@@ -162,6 +162,7 @@ class MixtureProcess(IterativeProcess):
             raise ValueError(f"classifier is for env {clf.env.config()}, but the mixture lives on {self.env.config()}")
         obs = Observations.build(guidance.y, len(self.bases), self.weights, guidance.alpha).detach()
         clf.check_observations(obs)
+        check_classifier_bases(clf, self.bases)
         check_common_support(self.env, clf, obs, self.device)
         return obs
 

@@ -11,7 +11,7 @@ from pyro_sculpt.gflownets.policy_process import (
     parameters_key,
     per_unique_state,
 )
-from pyro_sculpt.sculpting.gflownet.bases import check_bases
+from pyro_sculpt.sculpting.gflownet.bases import check_bases, check_classifier_bases
 from pyro_sculpt.sculpting.gflownet.classifier import Classifier
 from pyro_sculpt.sculpting.gflownet.guided_step import GuidedStep, check_common_support, guided_step
 from pyro_sculpt.sculpting.gflownet.twist import ClassifierTwist
@@ -75,6 +75,7 @@ class SculptedProcess(DiscretePolicyProcess):
         self.classifier = classifier
         self.obs = Observations.build(y, len(self.bases), weights, alpha).detach()
         classifier.check_observations(self.obs)
+        check_classifier_bases(classifier, bases)
         self.backward_policy = self.bases[0].backward_policy
 
     def __repr__(self) -> str:

@@ -9,8 +9,10 @@ non-terminal classifier :math:`Q(y \\mid s)` the twist, so step :math:`t` has th
     \\omega_t = \\frac{\\sum_i \\rho_i(\\tau_{<t}) P_i(a_t \\mid s_t)\\; Q(y \\mid s_{t+1})}
                     {Q(y \\mid s_t)\\; q(a_t \\mid s_t)},
 
-with :math:`\\rho(\\tau_{<t})` the exact posterior of "which base generated the prefix", carried per particle. With an
-exact classifier every weight is one.
+with :math:`\\rho(\\tau_{<t})` the exact posterior of "which base generated the prefix", carried per particle, and
+:math:`Q(y \\mid s_0)` left out of the first step's denominator, so that the weights' mean (SMC's ``log_evidence``)
+estimates the normaliser :math:`\\tilde p(y) = \\sum_x \\big(\\sum_i w_i p_i(x)\\big) Q(y \\mid x)` (a constant factor:
+resampling and the normalised weights do not see it). With an exact classifier every weight is :math:`\\tilde p(y)`.
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ class ClassifierTwist(Twist):
             log_priors = obs.log_priors(s.device, log_rho.dtype)
             traj = obs.select(terminal_log_joint((log_rho + base_taken) - log_w0, log_priors))
             log_q_next = torch.where(a == stop, traj.to(log_q_next.dtype), log_q_next)
-        inc = log_mix + log_q_next - g.log_q_y_current - g.log_probs.gather(-1, idx).squeeze(-1)
+        inc = log_mix + log_q_next - g.log_probs.gather(-1, idx).squeeze(-1)
+        if t > 0:  # the twists telescope to Q(y | x) / Q(y | s_0): keeping Q(y | s_0) makes the weights' mean p~(y)
+            inc = inc - g.log_q_y_current
         inc = torch.where(done, torch.zeros_like(inc), inc)
         log_rho = torch.where(done.unsqueeze(-1), log_rho, log_rho + base_taken)
         s = torch.where(done.unsqueeze(-1), s, env.step(s, a))

@@ -256,6 +256,30 @@ def test_a_negation_that_cannot_be_normalised_raises():
         ps.sculpting.compose([s_wide, s_narrow, s_narrow], Negation(Base(0, 3), Product(Base(1, 3), Base(2, 3)), 2.0))
 
 
+@pytest.mark.parametrize("margin, raises", [(-0.05, True), (0.05, False)])
+def test_normalisability_is_exact_for_gaussian_leaves_off_every_axis(margin, raises):
+    # q1 (q1/q2)^a of two 3D Gaussians whose eigenvectors share no direction with each other, the axes or the
+    # diagonals: the tail decays iff (1 + a) P1 - a P2 is positive definite; a set eigenvalue of -0.05 or +0.05 leaves
+    # a cone of growth a few degrees wide (or none), which only the descent along the sphere finds
+    g = torch.Generator().manual_seed(3)
+    q1, q2 = (torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))[0] for _ in range(2))
+    p1 = q1 @ torch.diag(torch.tensor([1.0, 30.0, 60.0], dtype=torch.float64)) @ q1.T
+    p2 = q2 @ torch.diag(torch.tensor([2.0, 0.5, 0.3], dtype=torch.float64)) @ q2.T
+    a = 1.0
+    m = (1 + a) * p1 - a * p2
+    lam, vec = torch.linalg.eigh(m)
+    p1 = p1 + (margin - lam[0]) * torch.outer(vec[:, 0], vec[:, 0]) / (1 + a)  # set the smallest eigenvalue
+    assert abs(float(torch.linalg.eigvalsh((1 + a) * p1 - a * p2)[0]) - margin) < 1e-9
+    o1 = GaussianMixtureOracle(torch.zeros(1, 3), covariances=torch.linalg.inv(p1).float().unsqueeze(0))
+    o2 = GaussianMixtureOracle(torch.zeros(1, 3), covariances=torch.linalg.inv(p2).float().unsqueeze(0))
+    s1, s2 = EulerMaruyamaSampler(o1, 5), EulerMaruyamaSampler(o2, 5)
+    if raises:
+        with pytest.raises(ValueError, match="operator cannot be normalised"):
+            ps.negation(s1, s2, a)
+    else:
+        ps.negation(s1, s2, a)
+
+
 def test_bad_options_raise(oracles):
     s = em(oracles[:2], 5)
     hm = ps.harmonic_mean(*s)
@@ -487,3 +511,20 @@ def test_final_independence_moves_check_their_leaves(oracles):
         ps.infer.smc(ps.product(*s), 10, moves=moves, densities="tracked")
     with pytest.raises(TypeError, match="moves must be a pyro_sculpt.mcmc.Rejuvenation, a pyro_sculpt.mcmc.Indep"):
         ps.infer.smc(ps.product(*s), 10, moves="mala")
+
+
+def test_tracked_compositions_sample_with_any_sample_shape():
+    # score networks (no exact log_prob): the harmonic mean tracks the leaves' densities along the path; sample shapes
+    # (), (4, 5) and plates must work, and (4, 5) must be the flat (20,) run reshaped (same noise, same order)
+    from pyro_sculpt.diffusion import ScoreModel
+
+    hm = ps.harmonic_mean(*(EulerMaruyamaSampler(ScoreModel(2, seed=k), 10) for k in range(2)))
+    assert not isinstance(hm.process.densities, ExactDensities)
+    assert hm.sample().shape == (2,)
+    torch.manual_seed(0)
+    grid = hm.sample((4, 5))
+    torch.manual_seed(0)
+    flat = hm.sample((20,))
+    assert grid.shape == (4, 5, 2) and torch.allclose(grid.reshape(20, 2), flat, atol=1e-6)
+    with pyro.plate("outer", 3, dim=-2), pyro.plate("inner", 2, dim=-1):
+        assert pyro.sample("x", hm).shape == (3, 2, 2)

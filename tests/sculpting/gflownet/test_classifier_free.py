@@ -219,3 +219,52 @@ def test_auto_intermediate_is_chosen_by_pilot_runs():
     assert isinstance(ps.harmonic_mean(*bases).process.twist(), OperatorTwist)
     with pytest.raises(ValueError, match="pilot_fraction must lie in"):
         dist.process.twist(pilot_fraction=0.0)
+
+
+def test_a_composition_of_one_base_with_itself():
+    # the operators merge identical leaves: p1 * p1 is a one-leaf composition (it used to raise "at least two base
+    # models, got 1"); the harmonic mean and the negation of p1 with itself are p1
+    (p1,) = exact_bases(ENV, 1, seed=5)
+    p = p1.exact_terminal_distribution().double()
+    for dist, target in (
+        (ps.product(p1, p1), p**2 / (p**2).sum()),
+        (ps.harmonic_mean(p1, p1), p),
+        (ps.negation(p1, p1, 0.5), p),
+    ):
+        assert len(dist.process.bases) == 1
+        res, _ = _check_smc(dist, target, 20_000)
+        exact_log_z = float(torch.logsumexp(dist.process.operator(p.log().unsqueeze(-1)), 0))
+        assert abs(res.log_evidence - exact_log_z) < 0.03
+
+
+def _support_base(env, support):
+    """The exact-flow GFlowNet of the uniform reward on ``support`` (the other states unreachable: they stop)."""
+    from pyro_sculpt.gflownets import TabularGFlowNet, exact
+
+    log_r = torch.full((env.num_states,), float("-inf"), dtype=torch.float64)
+    for s in support:
+        log_r[int(env.index(torch.tensor(s)))] = 0.0
+    table = exact.flow_policy(env, log_r)
+    unreachable = torch.isnan(table).any(-1)
+    table[unreachable] = float("-inf")
+    table[unreachable, env.stop_action] = 0.0
+    return TabularGFlowNet(env, table)
+
+
+def test_dead_ends_of_the_proposal_get_weight_zero_and_disjoint_bases_raise():
+    env = ps.HyperGrid(2, 3)
+    # supports meet at (0, 1) only; a particle at (1, 0) (allowed by both) has no child both allow: a dead end
+    p1, p2 = _support_base(env, [(2, 0), (0, 1)]), _support_base(env, [(1, 1), (0, 1)])
+    for dist in (ps.product(p1, p2), ps.harmonic_mean(p1, p2)):
+        res = ps.infer.smc(dist, 2000, seed=0)
+        alive = res.log_weights > float("-inf")
+        assert 0 < int(alive.sum()) < 2000 and (res.x[alive] == torch.tensor([0, 1])).all()
+        assert abs(float(res.weights[alive].sum()) - 1.0) < 1e-9 and res.pareto_k < 0.7  # -inf: equal non-zero weights
+    res = ps.infer.smc(ps.product(p1, p2), 4000, seed=1)
+    assert abs(res.log_evidence - math.log(0.25)) < 0.1  # sum_x p1 p2 = 0.5 * 0.5
+    q1, q2 = _support_base(env, [(2, 0)]), _support_base(env, [(0, 2)])  # disjoint supports
+    for make in (ps.product, ps.harmonic_mean):
+        with pytest.raises(ValueError, match="has probability zero everywhere"):
+            ps.infer.smc(make(q1, q2), 10, seed=0)
+        with pytest.raises(ValueError, match="has probability zero everywhere"):
+            make(q1, q2).sample((3,))

@@ -182,3 +182,17 @@ def test_guidance_builds_only_the_valid_children_of_an_environment():
     got = ps.harmonic_mean(p1, p2, clf).process.exact_terminal_distribution()
     assert SparseGrid.calls > 0
     assert ps.metrics.l1_distance(got, target) < 1e-5
+
+
+@pytest.mark.parametrize("y, alpha", [((0, 1), None), ((1, 1), 0.3), ((0, 1, 2), None)])
+def test_twisted_smc_estimates_the_normaliser_of_the_observation(y, alpha):
+    # with the exact classifier every weight is p~(y) = sum_x p_mix(x) Q(y | x), the normaliser of the classifier-free
+    # operator's exp Phi: log_evidence is exact from any number of particles (it lacked log Q(y | s_0) before)
+    bases = exact_bases(ENV, len(y), seed=2)
+    clf = ps.ExactClassifier(bases, num_observations=len(y))
+    log_p = torch.stack([b.exact_terminal_distribution() for b in bases], -1).double().log()
+    exact = float(torch.logsumexp(ps.sculpt(bases, y=y, alpha=alpha).process.operator(log_p), 0))
+    for terminal in ("trajectory", "classifier"):
+        res = ps.infer.smc(ps.sculpt(bases, clf, y, alpha), 64, seed=0, terminal=terminal)
+        assert abs(res.log_evidence - exact) < 1e-5, (terminal, res.log_evidence, exact)
+        assert float(res.log_weights.max() - res.log_weights.min()) < 1e-5

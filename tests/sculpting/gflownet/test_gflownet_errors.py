@@ -75,3 +75,26 @@ def test_classifier_checkpoint_round_trip_and_rejects_other_env(tmp_path):
     ps.GFlowNet(ENV, hidden=8).save(tmp_path / "g.pt")
     with pytest.raises(ValueError, match="not a pyro_sculpt ObservationClassifier checkpoint"):
         ps.ObservationClassifier.load(tmp_path / "g.pt")
+
+
+def test_a_classifier_for_other_bases_or_another_order_is_refused():
+    a, b, c = exact_bases(ENV, 3)
+    exact = ps.ExactClassifier([a, b], 2)
+    for bases in ((b, a), (a, c)):  # a permutation composes the wrong models (contrast L1 1.77 before the check)
+        with pytest.raises(ValueError, match="classifier was made for other bases"):
+            ps.contrast(*bases, exact)
+        with pytest.raises(ValueError, match="classifier was made for other bases"):
+            ps.sculpt([*bases], exact, (0, 1))
+    ps.contrast(a, b, exact)  # its own bases, in its order
+    learned = ps.ObservationClassifier.for_bases([a, b], num_observations=2, hidden=8)
+    with pytest.raises(ValueError, match="classifier was made for other bases"):
+        ps.harmonic_mean(b, a, learned)
+    with pytest.raises(ValueError, match="classifier was made for other bases"):
+        ps.harmonic_mean(a, c, learned)
+    a2, b2 = (ps.gflownets.TabularGFlowNet(ENV, p.table) for p in (a, b))  # the same models loaded again
+    ps.harmonic_mean(a2, b2, learned)
+    with pytest.raises(ValueError, match="classifier was made for other bases"):
+        ps.harmonic_mean(a2, b2, exact)  # an exact classifier is a function of its own bases
+    with pytest.raises(ValueError, match="classifier was made for other bases"):
+        with ps.sculpt_guidance(classifier=exact, y=(0, 1)):
+            ps.run("x", ps.mixture(b, a).process, num_particles=2)

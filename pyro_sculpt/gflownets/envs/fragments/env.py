@@ -26,7 +26,7 @@ from pyro_sculpt.gflownets.envs.fragments.trees import (
     used_sites,
 )
 from pyro_sculpt.gflownets.envs.fragments.vocabulary import Vocabulary, make_vocabulary
-from pyro_sculpt.gflownets.registry import register_env
+from pyro_sculpt.gflownets.registry import register_env, registered_env_name
 from pyro_sculpt.utils import check_positive_int
 
 
@@ -106,7 +106,7 @@ class FragmentEnv(DiscreteEnv):
 
     def config(self) -> dict:
         return {
-            "type": "FragmentEnv",
+            "type": registered_env_name(type(self)),
             "vocabulary": self.vocabulary.to_list(),
             "max_fragments": self.max_fragments,
             "max_enumerable_states": self.max_enumerable_states,

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch.distributions import constraints
 
 from pyro_sculpt.gflownets.env import DiscreteEnv
-from pyro_sculpt.gflownets.registry import register_env
+from pyro_sculpt.gflownets.registry import register_env, registered_env_name
 from pyro_sculpt.utils import check_positive_int
 
 
@@ -40,7 +40,7 @@ class HyperGrid(DiscreteEnv):
         return f"HyperGrid(ndim={self.ndim}, height={self.height})"
 
     def config(self) -> dict:
-        return {"type": "HyperGrid", "ndim": self.ndim, "height": self.height}
+        return {"type": registered_env_name(type(self)), "ndim": self.ndim, "height": self.height}
 
     @property
     def support(self) -> constraints.Constraint:
