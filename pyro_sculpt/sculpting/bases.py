@@ -30,3 +30,36 @@ def check_shared(
         if value != first:
             a, b0 = (show(b), show(bases[0])) if show is not None else (value, first)
             raise ValueError(f"{name}[{k}] has {what} {a!r}, but {name}[0] has {b0!r}: {must}")
+
+
+def check_classifier_bases(classifier: Any, bases: Sequence[Any], key: Callable[[Any], Any], strict: bool) -> None:
+    """Refuse a classifier made for other bases, or for the same bases in another order (its output :math:`i` is the
+    probability of *its* base :math:`i`: a permutation silently composes the wrong models).
+
+    A classifier that remembers the bases it was built or fitted for (``classifier.bases``, when set) is compared
+    with ``bases`` by identity of ``key(base)`` (the model behind a sampler or distribution): one of its bases at
+    another position is always refused. With ``strict`` (GFlowNets), a classifier that is a function of its bases
+    (``defined_by_bases``, the ``ExactClassifier``) must have these very bases in this order, and a partial overlap
+    (some of its bases, some others) is refused; bases that are all other objects are accepted otherwise (the same
+    models loaded again). Without ``strict`` (diffusion: samplers wrap models, exact classifiers may hold copies of
+    their oracles on another device, tests wrap a model to inject faults) only the permutation is refused.
+
+    :raises ValueError: naming, for each given base, its position among the classifier's bases.
+    """
+    known = getattr(classifier, "bases", None)
+    if not known:
+        return
+    known = [key(b) for b in known]
+    where = [next((j for j, k in enumerate(known) if k is key(b)), None) for b in bases]
+    if len(known) == len(where) and where == list(range(len(where))):
+        return
+    if len(known) == len(where) and not (strict and getattr(classifier, "defined_by_bases", False)):
+        misplaced = any(w is not None and w != i for i, w in enumerate(where))
+        partial = any(w is None for w in where) and any(w is not None for w in where)
+        if not misplaced and not (strict and partial):
+            return
+    raise ValueError(
+        f"classifier was made for other bases: the given bases are, by position, its bases {where} (None: not one of "
+        f"its {len(known)} bases); its output i is the probability of its own base i, so pass the bases in the "
+        "classifier's order, or build a classifier for these bases"
+    )

@@ -9,6 +9,7 @@ import torch
 
 from pyro_sculpt.diffusion.samplers import ReverseDiffusionProcess
 from pyro_sculpt.processes.distribution import ProcessDistribution
+from pyro_sculpt.sculpting.bases import check_classifier_bases as check_classifier_bases_by
 from pyro_sculpt.sculpting.bases import check_shared
 from pyro_sculpt.utils import check_positive_int
 
@@ -26,6 +27,20 @@ def as_sampler(base: Any, name: str = "base") -> ReverseDiffusionProcess:
             f"ProcessDistribution, got {type(base).__name__}"
         )
     return base
+
+
+def _model_of(base: Any) -> Any:
+    """The diffusion model behind a sampler or its distribution (a model itself otherwise)."""
+    if isinstance(base, ProcessDistribution):
+        base = base.process
+    return base.model if isinstance(base, ReverseDiffusionProcess) else base
+
+
+def check_classifier_bases(classifier: Any, bases: Sequence[Any]) -> None:
+    """:func:`pyro_sculpt.sculpting.bases.check_classifier_bases` for diffusion bases, compared by their models
+    (samplers are cheap to rebuild around one model; an exact classifier may hold copies of its oracles on another
+    device, so only a permutation or a partial overlap is refused)."""
+    check_classifier_bases_by(classifier, bases, _model_of, strict=False)
 
 
 def _sampler_signature(s: ReverseDiffusionProcess) -> tuple:

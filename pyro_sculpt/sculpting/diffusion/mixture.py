@@ -11,7 +11,7 @@ from torch.distributions import constraints
 from pyro_sculpt.diffusion.model import batch_shape_of, per_batch
 from pyro_sculpt.diffusion.samplers import NonFiniteScoreError
 from pyro_sculpt.processes.process import IterativeProcess
-from pyro_sculpt.sculpting.diffusion.bases import DiffusionBase, check_diffusion_bases
+from pyro_sculpt.sculpting.diffusion.bases import DiffusionBase, check_classifier_bases, check_diffusion_bases
 from pyro_sculpt.sculpting.diffusion.score import check_diffusion_classifier, composed_score, is_diffusion_classifier
 from pyro_sculpt.sculpting.guidance import Guidance
 from pyro_sculpt.sculpting.observations import Observations, PriorLike
@@ -215,6 +215,7 @@ class DiffusionMixtureProcess(IterativeProcess):
             )
         obs = Observations.build(guidance.y, len(self.bases), self.weights, guidance.alpha).detach()
         check_diffusion_classifier(guidance.classifier, self._event_shape, self.schedule, obs)
+        check_classifier_bases(guidance.classifier, self.bases)
         return obs
 
     def guided_step_dist(self, state, t: int, guidance: Guidance) -> Optional[TorchDistribution]:

@@ -37,7 +37,13 @@ from pyro_sculpt.diffusion.model import DiffusionModel, check_points
 from pyro_sculpt.diffusion.samplers import ReverseDiffusionProcess
 from pyro_sculpt.diffusion.schedules import TimeLike
 from pyro_sculpt.processes.distribution import ProcessDistribution
-from pyro_sculpt.sculpting.diffusion.bases import DiffusionBase, as_sampler, check_diffusion_bases, check_same_space
+from pyro_sculpt.sculpting.diffusion.bases import (
+    DiffusionBase,
+    as_sampler,
+    check_classifier_bases,
+    check_diffusion_bases,
+    check_same_space,
+)
 from pyro_sculpt.sculpting.diffusion.score import check_diffusion_classifier, classifier_log_prob, composed_score
 from pyro_sculpt.sculpting.diffusion.twist import DiffusionClassifierTwist
 from pyro_sculpt.sculpting.guidance import check_gamma
@@ -124,6 +130,7 @@ class SculptedDiffusionModel(DiffusionModel):
         self.event_shape = models[0].event_shape
         self.obs = Observations.build(y, len(models), weights, alpha)
         check_diffusion_classifier(classifier, self.event_shape, self.schedule, self.obs)
+        check_classifier_bases(classifier, models)
         self.classifier = classifier
         self.gamma = check_gamma(gamma)
         self._device = as_device(device) if device is not None else models[0].device

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 from pyro_sculpt.gflownets.env import DiscreteEnv
 from pyro_sculpt.gflownets.policy_process import DiscretePolicyProcess
 from pyro_sculpt.processes.distribution import ProcessDistribution
+from pyro_sculpt.sculpting.bases import check_classifier_bases as check_classifier_bases_by
 from pyro_sculpt.sculpting.bases import check_shared
 
 
@@ -39,32 +40,8 @@ def base_processes(bases, name: str = "bases", *, single: bool = False) -> list:
 
 
 def check_classifier_bases(classifier: Any, bases: Sequence[Any]) -> None:
-    """Refuse a classifier made for other bases, or for the same bases in another order (its output :math:`i` is the
-    probability of *its* base :math:`i`: a permutation silently composes the wrong models).
-
-    An :class:`~pyro_sculpt.sculpting.ExactClassifier` is computed from its bases, so they must be these very bases,
-    in this order. A learned classifier remembers the bases it was built or fitted for (``classifier.bases``, when
-    set); bases that are all other objects are accepted (e.g. the same models loaded again from checkpoints), but a
-    permutation or a partial overlap with them is refused.
-
-    :raises ValueError: naming the classifier's bases and the given ones.
-    """
-    known = getattr(classifier, "bases", None)
-    if not known:
-        return
-    known = [b.process if isinstance(b, ProcessDistribution) else b for b in known]
-    given = [b.process if isinstance(b, ProcessDistribution) else b for b in bases]
-    where = [next((j for j, k in enumerate(known) if k is b), None) for b in given]
-    if len(known) == len(given) and where == list(range(len(given))):
-        return
-    if (
-        not getattr(classifier, "defined_by_bases", False)
-        and all(w is None for w in where)
-        and len(known) == len(given)
-    ):
-        return  # other objects throughout: e.g. the same models loaded again
-    raise ValueError(
-        f"classifier was made for other bases: the given bases are, by position, its bases {where} (None: not one of "
-        f"its {len(known)} bases); its output i is the probability of its own base i, so pass the bases in the "
-        "classifier's order, or build a classifier for these bases"
+    """:func:`pyro_sculpt.sculpting.bases.check_classifier_bases` for GFlowNet bases (processes or their
+    distributions)."""
+    check_classifier_bases_by(
+        classifier, bases, lambda b: b.process if isinstance(b, ProcessDistribution) else b, strict=True
     )

@@ -196,3 +196,16 @@ def test_mixture_step_api_errors(pair):
         mix.step_from_score(torch.zeros(3, 2), 2, torch.zeros(3, 1))
     pyro.set_rng_seed(0)
     assert mix.step_kind(0) == "component" and mix.step_kind(1) == "prior" and mix.step_kind(2) == "ode"
+
+
+def test_a_classifier_for_other_bases_or_another_order_is_refused(pair):
+    p1, p2, clf = pair
+    s1, s2 = AncestralSampler(p1, 5), AncestralSampler(p2, 5)
+    ps.contrast(s1, s2, clf)  # its own oracles, wrapped in samplers
+    ps.contrast(AncestralSampler(p1, 5), AncestralSampler(p2, 5), clf)  # samplers rebuilt around the same models
+    for bases in ((s2, s1), (s2, AncestralSampler(oracle(shift=2.0), 5))):  # a base of its own at another position
+        with pytest.raises(ValueError, match="classifier was made for other bases"):
+            ps.contrast(*bases, clf)
+    with pytest.raises(ValueError, match="classifier was made for other bases"):
+        with ps.sculpt_guidance(classifier=clf, y=(0, 1)):
+            ps.run("x", ps.mixture(s2, s1).process, num_particles=2)
