@@ -22,13 +22,13 @@ def set_seed(seed: int | None) -> None:
     """
     if seed is None:
         return
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32) or None, got {seed!r}")
     seed = int(seed)
     import pyro
 
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed)
     torch.manual_seed(seed)
     pyro.set_rng_seed(seed)
 

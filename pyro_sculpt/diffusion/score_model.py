@@ -307,6 +307,7 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
             "ema_state_dict": cpu_state_dict(self.ema_network),
             "use_ema": self.use_ema,
             "history": self.history,
+            "ema_updates": int(getattr(self.ema_network, "ema_updates", 0)),
         }
 
     def _network_config(self) -> Optional[dict]:
@@ -357,6 +358,7 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
             raise ValueError(f"checkpoint {path} does not match the network: {err}") from None
         model.use_ema = bool(data.get("use_ema", True))
         model.history = list(data.get("history", []))
+        model.ema_network.ema_updates = int(data.get("ema_updates", 0))
         model.network.eval()
         return model.to(as_device(device))
 

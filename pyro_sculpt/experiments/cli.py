@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -35,6 +36,25 @@ def _int_at_least(minimum: int, what: str):
     return parse
 
 
+def seed_value(text: str) -> int:
+    """An argparse ``type=`` for ``--seed``: an integer in [0, 2**32) (what NumPy's and Pyro's seeding accept)."""
+    value = _int_at_least(0, "a seed in [0, 2**32)")(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**32), got {value}")
+    return value
+
+
+def guidance_scale(text: str) -> float:
+    """An argparse ``type=`` for ``--gamma``: a finite number >= 0, checked before anything is trained."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite guidance scale >= 0, got {text}")
+    return value
+
+
 #: ``--threads``, ``--steps``: at least 1
 positive_int = _int_at_least(1, "a positive integer (>= 1)")
 #: ``--height``: a grid side
@@ -61,7 +81,7 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
         default=default_out,  # a string: argparse checks it with type=
         help=f"output directory, created if missing (default {default_out})",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_value, default=0, help="random seed in [0, 2**32) (default 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument(
         "--threads", type=positive_int, default=None, help="torch CPU threads, >= 1 (default: torch's choice)"
@@ -242,7 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mnist.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default cpu)")
     mnist.add_argument(
-        "--gamma", type=float, nargs="+", default=None, help="guidance scales (default: the size's, 1 and 10)"
+        "--gamma",
+        type=guidance_scale,
+        nargs="+",
+        default=None,
+        help="guidance scales, finite and >= 0 (default: the size's: tiny 1, small and full 1 and 10, cpu 10 and 20)",
     )
     mnist.add_argument(
         "--particles", type=positive_int, default=None, help="samples per composition, >= 1 (default: the size's)"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import zlib
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
@@ -91,7 +92,7 @@ def read_idx(path: Union[str, Path]) -> torch.Tensor:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:  # zlib: a corrupt deflate stream inside a valid gzip header
         raise ValueError(f"cannot read the IDX file {path}: {err}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES or raw[3] < 1:
         raise ValueError(f"{path} is not an IDX file (its first bytes are {raw[:4].hex() or 'missing'})")

@@ -209,6 +209,7 @@ class ConvClassifierNet(nn.Module):
         self.cond_dim = check_positive_int("cond_dim", cond_dim, 0)
         self.out_dim = check_positive_int("out_dim", out_dim)
         self.channels, self.hidden = channels, check_positive_int("hidden", hidden)
+        groups = check_positive_int("groups", groups)
         self.cond = (
             nn.Sequential(nn.Linear(self.cond_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden)) if cond_dim else None
         )

@@ -128,6 +128,11 @@ def sculpt(
     """
     if y is None:
         raise TypeError("sculpt() needs the observations y, e.g. y=(0, 1) for the harmonic mean of two bases")
+    if alpha is not None and not any(v is not None for v in tuple(y)[1:]):
+        raise ValueError(
+            f"alpha is the prior of the observations after the first, but y={tuple(y)} observes none of them: it "
+            "would have no effect (the mixture weights are the first observation's prior)"
+        )
     if classifier is None:
         _check_normalised(bases, "sculpt")
         leaves, ops = flatten(list(bases))

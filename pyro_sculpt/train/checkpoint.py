@@ -156,8 +156,12 @@ class Checkpointable:
         """Load a checkpoint written by :meth:`save`; further arguments go to the class's
         :meth:`_from_checkpoint` (see the class's documentation).
 
+        :returns: the model, in evaluation mode (as :meth:`fit` leaves it).
         :raises ValueError: for a file that is not a checkpoint of this class (for instance another model's), or
             of another format version.
         """
         data = load_checkpoint(path, cls.checkpoint_format, cls.checkpoint_version)
-        return cls._from_checkpoint(path, data, *args, **kwargs)
+        model = cls._from_checkpoint(path, data, *args, **kwargs)
+        if isinstance(model, torch.nn.Module):
+            model.eval()  # as after fit: dropout or batch norm in a (custom) network must not act at inference
+        return model

@@ -393,6 +393,11 @@ class RngStreams:
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
 
+    def continue_global(self, k: int) -> None:
+        """Leave the global generators where stream ``k`` is (the stream that continued them, when its seed was
+        ``None``): later draws then follow the run's, as a real rank's would, instead of repeating them."""
+        self._set(self.states[k])
+
     @contextlib.contextmanager
     def use(self, k: int) -> Iterator[None]:
         """Draw from shard ``k``'s generators for the duration, keeping their new state for next time."""

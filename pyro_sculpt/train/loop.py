@@ -47,8 +47,10 @@ class EMA:
     :param target: the averaged network, a copy of ``source`` that the model keeps (for instance the EMA weights a
         diffusion model samples with); ``None``: a fresh copy of ``source`` made at the start of every
         :func:`fit_loop` (a bootstrapping target network, read by the loss through :attr:`TrainState.ema`).
-    :param warmup: use :math:`\\min(d, (1 + k) / (10 + k))` at step :math:`k`, so that short runs average recent
-        weights rather than the initialisation.
+    :param warmup: use :math:`\\min(d, (1 + k) / (10 + k))` at the :math:`k`-th update, so that short runs average
+        recent weights rather than the initialisation. A kept ``target`` counts its updates (``target.ema_updates``):
+        a fit without a seed, which continues from the current weights and their average, continues the count (it
+        used to restart the warm-up, replacing the average by the raw weights: decay 0.18 at the first step).
 
     Example::
 
@@ -192,8 +194,10 @@ def fit_loop(
     :param param_groups: Adam's parameter groups, dictionaries with ``"params"`` and ``"lr"`` (and optionally
         ``"name"``, the argument named in errors about this group's learning rate).
     :param steps: optimisation steps.
-    :param lr_final_factor: every learning rate follows a cosine decay from its value to this fraction of it at
-        the last step, in (0, 1]; 1 keeps them constant.
+    :param lr_final_factor: every learning rate follows a cosine decay from its value towards this fraction of it,
+        in (0, 1]; 1 keeps them constant. Step :math:`k` (from 1) uses the rate of :func:`cosine_decay` at
+        :math:`k - 1`, so the fraction is reached after the last step (the last step's rate is one step short of
+        it: with 1,500 steps, about 1e-6 of the range above it).
     :param ema: a moving average of a network (:class:`EMA`).
     :param seed: see above.
     :param progress_bar: show a progress bar.
@@ -262,9 +266,11 @@ def fit_loop(
         if ema is not None and ema.target is not None:
             _broadcast_module(world, ema.target)
         seed_this_rank(world, seed)
-    average = None
+    average, ema_offset = None, 0
     if ema is not None:
         average = ema.target if ema.target is not None else copy.deepcopy(ema.source).requires_grad_(False)
+        if ema.target is not None and seed is None:  # a continued fit: the warm-up goes on from the updates done
+            ema_offset = int(getattr(ema.target, "ema_updates", 0))
     opt = torch.optim.Adam(groups)
     sched = cosine_decay(opt, steps, lr_final_factor)
     history = model.history
@@ -288,7 +294,8 @@ def fit_loop(
                 opt.step()
                 step_scheduler(sched)
                 if ema is not None:
-                    ema_update_(average, ema.source, ema.decay_at(step))
+                    ema_update_(average, ema.source, ema.decay_at(ema_offset + step))
+                    average.ema_updates = ema_offset + step
                 if over_time is None:
                     over_time = time_limit is not None and time.perf_counter() - start > time_limit
                 last = step == steps or over_time
@@ -301,6 +308,8 @@ def fit_loop(
                     callback(step, model)
                 if last:
                     break
+        if streams is not None and seed is None:
+            streams.continue_global(0)  # rank 0 continued the global generators: they move on as a real run's do
     finally:
         close = getattr(bar, "close", None)
         if close is not None:

@@ -161,3 +161,42 @@ def test_truncated_snr_weighting():
             model.fit(x0, steps=1, progress_bar=False, snr_truncation=bad)
         with pytest.raises(ValueError, match="snr_truncation must be None or a finite number >= 1"):
             model.loss(x0, snr_truncation=bad)
+
+
+class _DropoutNet(torch.nn.Module):
+    """A custom score network with dropout: its outputs are random in training mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.drop, self.out = torch.nn.Linear(3, 32), torch.nn.Dropout(0.5), torch.nn.Linear(32, 2)
+
+    def forward(self, x, t):
+        return self.out(self.drop(torch.relu(self.inner(torch.cat([x, t.reshape(-1, 1).expand(len(x), 1)], -1)))))
+
+
+def test_a_loaded_model_is_in_evaluation_mode_as_after_fit(tmp_path):
+    model = ScoreModel(2, network=_DropoutNet(), seed=0)
+    model.fit(torch.randn(64, 2), steps=5, batch_size=16, seed=0, progress_bar=False)
+    model.save(tmp_path / "m.pt")
+    again = ScoreModel.load(tmp_path / "m.pt", network=_DropoutNet())
+    assert not again.training and not again.ema_network.training and not again.network.training
+    x = torch.randn(4, 2)
+    assert torch.equal(again.eps(x, 0.5), again.eps(x, 0.5)) and torch.allclose(again.eps(x, 0.5), model.eps(x, 0.5))
+
+
+def test_a_continued_fit_continues_the_average_instead_of_restarting_its_warm_up(tmp_path):
+    data = torch.randn(256, 2) * 0.3 + 1.0
+    model = ScoreModel(2, hidden=32, layers=2, seed=0)
+    model.fit(data, steps=300, batch_size=32, lr=1e-2, ema_decay=0.99, seed=0, progress_bar=False)
+    model.save(tmp_path / "m.pt")
+
+    def flat(module):
+        return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+    for m in (model, ScoreModel.load(tmp_path / "m.pt")):  # in memory, and after a checkpoint
+        before = flat(m.ema_network)
+        m.fit(data, steps=1, batch_size=32, lr=1e-12, ema_decay=0.99, progress_bar=False)  # raw weights ~unchanged
+        raw, after = flat(m.network), flat(m.ema_network)
+        decay = float((after - raw) @ (before - raw) / ((before - raw) @ (before - raw)))
+        # the 301st update's warm-up min(0.99, 302 / 311); a restarted warm-up gave (1 + 1) / (10 + 1) = 0.18
+        assert abs(decay - 302 / 311) < 1e-3

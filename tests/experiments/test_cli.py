@@ -109,3 +109,16 @@ def test_mnist_values_reach_the_command(tmp_path, monkeypatch):
     argv = ["mnist", "--out", str(tmp_path), "--size", "tiny", "--device", "cpu", "--gamma", "1", "5", "--two-only"]
     assert cli.main(argv + ["--data", "here", "--particles", "7", "--time-limit", "60"]) == 0
     assert seen["args"] == (tmp_path, "tiny", 0, True, "cpu", "here", [1.0, 5.0], 7, True, 60)
+
+
+@pytest.mark.parametrize("command", ["train", "grid", "gaussians", "molecules", "mnist"])
+@pytest.mark.parametrize("value", ["-1", "4294967296", "one"])
+def test_seed_must_be_what_numpy_and_pyro_accept(command, value, capsys):
+    err = _usage_error([command, "--seed", value], capsys)
+    assert "argument --seed" in err and "expected" in err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "ten"])
+def test_guidance_scales_are_checked_before_anything_is_trained(value, capsys):
+    err = _usage_error(["mnist", "--gamma", "1", value], capsys)
+    assert "argument --gamma" in err and "expected" in err

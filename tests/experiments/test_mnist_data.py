@@ -71,6 +71,11 @@ def test_bad_idx_files_are_clear_errors(tmp_path):
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(ValueError, match="truncated or corrupt"):
         md.read_idx(path)
+    corrupt = bytearray(gzip.compress(write_idx(tmp_path / "plain", images).read_bytes()))
+    corrupt[10] = 0xFF  # the deflate stream's first byte: an invalid block type (zlib.error, not OSError)
+    (tmp_path / "corrupt.gz").write_bytes(bytes(corrupt))
+    with pytest.raises(ValueError, match="cannot read the IDX file .*corrupt.gz"):
+        md.read_idx(tmp_path / "corrupt.gz")
     # images of the wrong size
     write_idx(tmp_path / "train-images-idx3-ubyte", torch.zeros(20, 27, 28, dtype=torch.uint8))
     write_idx(tmp_path / "train-labels-idx1-ubyte", labels)

@@ -133,8 +133,8 @@ def test_bad_arguments():
     for bad in (float("nan"), torch.tensor(0.0), "0.5", True):
         with pytest.raises(ValueError, match="resample_threshold must lie in"):
             smc(CoinTwist(), 10, resample_threshold=bad)
-    for bad in ("a", 1.5):
-        with pytest.raises(ValueError, match="seed must be an integer or None"):
+    for bad in ("a", 1.5, -1, 2**32):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*32\) or None"):
             smc(CoinTwist(), 10, seed=bad)
     with pytest.raises(ValueError, match="resampling must be one of"):
         smc(CoinTwist(), 10, resampling="stratified-ish")

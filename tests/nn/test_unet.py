@@ -75,6 +75,9 @@ def test_conv_classifier_net_reads_rows_of_image_and_conditioning():
         net(torch.zeros(4, 2352))
     plain = ConvClassifierNet(EVENT, cond_dim=0, out_dim=20, channels=(4,))
     assert plain(img.reshape(10, -1)).shape == (10, 20)
+    for groups in (0, -1):
+        with pytest.raises(ValueError, match="groups must be an integer >= 1"):
+            ConvClassifierNet(EVENT, out_dim=2, channels=(4,), groups=groups)
 
 
 def test_conv_classifier_net_is_the_network_of_a_diffusion_observation_classifier(tmp_path):

@@ -215,6 +215,9 @@ def test_bad_weights_and_alpha_raise_naming_the_argument():
     for a in ("0.3", True):
         with pytest.raises(ValueError, match=r"alpha must be a number in \(0, 1\)"):
             ps.contrast(p1, p2, clf, alpha=a)
+    for y in ((0,), (1, None)):  # alpha is the prior of y_2..y_n: with none observed it would be ignored
+        with pytest.raises(ValueError, match="alpha is the prior of the observations after the first"):
+            ps.sculpt([p1, p2], clf, y, alpha=0.3)
 
 
 def disjoint_bases(env):

@@ -191,3 +191,23 @@ def test_the_commands_say_how_to_launch_them_distributed():
     for command in ("train", "grid", "gaussians"):
         sub = parser._subparsers._group_actions[0].choices[command]
         assert "torchrun" in sub.format_help()
+
+
+def test_an_emulated_fit_without_a_seed_moves_the_global_generators_on():
+    # shard 0 continues the global generators; they must end where it ended, not replay its draws in the next fit
+    net = torch.nn.Linear(1, 1)
+    net.history = []
+    draws: list = []
+
+    def loss(state):
+        if state.rank == 0:
+            draws.append(torch.rand(()).item())
+        return (net(torch.ones(1, 1)) ** 2).mean()
+
+    torch.manual_seed(0)
+    for _ in range(2):
+        with distributed(Distributed.single_process(2)):
+            fit_loop(net, loss, param_groups=[{"params": net.parameters(), "lr": 1e-3}], steps=3, progress_bar=False)
+    first, second = draws[:3], draws[3:]
+    assert not set(first) & set(second)  # the second fit drew its own numbers (it replayed the first's before)
+    assert torch.rand(()).item() not in draws
