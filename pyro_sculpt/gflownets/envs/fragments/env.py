@@ -488,8 +488,10 @@ class FragmentEnv(DiscreteEnv):
     def validate_states(self, states: torch.Tensor, name: str = "states") -> None:
         """Raise a :class:`ValueError` naming ``name`` unless every row is a canonical tree of this environment."""
         super().validate_states(states, name)
-        if states.dtype.is_floating_point or states.dtype == torch.bool:
-            raise ValueError(f"{name} must be an integer tensor, got dtype {states.dtype}")
+        if states.dtype != torch.long:
+            raise ValueError(
+                f"{name} must be an int64 (torch.long) tensor, as step builds them, got dtype {states.dtype}"
+            )
         flat = states.reshape(-1, self.state_dim)
         if flat.shape[0] == 0:
             return
@@ -529,15 +531,26 @@ class FragmentEnv(DiscreteEnv):
     # ----- molecules -----
 
     def to_mols(self, states: torch.Tensor) -> list:
-        """RDKit molecules of a batch of states (flattened to a list; ``None`` for the empty tree)."""
+        """RDKit molecules of a batch of states (flattened to a list; ``None`` for the empty tree).
+
+        :raises ValueError: naming ``states`` for rows that are not states of this environment."""
+        self.validate_states(states)
         flat = states.reshape(-1, self.state_dim).cpu()
         return [decode.tree_to_mol(self.vocabulary, row) for row in flat.view(-1, self.max_fragments, ROW).tolist()]
 
     def to_smiles(self, states: torch.Tensor) -> list[str]:
-        """Canonical SMILES of a batch of states (flattened to a list; ``""`` for the empty tree), cached by state."""
+        """Canonical SMILES of a batch of states (flattened to a list; ``""`` for the empty tree), cached by state.
+
+        :raises ValueError: naming ``states`` for rows that are not states of this environment (checked for the rows
+            not in the cache)."""
+        if not isinstance(states, torch.Tensor):
+            raise ValueError(f"states must be a tensor of shape (..., {self.state_dim}), got {type(states).__name__}")
         flat = states.reshape(-1, self.state_dim).cpu()
         out = []
         cache = self._smiles_cache
+        new = [k for k, row in enumerate(flat.tolist()) if tuple(row) not in cache]
+        if new:
+            self.validate_states(flat[new])
         for row in flat.tolist():
             key = tuple(row)
             smi = cache.get(key)

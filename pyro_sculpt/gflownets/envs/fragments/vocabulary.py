@@ -142,6 +142,11 @@ class Vocabulary:
             mol = Chem.MolFromSmiles(smiles)
             if mol is None or mol.GetNumAtoms() == 0:
                 raise ValueError(f"{where}: RDKit cannot parse the SMILES {smiles!r}")
+            if len(Chem.GetMolFrags(mol)) > 1:
+                raise ValueError(
+                    f"{where}: a fragment must be one connected molecule, got {len(Chem.GetMolFrags(mol))} "
+                    "disconnected parts (its trees would decode to several molecules)"
+                )
             n_atoms = mol.GetNumAtoms()
             if not sites:
                 raise ValueError(f"{where}: a fragment needs at least one attachment site, got none")

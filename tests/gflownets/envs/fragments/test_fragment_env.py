@@ -173,8 +173,12 @@ def test_states_not_of_the_environment_are_rejected():
     env.validate_states(s)
     with pytest.raises(ValueError, match="must have shape"):
         env.validate_states(s[:-1])
-    with pytest.raises(ValueError, match="integer tensor"):
-        env.validate_states(s.double())
+    for dtype in (torch.double, torch.int32, torch.uint8):  # int32 / uint8 used to fail inside (index_put, masks)
+        with pytest.raises(ValueError, match=r"int64 \(torch.long\) tensor"):
+            env.validate_states(s.to(dtype))
+    for decode in (env.to_smiles, env.to_mols):  # decoding checks its input as validate_states does
+        with pytest.raises(ValueError, match=r"not states of FragmentEnv.*fragment ids"):
+            decode(torch.tensor([9] + [0] * 11))
     bad = s.clone()
     bad[0] = 9
     with pytest.raises(ValueError, match=r"not states of FragmentEnv.*fragment ids"):
@@ -211,6 +215,7 @@ def test_vocabulary_files_and_their_errors(tmp_path):
             FragmentEnv(p)
 
     bad("C1CC 0\n", "RDKit cannot parse the SMILES 'C1CC'")
+    bad("C.C 0 1\n", "a fragment must be one connected molecule, got 2 disconnected parts")
     bad("CC 0 2\n", "attachment site 2 is out of range: the fragment has 2 heavy atoms")
     bad("CC 0\nC-C 1\n", r"duplicate fragment: it is the same molecule \(CC\) as .*\[0\]")
     bad("F 0 0\n", r"atom 0 \(F\) is used by 2 sites but has only 1 hydrogens")
