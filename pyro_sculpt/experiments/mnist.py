@@ -134,6 +134,12 @@ class ColourDigitClassifier(Checkpointable, nn.Module):
         check_images(x)
         if classes.shape != (x.shape[0],):
             raise ValueError(f"classes must have shape ({x.shape[0]},), got {tuple(classes.shape)}")
+        if (
+            classes.dtype.is_floating_point
+            or classes.dtype == torch.bool
+            or bool(((classes < 0) | (classes >= NUM_CLASSES)).any())
+        ):
+            raise ValueError(f"classes must be integers in [0, {NUM_CLASSES}) (10 * colour + digit), got {classes}")
         check_positive_int("batch_size", batch_size)
         dev = self.device
         data, labels = x.to(dev, torch.float32), classes.to(dev)

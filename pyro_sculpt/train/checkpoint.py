@@ -161,7 +161,12 @@ class Checkpointable:
             of another format version.
         """
         data = load_checkpoint(path, cls.checkpoint_format, cls.checkpoint_version)
-        model = cls._from_checkpoint(path, data, *args, **kwargs)
+        try:
+            model = cls._from_checkpoint(path, data, *args, **kwargs)
+        except KeyError as err:
+            raise ValueError(
+                f"checkpoint {path} lacks the entry {err} of a {cls.checkpoint_format} checkpoint"
+            ) from None
         if isinstance(model, torch.nn.Module):
             model.eval()  # as after fit: dropout or batch norm in a (custom) network must not act at inference
         return model

@@ -72,6 +72,13 @@ def test_measurement_classifier_learns_colour_and_round_trips(tmp_path):
     assert torch.equal(again.logits(x), clf.logits(x))
     with pytest.raises(ValueError, match=r"\(N, 3, 28, 28\)"):
         clf.predict(torch.zeros(2, 28, 28))
+    with pytest.raises(ValueError, match=r"classes must be integers in \[0, 20\)"):
+        clf.fit(x, torch.tensor([0, 1, 10, 25]), steps=1, progress_bar=False)  # an IndexError from torch before
+    data = torch.load(tmp_path / "m.pt", weights_only=True)
+    del data["state_dict"]
+    torch.save(data, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match="lacks the entry 'state_dict' of a ColourDigitClassifier checkpoint"):
+        mnist.ColourDigitClassifier.load(tmp_path / "partial.pt")
 
 
 def test_unknown_size_is_an_error(tmp_path):
