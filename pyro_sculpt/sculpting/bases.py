@@ -29,6 +29,9 @@ def check_shared(
         value = key(b)
         if value != first:
             a, b0 = (show(b), show(bases[0])) if show is not None else (value, first)
+            if isinstance(a, dict) and isinstance(b0, dict):  # configs (a vocabulary of 72 fragments): what differs
+                keys = [key for key in {**b0, **a} if a.get(key) != b0.get(key)]
+                a, b0 = {key: a.get(key) for key in keys}, {key: b0.get(key) for key in keys}
             raise ValueError(f"{name}[{k}] has {what} {a!r}, but {name}[0] has {b0!r}: {must}")
 
 

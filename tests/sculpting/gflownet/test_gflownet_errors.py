@@ -11,8 +11,9 @@ ENV = ps.HyperGrid(2, 4)
 def test_bases_on_different_envs():
     a = exact_bases(ENV, 1)[0]
     b = exact_bases(ps.HyperGrid(2, 5), 1)[0]
-    with pytest.raises(ValueError, match=r"bases\[1\] has environment .* every base must share one environment"):
+    with pytest.raises(ValueError, match=r"bases\[1\] has environment .* every base must share one environment") as e:
         ps.ExactClassifier([a, b], 2)
+    assert "{'height': 5}, but bases[0] has {'height': 4}" in str(e.value)  # what differs (not 72 fragments' configs)
 
 
 def test_bases_with_different_backward_policies():
