@@ -231,6 +231,17 @@ def run_steps(step: Callable, state, num_steps: int) -> tuple:
     return state, rates
 
 
+def finite_proposal(x: torch.Tensor, log_p: Optional[torch.Tensor], grad: torch.Tensor) -> torch.Tensor:
+    """``(N,)``: whether each particle's proposal is usable (position, gradient and log-density finite): what an
+    unadjusted kernel, which has no Metropolis test to reject it, keeps (a NaN, a divergence to infinity, or a point
+    outside the support is rejected alone)."""
+    n = x.shape[0]
+    ok = torch.isfinite(x.reshape(n, -1)).all(-1) & torch.isfinite(grad.reshape(n, -1)).all(-1)
+    if log_p is not None:
+        ok = ok & torch.isfinite(log_p)
+    return ok
+
+
 def select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a`` where ``mask`` (``(N,)``) else ``b``, per particle (new tensor; NaNs of the unselected side are
     dropped)."""

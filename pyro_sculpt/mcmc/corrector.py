@@ -138,6 +138,11 @@ class CorrectorMessenger(Messenger):
         **kernel_options: Any,
     ):
         super().__init__()
+        if "when" in kernel_options:
+            raise ValueError(
+                "when applies to SMC moves (Rejuvenation); a corrector moves the particles before every step that has "
+                "a noise level, so it takes no when"
+            )
         self.moves = Rejuvenation(
             kernel, num_steps, step_size, target_accept=target_accept, adapt=adapt, rate=rate, **kernel_options
         )

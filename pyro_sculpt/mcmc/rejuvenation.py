@@ -92,13 +92,21 @@ class Rejuvenation:
         self.initial_step_size = float(h)
         tgt = kernel.default_target_accept if target_accept is None else target_accept
         self.target_accept = check_target_accept(tgt)
-        self.adapt = bool(adapt)
+        if not isinstance(adapt, bool):
+            raise ValueError(f"adapt must be True or False, got {adapt!r}")
+        self.adapt = adapt
         if when not in WHEN:
             raise ValueError(f"when must be one of {WHEN}, got {when!r}")
         self.when = when
         self.rate = rate
         self.kernel_options = kernel_options
-        kernel(lambda x: (x, x), self.initial_step_size, **kernel_options)  # check the options now
+        try:
+            kernel(lambda x: (x, x), self.initial_step_size, **kernel_options)  # check the options now
+        except TypeError as err:
+            raise ValueError(
+                f"kernel {kernel.__name__} does not take the options {sorted(kernel_options)} ({err}); see its "
+                "documentation (e.g. num_leapfrog for HMC kernels, line_integral for any)"
+            ) from None
         StepSizeAdapter(self.initial_step_size, self.target_accept, rate=rate)
         self.reset()
 
@@ -148,6 +156,9 @@ class Rejuvenation:
             if self.adapt:
                 self.adapter.update(info)
         per_step = getattr(kernel, "num_leapfrog", 1)
+        points = getattr(kernel, "line_integral", None)
+        if points is not None:
+            per_step += points - 2  # the line integral's inner points along each proposal (its ends are evaluated)
         self.num_evaluations += 1 + num_steps * per_step
         mean_h, mean_a = sum(sizes) / len(sizes), sum(rates) / len(rates)
         self.history.append({"level": level, "step_size": mean_h, "accept_rate": mean_a})

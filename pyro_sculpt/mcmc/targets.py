@@ -154,6 +154,14 @@ def operator_target(models: Sequence[Any], t: float, operator: Optional[Callable
     t = float(t)
     linear = operator is None or getattr(operator, "linear", False) is True
     models = _check_models(models, need_log_prob=not linear)
+    shifted = [k for k, mod in enumerate(models) if not getattr(mod, "log_prob_normalised", True)]
+    if shifted and not linear:
+        k = shifted[0]
+        raise ValueError(
+            f"models[{k}] ({type(models[k]).__name__}) has log_prob(x, t) only up to a constant per noise level, "
+            f"which cancels in operators linear in the log-densities (products, negations) but not in {operator!r}: "
+            "its target would be wrong; use models with normalised log-densities"
+        )
     m = len(models)
     if not all(callable(getattr(mod, "log_prob", None)) for mod in models):
         # a linear operator of score-only models: its gradient needs no log-density (constant coefficients)

@@ -6,7 +6,15 @@ from typing import Optional
 
 import torch
 
-from pyro_sculpt.mcmc.base import LogProbAndGrad, MCMCInfo, MCMCState, StepSize, accept_probability
+from pyro_sculpt.mcmc.base import (
+    LogProbAndGrad,
+    MCMCInfo,
+    MCMCState,
+    StepSize,
+    accept_probability,
+    finite_proposal,
+    select,
+)
 from pyro_sculpt.mcmc.hmc import HMC
 
 
@@ -45,6 +53,8 @@ class UHMC(HMC):
         super().__init__(log_prob_and_grad, step_size, num_leapfrog, persistence, line_integral=line_integral)
 
     def _step(self, state: MCMCState, step_size: torch.Tensor) -> tuple[MCMCState, MCMCInfo]:
-        _, x, p, log_p, grad, log_alpha = self._trajectory(state, step_size)
-        accepted = torch.ones(state.num_particles, dtype=torch.bool, device=x.device)
-        return MCMCState(x, log_p, grad, p), MCMCInfo(accept_probability(log_alpha), accepted, step_size, log_alpha)
+        p0, x, p, log_p, grad, log_alpha = self._trajectory(state, step_size)
+        acc = finite_proposal(x, log_p, grad) & torch.isfinite(p.reshape(p.shape[0], -1)).all(-1)  # NaN: rejected
+        new_log_p = None if log_p is None else torch.where(acc, log_p, state.log_prob)
+        new = MCMCState(select(acc, x, state.x), new_log_p, select(acc, grad, state.grad), select(acc, p, -p0))
+        return new, MCMCInfo(accept_probability(log_alpha), acc, step_size, log_alpha)

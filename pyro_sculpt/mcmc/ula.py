@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pyro_sculpt.mcmc.base import MCMCInfo, MCMCKernel, MCMCState, accept_probability
+from pyro_sculpt.mcmc.base import MCMCInfo, MCMCKernel, MCMCState, accept_probability, finite_proposal, select
 from pyro_sculpt.mcmc.langevin import langevin_proposal
 
 
@@ -29,6 +29,7 @@ class ULA(MCMCKernel):
 
     def _step(self, state: MCMCState, step_size: torch.Tensor) -> tuple[MCMCState, MCMCInfo]:
         prop, log_p, grad, log_alpha = langevin_proposal(self, state, step_size)
-        accepted = torch.ones(state.num_particles, dtype=torch.bool, device=prop.device)
+        accepted = finite_proposal(prop, log_p, grad)  # a NaN or infinite move is rejected alone (no silent NaN)
         info = MCMCInfo(accept_probability(log_alpha), accepted, step_size, log_alpha)
-        return MCMCState(prop, log_p, grad, None), info
+        new_log_p = None if log_p is None else torch.where(accepted, log_p, state.log_prob)
+        return MCMCState(select(accepted, prop, state.x), new_log_p, select(accepted, grad, state.grad), None), info

@@ -141,3 +141,61 @@ def test_corrector_bad_input():
         ps.mcmc.corrector(num_steps=0)
     with pytest.raises(ValueError, match="line_integral must be an integer >= 2"):
         ps.mcmc.corrector(kernel="mala", line_integral=1)
+
+
+@pytest.mark.parametrize("kernel", [ps.mcmc.ULA, ps.mcmc.UHMC])
+def test_unadjusted_kernels_reject_a_non_finite_move_alone(kernel):
+    # log pi = -|x|: its gradient is NaN at 0 exactly; an unadjusted kernel used to move there to NaN, "accepted"
+    target = ps.mcmc.log_density_target(lambda x: -(x**2).sum(-1).sqrt())
+    x = torch.zeros(3, 2, dtype=torch.float64)
+    x[2] = 1.0
+    state, info = kernel(target, 0.1).step(kernel(target, 0.1).init(x))
+    assert torch.isfinite(state.x).all() and torch.equal(state.x[:2], x[:2])
+    assert info.accepted.tolist() == [False, False, True]
+
+
+def test_rejuvenation_and_corrector_options_are_checked():
+    with pytest.raises(ValueError, match="adapt must be True or False, got 'no'"):
+        ps.mcmc.Rejuvenation("mala", 2, adapt="no")
+    with pytest.raises(ValueError, match=r"kernel MALA does not take the options \['num_leapfrog'\]"):
+        ps.mcmc.Rejuvenation("mala", 2, num_leapfrog=3)
+    with pytest.raises(ValueError, match="a corrector .* takes no when"):
+        ps.mcmc.corrector(kernel="mala", num_steps=2, when="step")
+
+
+def test_operator_targets_refuse_unnormalised_log_densities_where_they_do_not_cancel():
+    from pyro_sculpt.diffusion import GaussianMixtureOracle
+    from pyro_sculpt.sculpting.log_operators import Base, Mixture
+
+    class Shifted(GaussianMixtureOracle):
+        log_prob_normalised = False  # log_prob up to a constant per level (an energy model)
+
+    a = Shifted(torch.tensor([[-1.0]]), stds=0.3)
+    b = GaussianMixtureOracle(torch.tensor([[1.0]]), stds=0.3)
+    ps.mcmc.operator_target([a, b], 0.1)  # the product: the constant cancels
+    with pytest.raises(ValueError, match=r"models\[0\] \(Shifted\) has log_prob\(x, t\) only up to a constant"):
+        ps.mcmc.operator_target([a, b], 0.1, Mixture([Base(0, 2), Base(1, 2)], [0.5, 0.5]))
+
+
+def _count(x, calls):
+    calls.append(x.shape[0])
+    return -0.5 * (x**2).sum(-1)
+
+
+def test_evaluations_count_the_line_integral_points():
+    from pyro_sculpt.diffusion import GaussianMixtureOracle
+
+    o = GaussianMixtureOracle(torch.tensor([[-1.0], [1.0]]), stds=0.5)
+    calls = []
+
+    def score_only(x):
+        calls.append(x.shape[0])
+        return o.score(x, 0.1)
+
+    target = ps.mcmc.score_target(score_only)
+    for options, per_step in (({"line_integral": 5}, 4), ({"num_leapfrog": 3, "line_integral": 9}, 10), ({}, 1)):
+        kernel = "hmc" if "num_leapfrog" in options else "mala"
+        moves = ps.mcmc.Rejuvenation(kernel, 10, 0.05, adapt=False, **options)
+        calls.clear()
+        moves.move(torch.randn(7, 1), target if options else ps.mcmc.log_density_target(lambda x: _count(x, calls)))
+        assert moves.num_evaluations == 1 + 10 * per_step == sum(calls) / 7, (options, sum(calls) / 7)  # per particle

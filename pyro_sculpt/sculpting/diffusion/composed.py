@@ -428,6 +428,15 @@ class ComposedDiffusionProcess(IterativeProcess):
         """``(x, log_q)`` with the leaves' log-densities at the moved particles: exact (or none, for linear
         operators of score-only models); tracked densities are path integrals that a move would invalidate."""
         dens = self._core.densities
+        shifted = [k for k, m in enumerate(self._core.models) if not getattr(m, "log_prob_normalised", True)]
+        if not isinstance(dens, ExactDensities) and shifted and all(has_exact_log_prob(m) for m in self._core.models):
+            k = shifted[0]
+            raise ValueError(
+                f"correctors move the particles of {self!r}, but models[{k}] ({type(self._core.models[k]).__name__}) "
+                f"has log_prob(x, t) only up to a constant per noise level, which {self.operator!r} does not cancel "
+                "(operators linear in the log-densities do: products, negations); use models with normalised "
+                "log-densities"
+            )
         if not isinstance(dens, ExactDensities):
             raise ValueError(
                 f"correctors move the particles of {self!r}, whose proposal uses {type(dens).__name__}: tracked "
