@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import weakref
 from abc import abstractmethod
 from typing import Hashable, Optional, Sequence
@@ -170,7 +171,7 @@ def unique_rows(env: DiscreteEnv, states: torch.Tensor, enabled: bool = True, mi
     the distinct states and ``rows[inverse]`` recovers the batch; otherwise ``rows`` is the batch and ``inverse`` is
     ``None``.
     """
-    if not enabled or states.dim() < 2 or states.shape[:-1].numel() < min_batch:
+    if not enabled or states.dim() < 2 or math.prod(states.shape[:-1]) < min_batch:
         return states, None
     uniq, inverse = env.unique(states)
     if len(uniq) > 0.75 * inverse.numel():

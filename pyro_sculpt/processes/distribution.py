@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
@@ -73,7 +75,7 @@ class ProcessDistribution(TorchDistribution):
                 f"value of shape {tuple(value.shape)} does not broadcast with the distribution's shape "
                 f"{tuple(self.batch_shape + self.event_shape)}"
             ) from None
-        if value_batch.numel() == 0:
+        if math.prod(value_batch) == 0:
             dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
             return torch.zeros(batch, dtype=dtype, device=value.device)
         return self.process.terminal_log_prob(value).expand(batch)  # e.g. one value observed in a plate

@@ -51,7 +51,12 @@ def run(
         expanded); plates broadcast it further.
     :param return_state: also return the final state.
     :returns: the terminal values, of shape ``plates + process.event_shape``.
-    :raises ValueError: if ``num_particles`` is not an integer >= 1.
+    :raises ValueError: if ``num_particles`` is not an integer >= 1 or ``batch_shape`` has a negative size.
+    :raises TypeError: if ``process`` is not an :class:`IterativeProcess` (e.g. a distribution: pass its ``.process``).
+
+    The step sites are not enumerable (``config_enumerate`` / ``TraceEnum_ELBO`` over them): a state depends on every
+    earlier action, not on the last one only, so ``pyro.markov`` here orders the sites but declares no finite
+    history to sum over.
 
     Example::
 
@@ -60,6 +65,15 @@ def run(
 
         trace = pyro.poutine.trace(model).get_trace()
     """
+    if not isinstance(process, IterativeProcess):
+        hint = " (a distribution: pass its .process)" if hasattr(process, "process") else ""
+        raise TypeError(f"process must be an IterativeProcess{hint}, got {type(process).__name__}")
+    try:
+        batch_shape = torch.Size(batch_shape)
+    except TypeError:
+        raise ValueError(f"batch_shape must be a sequence of sizes >= 0, got {batch_shape!r}") from None
+    if any(d < 0 for d in batch_shape):
+        raise ValueError(f"batch_shape must be a sequence of sizes >= 0, got {tuple(batch_shape)}")
     if num_particles is not None:
         num_particles = check_positive_int("num_particles", num_particles, 1)
         with pyro.plate(f"{name}_particles", num_particles, dim=particle_dim):

@@ -92,18 +92,25 @@ def sculpted_guide(model: Callable, *args, **kwargs) -> Callable:
         fn = site["fn"]
         if fn.classifier is not classifier:
             raise ValueError(f"ModelOfOrigin site {site['name']!r} uses another classifier than the first one")
-        value = site["value"].reshape(-1)
-        if not (value == value[0]).all():
-            raise ValueError(f"observed site {site['name']!r} must observe one base index, got {site['value']}")
-        y.append(int(value[0]))
+        values = [int(v) for v in site["value"].reshape(-1).tolist()]  # a plate of labels: one observation each
         if k == 0:
             _check_first_prior(site, process_of(x_site))
-        else:
-            if fn.prior is not None:
-                raise ValueError(f"site {site['name']!r}: observations after the first take alpha=..., not prior=...")
-            # by value: a pyro.param read at two sites is two tensor objects of one value (the sculpted guide treats
-            # alpha as a constant, see ps.sculpt)
-            alphas.add(None if fn.alpha is None else float(torch.as_tensor(fn.alpha).detach()))
+        elif fn.prior is not None:
+            raise ValueError(f"site {site['name']!r}: observations after the first take alpha=..., not prior=...")
+        if k > 0 or len(values) > 1:  # entries after the very first: their prior is the alpha of y_2..y_n
+            if fn.prior is not None:  # the first site's plate, with prior=weights (checked)
+                if fn.classifier.num_models != 2:
+                    raise ValueError(
+                        f"site {site['name']!r}: a plate of first observations with a prior needs two bases (its "
+                        "later entries then have alpha = prior[0]); give it no prior (uniform weights) instead"
+                    )
+                alpha = float(check_weights(fn.prior, 2, "prior")[0])
+            else:
+                # by value: a pyro.param read at two sites is two tensor objects of one value (the sculpted guide
+                # treats alpha as a constant, see ps.sculpt)
+                alpha = None if fn.alpha is None else float(torch.as_tensor(fn.alpha).detach())
+            alphas.add(alpha)
+        y += values
     if len(alphas) > 1:
         raise ValueError(f"every observation after the first must share one alpha, got {sorted(map(str, alphas))}")
     process = process_of(x_site)

@@ -8,6 +8,7 @@ mixture process implements it (GFlowNets: the guided policy of docs/math.md §1.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
 from pyro.distributions import TorchDistribution
@@ -56,9 +57,13 @@ class Guidance:
     def cached(self, process: Any, build: Callable[[], Any]) -> Any:
         """``build()`` once per process (the observations and checks of a process are computed at its first step)."""
         key = id(process)
-        if key not in self._cache:
-            self._cache[key] = (process, build())  # the process is kept alive so that its id stays its own
-        return self._cache[key][1]
+        entry = self._cache.get(key)
+        if entry is None or entry[0]() is not process:
+            # weak references: a handler reused over many model calls (an SVI loop building a mixture each time)
+            # keeps no dead process alive; their entries go when the next process is added
+            self._cache = {k: v for k, v in self._cache.items() if v[0]() is not None}
+            entry = self._cache[key] = (weakref.ref(process), build())
+        return entry[1]
 
     def __repr__(self) -> str:
         return (

@@ -139,6 +139,33 @@ def test_reparam_expands_single_site_into_steps(gfn):
     assert torch.all(trace.nodes["x"]["log_prob"] == 0)
 
 
+def test_reparam_keeps_to_event_and_mask(gfn):
+    d = gfn.as_distribution()
+
+    @poutine.reparam(config={"x": ps.ProcessReparam(), "y": ps.ProcessReparam()})
+    def model():
+        x = pyro.sample("x", d.expand([5]).to_event(1))  # five trajectories, one event (it ran one before)
+        keep = torch.tensor([True, False, False, True, False, False])
+        with pyro.plate("n", 6):
+            y = pyro.sample("y", d.mask(keep))  # the masked particles' steps must add nothing
+        return x, y
+
+    trace = poutine.trace(model).get_trace()
+    trace.compute_log_prob()
+    assert trace.nodes["x"]["value"].shape == (5, 2) and trace.nodes["x_0"]["value"].shape == (5,)
+    assert trace.nodes["x"]["fn"].event_dim == 2
+    steps = [site for name, site in trace.nodes.items() if name.startswith("y_") and site["type"] == "sample"]
+    assert steps and all(bool((site["log_prob"][[1, 2, 4, 5]] == 0).all()) for site in steps)
+    assert any(bool((site["log_prob"][[0, 3]] != 0).any()) for site in steps)
+
+
+def test_run_names_its_bad_arguments(gfn):
+    with pytest.raises(TypeError, match=r"process must be an IterativeProcess \(a distribution: pass its .process\)"):
+        ps.run("x", gfn.as_distribution(), num_particles=3)
+    with pytest.raises(ValueError, match=r"batch_shape must be a sequence of sizes >= 0, got \(-1,\)"):
+        ps.run("x", gfn, batch_shape=(-1,))
+
+
 def test_plain_sampler_matches_exact_distribution(gfn):
     from scipy.stats import chisquare
 

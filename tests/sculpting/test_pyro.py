@@ -184,3 +184,59 @@ def test_sculpted_guide_reads_one_pyro_param_alpha_used_at_several_sites():
     trace = poutine.trace(guide).get_trace()
     process = trace.nodes["x"]["fn"].process
     assert process.obs.y == (0, 1, 1) and abs(process.obs.alpha_value - 0.3) < 1e-6
+
+
+def test_a_reused_guidance_handler_keeps_no_dead_process_alive():
+    import gc
+    import weakref
+
+    p1, p2 = exact_bases(ENV, 2, seed=3)
+    clf = ps.ExactClassifier([p1, p2], 2)
+    seen = []
+
+    @ps.sculpt_guidance(classifier=clf, y=(0, 1))
+    def guide():
+        mix = ps.mixture(p1, p2, weights=torch.tensor([0.5, 0.5])).process  # a new process per call (an SVI loop)
+        seen.append(weakref.ref(mix))
+        return ps.run("x", mix, num_particles=100)
+
+    for _ in range(20):
+        guide()
+    gc.collect()
+    assert sum(ref() is not None for ref in seen) <= 1  # all 20 were kept alive by the handler's cache before
+
+
+def test_traces_of_pyro_elbos_with_provenance_tensors():
+    # TraceGraph_ELBO wraps values in provenance tensors whose .shape is a plain tuple (no .numel())
+    from pyro.infer import Trace_ELBO, TraceGraph_ELBO
+
+    p1, p2 = exact_bases(ENV, 2, seed=3)
+    clf = ps.ExactClassifier([p1, p2], 2)
+
+    def model():
+        x = pyro.sample("x", ps.mixture(p1, p2))
+        pyro.sample("y1", ps.ModelOfOrigin(clf, x), obs=torch.tensor(0))
+        pyro.sample("y2", ps.ModelOfOrigin(clf, x), obs=torch.tensor(1))
+
+    guide = ps.sculpted_guide(model)
+    q1, q2 = p1.exact_terminal_distribution().double(), p2.exact_terminal_distribution().double()
+    exact = -float((0.5 * (q1 + q2) * (q1 / (q1 + q2)) * (q2 / (q1 + q2))).sum().log())
+    for elbo in (Trace_ELBO(), TraceGraph_ELBO()):
+        assert abs(elbo.loss(model, guide) - exact) < 1e-4
+
+
+def test_a_plate_of_model_of_origin_labels_is_one_observation_per_entry():
+    p1, p2 = exact_bases(ENV, 2, seed=3)
+    clf = ps.ExactClassifier([p1, p2], 2)
+
+    def model():
+        x = pyro.sample("x", ps.mixture(p1, p2))
+        with pyro.plate("obs", 2):
+            pyro.sample("y", ps.ModelOfOrigin(clf, x), obs=torch.tensor([1, 1]))
+        return x
+
+    guide = ps.sculpted_guide(model)
+    assert poutine.trace(guide).get_trace().nodes["x"]["fn"].process.obs.y == (1, 1)  # (1, None) before
+    posterior = Importance(model, guide=guide, num_samples=200).run()
+    logw = torch.stack([torch.as_tensor(w) for w in posterior.log_weights])
+    assert (logw.max() - logw.min()).item() < 1e-4

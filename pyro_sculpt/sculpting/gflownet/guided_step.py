@@ -59,7 +59,7 @@ def check_common_support(env, classifier: Classifier, obs: Observations, device=
 def _classify_distinct_rows(env, classifier: Classifier, obs: Observations, rows, terminal) -> torch.Tensor:
     """``classifier.log_joint(rows, terminal, obs)`` in one call over the distinct (state, terminal) rows only:
     neighbouring particles share children, and a particle's stop row repeats another's. ``(R, m, ..., m)``."""
-    if not env.is_enumerable or rows.shape[:-1].numel() < 64:
+    if not env.is_enumerable or math.prod(rows.shape[:-1]) < 64:
         return classifier.log_joint(rows, terminal, obs)
     flat, flags = rows.reshape(-1, rows.shape[-1]), terminal.reshape(-1)
     ids = env.index(flat) * 2 + flags.long()
