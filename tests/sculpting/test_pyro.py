@@ -50,15 +50,23 @@ def test_handler_samples_the_composition():
     assert chisquare(counts[keep].numpy(), f_exp.numpy()).pvalue > 1e-3
 
 
-def test_model_of_origin_under_importance_matches_guided_sampler():
-    p1, p2 = exact_bases(ENV, 2, seed=3)
-    clf = ps.ExactClassifier([p1, p2], 2)
+def _labels_model(p1, p2, clf):
+    """A Pyro model observing y = (0, 1) about one draw of the mixture of ``p1`` and ``p2``."""
 
     def model():
         x = pyro.sample("x", ps.mixture(p1, p2))
         pyro.sample("y1", ps.ModelOfOrigin(clf, x), obs=torch.tensor(0))
         pyro.sample("y2", ps.ModelOfOrigin(clf, x), obs=torch.tensor(1))
         return x
+
+    return model
+
+
+def test_model_of_origin_under_importance_matches_guided_sampler():
+    p1, p2 = exact_bases(ENV, 2, seed=3)
+    clf = ps.ExactClassifier([p1, p2], 2)
+
+    model = _labels_model(p1, p2, clf)
 
     n = 1500  # the bound follows the ESS (4,000 took 38 s on the slower machine of 2026-12-02)
     posterior = Importance(model, num_samples=n).run()  # the mixture is the proposal
@@ -213,10 +221,7 @@ def test_traces_of_pyro_elbos_with_provenance_tensors():
     p1, p2 = exact_bases(ENV, 2, seed=3)
     clf = ps.ExactClassifier([p1, p2], 2)
 
-    def model():
-        x = pyro.sample("x", ps.mixture(p1, p2))
-        pyro.sample("y1", ps.ModelOfOrigin(clf, x), obs=torch.tensor(0))
-        pyro.sample("y2", ps.ModelOfOrigin(clf, x), obs=torch.tensor(1))
+    model = _labels_model(p1, p2, clf)
 
     guide = ps.sculpted_guide(model)
     q1, q2 = p1.exact_terminal_distribution().double(), p2.exact_terminal_distribution().double()
