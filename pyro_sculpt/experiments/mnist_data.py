@@ -335,16 +335,23 @@ def colour_digits(images: torch.Tensor, colour: Union[str, Sequence[str], torch.
         )
     if images.dtype == torch.uint8:
         v = images.float() / 255.0
+    elif not images.is_floating_point():
+        raise ValueError(f"images must be uint8 (0-255) or floats in [0, 1], got dtype {images.dtype}")
     else:
         v = images.float()
-        if v.numel() and (v.min() < 0 or v.max() > 1):
-            raise ValueError(f"float images must lie in [0, 1], got values in [{v.min():.3g}, {v.max():.3g}]")
+        if v.numel() and (bool(torch.isnan(v).any()) or v.min() < 0 or v.max() > 1):
+            raise ValueError(
+                f"float images must lie in [0, 1] (no NaN), got values in [{v.min():.3g}, {v.max():.3g}]"
+                + (" and NaN" if bool(torch.isnan(v).any()) else "")
+            )
     n = images.shape[0]
     if isinstance(colour, str):
         channel = torch.full((n,), COLOURS.index(colour) if colour in COLOURS else -1, dtype=torch.long)
         if colour not in COLOURS:
             raise ValueError(f"colour must be one of {COLOURS}, got {colour!r}")
     elif isinstance(colour, torch.Tensor):
+        if colour.is_floating_point() or colour.dtype == torch.bool:
+            raise ValueError(f"colour must be names or integer channel indices, got a tensor of dtype {colour.dtype}")
         channel = colour.long()
     else:
         bad = [c for c in colour if c not in COLOURS]

@@ -146,7 +146,12 @@ class UNet(nn.Module):
         if x.dim() != 4 or x.shape[1:] != self.event_shape:
             want = ", ".join(str(s) for s in self.event_shape)
             raise ValueError(f"x must have shape (B, {want}), got {tuple(x.shape)}")
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        if t.dim() > 1 or (t.dim() == 1 and t.shape[0] not in (1, x.shape[0])):
+            raise ValueError(
+                f"t must be a scalar or have shape ({x.shape[0]},), one time per image, got {tuple(t.shape)}"
+            )
+        t = t.reshape(-1).expand(x.shape[0])
         emb = self.time_mlp(self.embed(t))
         h = self.stem(x)
         skips = []

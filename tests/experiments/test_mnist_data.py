@@ -127,6 +127,12 @@ def test_colouring_rejects_bad_images_and_colours():
         md.colour_digits(torch.zeros(2, 28, 28), "blue")
     with pytest.raises(ValueError, match=r"float images must lie in \[0, 1\]"):
         md.colour_digits(torch.full((2, 28, 28), 2.0), "red")
+    with pytest.raises(ValueError, match=r"float images must lie in \[0, 1\] \(no NaN\).* and NaN"):
+        md.colour_digits(torch.full((2, 28, 28), float("nan")), "red")  # passed in silence before
+    with pytest.raises(ValueError, match="images must be uint8 .* got dtype torch.int64"):
+        md.colour_digits(torch.full((2, 28, 28), 200), "red")  # read as floats outside [0, 1] before
+    with pytest.raises(ValueError, match="colour must be names or integer channel indices"):
+        md.colour_digits(torch.zeros(2, 28, 28), torch.tensor([0.7, 1.9]))  # truncated to channels 0 and 1 before
     with pytest.raises(ValueError, match=r"\(N, 3, 28, 28\) \(3 channels of 28x28 pixels\), got \(2, 1, 28, 28\)"):
         md.check_images(torch.zeros(2, 1, 28, 28))
 

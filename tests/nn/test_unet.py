@@ -25,6 +25,9 @@ def test_unet_maps_images_to_images_and_depends_on_time():
 
 def test_unet_rejects_bad_shapes():
     net = UNet(EVENT, channels=(4, 8))
+    for bad_t in (torch.zeros(3), torch.zeros(2, 1)):  # a time per image, or one: torch's expand error before
+        with pytest.raises(ValueError, match=r"t must be a scalar or have shape \(2,\)"):
+            net(torch.zeros(2, *EVENT), bad_t)
     with pytest.raises(ValueError, match=r"x must have shape \(B, 3, 28, 28\), got \(2, 1, 28, 28\)"):
         net(torch.zeros(2, 1, 28, 28), torch.zeros(2))
     with pytest.raises(ValueError, match=r"divisible by 4"):
