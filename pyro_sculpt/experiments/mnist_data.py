@@ -339,10 +339,11 @@ def colour_digits(images: torch.Tensor, colour: Union[str, Sequence[str], torch.
         raise ValueError(f"images must be uint8 (0-255) or floats in [0, 1], got dtype {images.dtype}")
     else:
         v = images.float()
-        if v.numel() and (bool(torch.isnan(v).any()) or v.min() < 0 or v.max() > 1):
+        nan = bool(torch.isnan(v).any())
+        if v.numel() and (nan or v.min() < 0 or v.max() > 1):
             raise ValueError(
                 f"float images must lie in [0, 1] (no NaN), got values in [{v.min():.3g}, {v.max():.3g}]"
-                + (" and NaN" if bool(torch.isnan(v).any()) else "")
+                + (" and NaN" if nan else "")
             )
     n = images.shape[0]
     if isinstance(colour, str):

@@ -53,7 +53,7 @@ def check_classifier_bases(classifier: Any, bases: Sequence[Any], key: Callable[
     if not known:
         return
     known = [key(b) for b in known]
-    where = [next((j for j, k in enumerate(known) if k is key(b)), None) for b in bases]
+    where = [next((j for j, k in enumerate(known) if k is given), None) for given in map(key, bases)]
     if len(known) == len(where) and where == list(range(len(where))):
         return
     if len(known) == len(where) and not (strict and getattr(classifier, "defined_by_bases", False)):

@@ -39,7 +39,7 @@ def _model_of(base: Any) -> Any:
 def check_classifier_bases(classifier: Any, bases: Sequence[Any]) -> None:
     """:func:`pyro_sculpt.sculpting.bases.check_classifier_bases` for diffusion bases, compared by their models
     (samplers are cheap to rebuild around one model; an exact classifier may hold copies of its oracles on another
-    device, so only a permutation or a partial overlap is refused)."""
+    device, so only a permutation is refused)."""
     check_classifier_bases_by(classifier, bases, _model_of, strict=False)
 
 

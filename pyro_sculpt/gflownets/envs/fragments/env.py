@@ -546,12 +546,13 @@ class FragmentEnv(DiscreteEnv):
         if not isinstance(states, torch.Tensor):
             raise ValueError(f"states must be a tensor of shape (..., {self.state_dim}), got {type(states).__name__}")
         flat = states.reshape(-1, self.state_dim).cpu()
+        rows = flat.tolist()
         out = []
         cache = self._smiles_cache
-        new = [k for k, row in enumerate(flat.tolist()) if tuple(row) not in cache]
+        new = [k for k, row in enumerate(rows) if tuple(row) not in cache]
         if new:
             self.validate_states(flat[new])
-        for row in flat.tolist():
+        for row in rows:
             key = tuple(row)
             smi = cache.get(key)
             if smi is None:
