@@ -575,7 +575,7 @@ def sample_with_log_density(
     times = [float(v) for v in sampler.times]
     shape = (n,) + tuple(sampler.event_shape)
     with torch.no_grad():
-        x = torch.randn(shape, generator=gen, device=device) * sampler.step_coefficients(0)[2]
+        x = torch.randn(shape, generator=gen, device=device, dtype=sampler.dtype) * sampler.step_coefficients(0)[2]
         log_q = tracker.init(x, times[0])
         steps = range(1, sampler.max_steps)
         for k in progress(steps, enabled=progress_bar, total=len(steps), desc="diffusion + log-density"):

@@ -33,7 +33,8 @@ class DiffusionModel(ABC):
     :math:`\\mathbb R^D` (for a vector model the same as ``event_shape[0]``).
 
     Subclasses set :attr:`schedule` and either :attr:`event_shape` (any shape) or :attr:`dim` (a vector model of
-    event shape ``(dim,)``), implement :meth:`score` (or :meth:`eps`), and may override :attr:`device`.
+    event shape ``(dim,)``), implement :meth:`score` (or :meth:`eps`), and may override :attr:`device` and
+    :attr:`dtype` (a model that wraps another should return the wrapped one's).
 
     Example::
 
@@ -77,6 +78,12 @@ class DiffusionModel(ABC):
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating-point type of the model's states: the samplers draw their noise, hence every state, in it.
+        Torch's default dtype unless a subclass says otherwise (a float64 oracle or network: float64)."""
+        return torch.get_default_dtype()
 
     @abstractmethod
     def score(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:

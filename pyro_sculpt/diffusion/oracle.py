@@ -126,6 +126,11 @@ class GaussianMixtureOracle(DiffusionModel):
     def device(self) -> torch.device:
         return self._device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the mixture's parameters (its samplers' states are drawn in it)."""
+        return self.means.dtype
+
     def to(self, device: DeviceLike) -> "GaussianMixtureOracle":
         """A copy on ``device``."""
         return GaussianMixtureOracle(self.means, self.covariances, self.weights, schedule=self.schedule, device=device)

@@ -134,6 +134,12 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
         p = next(self.network.parameters(), None)
         return p.device if p is not None else torch.device("cpu")
 
+    @property
+    def dtype(self) -> torch.dtype:  # type: ignore[override]
+        """The dtype of the network's floating-point parameters (torch's default if it has none)."""
+        p = next((q for q in self.network.parameters() if q.is_floating_point()), None)
+        return p.dtype if p is not None else torch.get_default_dtype()
+
     def __repr__(self) -> str:
         shape = f"dim={self.dim}" if len(self.event_shape) == 1 else f"event_shape={tuple(self.event_shape)}"
         return f"{type(self).__name__}({shape}, schedule={self.schedule!r})"

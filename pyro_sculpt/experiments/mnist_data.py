@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import math
 import zlib
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
@@ -102,7 +103,7 @@ def read_idx(path: Union[str, Path]) -> torch.Tensor:
         raise ValueError(f"{path} is truncated: its header announces {ndim} dimensions")
     shape = tuple(int(v) for v in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_TYPES[raw[2]])
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # Python integers: a corrupt header cannot overflow
     if len(raw) - header != count * dtype.itemsize:
         raise ValueError(
             f"{path} is truncated or corrupt: shape {shape} needs {count * dtype.itemsize} bytes of data, "

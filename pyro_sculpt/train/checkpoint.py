@@ -35,11 +35,14 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(err, OSError) and err.errno is not None and os.fspath(err.filename or "") == os.fspath(tmp):
+            # name the file the caller asked for, not the temporary one
+            raise type(err)(err.errno, f"{err.strerror} (saving to {path})", os.fspath(path)) from err
         raise
 
 

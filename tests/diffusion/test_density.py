@@ -53,6 +53,10 @@ class ImageOracle(DiffusionModel):
     def __init__(self, oracle: GaussianMixtureOracle, event_shape):
         self.oracle, self.schedule, self.event_shape = oracle, oracle.schedule, event_shape
 
+    @property
+    def dtype(self):
+        return self.oracle.dtype
+
     def score(self, x, t):
         check_points(x, self.event_shape)
         flat = x.reshape(batch_shape_of(x, self.event_shape) + (self.dim,))

@@ -44,6 +44,10 @@ class ImageOracle(DiffusionModel):
     def device(self):
         return self.oracle.device
 
+    @property
+    def dtype(self):
+        return self.oracle.dtype
+
     def _flat(self, x):
         return x.reshape(batch_shape_of(x, self.event_shape) + (self.dim,))
 

@@ -293,3 +293,25 @@ def test_clip_denoised_bad_input():
     ):
         with pytest.raises(ValueError, match="clips its predictions"):
             sampler.terminal_log_prob(torch.zeros(3, 2))
+
+
+def test_samplers_draw_in_the_models_dtype():
+    """A float64 oracle is sampled in float64 by every path (plain sampling, density tracking, composed SMC, the
+    mixture); a float32 one in float32; a composition of both in float64."""
+    from pyro_sculpt.diffusion import sample_with_log_density
+    from pyro_sculpt.infer import smc
+
+    f64 = GaussianMixtureOracle(torch.tensor([[-2.0, 0.0], [2.0, 0.0]], dtype=torch.float64), stds=0.5)
+    f32 = GaussianMixtureOracle(torch.tensor([[0.0, 0.0]]), stds=1.0)
+    assert f64.dtype == torch.float64 and f32.dtype == torch.float32
+    for oracle, dtype in ((f64, torch.float64), (f32, torch.float32)):
+        for cls in (AncestralSampler, EulerMaruyamaSampler, DDIMSampler, ProbabilityFlowSampler):
+            sampler = cls(oracle, 10)
+            assert sampler.dtype == dtype
+            assert ps.ProcessDistribution(sampler).sample((3,)).dtype == dtype
+        x, log_q = sample_with_log_density(AncestralSampler(oracle, 10), 3, seed=0)
+        assert x.dtype == dtype
+    both = (AncestralSampler(f64, 10), AncestralSampler(f32, 10))
+    for composed in (ps.product(*both), ps.harmonic_mean(*both), ps.mixture(*both)):
+        assert composed.sample((3,)).dtype == torch.float64
+        assert smc(composed, 16).x.dtype == torch.float64

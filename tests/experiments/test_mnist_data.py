@@ -76,6 +76,11 @@ def test_bad_idx_files_are_clear_errors(tmp_path):
     (tmp_path / "corrupt.gz").write_bytes(bytes(corrupt))
     with pytest.raises(ValueError, match="cannot read the IDX file .*corrupt.gz"):
         md.read_idx(tmp_path / "corrupt.gz")
+    # a header whose sizes multiply past int64 (NumPy's product would wrap around)
+    sizes = (2**31, 2**31, 4)  # 2**64 entries: 0 after an int64 wrap, which an empty body would match
+    (tmp_path / "huge").write_bytes(bytes([0, 0, 8, 3]) + b"".join(v.to_bytes(4, "big") for v in sizes))
+    with pytest.raises(ValueError, match="huge is truncated or corrupt"):
+        md.read_idx(tmp_path / "huge")
     # images of the wrong size
     write_idx(tmp_path / "train-images-idx3-ubyte", torch.zeros(20, 27, 28, dtype=torch.uint8))
     write_idx(tmp_path / "train-labels-idx1-ubyte", labels)

@@ -17,6 +17,14 @@ def test_a_failing_write_leaves_no_file_and_no_temporary_file(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_an_unwritable_path_is_named_in_the_error(tmp_path):
+    """The error names the file asked for (not the temporary file the bytes went to first)."""
+    path = tmp_path / "missing_dir" / "ckpt.pt"
+    with pytest.raises(FileNotFoundError) as info:
+        atomic_torch_save({"x": torch.zeros(2)}, path)
+    assert info.value.filename == str(path) and str(path) in str(info.value) and ".tmp" not in str(info.value)
+
+
 def test_a_write_interrupted_midway_keeps_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pt"
     save_checkpoint(path, "Thing", 1, {"x": torch.arange(3)})

@@ -221,7 +221,7 @@ class ReverseDiffusionProcess(IterativeProcess):
     def prior(self, batch_shape: Optional[torch.Size] = None) -> TorchDistribution:
         """The distribution of step 0, :math:`\\mathcal N(0, s^2 I)`, with batch shape ``batch_shape`` and event
         shape :attr:`event_shape`."""
-        loc = torch.zeros(tuple(batch_shape or ()) + tuple(self.event_shape), device=self.device)
+        loc = torch.zeros(tuple(batch_shape or ()) + tuple(self.event_shape), device=self.device, dtype=self.dtype)
         return Normal(loc, loc.new_full((), self._coefs[0][2]).expand(loc.shape)).to_event(len(self.event_shape))
 
     def _check_step(self, t: int) -> None:
@@ -232,7 +232,7 @@ class ReverseDiffusionProcess(IterativeProcess):
 
     def init(self) -> torch.Tensor:
         """A placeholder state (zeros); step 0 replaces it by the initial noise."""
-        return torch.zeros(self.event_shape, device=self.device)
+        return torch.zeros(self.event_shape, device=self.device, dtype=self.dtype)
 
     def step_dist(self, state: torch.Tensor, t: int) -> TorchDistribution:
         if t == 0:
@@ -249,6 +249,11 @@ class ReverseDiffusionProcess(IterativeProcess):
     def event_shape(self) -> torch.Size:
         """The shape of one state and output: the model's event shape."""
         return self._event_shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the states: the model's (:attr:`pyro_sculpt.diffusion.DiffusionModel.dtype`)."""
+        return self.model.dtype
 
     @property
     def dim(self) -> int:

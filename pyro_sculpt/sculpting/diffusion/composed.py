@@ -20,6 +20,7 @@ another (``ps.product(ps.harmonic_mean(a, b), c)`` is one operator on the leaves
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Optional, Sequence
 
@@ -228,6 +229,7 @@ class _Composed:
         self.samplers = samplers
         self.sampler = samplers[0]
         self.models = [s.model for s in samplers]
+        self.dtype = functools.reduce(torch.promote_types, (mod.dtype for mod in self.models))
         self.operator = operator
         self.gamma = gamma
         self.event_shape = self.sampler.event_shape
@@ -373,7 +375,7 @@ class ComposedDiffusionProcess(IterativeProcess):
 
     def init(self):
         m = len(self.samplers)
-        x = torch.zeros(self._event_shape, device=self.device)
+        x = torch.zeros(self._event_shape, device=self.device, dtype=self._core.dtype)
         return x, torch.zeros(m, dtype=torch.float64, device=self.device)
 
     def _scores(self, x: torch.Tensor, t: int) -> torch.Tensor:
@@ -387,7 +389,9 @@ class ComposedDiffusionProcess(IterativeProcess):
     def step_dist(self, state, t: int) -> TorchDistribution:
         x, log_q = state
         if t == 0:
-            loc = torch.zeros(batch_shape_of(x, self._event_shape) + self._event_shape, device=self.device)
+            loc = torch.zeros(
+                batch_shape_of(x, self._event_shape) + self._event_shape, device=self.device, dtype=x.dtype
+            )
             return Normal(loc, loc.new_full((), self._core.prior_std).expand(loc.shape)).to_event(
                 len(self._event_shape)
             )
@@ -718,7 +722,9 @@ class ComposedDiffusionTwist(Twist):
         return self.core.operator(log_q).double()
 
     def init(self, num_particles: int):
-        x = torch.zeros((num_particles,) + tuple(self.core.event_shape), device=self.process.device)
+        x = torch.zeros(
+            (num_particles,) + tuple(self.core.event_shape), device=self.process.device, dtype=self.core.dtype
+        )
         if self.moves is not None:
             self.moves.reset()
         return {"x": x}

@@ -138,7 +138,7 @@ class DiffusionMixtureProcess(IterativeProcess):
 
     def init(self):
         return (
-            torch.zeros(self._event_shape, device=self.device),
+            torch.zeros(self._event_shape, device=self.device, dtype=self.sampler.dtype),
             torch.zeros(1, dtype=torch.long, device=self.device),
         )
 

@@ -29,6 +29,7 @@ the density of.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional, Sequence
 
 import torch
@@ -138,6 +139,11 @@ class SculptedDiffusionModel(DiffusionModel):
     @property
     def device(self) -> torch.device:
         return self._device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The widest of the bases' dtypes (float32 and float64 bases compose in float64)."""
+        return functools.reduce(torch.promote_types, (b.dtype for b in self.bases))
 
     def __repr__(self) -> str:
         return (

@@ -69,7 +69,9 @@ class DiffusionClassifierTwist(Twist):
         return {"log_q1": log_q1, "log_q_y": log_q_y, "grad": grad}
 
     def init(self, num_particles: int):
-        x = torch.zeros((num_particles,) + tuple(self.sampler.event_shape), device=self.sampler.device)
+        x = torch.zeros(
+            (num_particles,) + tuple(self.sampler.event_shape), device=self.sampler.device, dtype=self.sampler.dtype
+        )
         return {"x": x}
 
     def step(self, particles, t: int):
