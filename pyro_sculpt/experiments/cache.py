@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
-from typing import Callable, Protocol, TypeVar
+from typing import Any, Callable, Protocol, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -14,6 +16,13 @@ class Saveable(Protocol):
 
 
 M = TypeVar("M", bound=Saveable)
+
+
+def settings_key(*parts: Any) -> str:
+    """A short hash of the settings (and seed) a cached model depends on, for its file name: runs of other settings
+    or another seed in one output directory train their own models instead of loading these."""
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
 
 #: what a model's ``load`` raises for a file it cannot use: unreadable, another format or format version, another
 #: environment (``ValueError``), a checkpoint dictionary with missing entries (``KeyError``) or weights of other

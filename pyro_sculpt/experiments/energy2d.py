@@ -469,10 +469,14 @@ def main(
         of the bases, :func:`train_energy_models`).
     :param seeds: sampling seeds per row (default: the size's).
     """
-    names = tuple(tasks_) if tasks_ else ("product", "mixture", "negation")
+    names = tuple(dict.fromkeys(tasks_)) if tasks_ else ("product", "mixture", "negation")  # once each, in order
+    variants = tuple(dict.fromkeys(variants))
     bad = [v for v in variants if v not in ("oracle", "trained")]
     if bad or not variants:
         raise ValueError(f"variants must be among ['oracle', 'trained'], got {list(variants)}")
+    for arg, value in (("corrector_steps", corrector_steps), ("seeds", seeds)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{arg} must be an integer >= 1 (or None for the size's), got {value!r}")
     settings = Size.named(size)
     if corrector_steps is not None:
         settings.corrector_steps = corrector_steps

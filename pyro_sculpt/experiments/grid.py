@@ -15,7 +15,6 @@ the chained composition; ``--full`` is the paper's training settings with every 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import time
@@ -25,7 +24,7 @@ from typing import Optional
 
 import torch
 
-from pyro_sculpt.experiments.cache import load_or_train
+from pyro_sculpt.experiments.cache import load_or_train, settings_key
 from pyro_sculpt.experiments.plotting import grid_heatmaps
 from pyro_sculpt.experiments.train_grid import FAST_RECIPE, REFERENCE_RECIPE
 from pyro_sculpt.gflownets import GFlowNet, exact
@@ -94,22 +93,17 @@ def _load_base(path: Path, env: HyperGrid, reward) -> GFlowNet:
     return gfn
 
 
-def _settings_key(*parts) -> str:
-    """A short hash of the settings a cached model depends on (part of its file name)."""
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
 def base_path(out: Path, name: str, schedule: Schedule, seed: int) -> Path:
     """Where base ``name`` trained by ``schedule.base`` from ``seed`` is cached: ``out/base_{name}_{key}.pt``, the key
     a hash of those settings, so that runs of other settings (``--full`` after the default run) in one ``--out``
     train their own instead of loading these."""
-    return Path(out) / f"base_{name}_{_settings_key(schedule.base, seed)}.pt"
+    return Path(out) / f"base_{name}_{settings_key(schedule.base, seed)}.pt"
 
 
 def classifier_path(out: Path, name: str, schedule: Schedule, seed: int) -> Path:
     """Where classifier ``name`` is cached: ``out/classifier_{name}_{key}.pt``, the key a hash of its training
     settings, its seed and the bases' training settings (the bases it was trained for)."""
-    return Path(out) / f"classifier_{name}_{_settings_key(schedule.classifier, schedule.base, seed)}.pt"
+    return Path(out) / f"classifier_{name}_{settings_key(schedule.classifier, schedule.base, seed)}.pt"
 
 
 def _get_base(out: Path, name: str, reward, schedule: Schedule, seed: int, progress_bar: bool, log) -> GFlowNet:

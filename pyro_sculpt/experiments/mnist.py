@@ -18,7 +18,6 @@ operation's target set, beside the mixture's share of the same set.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import time
@@ -31,7 +30,7 @@ import torch
 from torch import nn
 
 from pyro_sculpt.diffusion import AncestralSampler, EulerMaruyamaSampler, ScoreModel, VPSchedule
-from pyro_sculpt.experiments.cache import load_or_train
+from pyro_sculpt.experiments.cache import load_or_train, settings_key
 from pyro_sculpt.experiments.mnist_data import (
     IMAGE_SHAPE,
     NUM_CLASSES,
@@ -264,11 +263,6 @@ SIZES: dict[str, Settings] = {
 }  # fmt: skip
 
 
-def _key(*parts: Any) -> str:
-    """A short hash of the settings a cached model depends on (part of its file name)."""
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
 def _train_seconds(model: Any) -> Optional[float]:
     hist = getattr(model, "history", None)
     return float(hist[-1]["time"]) if hist and "time" in hist[-1] else None
@@ -304,7 +298,7 @@ def train_base(name: str, pairs, data: Data, settings: Settings, out: Path, seed
     parts = [name, unet, settings.score, settings.per_digit, settings.held_out, data.source, settings.time_limit, seed]
     if settings.schedule:  # (the default schedule keeps the keys of runs made before the setting existed)
         parts.append(settings.schedule)
-    key = _key(*parts)
+    key = settings_key(*parts)
     path = out / f"score_{name}_{key}.pt"
 
     def train():
@@ -339,7 +333,7 @@ def train_classifier(
         parts.append(list(settings.clip_denoised))
     if settings.classifier_data:
         parts.append("data")
-    key = _key(*parts)
+    key = settings_key(*parts)
     path = out / f"classifier_{tag}_{key}.pt"
 
     def train():
@@ -366,7 +360,9 @@ def train_measurement(data: Data, settings: Settings, out: Path, seed: int, devi
     colours = torch.cat([torch.zeros(len(data.held_labels)), torch.ones(len(data.held_labels))]).long()
     x = colour_digits(held, colours)
     classes = colours * 10 + torch.cat([data.held_labels, data.held_labels])
-    key = _key(settings.measure_net, settings.measure, settings.held_out, data.source, settings.time_limit, seed)
+    key = settings_key(
+        settings.measure_net, settings.measure, settings.held_out, data.source, settings.time_limit, seed
+    )
     path = out / f"measure_{key}.pt"
 
     def train():

@@ -34,7 +34,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from pyro_sculpt.experiments.cache import load_or_train
+from pyro_sculpt.experiments.cache import load_or_train, settings_key
 from pyro_sculpt.gflownets import GFlowNet
 from pyro_sculpt.gflownets.envs.fragments import FragmentEnv
 from pyro_sculpt.gflownets.envs.fragments.rewards import MoleculeReward
@@ -162,14 +162,30 @@ def _load_base(path: Path, env: FragmentEnv, objective: str, sch: MoleculeSchedu
     return gfn
 
 
-def _classifier_path(out: Path, objectives, base_files, sch: MoleculeSchedule) -> Path:
-    """The cache file of the classifier of ``objectives``: named by a hash of the bases' files and the classifier's
-    settings, so that retrained bases or other settings retrain it."""
+def _sub_seed(seed: int, k: int) -> int:
+    """The seed of the run's ``k``-th model or sample set: ``seed + k``, wrapped into [0, 2**32)."""
+    return (seed + k) % 2**32
+
+
+def base_path(out: Path, objective: str, sch: MoleculeSchedule, seed: int) -> Path:
+    """The cache file of the base of ``objective`` trained from ``seed``: named by a hash of its training settings and
+    seed, so that another ``--seed`` or other settings in one ``--out`` train their own bases."""
+    parts = (objective, sch.vocabulary, sch.max_fragments, sch.hidden, sch.layers, sch.steps, sch.batch_size, sch.lr,
+             sch.lr_final_factor, sch.beta_range, sch.time_limit, seed)  # fmt: skip
+    return out / f"gfn_{objective}_{settings_key(*parts)}.pt"
+
+
+def _classifier_path(out: Path, objectives, bases: list, sch: MoleculeSchedule, seed: int) -> Path:
+    """The cache file of the classifier of ``objectives`` trained from ``seed``: named by a hash of the bases' weights,
+    the classifier's settings and its seed, so that retrained bases, other settings or another seed retrain it (the
+    weights in memory, not the files: under torchrun only rank 0 writes files, and every rank's weights are equal)."""
     h = hashlib.sha256()
-    for f in base_files:
-        h.update(Path(f).read_bytes())
+    for base in bases:
+        for name, value in sorted(base.state_dict().items()):
+            h.update(name.encode())
+            h.update(value.detach().cpu().contiguous().numpy().tobytes())
     h.update(repr((sch.classifier_hidden, sch.classifier_layers, sch.classifier_steps, sch.classifier_lr,
-                   sch.classifier_time_limit, sch.batch_size)).encode())  # fmt: skip
+                   sch.classifier_time_limit, sch.batch_size, seed)).encode())  # fmt: skip
     return out / f"classifier_{'_'.join(objectives)}_{h.hexdigest()[:12]}.pt"
 
 
@@ -202,7 +218,10 @@ def _smc_samples(
     dist, n: int, seed: int, moves: Optional[IndependenceRejuvenation] = None
 ) -> tuple[torch.Tensor, dict]:
     t = time.time()
-    res = smc(dist, n, seed=seed, **({} if moves is None else {"moves": moves}))
+    # final moves need the whole population in one process (distributed SMC refuses them): under torchrun every
+    # rank runs that SMC alone, with the same seed, so their results agree
+    options = {} if moves is None else {"moves": moves, "distributed": False}
+    res = smc(dist, n, seed=seed, **options)
     info = {"min_ess": float(min(res.ess_history)), "final_ess": res.ess, "resamples": res.num_resamples}
     # moves leave n equally weighted particles, resampled before them
     x = res.x if moves is not None else res.resample(n)
@@ -293,6 +312,14 @@ ASCII_NAMES = {
 }
 ASCII_NAMES.update({f"{k}, classifier": f"{v}, clf" for k, v in list(ASCII_NAMES.items())})
 ASCII_NAMES["QED ⊗ SA, classifier + SMC"] = "HM(QED, SA), clf + SMC"
+ASCII_NAMES["QED × SA"] = "product(QED, SA)"
+
+
+def _ascii_name(name: str) -> str:
+    """The drawing label of set ``name`` (``"QED × SA + 10 moves"`` -> ``"product(QED, SA) + 10 moves"``)."""
+    if name in ASCII_NAMES:
+        return ASCII_NAMES[name]
+    return next((v + name[len(k) :] for k, v in ASCII_NAMES.items() if name.startswith(k + " ")), name)
 
 
 def _drawings(sets: dict, path: Path, per_set: int = 4) -> None:
@@ -305,7 +332,7 @@ def _drawings(sets: dict, path: Path, per_set: int = 4) -> None:
             mol = Chem.MolFromSmiles(smi)
             if mol is not None:
                 mols.append(mol)
-                legends.append(ASCII_NAMES.get(name, name))
+                legends.append(_ascii_name(name))
     img = Draw.MolsToGridImage(mols, molsPerRow=per_set, subImgSize=(220, 180), legends=legends)
     img.save(str(path))
 
@@ -331,7 +358,13 @@ def main(
     """
     sch = schedule(size)
     if particles is not None:
-        sch.particles = int(particles)
+        if isinstance(particles, bool) or not isinstance(particles, int) or particles < 2:
+            raise ValueError(
+                f"particles must be an integer >= 2 (the diversity needs two molecules), got {particles!r}"
+            )
+        sch.particles = particles
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     if three_models is not None:
         sch.three_models = bool(three_models)
     if guided is not None:
@@ -342,16 +375,17 @@ def main(
     t0 = time.time()
     env = FragmentEnv(sch.vocabulary, max_fragments=sch.max_fragments)
     objectives = OBJECTIVES if sch.three_models else OBJECTIVES[:2]
-    bases, train_time = {}, {}
+    bases, trained, train_time, trained_here = {}, {}, {}, {}
     for k, obj in enumerate(objectives):
         t = time.time()
-        gfn, _ = load_or_train(
-            out / f"gfn_{obj}.pt",
+        gfn, trained_here[obj] = load_or_train(
+            base_path(out, obj, sch, _sub_seed(seed, k)),
             lambda p, obj=obj: _load_base(p, env, obj, sch),
-            lambda obj=obj, k=k: _train_base(env, obj, sch, seed + k, progress),
+            lambda obj=obj, k=k: _train_base(env, obj, sch, _sub_seed(seed, k), progress),
             log,
         )
         train_time[obj] = time.time() - t
+        trained[obj] = gfn
         bases[obj] = gfn.with_beta(sch.beta)
         log(f"base {obj}: {train_time[obj]:.0f} s")
     classifiers = {}
@@ -359,14 +393,16 @@ def main(
         sets = [objectives[:2], objectives] if sch.three_models and sch.guided_three_models else [objectives[:2]]
         for k, objs in enumerate(sets):
             t = time.time()
-            path = _classifier_path(out, objs, [out / f"gfn_{o}.pt" for o in objs], sch)
-            classifiers[len(objs)], _ = load_or_train(
+            path = _classifier_path(out, objs, [trained[o] for o in objs], sch, _sub_seed(seed, 10 + k))
+            label = "classifier " + ", ".join(o.upper() for o in objs)
+            classifiers[len(objs)], trained_here[label] = load_or_train(
                 path,
                 lambda p, objs=objs: _load_classifier(p, env, len(objs), sch),
-                lambda objs=objs, k=k: _train_classifier([bases[o] for o in objs], sch, seed + 10 + k, progress),
+                lambda objs=objs, k=k: _train_classifier(
+                    [bases[o] for o in objs], sch, _sub_seed(seed, 10 + k), progress
+                ),
                 log,
             )
-            label = "classifier " + ", ".join(o.upper() for o in objs)
             train_time[label] = time.time() - t
             log(f"{label}: {train_time[label]:.0f} s")
     n = sch.particles
@@ -387,21 +423,21 @@ def main(
         if sch.three_models:
             compositions["QED ⊗ SA ⊗ MW"] = sculpt([q, s, bases["mw"]], y=(0, 1, 2))
         for k, (name, dist) in enumerate(compositions.items()):
-            states[name], smc_info[name] = _smc_samples(dist, n, seed + 100 + k)
-        states["QED × SA"], smc_info["QED × SA"] = _smc_samples(product(q, s), n, seed + 150)
+            states[name], smc_info[name] = _smc_samples(dist, n, _sub_seed(seed, 100 + k))
+        states["QED × SA"], smc_info["QED × SA"] = _smc_samples(product(q, s), n, _sub_seed(seed, 150))
         if sch.product_moves:
             name = f"QED × SA + {sch.product_moves} moves"
             moves = IndependenceRejuvenation(sch.product_moves, proposal=0, num_backward=sch.product_num_backward)
-            states[name], smc_info[name] = _smc_samples(product(q, s), n, seed + 150, moves=moves)
+            states[name], smc_info[name] = _smc_samples(product(q, s), n, _sub_seed(seed, 150), moves=moves)
             smc_info[name]["acceptance"] = [float(a) for a in moves.history]
         if sch.guided:
             c2 = classifiers[2]
-            set_seed(seed + 200)
+            set_seed(_sub_seed(seed, 200))
             states["QED ⊗ SA, classifier"] = harmonic_mean(q, s, c2).sample((n,))
             states["QED ◑ SA, classifier"] = contrast(q, s, c2).sample((n,))
             states["QED ◐ SA, classifier"] = reverse_contrast(q, s, c2).sample((n,))
             name = "QED ⊗ SA, classifier + SMC"
-            states[name], smc_info[name] = _smc_samples(harmonic_mean(q, s, c2), n, seed + 210)
+            states[name], smc_info[name] = _smc_samples(harmonic_mean(q, s, c2), n, _sub_seed(seed, 210))
             if 3 in classifiers:
                 conjunction = sculpt([q, s, bases["mw"]], classifiers[3], (0, 1, 2))
                 states["QED ⊗ SA ⊗ MW, classifier"] = conjunction.sample((n,))
@@ -425,6 +461,8 @@ def main(
         "smc": smc_info,
         "emd": {"names": names, "matrix": emd.tolist(), "samples_per_set": m},
         "train_seconds": train_time,
+        # False: loaded from --out (trained by an earlier run of the same settings and seed; its seconds: the load)
+        "trained_here": trained_here,
         "sample_seconds": sample_time,
         "total_seconds": time.time() - t0,
         "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
@@ -457,7 +495,9 @@ def main(
             for k, v in smc_info.items()
         ),
         "",
-        "Training s: " + ", ".join(f"{k} {v:.0f}" for k, v in train_time.items()) + ".",
+        "Training s: "
+        + ", ".join(f"{k} {v:.0f}" + ("" if trained_here[k] else " (loaded from --out)") for k, v in train_time.items())
+        + ".",
         "",
         f"Time: training {sum(train_time.values()):.0f} s, sampling {sample_time:.0f} s, total "
         f"{results['total_seconds']:.0f} s ({results['machine']}).",

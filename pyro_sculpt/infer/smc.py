@@ -247,6 +247,9 @@ def smc(
             log_w = torch.zeros_like(log_w)
             resample_steps.append(t)
             particles = twist.rejuvenate(particles, t)
+            # systematic resampling lists each ancestor's copies side by side: return them in random order, as
+            # resample() does, so that any subset (the first k) is a fair one; the moves' values are unchanged
+            particles = index_particles(particles, torch.randperm(n, device=log_w.device))
     norm = torch.logsumexp(log_w, 0)
     log_evidence += float(norm) - log_n
     log_w = log_w - norm

@@ -68,7 +68,10 @@ def test_final_moves_reach_the_command(monkeypatch):
     seen = {}
     monkeypatch.setattr(gaussians, "main", lambda *args: seen.setdefault("args", args))
     assert cli.main(["gaussians", "--final-moves", "20", "--no-progress"]) == 0
-    assert seen["args"][-1] == 20
+    assert seen["args"][-2:] == (20, True)  # final_moves, ring_product
+    seen.clear()
+    assert cli.main(["gaussians", "--no-ring-product", "--no-progress"]) == 0
+    assert seen["args"][-2:] == (0, False)
 
 
 @pytest.mark.parametrize(("command", "value"), [("grid", "-1"), ("gaussians", "-1"), ("gaussians", "1")])

@@ -68,6 +68,15 @@ def test_bad_input(tmp_path):
         energy2d.run(tmp_path, energy2d.Size.named("tiny"), samplers=["Gibbs"])
     with pytest.raises(SystemExit):
         main(["energy2d", "--size", "huge"])
+    for arg, value in (("seeds", 0), ("seeds", -1), ("corrector_steps", 0), ("corrector_steps", 1.5)):
+        with pytest.raises(ValueError, match=f"{arg} must be an integer >= 1"):
+            energy2d.main(tmp_path / "bad", "tiny", **{arg: value})
+    assert not (tmp_path / "bad").exists()  # refused before any work
+
+
+def test_a_task_named_twice_runs_once(tmp_path):
+    res = energy2d.main(tmp_path, "tiny", tasks_=["negation", "negation"])
+    assert len(res["rows"]) == len(energy2d.SAMPLERS) and {r.task for r in res["rows"]} == {"negation"}
 
 
 def test_trained_energy_models_are_cached_and_reused(tmp_path):

@@ -194,3 +194,13 @@ def test_final_moves_bring_the_trained_negation_to_the_models_own_target():
     assert min(moves.history) > 0.6, moves.history
     tv = gaussians.mode_weight_tv(res.x.double(), ref.target, gaussians.LATTICE)
     assert tv <= 0.25, tv  # the probability-flow composition's own error is 0.217; guided 0.305, SMC alone 0.41
+
+
+def test_bad_arguments_of_the_command_are_refused_before_any_work(tmp_path):
+    for variants in (["foo"], [], ["oracle", "Trained"]):
+        with pytest.raises(ValueError, match="variants must be among"):
+            gaussians.main(tmp_path / "bad", variants=variants)
+    for moves in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="final_moves must be an integer >= 0"):
+            gaussians.main(tmp_path / "bad", final_moves=moves)
+    assert not (tmp_path / "bad").exists()

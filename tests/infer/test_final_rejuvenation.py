@@ -47,3 +47,18 @@ def test_final_rejuvenation_resamples_then_moves():
     assert bool((res.x.squeeze(-1) >= 1000).all())  # the moved particles are the output
     assert torch.allclose(res.log_weights, torch.full((n,), -math.log(n), dtype=torch.float64))
     assert abs(res.log_evidence - exact) < 1e-9 and res.resample_steps == [1]
+
+
+def test_final_rejuvenation_returns_the_particles_in_random_order():
+    """Systematic resampling lists an ancestor's copies side by side; after the final moves the particles come back
+    shuffled (the moved values unchanged), so that the first k of them are a fair subset."""
+    n = 1000
+    twist = Deterministic(True)
+    res = ps.infer.smc(twist, n, seed=0)
+    moved = twist.calls[0][1] + 1000
+    out = res.x.squeeze(-1).long()
+    assert torch.equal(out.sort().values, moved.sort().values)  # the same values
+    assert bool((moved[1:] >= moved[:-1]).all())  # the moves saw them sorted by ancestor
+    assert not bool((out[1:] >= out[:-1]).all())  # the output is not
+    # the first tenth spans the ancestors: its mean index is the overall one (sorted: about a twentieth of it)
+    assert abs(float(out[: n // 10].double().mean()) - float(moved.double().mean())) < 100
