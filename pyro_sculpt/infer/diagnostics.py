@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -60,3 +62,17 @@ def _spread_ties(values):
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     frac = (rank - starts[inverse] + 0.5) / counts[inverse]
     return lower[inverse] + (distinct[inverse] - lower[inverse]) * frac
+
+
+def count_invalid_increments(increments: torch.Tensor) -> int:
+    """The number of NaN or :math:`+\\infty` incremental log-weights: a twist gives a particle of weight zero
+    :math:`-\\infty`, and anything else that is not finite is a bug of the twist or of its models."""
+    return int((torch.isnan(increments) | (increments == math.inf)).sum())
+
+
+def invalid_increments_error(count: int, step: int, where: str = "") -> FloatingPointError:
+    """The error of :func:`count_invalid_increments`' particles (``where``: e.g. " on 2 processes")."""
+    return FloatingPointError(
+        f"SMC: step {step} gave {count} particle(s){where} a NaN or +inf incremental log-weight (a weight of zero "
+        "is -inf; NaN or +inf comes from the twist's densities or scores at those particles)"
+    )

@@ -27,7 +27,12 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from pyro_sculpt.infer.diagnostics import effective_sample_size, pareto_k
+from pyro_sculpt.infer.diagnostics import (
+    count_invalid_increments,
+    effective_sample_size,
+    invalid_increments_error,
+    pareto_k,
+)
 from pyro_sculpt.infer.twist import Particles, Twist, index_particles
 from pyro_sculpt.train.data_parallel import Distributed, distributed, seed_this_rank, shard_sizes
 from pyro_sculpt.utils import progress
@@ -80,6 +85,15 @@ def _gather(world: Distributed, t: torch.Tensor) -> torch.Tensor:
     return world.all_gather_rows(t.to(world.device)).to(t.device)
 
 
+def _align_generators(world: Distributed) -> None:
+    """Leave every process's global generators in one state (rank 0 draws a seed for all), so that a script that
+    goes on after the SMC draws the same numbers on every rank, as it would after one process's SMC."""
+    from pyro_sculpt.utils import set_seed
+
+    draw = torch.randint(0, 2**32, (1,), dtype=torch.int64) if world.is_main else torch.zeros(1, dtype=torch.int64)
+    set_seed(int(world.broadcast_(draw.to(world.device))[0]))
+
+
 def sharded_smc(
     twist: Twist,
     num_particles: int,
@@ -124,9 +138,14 @@ def sharded_smc(
         for t in progress(range(twist.max_steps), enabled=enabled, total=twist.max_steps, desc="SMC"):
             particles, inc, done = twist.step(particles, t)
             inc = inc.double()
+            bad = count_invalid_increments(inc)
             log_w = inc if log_w is None else log_w + inc
-            not_done = (~done).sum().double().reshape(1)
-            log_total, ess, (running,) = _global_stats(world, log_w, not_done)
+            # NaN and +inf counted apart (they would poison the sums), and out of the statistics
+            counts = torch.tensor([float((~done).sum()), float(bad)], dtype=torch.float64)
+            valid = torch.where(torch.isnan(log_w) | (log_w == math.inf), -math.inf, log_w)
+            log_total, ess, (running, bad_all) = _global_stats(world, valid, counts)
+            if bad_all:
+                raise invalid_increments_error(int(bad_all), t, f" (over {world.world_size} processes)")
             if log_total == -math.inf or math.isnan(log_total):
                 raise FloatingPointError(f"SMC: every particle has weight zero after step {t} (on every process)")
             ess_history.append(ess)
@@ -146,7 +165,11 @@ def sharded_smc(
                     log_w = torch.full_like(log_w, log_total - math.log(num_particles))
                     resample_steps.append(t)
                     particles = twist.rejuvenate(particles, t)  # MCMC moves, per particle (resample-move)
-            elif bool(torch.isfinite(log_w).any()) and effective_sample_size(log_w) < resample_threshold * n_local:
+            elif (
+                bool((~done).any())  # a shard whose particles are all done is finished: it resamples no more
+                and bool(torch.isfinite(log_w).any())
+                and effective_sample_size(log_w) < resample_threshold * n_local
+            ):
                 mean = float(torch.logsumexp(log_w, 0)) - log_n_local  # the shard keeps its total weight
                 particles = index_particles(particles, scheme(log_w))
                 log_w = torch.full_like(log_w, mean)
@@ -158,6 +181,7 @@ def sharded_smc(
     norm = torch.logsumexp(full, 0)
     log_w_all = full - norm
     steps = sorted({s for per in world.all_gather_object(resample_steps) for s in per})
+    _align_generators(world)
     return {
         "x": x,
         "log_weights": log_w_all,

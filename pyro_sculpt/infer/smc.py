@@ -16,7 +16,12 @@ from typing import Any, Optional, Union
 
 import torch
 
-from pyro_sculpt.infer.diagnostics import effective_sample_size, pareto_k
+from pyro_sculpt.infer.diagnostics import (
+    count_invalid_increments,
+    effective_sample_size,
+    invalid_increments_error,
+    pareto_k,
+)
 from pyro_sculpt.infer.resampling import get_scheme
 from pyro_sculpt.infer.sharded import sharded_smc
 from pyro_sculpt.infer.twist import ProcessProposal, Twist, index_particles
@@ -226,6 +231,9 @@ def smc(
         for t in progress(range(twist.max_steps), enabled=progress_bar, total=twist.max_steps, desc="SMC"):
             particles, inc, done = twist.step(particles, t)
             inc = inc.double()
+            bad = count_invalid_increments(inc)
+            if bad:
+                raise invalid_increments_error(bad, t)
             log_w = inc if log_w is None else log_w + inc
             if not bool(torch.isfinite(log_w).any()):
                 raise FloatingPointError(f"SMC: every particle has weight zero after step {t}")

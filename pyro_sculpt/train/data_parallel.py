@@ -217,7 +217,7 @@ def init_distributed(backend: Optional[str] = None, *, timeout: Optional[float] 
 
         # torchrun --nproc_per_node 2 train.py
         world = ps.train.init_distributed()          # gloo on CPU, NCCL with CUDA
-        gfn.fit(steps=1000, batch_size=128, distributed=world)
+        res = ps.infer.smc(composition, 100_000, distributed=world)  # or fit_loop(..., distributed=world)
     """
     import torch.distributed as dist
 

@@ -136,3 +136,55 @@ def test_sharded_smc_applies_the_twists_moves_after_each_resampling(tmp_path):
     finally:
         dist.destroy_process_group()
     assert out["num_resamples"] > 0 and calls == out["resample_steps"]
+
+
+class _NaNAtStep2(ps.infer.Twist):
+    """The target's twist, with a NaN incremental log-weight for particle 0 at step 2 (on every process)."""
+
+    def __init__(self):
+        self.inner = ps.infer.as_twist(_target())
+        self.max_steps = self.inner.max_steps
+
+    def init(self, n):
+        return self.inner.init(n)
+
+    def step(self, particles, t):
+        particles, inc, done = self.inner.step(particles, t)
+        if t == 2:
+            inc = inc.double().clone()
+            inc[0] = math.nan
+        return particles, inc, done
+
+    def terminal(self, particles):
+        return self.inner.terminal(particles)
+
+
+def _small_worker(rank: int, world_size: int, tmp: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world_size)
+    try:
+        world = init_distributed()
+        out = {}
+        # 4 particles: the shards finish at different steps (a finished shard must not resample again)
+        out["small"] = smc(_target(), 4, seed=20, distributed=world, resample_threshold=0.9).__dict__
+        out["draw"] = torch.rand(3)  # after a sharded SMC every rank draws the same numbers
+        try:
+            smc(_NaNAtStep2(), 10, seed=0, distributed=world)
+        except FloatingPointError as err:
+            out["nan"] = str(err)
+        torch.save(out, f"{tmp}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_finished_shards_stop_resampling_ranks_draw_alike_and_nan_weights_are_named(tmp_path):
+    mp.spawn(_small_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    refs = [smc(_target(), n, seed=rank_seed(20, r), resample_threshold=0.9) for r, n in enumerate(shard_sizes(4, 2))]
+    assert torch.equal(r0["small"]["x"], torch.cat([ref.x for ref in refs]))  # each shard: its one-process SMC
+    assert r0["small"]["resample_steps"] == sorted(set(refs[0].resample_steps) | set(refs[1].resample_steps))
+    assert torch.equal(r0["draw"], r1["draw"])
+    for r in (r0, r1):  # not "every particle has weight zero": 8 of the 10 are finite
+        assert "step 2 gave 2 particle(s) (over 2 processes) a NaN or +inf incremental log-weight" in r["nan"]
+    with pytest.raises(FloatingPointError, match="step 2 gave 1 particle\\(s\\) a NaN or \\+inf"):
+        smc(_NaNAtStep2(), 10, seed=0)
