@@ -242,6 +242,26 @@ class ParametersKey:
     def __repr__(self) -> str:
         return f"ParametersKey({len(self._refs)} tensors)"
 
+    def __reduce__(self):
+        # weak references do not pickle, and the tensors they name are not those of the unpickled (or copied)
+        # modules anyway: a pickled key comes back stale, so that a cache keyed by it is recomputed
+        return (StaleKey, ())
+
+
+class StaleKey:
+    """A cache key equal to no other key (a pickled or copied :class:`ParametersKey`)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        return "StaleKey()"
+
 
 def parameters_key(*modules: torch.nn.Module) -> ParametersKey:
     """A key that changes whenever a parameter or buffer of ``modules`` changes (see :class:`ParametersKey`)."""

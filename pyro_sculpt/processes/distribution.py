@@ -39,16 +39,24 @@ class ProcessDistribution(TorchDistribution):
         if not isinstance(process, IterativeProcess):
             raise TypeError(f"process must be an IterativeProcess, got {type(process).__name__}")
         self.process = process
-        super().__init__(torch.Size(batch_shape), process.event_shape, validate_args=validate_args)
+        batch_shape = check_sample_shape("batch_shape", batch_shape)
+        super().__init__(batch_shape, process.event_shape, validate_args=validate_args)
 
     @property
     def support(self) -> constraints.Constraint:
         return self.process.support
 
     def expand(self, batch_shape, _instance=None):
+        batch_shape = check_sample_shape("batch_shape", batch_shape)
+        try:
+            ok = torch.broadcast_shapes(self.batch_shape, batch_shape) == batch_shape
+        except RuntimeError:
+            ok = False
+        if not ok:  # as torch distributions: only size-1 or new leading dimensions grow
+            raise ValueError(f"batch_shape {tuple(batch_shape)} is not an expansion of {tuple(self.batch_shape)}")
         new = self._get_checked_instance(ProcessDistribution, _instance)
         new.process = self.process
-        super(ProcessDistribution, new).__init__(torch.Size(batch_shape), self.event_shape, validate_args=False)
+        super(ProcessDistribution, new).__init__(batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
 

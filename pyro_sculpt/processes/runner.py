@@ -54,9 +54,10 @@ def run(
     :raises ValueError: if ``num_particles`` is not an integer >= 1 or ``batch_shape`` has a negative size.
     :raises TypeError: if ``process`` is not an :class:`IterativeProcess` (e.g. a distribution: pass its ``.process``).
 
-    The step sites are not enumerable (``config_enumerate`` / ``TraceEnum_ELBO`` over them): a state depends on every
-    earlier action, not on the last one only, so ``pyro.markov`` here orders the sites but declares no finite
-    history to sum over.
+    The step sites are not enumerable: a state depends on every earlier action, not on the last one only, so
+    ``pyro.markov`` here orders the sites but declares no finite history to sum over. They carry
+    ``infer={"enumerate": None}``, which ``config_enumerate`` keeps: it enumerates the model's other discrete sites
+    (a ``ModelOfOrigin`` label) and leaves the steps sampled (``infer_discrete``) or to the guide (``TraceEnum_ELBO``).
 
     Example::
 
@@ -86,7 +87,9 @@ def run(
         fn = process.step_dist(state, t)
         if t > 0:
             fn = fn.mask(~done)
-        value = pyro.sample(step_site_name(name, t), fn, infer=process.site_infer(state, t))
+        infer = process.site_infer(state, t)
+        infer.setdefault("enumerate", None)  # config_enumerate leaves the steps sampled (see the docstring)
+        value = pyro.sample(step_site_name(name, t), fn, infer=infer)
         new_state = process.transition(state, value, t)
         state = process.keep_done(done, state, new_state) if t > 0 else new_state
         done = done | process.stops(state, value, t)

@@ -55,7 +55,10 @@ def sculpted_guide(model: Callable, *args, **kwargs) -> Callable:
     :math:`y_{2..n}`; the returned guide samples that site from ``sculpt(bases, classifier, y, alpha, weights)``.
     With an exact classifier the guide *is* the posterior, so Pyro's importance weights are all equal. The first
     observation's prior must be the mixture's weights (its :math:`y_1` is the mixture's component; the default prior
-    is uniform); observations the classifier has but the model does not observe are unobserved (``None``).
+    is uniform); observations the classifier has but the model does not observe are unobserved (``None``). The
+    model's other latent sites (an unobserved ``ModelOfOrigin`` label, latents of its own) are drawn, after ``x``,
+    from the model given ``x``: the guide runs the model once more with ``x`` conditioned and its observations
+    hidden, so that their prior terms cancel in the importance weights.
 
     :param model: the Pyro model.
     :returns: a guide with the model's signature.
@@ -117,8 +120,25 @@ def sculpted_guide(model: Callable, *args, **kwargs) -> Callable:
     y += [None] * (getattr(classifier, "num_observations", len(y)) - len(y))  # observations the model leaves out
     dist = sculpt(process.base_processes, classifier, tuple(y), alphas.pop() if alphas else None, process.weights)
     name = x_site["name"]
+    others = [
+        s["name"] for s in trace.nodes.values() if s["type"] == "sample" and not s["is_observed"] and s["name"] != name
+    ]
+    if not others:
 
-    def guide(*args, **kwargs):
-        return pyro.sample(name, dist)
+        def guide(*args, **kwargs):
+            return pyro.sample(name, dist)
 
-    return guide
+        return guide
+
+    def hidden(site: dict) -> bool:  # the model's observations, and x, which the guide has drawn already
+        return site["is_observed"] or site["name"] == name
+
+    def guide_with_latents(*args, **kwargs):
+        # the model's other latent sites (an unobserved ModelOfOrigin label, a latent of its own) come from the
+        # model given x: a guide without them would leave their p(. | x) in the importance weights as if observed
+        x = pyro.sample(name, dist)
+        with poutine.block(hide_fn=hidden):
+            poutine.condition(model, data={name: x})(*args, **kwargs)
+        return x
+
+    return guide_with_latents

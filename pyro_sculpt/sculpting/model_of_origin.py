@@ -59,7 +59,15 @@ class ModelOfOrigin(Categorical):
             log_prior = obs.log_priors()[1]
         else:
             log_prior = check_weights(prior, m, "prior").log()
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"x must be finite, got {bad} NaN or infinite entries in x of shape {tuple(x.shape)}")
         logits = classifier.terminal_logits(x)
+        if bool(torch.isnan(logits).any()):
+            raise ValueError(
+                f"classifier {type(classifier).__name__} gave NaN logits for {int(torch.isnan(logits).any(-1).sum())} "
+                "of the values x (its densities or network at those points)"
+            )
         super().__init__(logits=logits + log_prior.to(logits), validate_args=validate_args)
         self.classifier, self.prior, self.alpha = classifier, prior, alpha
 

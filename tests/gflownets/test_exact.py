@@ -7,7 +7,7 @@ from scipy.stats import chisquare
 
 import pyro_sculpt as ps
 from pyro_sculpt.gflownets import exact
-from tests.conftest import random_gflownet
+from tests.conftest import exact_bases, random_gflownet
 
 
 def brute_force_terminal(gfn):
@@ -111,3 +111,28 @@ def test_a_table_row_without_a_valid_action_is_refused():
     t[row] = float("nan")
     with pytest.raises(ValueError, match="log_probs has NaN entries"):
         ps.gflownets.TabularGFlowNet(env, t)
+
+
+def test_distributions_pickle_after_their_exact_caches_are_filled():
+    """The exact caches are keyed by weak references to the parameters: a pickled (or copied) key comes back stale,
+    so that the unpickled object recomputes its caches instead of failing to pickle or reading another's."""
+    import copy
+    import io
+    import pickle
+
+    from pyro_sculpt.gflownets.policy_process import ParametersKey, StaleKey
+
+    env = ps.HyperGrid(2, 4)
+    p1, p2 = exact_bases(env, 2, seed=1)
+    clf = ps.ExactClassifier([p1, p2], 2)
+    states = env.all_states()
+    d, hm = p1.as_distribution(), ps.harmonic_mean(p1, p2, clf)
+    expected = (d.log_prob(states), hm.log_prob(states))  # fills the bases' and the classifier's caches
+    for obj, want in zip((d, hm), expected):
+        back = pickle.loads(pickle.dumps(obj))
+        assert torch.allclose(back.log_prob(states), want)
+        assert torch.allclose(copy.deepcopy(obj).log_prob(states), want)
+    buf = io.BytesIO()
+    torch.save(p1, buf)
+    key = ParametersKey(list(p1.parameters()))
+    assert isinstance(pickle.loads(pickle.dumps(key)), StaleKey) and pickle.loads(pickle.dumps(key)) != key

@@ -7,7 +7,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 import pyro_sculpt as ps
-from tests.conftest import exact_bases
+from tests.conftest import exact_bases, random_gflownet
 
 ENV = ps.HyperGrid(2, 4)
 
@@ -37,3 +37,15 @@ def test_one_observation_in_a_plate_scores_once_per_plate_entry():
 
     loss = Trace_ELBO().loss(model, lambda: None)
     assert abs(loss + 3 * float(mix.log_prob(x))) < 1e-4
+
+
+def test_batch_shapes_are_checked_as_torch_checks_them():
+    d = ps.ProcessDistribution(random_gflownet(ps.HyperGrid(2, 3), seed=0))
+    assert d.expand([3]).expand([2, 3]).batch_shape == (2, 3) and d.expand([3, 1]).expand([3, 4]).batch_shape == (3, 4)
+    with pytest.raises(ValueError, match=r"batch_shape \(2,\) is not an expansion of \(3,\)"):
+        d.expand([3]).expand([2])
+    for bad in ((-1,), (-3,), (2.5,)):
+        with pytest.raises(ValueError, match="batch_shape must be a tuple of integers >= 0"):
+            d.expand(bad)
+        with pytest.raises(ValueError, match="batch_shape must be a tuple of integers >= 0"):
+            ps.ProcessDistribution(d.process, batch_shape=bad)

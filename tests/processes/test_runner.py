@@ -178,3 +178,31 @@ def test_plain_sampler_matches_exact_distribution(gfn):
     expected = p[keep] * n
     stat = chisquare(counts[keep].numpy(), (expected / expected.sum() * counts[keep].sum()).numpy())
     assert stat.pvalue > 1e-3
+
+
+def test_config_enumerate_leaves_the_steps_sampled_and_enumerates_the_labels():
+    """Step sites carry infer={"enumerate": None}: under config_enumerate, TraceEnum_ELBO sums the model's latent
+    ModelOfOrigin label out exactly and takes the steps from the guide (here the same process: the ELBO is 0)."""
+    from pyro.infer import TraceEnum_ELBO, config_enumerate
+
+    from tests.conftest import exact_bases
+
+    p1, p2 = exact_bases(ps.HyperGrid(2, 4), 2, seed=1)
+    clf = ps.ExactClassifier([p1, p2], 2)
+    process = ps.mixture(p1, p2).process
+
+    def model():
+        with pyro.plate("n", 50):
+            x = ps.run("x", process)
+            pyro.sample("y", ps.ModelOfOrigin(clf, x))
+
+    def guide():
+        with pyro.plate("n", 50):
+            ps.run("x", process)
+
+    tr = poutine.trace(config_enumerate(model)).get_trace()
+    assert tr.nodes["y"]["infer"]["enumerate"] == "parallel"
+    assert all(s["infer"]["enumerate"] is None for name, s in tr.nodes.items() if name.startswith("x_"))
+    pyro.set_rng_seed(0)
+    loss = TraceEnum_ELBO(max_plate_nesting=1).loss(config_enumerate(model), guide)
+    assert abs(loss) < 1e-4  # sum_y p(y | x) = 1, the steps' terms cancel (before: an AssertionError inside Pyro)

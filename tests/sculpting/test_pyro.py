@@ -90,6 +90,18 @@ def test_model_of_origin_alpha_and_errors():
         ps.ModelOfOrigin(clf, x, alpha=1.0)
     with pytest.raises(ValueError, match="x must have shape"):
         ps.ModelOfOrigin(clf, torch.zeros(3, 5, dtype=torch.long))
+    # diffusion values: NaN or inf is named (it gave all-NaN probabilities without validation)
+    from pyro_sculpt.diffusion import GaussianMixtureOracle
+
+    o1, o2 = (
+        GaussianMixtureOracle(torch.tensor([[-1.0, 0.0]]), stds=0.5),
+        GaussianMixtureOracle(torch.zeros(1, 2), stds=1.0),
+    )
+    gmc = ps.GaussianMixtureClassifier([o1, o2])
+    bad = torch.tensor([[float("nan"), 0.0], [float("inf"), 1.0], [0.0, 0.0]])
+    with pytest.raises(ValueError, match=r"x must be finite, got 2 NaN or infinite entries"):
+        ps.ModelOfOrigin(gmc, bad, validate_args=False)
+    assert torch.isfinite(ps.ModelOfOrigin(gmc, bad[2:]).probs).all()
 
 
 def test_guided_trace_replays():
@@ -245,3 +257,28 @@ def test_a_plate_of_model_of_origin_labels_is_one_observation_per_entry():
     posterior = Importance(model, guide=guide, num_samples=200).run()
     logw = torch.stack([torch.as_tensor(w) for w in posterior.log_weights])
     assert (logw.max() - logw.min()).item() < 1e-4
+
+
+def test_sculpted_guide_draws_the_models_other_latents_given_x():
+    """An unobserved ModelOfOrigin label y2 after x: the guide draws it from the model given x, so that the weights
+    stay those of x alone (equal, with an exact classifier) and the posterior of y2 is Bayes' exact one."""
+    p1, p2 = exact_bases(ENV, 2, seed=1)
+    clf = ps.ExactClassifier([p1, p2], 2)
+
+    def model():
+        x = pyro.sample("x", ps.mixture(p1, p2))
+        pyro.sample("y1", ps.ModelOfOrigin(clf, x), obs=torch.tensor(0))
+        return pyro.sample("y2", ps.ModelOfOrigin(clf, x))
+
+    guide = ps.sculpted_guide(model)
+    assert set(poutine.trace(guide).get_trace().stochastic_nodes) == {"x", "y2"}
+    pyro.set_rng_seed(0)
+    posterior = Importance(model, guide=guide, num_samples=4000).run()
+    logw = torch.stack([torch.as_tensor(w) for w in posterior.log_weights])
+    assert (
+        logw.max() - logw.min()
+    ).item() < 1e-4  # p(y2 | x) cancels (before: a spread of 3.5, p(y2 | x) in the weights)
+    y2 = torch.stack([tr.nodes["y2"]["value"] for tr in posterior.exec_traces])
+    q1, q2 = p1.exact_terminal_distribution(), p2.exact_terminal_distribution()
+    exact = float((q1 * q1 / (q1 + q2)).sum() / q1.sum())  # P(y2 = 0 | y1 = 0): posterior of x is q1
+    assert abs(float((y2 == 0).double().mean()) - exact) < 4 * (exact * (1 - exact) / 4000) ** 0.5
