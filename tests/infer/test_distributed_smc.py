@@ -26,6 +26,23 @@ def _target():
     return ps.sculpt(exact_bases(ENV, 2, seed=21), y=(0, 1))  # classifier-free: weights that vary, resampling
 
 
+class _Delegating(ps.infer.Twist):
+    """The target's own twist, for tests to override one method of."""
+
+    def __init__(self):
+        self.inner = ps.infer.as_twist(_target())
+        self.max_steps = self.inner.max_steps
+
+    def init(self, n):
+        return self.inner.init(n)
+
+    def step(self, particles, t):
+        return self.inner.step(particles, t)
+
+    def terminal(self, particles):
+        return self.inner.terminal(particles)
+
+
 def _worker(rank: int, world_size: int, tmp: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world_size)
@@ -108,20 +125,7 @@ def test_sharded_smc_applies_the_twists_moves_after_each_resampling(tmp_path):
     """A one-process gloo group (fast): the twist's ``rejuvenate`` runs after every resampling, as in one process."""
     calls = []
 
-    class Counting(ps.infer.Twist):
-        def __init__(self):
-            self.inner = ps.infer.as_twist(_target())
-            self.max_steps = self.inner.max_steps
-
-        def init(self, n):
-            return self.inner.init(n)
-
-        def step(self, particles, t):
-            return self.inner.step(particles, t)
-
-        def terminal(self, particles):
-            return self.inner.terminal(particles)
-
+    class Counting(_Delegating):
         def rejuvenate(self, particles, t):
             calls.append(t)
             return particles
@@ -138,15 +142,8 @@ def test_sharded_smc_applies_the_twists_moves_after_each_resampling(tmp_path):
     assert out["num_resamples"] > 0 and calls == out["resample_steps"]
 
 
-class _NaNAtStep2(ps.infer.Twist):
+class _NaNAtStep2(_Delegating):
     """The target's twist, with a NaN incremental log-weight for particle 0 at step 2 (on every process)."""
-
-    def __init__(self):
-        self.inner = ps.infer.as_twist(_target())
-        self.max_steps = self.inner.max_steps
-
-    def init(self, n):
-        return self.inner.init(n)
 
     def step(self, particles, t):
         particles, inc, done = self.inner.step(particles, t)
@@ -154,9 +151,6 @@ class _NaNAtStep2(ps.infer.Twist):
             inc = inc.double().clone()
             inc[0] = math.nan
         return particles, inc, done
-
-    def terminal(self, particles):
-        return self.inner.terminal(particles)
 
 
 def _small_worker(rank: int, world_size: int, tmp: str) -> None:
