@@ -99,9 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train", help="train one GFlowNet on a 2D HyperGrid and report its exact L1", epilog=DISTRIBUTED_HELP
     )
+    from pyro_sculpt.gflownets.envs.hypergrid.rewards import GridReward
     from pyro_sculpt.gflownets.registry import reward_names as names
 
-    train.add_argument("--reward", default="symmetric_shubert", choices=names(), help="reward name")
+    train.add_argument(
+        "--reward", default="symmetric_shubert", choices=names(GridReward), help="a grid reward's registered name"
+    )
     train.add_argument("--height", type=grid_side, default=32, help="grid side, >= 2 (default 32)")
     train.add_argument(
         "--steps", type=positive_int, default=None, help="training steps, >= 1 (default: the fast recipe's, 1500)"

@@ -67,5 +67,6 @@ def main(reward_name: str, height: int, out: Path, seed: int, progress_bar: bool
         f"{reward_name} on {height}x{height}: exact L1 = {result['l1']:.4f} (sum convention), "
         f"JS = {result['js']:.5f}, trained in {result['train_seconds']:.1f}s"
     )
-    print(f"wrote {out / f'gfn_{reward_name}.png'} and {out / f'gfn_{reward_name}.json'}")
+    print(f"wrote {out / f'gfn_{reward_name}.pt'} (the model), {out / f'gfn_{reward_name}.png'} and "
+          f"{out / f'gfn_{reward_name}.json'}")  # fmt: skip
     return result

@@ -133,11 +133,14 @@ def reward_from_config(config: dict) -> Any:
     return get_reward(config.pop("name"), **config)
 
 
-def reward_names() -> list[str]:
-    """The names of the registered rewards.
+def reward_names(kind: Optional[type] = None) -> list[str]:
+    """The names of the registered rewards (of the subclasses of ``kind`` only, if given).
 
     Example::
 
         "original" in ps.gflownets.reward_names()  # True
+        "qed" in ps.gflownets.reward_names(ps.rewards.GridReward)  # False: a molecule reward
     """
-    return sorted(_REWARDS)
+    if kind is None:
+        return sorted(_REWARDS)
+    return sorted(name for name, cls in _REWARDS.items() if isinstance(cls, type) and issubclass(cls, kind))

@@ -125,3 +125,8 @@ def test_seed_must_be_what_numpy_and_pyro_accept(command, value, capsys):
 def test_guidance_scales_are_checked_before_anything_is_trained(value, capsys):
     err = _usage_error(["mnist", "--gamma", "1", value], capsys)
     assert "argument --gamma" in err and "expected" in err
+
+
+def test_train_offers_only_grid_rewards(capsys):
+    err = _usage_error(["train", "--reward", "qed"], capsys)  # a molecule reward: a traceback after argparse before
+    assert "argument --reward: invalid choice: 'qed'" in err and "symmetric_shubert" in err

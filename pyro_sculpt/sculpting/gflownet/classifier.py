@@ -337,6 +337,9 @@ class ObservationClassifier(Checkpointable, Classifier):
         """
         bases = self._resolve_bases(bases)
         check_positive_int("batch_size", batch_size)
+        ok = isinstance(logit_alpha_range, (int, float)) and not isinstance(logit_alpha_range, bool)
+        if not ok or not math.isfinite(logit_alpha_range) or logit_alpha_range < 0:
+            raise ValueError(f"logit_alpha_range must be a finite number >= 0, got {logit_alpha_range!r}")
         check_positive_int("ramp", ramp, 0)
         if nonterminal_reduction not in ("sum", "mean"):
             raise ValueError(f"nonterminal_reduction must be 'sum' or 'mean', got {nonterminal_reduction!r}")

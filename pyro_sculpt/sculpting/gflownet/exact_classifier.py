@@ -74,7 +74,8 @@ class ExactClassifier(Classifier):
             v = torch.stack([exact.backward_values(env, t, g) for t in logs])  # (m, N, m**(n-1))
         else:
             v = torch.ones(m, flows.shape[1], 1, dtype=torch.float64, device=device)
-        joint = flows.unsqueeze(-1) * v / flows.sum(0).unsqueeze(-1)  # (m, N, m**(n-1))
+        total = flows.sum(0).unsqueeze(-1)  # zero at states no base visits: their joint is zero, not 0 / 0
+        joint = torch.where(total > 0, flows.unsqueeze(-1) * v / total.clamp(min=1e-300), 0.0)  # (m, N, m**(n-1))
         nt = joint.permute(1, 0, 2).reshape((-1,) + (m,) * n).clamp(min=1e-300).log()
         tables = (term_logits, nt)
         if is_cacheable(key):

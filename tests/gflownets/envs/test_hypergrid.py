@@ -84,8 +84,14 @@ def test_bad_inputs():
         ps.HyperGrid(2, 1)
     with pytest.raises(ValueError, match="ndim must be an integer >= 1"):
         ps.HyperGrid(0, 4)
-    with pytest.raises(ValueError, match="temperature must be > 0"):
-        ps.rewards.symmetric_shubert(temperature=0.0)
+    for temperature in (0.0, float("inf"), float("nan"), "1"):  # inf made the target uniform in silence
+        with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+            ps.rewards.symmetric_shubert(temperature=temperature)
+    for name, value in (("r0", 0.0), ("r1", float("nan")), ("r2", -1.0), ("r2", float("inf"))):
+        with pytest.raises(ValueError, match=f"{name} of the original reward must be a finite number"):
+            ps.rewards.original(**{name: value})
+    assert ps.gflownets.reward_names(ps.rewards.GridReward) == ["circle", "diagonal_sigmoid", "original",
+                                                               "symmetric_shubert"]  # fmt: skip
     with pytest.raises(ValueError, match="index must be 1, 2 or 3"):
         ps.rewards.circle(4)
     with pytest.raises(ValueError, match="circle rewards are defined on 2D grids"):

@@ -196,3 +196,23 @@ def test_twisted_smc_estimates_the_normaliser_of_the_observation(y, alpha):
         res = ps.infer.smc(ps.sculpt(bases, clf, y, alpha), 64, seed=0, terminal=terminal)
         assert abs(res.log_evidence - exact) < 1e-5, (terminal, res.log_evidence, exact)
         assert float(res.log_weights.max() - res.log_weights.min()) < 1e-5
+
+
+def test_states_no_base_visits_give_zero_not_nan():
+    """Bases that never increment coordinate 0 (a valid action of probability zero): the exact classifier's tables
+    at the states they never visit are zero, and the composition is the closed form (it was NaN everywhere)."""
+    env = ps.HyperGrid(2, 3)
+
+    def base(stop_bias):
+        log_probs = torch.zeros(env.num_states, 3)
+        log_probs[:, 0] = float("-inf")
+        log_probs[:, 2] = stop_bias
+        return ps.gflownets.TabularGFlowNet(env, log_probs)
+
+    p1, p2 = base(0.0), base(1.0)
+    clf = ps.ExactClassifier([p1, p2], 2)
+    p = ps.harmonic_mean(p1, p2, clf).process.exact_terminal_distribution()
+    t1, t2 = p1.exact_terminal_distribution(), p2.exact_terminal_distribution()
+    target = torch.nan_to_num(t1 * t2 / (t1 + t2))
+    assert torch.isfinite(p).all() and torch.allclose(p, target / target.sum(), atol=1e-6)
+    assert bool((ps.harmonic_mean(p1, p2, clf).sample((200,))[:, 0] == 0).all())

@@ -99,3 +99,11 @@ def test_a_classifier_for_other_bases_or_another_order_is_refused():
     with pytest.raises(ValueError, match="classifier was made for other bases"):
         with ps.sculpt_guidance(classifier=exact, y=(0, 1)):
             ps.run("x", ps.mixture(b, a).process, num_particles=2)
+
+
+def test_a_bad_logit_alpha_range_is_named_before_training():
+    bases = exact_bases(ENV, 2, seed=0)
+    clf = ps.ObservationClassifier(ENV, 2, 2, alpha_conditioned=True, hidden=8)
+    for value in (float("nan"), float("inf"), -1.0, "3"):  # NaN failed at step 1 as a non-finite loss
+        with pytest.raises(ValueError, match="logit_alpha_range must be a finite number >= 0"):
+            clf.fit(bases, steps=1, batch_size=2, logit_alpha_range=value, progress_bar=False)

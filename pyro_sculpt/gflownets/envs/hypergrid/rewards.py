@@ -37,8 +37,10 @@ class OriginalReward(GridReward):
     """
 
     def __init__(self, r0: float = 0.1, r1: float = 0.5, r2: float = 2.0):
-        if not r0 > 0 or r1 < 0 or r2 < 0:
-            raise ValueError(f"original reward needs r0 > 0 and r1, r2 >= 0, got r0={r0}, r1={r1}, r2={r2}")
+        for name, value, low in (("r0", r0, "> 0"), ("r1", r1, ">= 0"), ("r2", r2, ">= 0")):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok or (value <= 0 if name == "r0" else value < 0):
+                raise ValueError(f"{name} of the original reward must be a finite number {low}, got {value!r}")
         self.r0, self.r1, self.r2 = float(r0), float(r1), float(r2)
 
     def params(self) -> dict:
@@ -68,8 +70,9 @@ class SymmetricShubert(GridReward):
     MX = 210.27662470796076
 
     def __init__(self, temperature: float = 0.5):
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        ok = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+        if not ok or not math.isfinite(temperature) or not temperature > 0:
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
         self.temperature = float(temperature)
 
     def params(self) -> dict:
