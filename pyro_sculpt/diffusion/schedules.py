@@ -323,7 +323,8 @@ class TabulatedVPSchedule(_TabulatedSchedule):
     :math:`\\bar\\alpha_n = \\prod_{k \\le n} (1 - \\beta_k)` at :math:`t_n = n / N`, with :math:`\\log
     \\alpha_t` interpolated linearly between levels (so :math:`\\beta(t)` is piecewise constant and the
     continuous SDE reproduces every :math:`\\bar\\alpha_n` exactly). :attr:`t_min` is :math:`t_1 = 1/N`, the
-    first noisy level; with :math:`N` sampler steps the samplers use exactly the table's levels.
+    first noisy level; with :math:`N - 1` sampler steps (the grid from :math:`t_N = 1` down to :math:`t_1`) the
+    samplers use exactly the table's levels (:math:`N` steps give a uniform grid off the levels).
 
     :param betas: :math:`\\beta_n \\in (0, 1)`; a :math:`\\beta_n \\le 0` would make the noise non-increasing.
 

@@ -151,8 +151,9 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
         check_points(x, self.event_shape)
         net = self.ema_network if self.use_ema else self.network
         batch = batch_shape_of(x, self.event_shape)  # the network sees one batch dimension
-        tt = time_like(t, x, self.event_shape).expand(batch).reshape(-1)
-        return net(x.reshape((-1,) + tuple(self.event_shape)), tt).reshape(x.shape)
+        xn = x.to(self.dtype)  # points of another dtype: the network's in, x's out
+        tt = time_like(t, xn, self.event_shape).expand(batch).reshape(-1)
+        return net(xn.reshape((-1,) + tuple(self.event_shape)), tt).reshape(x.shape).to(x.dtype)
 
     def score(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
         """:math:`s(x, t) = -\\hat\\epsilon(x, t) / \\sigma_t`."""
@@ -253,7 +254,7 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
                 raise ValueError(f"data must have shape (N, {_entries(self)}) with N >= 1, got {tuple(data.shape)}")
             if not torch.isfinite(data).all():
                 raise ValueError("data must be finite")
-            table = data.detach().to(device=dev, dtype=torch.get_default_dtype())
+            table = data.detach().to(device=dev, dtype=self.dtype)  # the network's (float64 networks train too)
 
             def draw(b: int) -> torch.Tensor:
                 return table[torch.randint(0, table.shape[0], (b,), device=dev)]
@@ -265,7 +266,7 @@ class ScoreModel(Checkpointable, nn.Module, DiffusionModel):
                 if not isinstance(x, torch.Tensor) or x.shape != (b,) + tuple(self.event_shape):
                     shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
                     raise ValueError(f"data({b}) must return a tensor of shape ({b}, {_entries(self)}), got {shape}")
-                return x.detach().to(device=dev, dtype=torch.get_default_dtype())
+                return x.detach().to(device=dev, dtype=self.dtype)
 
         else:
             raise TypeError(

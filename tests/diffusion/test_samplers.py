@@ -220,6 +220,8 @@ def test_bad_inputs(make_four_modes):
         AncestralSampler(oracle, times=[1.0, 0.5, 0.5, 0.1])
     with pytest.raises(ValueError, match="times must lie in"):
         AncestralSampler(oracle, times=[1.0, 0.5, 0.0])
+    with pytest.raises(ValueError, match="times must start at the schedule's t_max = 1.0, got 0.5"):
+        AncestralSampler(oracle, times=[0.5, 0.25, 0.1])  # the prior is the law at t_max only (VE: variance 52x)
     with pytest.raises(ValueError, match="eta"):
         DDIMSampler(oracle, 10, eta=1.5)
     with pytest.raises(ValueError, match="snr"):

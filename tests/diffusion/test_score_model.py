@@ -200,3 +200,33 @@ def test_a_continued_fit_continues_the_average_instead_of_restarting_its_warm_up
         decay = float((after - raw) @ (before - raw) / ((before - raw) @ (before - raw)))
         # the 301st update's warm-up min(0.99, 302 / 311); a restarted warm-up gave (1 + 1) / (10 + 1) = 0.18
         assert abs(decay - 302 / 311) < 1e-3
+
+
+def test_float64_networks_train_and_points_of_another_dtype_are_scored():
+    model = ScoreModel(2, hidden=16, layers=2, seed=0).double()  # fit cast the data to float32: a dtype error
+    assert model.dtype == torch.float64
+    model.fit(torch.randn(64, 2, dtype=torch.float64), steps=3, batch_size=8, progress_bar=False, seed=0)
+    assert model.score(torch.zeros(3, 2, dtype=torch.float64), 0.5).dtype == torch.float64
+    small = ScoreModel(2, hidden=16, layers=2, seed=0)  # float32 network, float64 points: the points' dtype out
+    out = small.score(torch.zeros(3, 2, dtype=torch.float64), 0.5)
+    assert out.dtype == torch.float64 and torch.allclose(out.float(), small.score(torch.zeros(3, 2), 0.5))
+
+
+def test_times_outside_the_diffusion_are_named():
+    model = ScoreModel(2, hidden=16, layers=2, seed=0)
+    oracle = GaussianMixtureOracle(torch.zeros(1, 2), stds=1.0)
+    for t in (float("nan"), -0.1, 1.7, float("inf")):  # -0.1 and 1.7 gave finite scores, NaN a Cholesky error
+        for f in (model.score, oracle.score):
+            with pytest.raises(ValueError, match=r"t must be a diffusion time in \[0, 1\]"):
+                f(torch.zeros(3, 2), t)
+    with pytest.raises(ValueError, match=r"t must be a diffusion time in \[0, 1\]"):
+        model.score(torch.zeros(3, 2), torch.tensor([0.5, -1.0, 0.5]))
+
+
+def test_nan_points_are_named_by_the_log_densities():
+    oracle = GaussianMixtureOracle(torch.zeros(1, 2), stds=1.0)
+    x = torch.tensor([[float("nan"), 0.0], [0.0, 0.0]])
+    with pytest.raises(ValueError, match="x must be finite, got 1 NaN or infinite entries"):
+        oracle.log_prob(x)
+    with pytest.raises(ValueError, match="x must be finite, got 1 NaN or infinite entries"):
+        ps.diffusion.probability_flow_log_prob(oracle, x)

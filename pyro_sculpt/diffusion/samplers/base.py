@@ -110,6 +110,11 @@ class ReverseDiffusionProcess(IterativeProcess):
                 raise ValueError(
                     f"times must lie in [t_min, t_max] = [{self.schedule.t_min}, {self.schedule.t_max}] of the schedule"
                 )
+            if abs(float(grid[0]) - self.schedule.t_max) > 1e-12:
+                raise ValueError(
+                    f"times must start at the schedule's t_max = {self.schedule.t_max}, got {float(grid[0])}: the "
+                    "first step draws the prior N(0, s^2 I), the law of the noised data at t_max only"
+                )
         self.times = grid
         self.num_steps = grid.numel() - 1
         self._score_times: list[Optional[float]] = [None]
