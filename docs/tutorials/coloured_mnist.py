@@ -196,7 +196,8 @@ for gamma in GAMMAS:
         x_op = mx.sample_batched(op(*samplers, clf, gamma=gamma), N, SETTINGS.sample_batch)
         target = TARGET_SETS[name]
         share, base = mx.share_in(measure.predict(x_op), target), mx.share_in(pred_mix, target)
-        print(f"{name}, gamma {gamma:g}: share in {mx.TARGET_SETS[name]} {share:.3f} (mixture {base:.3f})")
+        in_words = ", ".join(f"{colour} {digit}" for colour, digit in mx.TARGET_SETS[name])
+        print(f"{name}, gamma {gamma:g}: share in {in_words} {share:.3f} (mixture {base:.3f})")
         rows.append((f"{name} (gamma {gamma:g})", x_op))
 
 # %% [markdown]

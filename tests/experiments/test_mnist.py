@@ -147,3 +147,11 @@ def test_the_classifier_data_setting_trains_on_the_digits_without_reverse_chains
     assert clf.history and chains.history
     with pytest.raises(AssertionError, match="must not sample reverse chains"):
         mnist.train_classifier("2_models_b", models, keys, 2, settings, *rest, datasets)
+
+
+def test_missing_mnist_files_are_an_error_message_not_a_traceback(tmp_path, capsys):
+    code = main(["mnist", "--size", "tiny", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"),
+                     "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "pyro-sculpt mnist: error: MNIST file" in err and "looked at" in err
+    assert "Traceback" not in err
