@@ -302,6 +302,13 @@ class _TabulatedSchedule(NoiseSchedule):
     def num_levels(self) -> int:
         return self._sampler_grid().numel()
 
+    def breakpoints(self, t0: float, t1: float) -> list[float]:
+        """The table's levels strictly inside ``(t0, t1)``: where the interpolation's slope (hence
+        :math:`\\beta(t)` and the probability-flow drift) jumps, so that an integrator of fixed order steps between
+        them (:func:`~pyro_sculpt.diffusion.probability_flow_log_prob`)."""
+        grid = self._grid.tolist()
+        return [t for t in grid if t0 < t < t1]
+
     def _sampler_grid(self) -> torch.Tensor:
         return self._grid
 

@@ -104,3 +104,18 @@ def test_bad_inputs():
         probability_flow_log_prob(oracle, torch.zeros(3, 2, dtype=F64), num_steps=0)
     with pytest.raises(ValueError, match="prior_log_prob"):
         probability_flow_log_prob(oracle, torch.zeros(3, 2, dtype=F64), num_steps=2, prior_log_prob=lambda z: z)
+
+
+def test_tabulated_schedules_are_integrated_between_their_levels():
+    """A tabulated VP schedule's beta(t) jumps at its 1,000 levels: steps that stop at every level keep RK4's order
+    (max error 9e-10 nats at num_steps=200; uniform steps straddling the jumps gave 8e-3)."""
+    from pyro_sculpt.diffusion import TabulatedVPSchedule
+
+    sched = TabulatedVPSchedule.linear(1000)
+    means = torch.tensor([[-1.5, 0.0], [1.5, 0.5], [0.0, -1.5]], dtype=torch.float64)
+    stds = torch.tensor([0.4, 0.5, 0.3], dtype=torch.float64)
+    o = GaussianMixtureOracle(means, stds=stds, weights=[0.2, 0.5, 0.3], schedule=sched)
+    x = o.sample(20, sched.t_min, generator=torch.Generator().manual_seed(1))
+    lp = ps.diffusion.probability_flow_log_prob(o, x, num_steps=200, prior_log_prob=lambda z: o.log_prob(z, 1.0))
+    assert float((lp - o.log_prob(x, sched.t_min)).abs().max()) < 1e-7
+    assert len(sched.breakpoints(0.25, 0.5)) == 249 and sched.breakpoints(0.5, 0.5005) == []
