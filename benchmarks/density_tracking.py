@@ -96,4 +96,12 @@ def main(steps: int = 50, repeats: int = 5) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: main's)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="interleaved repeats (the best is kept) (default: main's)"
+    )
+    args = parser.parse_args()
+    main(**{k: v for k, v in dict(steps=args.steps, repeats=args.repeats).items() if v is not None})

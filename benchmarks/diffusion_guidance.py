@@ -97,4 +97,13 @@ def main(n: int = 10_000, steps: int = 100, repeats: int = 5) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--particles", type=int, default=None, help="particles (default: main's)")
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: main's)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="interleaved repeats (the best is kept) (default: main's)"
+    )
+    args = parser.parse_args()
+    main(**{k: v for k, v in dict(n=args.particles, steps=args.steps, repeats=args.repeats).items() if v is not None})

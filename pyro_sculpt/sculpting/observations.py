@@ -18,6 +18,7 @@ log_priors` is differentiable in them.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, replace
 from typing import Any, Optional, Sequence, Union
 
@@ -107,6 +108,15 @@ def _floating(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype.is_floating_point else torch.get_default_dtype()
 
 
+def _as_index(v: Any) -> Any:
+    """``v`` as a Python int when it is an integer of another type (NumPy, a 0-d integer tensor); else as it is."""
+    if isinstance(v, torch.Tensor) and v.dim() == 0 and not v.dtype.is_floating_point and v.dtype != torch.bool:
+        return int(v)
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        return int(v)
+    return v
+
+
 @dataclass(frozen=True, eq=False)
 class Observations:
     """Observed values of :math:`y_1..y_n` (``None`` = unobserved, summed out) and the priors.
@@ -158,7 +168,7 @@ class Observations:
             obs = Observations.build((0, 1), 2, weights=w)
             obs.log_priors()          # differentiable in w
         """
-        y = tuple(y)
+        y = tuple(_as_index(v) for v in y)  # NumPy integers and 0-d integer tensors read as ints
         if len(y) == 0:
             raise ValueError("y must name at least one observation (use None for an unobserved one)")
         for k, v in enumerate(y):

@@ -50,6 +50,15 @@ def test_y_and_alpha_out_of_range():
         ps.sculpt([a, b], clf, (0, 2))
     with pytest.raises(ValueError, match=r"y\[0\] must be a base index"):
         ps.sculpt([a, b], clf, (-1, 0))
+    for bad in (True, 0.0, torch.tensor(0.0), torch.tensor([0]), "0"):  # not integers
+        with pytest.raises(ValueError, match=r"y\[0\] must be a base index"):
+            ps.sculpt([a, b], clf, (bad, 1))
+    # integers of NumPy or torch read as ints
+    import numpy as np
+
+    want = ps.sculpt([a, b], clf, (0, 1)).log_prob(ENV.all_states())
+    for y in ((np.int64(0), 1), (torch.tensor(0), np.int32(1))):
+        assert torch.allclose(ps.sculpt([a, b], clf, y).log_prob(ENV.all_states()), want)
     for bad in (0.0, 1.0, 1.5, float("nan")):
         with pytest.raises(ValueError, match=r"alpha must lie in \(0, 1\)"):
             ps.harmonic_mean(a, b, clf, alpha=bad)
