@@ -40,3 +40,23 @@ def interleaved(fns: dict, repeats: int = 5) -> dict:
             f()
             best[k] = min(best[k], time.perf_counter() - t)
     return best
+
+
+#: the size flags of ``run_main``: command-line name -> (keyword of ``main``, help)
+SIZE_FLAGS = {
+    "particles": ("n", "particles"),
+    "steps": ("steps", "sampler steps"),
+    "repeats": ("repeats", "interleaved repeats (the best is kept)"),
+}
+
+
+def run_main(main, doc: str, flags: tuple) -> None:
+    """Run a benchmark's ``main`` with the size flags ``flags`` (names of :data:`SIZE_FLAGS`) read from the command
+    line; a flag left out keeps ``main``'s default."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for flag in flags:
+        parser.add_argument(f"--{flag}", type=int, default=None, help=f"{SIZE_FLAGS[flag][1]} (default: main's)")
+    args = vars(parser.parse_args())
+    main(**{SIZE_FLAGS[flag][0]: args[flag] for flag in flags if args[flag] is not None})

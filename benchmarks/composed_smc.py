@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import interleaved, machine  # noqa: E402
+from _common import interleaved, machine, run_main  # noqa: E402
 
 import pyro_sculpt as ps  # noqa: E402
 from pyro_sculpt.diffusion import EulerMaruyamaSampler  # noqa: E402
@@ -49,13 +49,4 @@ def main(n: int = 10_000, steps: int = 100, repeats: int = 3) -> dict:
 
 
 if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--particles", type=int, default=None, help="particles (default: main's)")
-    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: main's)")
-    parser.add_argument(
-        "--repeats", type=int, default=None, help="interleaved repeats (the best is kept) (default: main's)"
-    )
-    args = parser.parse_args()
-    main(**{k: v for k, v in dict(n=args.particles, steps=args.steps, repeats=args.repeats).items() if v is not None})
+    run_main(main, __doc__, ("particles", "steps", "repeats"))

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import interleaved, machine  # noqa: E402
+from _common import interleaved, machine, run_main  # noqa: E402
 
 from pyro_sculpt.diffusion import AncestralSampler, GaussianMixtureOracle, PathDensityTracker, ScoreModel  # noqa: E402
 
@@ -96,12 +96,4 @@ def main(steps: int = 50, repeats: int = 5) -> dict:
 
 
 if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: main's)")
-    parser.add_argument(
-        "--repeats", type=int, default=None, help="interleaved repeats (the best is kept) (default: main's)"
-    )
-    args = parser.parse_args()
-    main(**{k: v for k, v in dict(steps=args.steps, repeats=args.repeats).items() if v is not None})
+    run_main(main, __doc__, ("steps", "repeats"))
