@@ -85,6 +85,21 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_number(name: str, value: Any, minimum: float, *, strict: bool) -> float:
+    """Raise a :class:`ValueError` naming ``name`` unless ``value`` is a finite real number ``> minimum``
+    (``strict``) or ``>= minimum``."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or (value <= minimum if strict else value < minimum):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    """Raise a :class:`ValueError` naming ``name`` if the tensor ``x`` holds NaN or infinite entries."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} must be finite, got {int((~torch.isfinite(x)).sum())} NaN or infinite entries")
+
+
 def check_sample_shape(name: str, value: Any) -> torch.Size:
     """Raise a :class:`ValueError` naming ``name`` unless ``value`` is a shape: a sequence of integers >= 0 (a
     ``torch.Size`` or a tuple such as ``(1000,)``). A zero entry is allowed and gives an empty batch."""

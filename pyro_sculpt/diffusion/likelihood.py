@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from pyro_sculpt.diffusion.model import DiffusionModel, batch_shape_of, check_points, sum_event
-from pyro_sculpt.utils import check_positive_int
+from pyro_sculpt.utils import check_finite, check_positive_int
 
 
 def probability_flow_drift(model: DiffusionModel, x: torch.Tensor, t: float) -> torch.Tensor:
@@ -152,8 +152,7 @@ def probability_flow_log_prob(
         raise TypeError(f"model must be a DiffusionModel, got {type(model).__name__}")
     event_shape = model.event_shape
     check_points(x, event_shape, "x")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"x must be finite, got {int((~torch.isfinite(x)).sum())} NaN or infinite entries")
+    check_finite("x", x)
     check_positive_int("num_steps", num_steps)
     divergence = check_divergence(divergence, event_shape, num_probes)
     sched = model.schedule

@@ -10,7 +10,7 @@ import torch
 
 from pyro_sculpt.diffusion.model import DiffusionModel, check_points, time_like
 from pyro_sculpt.diffusion.schedules import NoiseSchedule, TimeLike, VPSchedule
-from pyro_sculpt.utils import DeviceLike, as_device
+from pyro_sculpt.utils import DeviceLike, as_device, check_finite
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -181,8 +181,8 @@ class GaussianMixtureOracle(DiffusionModel):
 
         :raises ValueError: for points that are not finite (a NaN log-density would pass for a number).
         """
-        if isinstance(x, torch.Tensor) and not bool(torch.isfinite(x).all()):
-            raise ValueError(f"x must be finite, got {int((~torch.isfinite(x)).sum())} NaN or infinite entries")
+        if isinstance(x, torch.Tensor):
+            check_finite("x", x)
         return torch.logsumexp(self.component_log_probs(x, t), -1)
 
     #: :meth:`log_prob` is the exact, normalised log-density (an energy model's is known up to a constant per level)

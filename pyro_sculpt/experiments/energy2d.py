@@ -51,6 +51,7 @@ from pyro_sculpt.mcmc import Rejuvenation
 from pyro_sculpt.metrics import assign_modes, energy_distance, grid_probabilities
 from pyro_sculpt.sculpting import compose
 from pyro_sculpt.sculpting.log_operators import Base, LogOperator, Mixture, Negation, Product
+from pyro_sculpt.utils import check_positive_int
 
 BOUNDS = [(-3.0, 3.0), (-3.0, 3.0)]
 #: the cross of the mixture task: 4 Gaussians of std 0.2 at distance 2 on the axes
@@ -475,8 +476,8 @@ def main(
     if bad or not variants:
         raise ValueError(f"variants must be among ['oracle', 'trained'], got {list(variants)}")
     for arg, value in (("corrector_steps", corrector_steps), ("seeds", seeds)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{arg} must be an integer >= 1 (or None for the size's), got {value!r}")
+        if value is not None:  # (None: the size's)
+            check_positive_int(arg, value)
     settings = Size.named(size)
     if corrector_steps is not None:
         settings.corrector_steps = corrector_steps

@@ -75,6 +75,7 @@ from pyro_sculpt.sculpting import (
 )
 from pyro_sculpt.sculpting.diffusion import GaussianMixtureClassifier
 from pyro_sculpt.sculpting.log_operators import Base, LogOperator, Negation, Product, Sculpt
+from pyro_sculpt.utils import check_positive_int
 
 #: the 3x3 lattice of mode positions
 LATTICE = torch.tensor([[x, y] for y in (-3.0, 0.0, 3.0) for x in (-3.0, 0.0, 3.0)])
@@ -643,8 +644,7 @@ def main(
     bad = [v for v in variants if v not in ("oracle", "trained", "energy")]
     if bad or not variants:
         raise ValueError(f"variants must be among ['oracle', 'trained', 'energy'], got {list(variants)}")
-    if isinstance(final_moves, bool) or not isinstance(final_moves, int) or final_moves < 0:
-        raise ValueError(f"final_moves must be an integer >= 0, got {final_moves!r}")
+    check_positive_int("final_moves", final_moves, 0)
     schedule = Schedule(variants=variants, three_models=not two_only, final_moves=final_moves, rrr=ring_product)
     if particles is not None:
         schedule.particles = particles

@@ -43,7 +43,7 @@ from pyro_sculpt.mcmc import IndependenceRejuvenation
 from pyro_sculpt.metrics import molecules as mm
 from pyro_sculpt.sculpting import contrast, harmonic_mean, mixture, product, reverse_contrast, sculpt
 from pyro_sculpt.sculpting.gflownet import ChildObservationClassifier
-from pyro_sculpt.utils import set_seed
+from pyro_sculpt.utils import check_positive_int, set_seed
 
 #: the tiny vocabulary of the ``"tiny"`` size: a ring, a linker, a heteroatom and a cap
 TINY_VOCABULARY = [("c1ccccc1", [0, 1, 2]), ("CC", [0, 1]), ("N", [0, 0]), ("O", [0]), ("F", [0])]
@@ -358,11 +358,7 @@ def main(
     """
     sch = schedule(size)
     if particles is not None:
-        if isinstance(particles, bool) or not isinstance(particles, int) or particles < 2:
-            raise ValueError(
-                f"particles must be an integer >= 2 (the diversity needs two molecules), got {particles!r}"
-            )
-        sch.particles = particles
+        sch.particles = check_positive_int("particles", particles, 2)  # the diversity needs two molecules
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     if three_models is not None:

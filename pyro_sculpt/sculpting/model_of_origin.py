@@ -8,6 +8,7 @@ import torch
 from pyro.distributions import Categorical
 
 from pyro_sculpt.sculpting.observations import Observations, PriorLike, check_weights
+from pyro_sculpt.utils import check_finite
 
 
 class ModelOfOrigin(Categorical):
@@ -59,9 +60,8 @@ class ModelOfOrigin(Categorical):
             log_prior = obs.log_priors()[1]
         else:
             log_prior = check_weights(prior, m, "prior").log()
-        if isinstance(x, torch.Tensor) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
-            bad = int((~torch.isfinite(x)).sum())
-            raise ValueError(f"x must be finite, got {bad} NaN or infinite entries in x of shape {tuple(x.shape)}")
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            check_finite("x", x)
         logits = classifier.terminal_logits(x)
         if bool(torch.isnan(logits).any()):
             raise ValueError(

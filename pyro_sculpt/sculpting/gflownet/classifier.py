@@ -32,7 +32,7 @@ from pyro_sculpt.sculpting.observations import (
 )
 from pyro_sculpt.train.checkpoint import Checkpointable, check_env, cpu_state_dict
 from pyro_sculpt.train.loop import EMA, TrainState, fit_loop
-from pyro_sculpt.utils import as_device, check_positive_int, logit
+from pyro_sculpt.utils import as_device, check_number, check_positive_int, logit
 
 CHECKPOINT_VERSION = 1
 
@@ -337,9 +337,7 @@ class ObservationClassifier(Checkpointable, Classifier):
         """
         bases = self._resolve_bases(bases)
         check_positive_int("batch_size", batch_size)
-        ok = isinstance(logit_alpha_range, (int, float)) and not isinstance(logit_alpha_range, bool)
-        if not ok or not math.isfinite(logit_alpha_range) or logit_alpha_range < 0:
-            raise ValueError(f"logit_alpha_range must be a finite number >= 0, got {logit_alpha_range!r}")
+        check_number("logit_alpha_range", logit_alpha_range, 0, strict=False)
         check_positive_int("ramp", ramp, 0)
         if nonterminal_reduction not in ("sum", "mean"):
             raise ValueError(f"nonterminal_reduction must be 'sum' or 'mean', got {nonterminal_reduction!r}")

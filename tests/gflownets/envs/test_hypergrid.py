@@ -88,7 +88,7 @@ def test_bad_inputs():
         with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
             ps.rewards.symmetric_shubert(temperature=temperature)
     for name, value in (("r0", 0.0), ("r1", float("nan")), ("r2", -1.0), ("r2", float("inf"))):
-        with pytest.raises(ValueError, match=f"{name} of the original reward must be a finite number"):
+        with pytest.raises(ValueError, match=f"{name} must be a finite number"):
             ps.rewards.original(**{name: value})
     assert ps.gflownets.reward_names(ps.rewards.GridReward) == ["circle", "diagonal_sigmoid", "original",
                                                                "symmetric_shubert"]  # fmt: skip

@@ -13,6 +13,7 @@ import torch
 
 from pyro_sculpt.gflownets.registry import get_reward, register_reward, reward_from_config, reward_names
 from pyro_sculpt.gflownets.rewards import Reward
+from pyro_sculpt.utils import check_number
 
 
 class GridReward(Reward):
@@ -37,11 +38,8 @@ class OriginalReward(GridReward):
     """
 
     def __init__(self, r0: float = 0.1, r1: float = 0.5, r2: float = 2.0):
-        for name, value, low in (("r0", r0, "> 0"), ("r1", r1, ">= 0"), ("r2", r2, ">= 0")):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not ok or (value <= 0 if name == "r0" else value < 0):
-                raise ValueError(f"{name} of the original reward must be a finite number {low}, got {value!r}")
-        self.r0, self.r1, self.r2 = float(r0), float(r1), float(r2)
+        self.r0 = check_number("r0", r0, 0, strict=True)
+        self.r1, self.r2 = check_number("r1", r1, 0, strict=False), check_number("r2", r2, 0, strict=False)
 
     def params(self) -> dict:
         return {"r0": self.r0, "r1": self.r1, "r2": self.r2}
@@ -70,10 +68,7 @@ class SymmetricShubert(GridReward):
     MX = 210.27662470796076
 
     def __init__(self, temperature: float = 0.5):
-        ok = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
-        if not ok or not math.isfinite(temperature) or not temperature > 0:
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-        self.temperature = float(temperature)
+        self.temperature = check_number("temperature", temperature, 0, strict=True)
 
     def params(self) -> dict:
         return {"temperature": self.temperature}
