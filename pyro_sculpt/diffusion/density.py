@@ -103,7 +103,7 @@ from typing import Optional, Sequence
 import torch
 
 from pyro_sculpt.diffusion.model import DiffusionModel, describe_event
-from pyro_sculpt.diffusion.samplers.base import NonFiniteScoreError, ReverseDiffusionProcess
+from pyro_sculpt.diffusion.samplers.base import NonFiniteScoreError, ReverseDiffusionProcess, check_one_score_steps
 from pyro_sculpt.diffusion.schedules import NoiseSchedule
 from pyro_sculpt.utils import check_positive_int, progress
 
@@ -511,7 +511,9 @@ def sample_with_log_density(
     :param models: the models whose log-densities are tracked (default ``[sampler.model]``); they must share the
         sampler's schedule and event shape.
     :param second_order: see :class:`PathDensityTracker`; ``"none"`` (first order) needs steps whose noise is the
-        forward diffusion's (not a DDIM sampler with ``0 < eta < 1``, not a corrector).
+        forward diffusion's, as the sampler declares by
+        :attr:`~pyro_sculpt.diffusion.ReverseDiffusionProcess.forward_noise` (not a DDIM sampler with
+        ``0 < eta < 1``, not a corrector, not a new sampler that does not declare it).
     :param num_probes: Rademacher probes of ``"hutchinson"``.
     :param seed: seed of a private generator for the noise and the probes (default the global generator).
     :param progress_bar: show a progress bar over the steps.
@@ -519,8 +521,11 @@ def sample_with_log_density(
     :returns: ``(x, log_q)``: the samples at ``t_min`` (more exactly the sampler's last time), shape
         ``(N, *event_shape)``, and the float64 log-densities, shape ``(N, m)``.
     :raises ValueError: for a deterministic sampler (its exact log-density is the probability-flow ODE's, see
-        :func:`~pyro_sculpt.diffusion.probability_flow_log_prob`), a corrector with ``second_order="none"``, or
+        :func:`~pyro_sculpt.diffusion.probability_flow_log_prob`), a corrector or a sampler without
+        :attr:`~pyro_sculpt.diffusion.ReverseDiffusionProcess.forward_noise` with ``second_order="none"``, or
         models that do not match the sampler.
+    :raises TypeError: for a sampler whose class overrides ``step_dist`` (its steps would be replaced by the table
+        of one-score steps that tracking runs).
     :raises ~pyro_sculpt.diffusion.NonFiniteScoreError: if a tracked model's score or log-density, or the drift's
         score, is NaN or infinite at some step (the message names the model and the step).
 
@@ -559,13 +564,14 @@ def sample_with_log_density(
             "second_order='none' cannot track a predictor-corrector sampler: its Langevin corrector steps (at a "
             "fixed time) need the second-order term; use second_order='exact', 'hutchinson' or 'auto'"
         )
-    eta = getattr(sampler, "eta", 1.0)
-    if tracker.second_order == "none" and eta != 1.0:
+    if tracker.second_order == "none" and not sampler.forward_noise:
         raise ValueError(
-            f"second_order='none' needs steps whose noise is the forward diffusion's; {sampler!r} has eta={eta} "
-            "(its noise variance is eta^2 times the ancestral one), so the plain Itô sum would be biased; use "
+            f"second_order='none' needs steps whose noise is the forward diffusion's, and {sampler!r} does not "
+            "declare it (its forward_noise is False: e.g. DDIMSampler with eta < 1, whose noise variance is eta^2 "
+            "times the ancestral one, or a sampler that does not say), so the plain Itô sum could be biased; use "
             "second_order='exact', 'hutchinson' or 'auto' (a second-order expansion, valid for any noise level)"
         )
+    check_one_score_steps(sampler, "sampler")
     device = sampler.device
     gen = None
     if seed is not None:

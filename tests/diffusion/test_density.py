@@ -417,3 +417,67 @@ def test_a_non_finite_score_raises_instead_of_returning_nan():
         sample_with_log_density(EulerMaruyamaSampler(bad, 30), 100, seed=0)  # the drift
     with pytest.raises(NonFiniteScoreError, match="models\\[1\\] gives a non-finite"):
         sample_with_log_density(EulerMaruyamaSampler(good, 30), 100, [good, bad], seed=0)  # tracked only
+
+
+class _PartialNoiseSampler(ps.diffusion.ReverseDiffusionProcess):
+    """A user's sampler of the reverse SDEs that share the forward marginals, :math:`dx = [f x - (1 + l^2)/2\\, g^2
+    s]\\, dt + l\\, g\\, dw` (Euler steps): its noise is the forward diffusion's only at ``l = 1``."""
+
+    def __init__(self, model, num_steps, noise_scale):
+        self.noise_scale = noise_scale
+        super().__init__(model, num_steps)
+
+    def _build(self):
+        sched, l2 = self.schedule, self.noise_scale**2
+        for k in range(self.num_steps):
+            t, s = float(self.times[k]), float(self.times[k + 1])
+            tt = torch.tensor(t, dtype=F64)
+            f, g2 = float(sched.drift(tt)), float(sched.diffusion2(tt))
+            dt = t - s
+            self._add_step("predictor", t, 1.0 - f * dt, 0.5 * (1 + l2) * g2 * dt, math.sqrt(l2 * g2 * dt))
+
+
+class _DeclaredForwardNoise(_PartialNoiseSampler):
+    forward_noise = True
+
+
+def test_a_new_sampler_is_tracked_to_first_order_only_if_it_declares_forward_noise():
+    o = five_modes()
+    half = _PartialNoiseSampler(o, 500, 0.5)
+    assert not half.forward_noise
+    assert EulerMaruyamaSampler(o, 10).forward_noise and AncestralSampler(o, 10).forward_noise
+    assert not DDIMSampler(o, 10, eta=0.5).forward_noise and PredictorCorrectorSampler(o, 10).forward_noise
+    with pytest.raises(ValueError, match="forward_noise is False"):  # was tracked silently, 8 nats off on average
+        sample_with_log_density(half, 10, second_order="none")
+    err = errors(half, [o], second_order="exact")
+    assert err.abs().mean() <= 0.02  # the second-order term holds for any noise level
+    declared = _DeclaredForwardNoise(o, 500, 1.0)
+    err = errors(declared, [o], second_order="none")  # accepted: the plain Itô sum at its usual O(sqrt(dt)) error
+    assert err.abs().mean() <= 0.6
+
+
+class _TwoScoreSampler(EulerMaruyamaSampler):
+    """A sampler whose own step evaluates the score twice (a Heun-like predictor), which one-score composition
+    cannot express."""
+
+    def step_dist(self, state, t):
+        if t == 0:
+            return super().step_dist(state, t)
+        s1 = self.score(state, t)
+        return self.step_from_score(state, t, 0.5 * (s1 + self.model.score(state, self.score_time(t) * 0.99)))
+
+
+def test_a_sampler_with_its_own_step_dist_is_refused_where_steps_are_rebuilt_from_one_score():
+    o1, o2 = five_modes(), five_modes(0.5)
+    a, b = _TwoScoreSampler(o1, 20), _TwoScoreSampler(o2, 20)
+    for build in (lambda: ps.mixture(a, b), lambda: ps.product(a, b), lambda: sample_with_log_density(a, 10)):
+        with pytest.raises(TypeError, match="overrides step_dist"):
+            build()
+    assert ps.ProcessDistribution(a).sample((5,)).shape == (5, 2)  # alone it runs its own steps
+
+
+def test_a_deterministic_sampler_without_a_log_prob_says_so():
+    o = five_modes()
+    ode = _PartialNoiseSampler(o, 10, 0.0)
+    with pytest.raises(NotImplementedError, match="is deterministic.*probability_flow_log_prob"):
+        ps.ProcessDistribution(ode).log_prob(torch.zeros(3, 2, dtype=F64))

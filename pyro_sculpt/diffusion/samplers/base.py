@@ -304,6 +304,19 @@ class ReverseDiffusionProcess(IterativeProcess):
         score-only target)."""
         return [self.model], None
 
+    @property
+    def forward_noise(self) -> bool:
+        """Whether the noise of every stochastic step is the forward diffusion's (the reverse SDE's: variance
+        :math:`g^2 \\Delta t` to first order), the condition under which the plain Itô density estimator
+        (:func:`~pyro_sculpt.diffusion.sample_with_log_density` with ``second_order="none"``) is consistent.
+
+        ``False`` in this base class, so that a new sampler is tracked with the second-order term (valid for any
+        noise level) unless it declares otherwise; :class:`AncestralSampler`, :class:`EulerMaruyamaSampler`,
+        :class:`PredictorCorrectorSampler` (its predictor steps) and :class:`DDIMSampler` with ``eta=1`` declare
+        ``True``. A subclass whose steps add the reverse SDE's noise overrides it.
+        """
+        return False
+
     def twist(self, **options):
         """The SMC twist of this sampler (see :func:`pyro_sculpt.infer.smc`): its model's, for a model that has one
         (a sculpted diffusion model: the classifier), else ``None`` (SMC then runs the sampler unweighted)."""
@@ -311,9 +324,37 @@ class ReverseDiffusionProcess(IterativeProcess):
         return make(self, **options) if make is not None else None
 
     def terminal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        if all(self._coefs[k][2] == 0.0 for k in range(1, self.max_steps)):
+            raise NotImplementedError(
+                f"{type(self).__name__} is deterministic (no step adds noise) but defines no terminal_log_prob: its "
+                "output's log-density is the probability-flow ODE's; override terminal_log_prob with "
+                "pyro_sculpt.diffusion.probability_flow_log_prob (as DDIMSampler(eta=0) and ProbabilityFlowSampler do)"
+            )
         raise NotImplementedError(
             f"{type(self).__name__} is stochastic: its output has no tractable log-probability; use "
             "DDIMSampler(eta=0) or ProbabilityFlowSampler, whose log_prob is the probability-flow ODE's"
+        )
+
+
+def check_one_score_steps(sampler: ReverseDiffusionProcess, name: str = "sampler") -> None:
+    """Raise a :class:`TypeError` naming ``name`` if ``sampler``'s class overrides
+    :meth:`~ReverseDiffusionProcess.step_dist`.
+
+    Mixtures, classifier-free compositions and density tracking step a sampler through
+    :meth:`~ReverseDiffusionProcess.step_from_score`: one score at the step's start, the step's table
+    :math:`(a_k, b_k, c_k)`. A sampler whose own ``step_dist`` does something else (a second-order method that
+    evaluates the score twice, say) would silently be run as that table instead.
+
+    Example::
+
+        check_one_score_steps(AncestralSampler(oracle, 100))  # passes
+    """
+    if type(sampler).step_dist is not ReverseDiffusionProcess.step_dist:
+        raise TypeError(
+            f"{name} ({type(sampler).__name__}) overrides step_dist, but mixtures, classifier-free compositions and "
+            "density tracking build every step from one score with step_from_score (the table of _add_step), so "
+            "its own steps would be silently replaced; a sampler for them must define its steps with _add_step only "
+            "(a step linear in one score: a multi-evaluation method such as Heun's cannot be composed this way)"
         )
 
 

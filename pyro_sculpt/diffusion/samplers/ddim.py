@@ -68,6 +68,14 @@ class DDIMSampler(ReverseDiffusionProcess):
             a, b, c = ddim_coefficients(self._sched(t), self._sched(s), self.eta)
             self._add_step(kind, t, a, b, c)
 
+    def __repr__(self) -> str:
+        return f"DDIMSampler(model={self.model!r}, num_steps={self.num_steps}, eta={self.eta})"
+
+    @property
+    def forward_noise(self) -> bool:
+        """``eta == 1``: the ancestral noise (see :attr:`ReverseDiffusionProcess.forward_noise`)."""
+        return self.eta == 1.0
+
     def terminal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         if self.eta != 0.0:
             return super().terminal_log_prob(x)

@@ -21,6 +21,9 @@ class EulerMaruyamaSampler(ReverseDiffusionProcess):
         x = ps.ProcessDistribution(EulerMaruyamaSampler(oracle, num_steps=1000)).sample((2000,))
     """
 
+    #: its noise is the reverse SDE's (:attr:`ReverseDiffusionProcess.forward_noise`)
+    forward_noise = True
+
     def _build(self) -> None:
         for k in range(self.num_steps):
             t, s = float(self.times[k]), float(self.times[k + 1])

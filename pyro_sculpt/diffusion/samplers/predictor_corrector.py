@@ -52,6 +52,10 @@ class PredictorCorrectorSampler(ReverseDiffusionProcess):
         self.snr = snr
         super().__init__(model, num_steps, **kwargs)
 
+    #: its predictor steps add the forward diffusion's noise (:attr:`ReverseDiffusionProcess.forward_noise`; the
+    #: corrector steps need the second-order term whatever it says)
+    forward_noise = True
+
     def _build(self) -> None:
         for k in range(self.num_steps):
             t, s = float(self.times[k]), float(self.times[k + 1])

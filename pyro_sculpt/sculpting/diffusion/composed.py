@@ -31,6 +31,7 @@ from torch.distributions import constraints
 from pyro_sculpt.diffusion.likelihood import probability_flow_log_prob
 from pyro_sculpt.diffusion.model import batch_shape_of, per_batch
 from pyro_sculpt.diffusion.samplers import NonFiniteScoreError, ReverseDiffusionProcess
+from pyro_sculpt.diffusion.samplers.base import check_one_score_steps
 from pyro_sculpt.infer.twist import Twist
 from pyro_sculpt.mcmc import (
     GaussianKDE,
@@ -338,6 +339,7 @@ class ComposedDiffusionProcess(IterativeProcess):
             samplers = [as_sampler(bases[0], "bases[0]")]
         else:
             samplers = check_diffusion_bases(bases, same_sampler=True)
+        check_one_score_steps(samplers[0], "bases[0]")  # its steps are rebuilt from the composed score
         if not isinstance(operator, LogOperator):
             raise TypeError(f"operator must be a LogOperator, got {type(operator).__name__}")
         if operator.num_bases != len(samplers):

@@ -10,6 +10,7 @@ from torch.distributions import constraints
 
 from pyro_sculpt.diffusion.model import batch_shape_of, per_batch
 from pyro_sculpt.diffusion.samplers import NonFiniteScoreError
+from pyro_sculpt.diffusion.samplers.base import check_one_score_steps
 from pyro_sculpt.processes.process import IterativeProcess
 from pyro_sculpt.sculpting.diffusion.bases import DiffusionBase, check_classifier_bases, check_diffusion_bases
 from pyro_sculpt.sculpting.diffusion.score import check_diffusion_classifier, composed_score, is_diffusion_classifier
@@ -56,6 +57,7 @@ class DiffusionMixtureProcess(IterativeProcess):
         self, bases: Sequence[DiffusionBase], weights: Optional[PriorLike] = None, *, device: DeviceLike = None
     ):
         self.samplers = check_diffusion_bases(bases, same_sampler=True)
+        check_one_score_steps(self.samplers[0], "bases[0]")  # its steps are rebuilt from the selected base's score
         self.sampler = self.samplers[0]
         self.bases = [s.model for s in self.samplers]
         self.base_processes = self.samplers
