@@ -12,7 +12,18 @@ Example::
 """
 
 from pyro_sculpt.mcmc.adaptation import StepSizeAdapter
-from pyro_sculpt.mcmc.base import MCMCInfo, MCMCKernel, MCMCState, NoiseSource, noise_source
+from pyro_sculpt.mcmc.base import (
+    MCMCInfo,
+    MCMCKernel,
+    MCMCState,
+    NoiseSource,
+    metropolis,
+    noise_source,
+    per_particle,
+    select,
+    standard_normal,
+    standard_uniform,
+)
 from pyro_sculpt.mcmc.chain import ChainTrace, run_chains
 from pyro_sculpt.mcmc.corrector import CorrectorMessenger, PyroNoise, corrector
 from pyro_sculpt.mcmc.diagnostics import level_diagnostics, plot_level_diagnostics
@@ -56,10 +67,15 @@ __all__ = [
     "leapfrog",
     "level_diagnostics",
     "log_density_target",
+    "metropolis",
     "noise_source",
     "operator_target",
+    "per_particle",
     "plot_level_diagnostics",
     "run_chains",
     "score_target",
+    "select",
+    "standard_normal",
+    "standard_uniform",
     "trapezoid_log_ratio",
 ]

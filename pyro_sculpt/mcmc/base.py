@@ -109,7 +109,12 @@ def check_step_size(step_size: StepSize, num_particles: Optional[int] = None, na
 
 def per_particle(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """A number, or a scalar or ``(N,)`` tensor, ``v`` broadcastable against ``like`` ``(N,) + event_shape``, in its
-    dtype."""
+    dtype.
+
+    Example::
+
+        x_new = x + ps.mcmc.per_particle(step_size, x).sqrt() * ps.mcmc.standard_normal(x, "proposal")
+    """
     if not isinstance(v, torch.Tensor):
         v = torch.tensor(float(v), dtype=torch.float64)  # not the default dtype: 0.1 stays 0.1 for float64 states
     v = v.to(device=like.device, dtype=like.dtype)
@@ -177,12 +182,23 @@ def noise_source(source: Optional[NoiseSource]):
 
 
 def standard_normal(like: torch.Tensor, name: str) -> torch.Tensor:
-    """Standard normal draws of ``like``'s shape from the current :class:`NoiseSource`."""
+    """Standard normal draws of ``like``'s shape from the current :class:`NoiseSource` (a Pyro site under a
+    corrector), ``name`` saying what they are for (``"proposal"``, ``"momentum"``, ...).
+
+    Example::
+
+        noise = ps.mcmc.standard_normal(state.x, "proposal")
+    """
     return _NOISE[-1].normal(like, name)
 
 
 def standard_uniform(shape: torch.Size, device: torch.device, name: str = "accept") -> torch.Tensor:
-    """Uniform float64 draws from the current :class:`NoiseSource`."""
+    """Uniform float64 draws from the current :class:`NoiseSource`.
+
+    Example::
+
+        u = ps.mcmc.standard_uniform(torch.Size([n]), x.device)
+    """
     return _NOISE[-1].uniform(torch.Size(shape), device, name)
 
 
@@ -193,7 +209,13 @@ def accept_probability(log_alpha: torch.Tensor) -> torch.Tensor:
 
 
 def metropolis(log_alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One independent Metropolis test per particle: ``(accept_prob, accepted)``."""
+    """One independent Metropolis test per particle: ``(accept_prob, accepted)``, from ``log_alpha`` ``(N,)`` (NaN
+    read as a rejection), its uniform drawn from the current :class:`NoiseSource`.
+
+    Example::
+
+        prob, accepted = ps.mcmc.metropolis(log_p_new - log_p)   # a random-walk Metropolis test
+    """
     prob = accept_probability(log_alpha)
     u = standard_uniform(prob.shape, prob.device, "accept")
     return prob, u < prob
@@ -244,7 +266,12 @@ def finite_proposal(x: torch.Tensor, log_p: Optional[torch.Tensor], grad: torch.
 
 def select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a`` where ``mask`` (``(N,)``) else ``b``, per particle (new tensor; NaNs of the unselected side are
-    dropped)."""
+    dropped).
+
+    Example::
+
+        x = ps.mcmc.select(accepted, x_new, x)
+    """
     return torch.where(mask.reshape(mask.shape + (1,) * (a.dim() - 1)), a, b)
 
 
@@ -262,8 +289,15 @@ class MCMCKernel(ABC):
         unadjusted ones (ULA, U-HMC) use :math:`K = 2` (no extra score evaluation) for their diagnostic acceptance
         probability.
 
-    Subclasses implement :meth:`_step`. :attr:`default_target_accept` is the acceptance rate the step-size adapter
-    aims at by default.
+    Subclasses implement :meth:`_step` (``(state, step_size (N,) or ()) -> (state, info)``), evaluating the target
+    with :meth:`evaluate` and drawing every random number with :func:`standard_normal` and :func:`metropolis` (or
+    :func:`standard_uniform`), all in ``ps.mcmc``: those draws come from the current :class:`NoiseSource`, so under
+    :func:`~pyro_sculpt.mcmc.corrector` each is a Pyro sample site that a trace can replay; a draw from
+    ``torch.randn`` is invisible to Pyro (no site, a replayed trace with another log-probability).
+    :func:`per_particle` broadcasts a step size against the states and :func:`select` keeps each particle's move or
+    its old value. The kernel is then passed by class where kernels plug in (``ps.mcmc.Rejuvenation(kernel=MyKernel,
+    ...)``, ``ps.mcmc.corrector(kernel=MyKernel, ...)``); no registration. :attr:`default_target_accept` is the
+    acceptance rate the step-size adapter aims at by default.
 
     Example::
 
@@ -334,12 +368,21 @@ class MCMCKernel(ABC):
                 f"log_prob_and_grad returned a gradient of shape {shape} for x of shape {tuple(x.shape)}: expected the "
                 "shape of x"
             )
-        return log_p.double(), grad.to(x.dtype)
+        log_p = log_p.double()
+        pole = torch.nonzero(log_p == math.inf).flatten()
+        if pole.numel():
+            raise ValueError(
+                f"log_prob_and_grad returned +inf at particle {int(pole[0])}: a log-density must be finite, or -inf "
+                "outside the support (a target with a pole cannot be normalised, and a Metropolis test would accept "
+                "every move onto it)"
+            )
+        return log_p, grad.to(x.dtype)
 
     def init(self, x: torch.Tensor) -> MCMCState:
         """The state of chains at ``x`` ``(N,) + event_shape``: evaluates and caches the target (and draws a
         momentum for the Hamiltonian kernels). Raises a :class:`ValueError` if a log-density is NaN or
-        :math:`+\\infty`, or if a per-particle step size does not have ``N`` entries."""
+        :math:`+\\infty`, a gradient is not finite where the log-density is, or a per-particle step size does not
+        have ``N`` entries."""
         if not isinstance(x, torch.Tensor) or x.dim() < 1 or not x.is_floating_point():
             raise ValueError(
                 f"x must be a floating tensor (N,) + event_shape, got "
@@ -349,6 +392,12 @@ class MCMCKernel(ABC):
         x = x.detach()
         log_p, grad = self.evaluate(x)
         check_start(log_p, "the target's log-density", "particle")
+        bad = torch.nonzero(torch.isfinite(log_p) & ~torch.isfinite(grad.reshape(grad.shape[0], -1)).all(-1)).flatten()
+        if bad.numel():
+            raise ValueError(
+                f"x: the target's gradient has NaN or infinite entries at particle {int(bad[0])}, where its "
+                "log-density is finite (every move from there would be rejected)"
+            )
         mom = standard_normal(x, "initial_momentum") if self.uses_momentum else None
         return MCMCState(x, log_p, grad, mom)
 

@@ -152,8 +152,10 @@ class Gibbs:
         cand = x.unsqueeze(1).repeat(1, kmax, 1)  # (N, K, D)
         rows = torch.arange(n, device=x.device)
         cand[rows, :, coord] = values.expand(n, kmax)
-        lp = self.evaluate(cand.reshape(n * kmax, -1)).reshape(n, kmax)
-        lp = torch.nan_to_num(lp, nan=-math.inf).masked_fill(values >= sizes[coord].unsqueeze(-1), -math.inf)
+        valid = values < sizes[coord].unsqueeze(-1)  # (N, K): only states of the space reach log_prob
+        lp = torch.full((n, kmax), -math.inf, dtype=torch.float64, device=x.device)
+        lp[valid] = self.evaluate(cand[valid])
+        lp = torch.nan_to_num(lp, nan=-math.inf)
         k = torch.distributions.Categorical(logits=lp).sample()
         return cand[rows, k], lp[rows, k]
 

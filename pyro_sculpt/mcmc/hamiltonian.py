@@ -19,7 +19,8 @@ from typing import Callable, Union
 
 import torch
 
-from pyro_sculpt.mcmc.base import per_particle, sq_norm, standard_normal
+from pyro_sculpt.mcmc.base import check_step_size, per_particle, sq_norm, standard_normal
+from pyro_sculpt.utils import check_positive_int
 
 
 def leapfrog(
@@ -34,21 +35,23 @@ def leapfrog(
 
     :param evaluate: the target, ``x -> (log pi (N,), grad)``.
     :param x: positions ``(N, ...)``; :param p: momenta (same shape); :param grad: :math:`\\nabla\\log\\pi(x)`.
-    :param step_size: :math:`\\epsilon`, a number or a tensor ``()`` or ``(N,)``.
+    :param step_size: :math:`\\epsilon`, a number or a tensor ``()`` or ``(N,)``, finite and > 0.
+    :param num_steps: leapfrog steps, an int >= 1.
+    :raises ValueError: naming the argument, for a step size that is not finite and positive or ``num_steps < 1``.
 
     Example::
 
         x1, p1, log_prob, grad = ps.mcmc.leapfrog(target, x, p, grad, step_size=0.1, num_steps=10)
     """
-    eps = per_particle(step_size, x)
+    check_positive_int("num_steps", num_steps)
+    eps = per_particle(check_step_size(step_size, x.shape[0]), x)
     half = 0.5 * eps
-    log_p = None
+    log_p = grad.new_empty(0)
     for _ in range(num_steps):
         p_half = p + half * grad
         x = x + eps * p_half
         log_p, grad = evaluate(x)
         p = p_half + half * grad
-    assert log_p is not None
     return x, p, log_p, grad
 
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 
 from pyro_sculpt.mcmc.base import MCMCInfo, check_start, metropolis, per_chain, run_steps, select
-from pyro_sculpt.utils import check_positive_int
+from pyro_sculpt.utils import check_number, check_positive_int
 
 #: a log-weight or log-density: ``x (N, ...) -> (N,)``
 LogDensity = Callable[[torch.Tensor], torch.Tensor]
@@ -262,8 +262,7 @@ class IndependenceRejuvenation:
             )
         if isinstance(num_centres, bool) or not isinstance(num_centres, int) or num_centres < 2:
             raise ValueError(f"num_centres must be an int >= 2, got {num_centres!r}")
-        if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not bandwidth > 0:
-            raise ValueError(f"bandwidth must be a number > 0, got {bandwidth!r}")
+        check_number("bandwidth", bandwidth, 0.0, strict=True)
         if isinstance(ode_steps, bool) or not isinstance(ode_steps, int) or ode_steps < 1:
             raise ValueError(f"ode_steps must be an int >= 1, got {ode_steps!r}")
         if not isinstance(refit, bool):

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from pyro_sculpt.utils import check_positive_int
+from pyro_sculpt.utils import check_number, check_positive_int
 
 
 class GaussianKDE:
@@ -45,8 +45,7 @@ class GaussianKDE:
             shape = tuple(points.shape) if isinstance(points, torch.Tensor) else type(points).__name__
             raise ValueError(f"points must be a tensor (N, ...) of at least 2 particles, got {shape}")
         num_centres = check_positive_int("num_centres", num_centres)
-        if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not bandwidth > 0:
-            raise ValueError(f"bandwidth must be a number > 0, got {bandwidth!r}")
+        check_number("bandwidth", bandwidth, 0.0, strict=True)
         flat = points.detach().reshape(points.shape[0], -1).double()
         if not bool(torch.isfinite(flat).all()):
             raise ValueError("points must be finite (a NaN or infinite particle cannot carry a kernel)")

@@ -31,7 +31,7 @@ import torch
 from pyro_sculpt.mcmc.base import MCMCInfo, check_start, metropolis, per_chain, run_steps, select
 from pyro_sculpt.mcmc.independence import LogDensity
 from pyro_sculpt.mcmc.kde import GaussianKDE
-from pyro_sculpt.utils import check_positive_int
+from pyro_sculpt.utils import check_number, check_positive_int
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,7 @@ class PopulationIndependenceMH:
             raise TypeError(f"log_prob must be callable x (N, ...) -> (N,), got {type(log_prob).__name__}")
         self.log_prob = log_prob
         self.num_centres = check_positive_int("num_centres", num_centres)
-        if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not bandwidth > 0:
-            raise ValueError(f"bandwidth must be a number > 0, got {bandwidth!r}")
+        check_number("bandwidth", bandwidth, 0.0, strict=True)
         self.bandwidth = float(bandwidth)
 
     def __repr__(self) -> str:

@@ -242,3 +242,36 @@ def test_pyro_noise_alone_numbers_the_steps():
     with pytest.raises(TypeError, match="source must be a NoiseSource"):
         with ps.mcmc.noise_source("torch"):
             pass
+
+
+class _RandomWalk(ps.mcmc.MCMCKernel):
+    """A user's kernel from the public pieces only: random-walk Metropolis."""
+
+    def _step(self, state, step_size):
+        prop = state.x + ps.mcmc.per_particle(step_size, state.x).sqrt() * ps.mcmc.standard_normal(state.x, "proposal")
+        log_p, grad = self.evaluate(prop)
+        log_alpha = log_p - state.log_prob
+        prob, ok = ps.mcmc.metropolis(log_alpha)
+        x, grad = ps.mcmc.select(ok, prop, state.x), ps.mcmc.select(ok, grad, state.grad)
+        new = ps.mcmc.MCMCState(x, torch.where(ok, log_p, state.log_prob), grad)
+        return new, ps.mcmc.MCMCInfo(prob, ok, step_size, log_alpha)
+
+
+def test_a_user_kernel_from_the_public_pieces_is_exact_and_its_draws_are_sites():
+    torch.manual_seed(0)
+    scale = torch.tensor([1.0, 0.3], dtype=torch.float64)
+
+    def target(x):
+        return -0.5 * (x / scale).pow(2).sum(-1), -x / scale**2
+
+    kernel = _RandomWalk(target, 0.2)
+    state = kernel.init(torch.randn(20_000, 2, dtype=torch.float64) * scale)  # exact samples: they must stay exact
+    for _ in range(20):
+        state, info = kernel.step(state)
+    assert torch.allclose(state.x.std(0), scale, rtol=0.03) and state.x.mean(0).abs().max() < 0.03
+    assert 0.2 < float(info.accept_prob.mean()) < 0.9
+    s1, s2 = _bases()
+    model = ps.mcmc.corrector(lambda: ps.run("x", ps.product(s1, s2).process, num_particles=10), kernel=_RandomWalk,
+                              num_steps=1, step_size=0.05)  # fmt: skip
+    sites = _corrector_sites(poutine.trace(model).get_trace())
+    assert {s["infer"][CORRECTOR_INFER]["draw"] for s in sites} == {"proposal", "accept"}

@@ -143,13 +143,23 @@ def test_corrector_bad_input():
         ps.mcmc.corrector(kernel="mala", line_integral=1)
 
 
-@pytest.mark.parametrize("kernel", [ps.mcmc.ULA, ps.mcmc.UHMC])
-def test_unadjusted_kernels_reject_a_non_finite_move_alone(kernel):
-    # log pi = -|x|: its gradient is NaN at 0 exactly; an unadjusted kernel used to move there to NaN, "accepted"
+class _NoNoise(ps.mcmc.NoiseSource):
+    """Zero Gaussian draws: deterministic moves."""
+
+    def normal(self, like, name):
+        return torch.zeros_like(like)
+
+
+@pytest.mark.parametrize("kernel, step", [(ps.mcmc.ULA, 0.25), (ps.mcmc.UHMC, 0.5)])
+def test_unadjusted_kernels_reject_a_non_finite_move_alone(kernel, step):
+    # log pi = -|x|: its gradient is NaN at 0 exactly; without noise both kernels move (0.125, 0) to 0 exactly (ULA:
+    # x + h/2 grad; UHMC, one leapfrog step from zero momentum: x + eps^2/2 grad), where an unadjusted kernel used to
+    # move to NaN, "accepted"
     target = ps.mcmc.log_density_target(lambda x: -(x**2).sum(-1).sqrt())
-    x = torch.zeros(3, 2, dtype=torch.float64)
-    x[2] = 1.0
-    state, info = kernel(target, 0.1).step(kernel(target, 0.1).init(x))
+    x = torch.tensor([[0.125, 0.0], [0.0, -0.125], [1.0, 1.0]], dtype=torch.float64)
+    with ps.mcmc.noise_source(_NoNoise()):
+        k = kernel(target, step)
+        state, info = k.step(k.init(x))
     assert torch.isfinite(state.x).all() and torch.equal(state.x[:2], x[:2])
     assert info.accepted.tolist() == [False, False, True]
 
@@ -199,3 +209,47 @@ def test_evaluations_count_the_line_integral_points():
         calls.clear()
         moves.move(torch.randn(7, 1), target if options else ps.mcmc.log_density_target(lambda x: _count(x, calls)))
         assert moves.num_evaluations == 1 + 10 * per_step == sum(calls) / 7, (options, sum(calls) / 7)  # per particle
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_a_pole_in_the_target_is_named_not_accepted(kernel):
+    # log pi = +inf inside |x| < 0.3: MALA and HMC accepted every move onto it and stuck there, in silence
+    def pole(x):
+        lp, g = gauss(x)
+        return torch.where(x.norm(dim=-1) < 0.3, torch.full_like(lp, float("inf")), lp), g
+
+    k = kernel(pole, 0.5)
+    state = k.init(torch.full((200, 2), 2.0))
+    with pytest.raises(ValueError, match=r"returned \+inf at particle \d+: a log-density must be finite, or -inf"):
+        for _ in range(30):
+            state, _ = k.step(state)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_a_start_with_a_non_finite_gradient_is_refused(kernel):
+    def nan_grad(x):
+        lp, g = gauss(x)
+        return lp, torch.where(x[:, :1] > 0, torch.full_like(g, float("nan")), g)
+
+    with pytest.raises(ValueError, match="gradient has NaN or infinite entries at particle 1"):
+        kernel(nan_grad, 0.1).init(torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
+
+
+def test_the_public_leapfrog_checks_its_arguments():
+    x = torch.zeros(3, 2)
+    p, g = torch.ones(3, 2), torch.zeros(3, 2)
+    for bad in (float("nan"), float("inf"), 0.0, -0.1):
+        with pytest.raises(ValueError, match="step_size must be finite and > 0"):
+            ps.mcmc.leapfrog(gauss, x, p, g, bad, 3)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="num_steps must be an integer >= 1"):
+            ps.mcmc.leapfrog(gauss, x, p, g, 0.1, bad)
+    x1, p1, lp1, g1 = ps.mcmc.leapfrog(gauss, x, p, g, 0.1, 3)
+    assert x1.shape == (3, 2) and lp1.shape == (3,)
+
+
+def test_an_infinite_bandwidth_is_refused():
+    with pytest.raises(ValueError, match="bandwidth must be a finite number > 0, got inf"):
+        ps.mcmc.GaussianKDE(torch.randn(10, 2), bandwidth=float("inf"))
+    with pytest.raises(ValueError, match="bandwidth must be a finite number > 0"):
+        ps.mcmc.PopulationIndependenceMH(lambda x: -x.pow(2).sum(-1), bandwidth=float("inf"))

@@ -40,7 +40,7 @@ def test_bad_input():
         ps.mcmc.GaussianKDE(torch.randn(1, 2))
     with pytest.raises(ValueError, match="num_centres must be"):
         ps.mcmc.GaussianKDE(torch.randn(10, 2), num_centres=0)
-    with pytest.raises(ValueError, match="bandwidth must be a number > 0"):
+    with pytest.raises(ValueError, match="bandwidth must be a finite number > 0"):
         ps.mcmc.GaussianKDE(torch.randn(10, 2), bandwidth=0.0)
     with pytest.raises(ValueError, match="points must be finite"):
         ps.mcmc.GaussianKDE(torch.tensor([[0.0, 1.0], [float("nan"), 0.0]]))
@@ -49,5 +49,5 @@ def test_bad_input():
         kde.log_prob(torch.randn(3, 3))
     with pytest.raises(ValueError, match="num_centres must be an int >= 2"):
         ps.mcmc.IndependenceRejuvenation(5, proposal="particles", num_centres=1)
-    with pytest.raises(ValueError, match="bandwidth must be a number > 0"):
+    with pytest.raises(ValueError, match="bandwidth must be a finite number > 0"):
         ps.mcmc.IndependenceRejuvenation(5, proposal="particles", bandwidth=-1)

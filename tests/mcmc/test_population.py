@@ -80,7 +80,7 @@ def test_bad_input():
         ps.mcmc.PopulationIndependenceMH(lambda x: x[:, :1]).init(torch.zeros(4, 2))
     with pytest.raises(TypeError, match="log_prob must be callable"):
         ps.mcmc.PopulationIndependenceMH(3.0)
-    with pytest.raises(ValueError, match="bandwidth must be a number > 0"):
+    with pytest.raises(ValueError, match="bandwidth must be a finite number > 0"):
         ps.mcmc.PopulationIndependenceMH(two_modes, bandwidth=0)
     with pytest.raises(TypeError, match="state must be a PopulationState"):
         kernel.step(torch.zeros(4, 2))
