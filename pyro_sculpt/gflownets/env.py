@@ -57,7 +57,24 @@ class DiscreteEnv(ABC):
 
     @abstractmethod
     def step(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """The states reached by ``actions``; the stop action (and any invalid action) leaves the state unchanged."""
+        """The states reached by ``actions``; the stop action (and any invalid action) leaves the state unchanged.
+
+        ``states`` ``(..., state_dim)`` and ``actions`` ``(...)`` have one batch shape: the library's processes call
+        :meth:`step_batch`, which broadcasts them first, so an environment need not broadcast itself.
+        """
+
+    def step_batch(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """:meth:`step` after broadcasting ``states`` ``(..., state_dim)`` against ``actions`` ``(...)`` (the first
+        step of :func:`pyro_sculpt.run` has one unbatched state and a batch of actions).
+
+        Example::
+
+            env.step_batch(env.initial_state(), torch.tensor([0, 1, 2]))  # (3, state_dim)
+        """
+        if states.shape[:-1] == actions.shape:
+            return self.step(states, actions)
+        batch = torch.broadcast_shapes(states.shape[:-1], actions.shape)
+        return self.step(states.expand(batch + states.shape[-1:]).contiguous(), actions.expand(batch).contiguous())
 
     def children(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """All children of all states in one batch.
@@ -161,6 +178,8 @@ class DiscreteEnv(ABC):
 
     @property
     def is_enumerable(self) -> bool:
+        """Whether every state can be listed (exact answers by dynamic programming). An enumerable environment
+        returns ``True`` here and defines :attr:`num_states`, :meth:`all_states`, :meth:`index` and :meth:`levels`."""
         return False
 
     def all_states(self, device: torch.device | str | None = None) -> torch.Tensor:

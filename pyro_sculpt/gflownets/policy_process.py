@@ -63,7 +63,7 @@ class DiscretePolicyProcess(IterativeProcess):
         return categorical(per_unique_state(self.env, self.action_log_probs, state, self.deduplicate))
 
     def transition(self, state: torch.Tensor, value: torch.Tensor, t: int) -> torch.Tensor:
-        return self.env.step(state, value)
+        return self.env.step_batch(state, value)
 
     def stops(self, state: torch.Tensor, value: torch.Tensor, t: int) -> torch.Tensor:
         return value == self.env.stop_action

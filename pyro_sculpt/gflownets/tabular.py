@@ -59,7 +59,10 @@ class TabularGFlowNet(nn.Module, DiscretePolicyProcess):
         :raises ValueError: if the log-rewards are not one finite value per state of ``env.all_states()``.
         """
         if not isinstance(env, DiscreteEnv) or not env.is_enumerable:
-            raise ValueError(f"env must be an enumerable DiscreteEnv, got {env!r}")
+            raise ValueError(
+                "env must be an enumerable DiscreteEnv (is_enumerable True, with num_states, all_states, index and "
+                f"levels), got {env!r}"
+            )
         states = env.all_states()
         log_r = reward if isinstance(reward, torch.Tensor) else reward(env, states)
         check_log_reward(log_r, states, "reward")

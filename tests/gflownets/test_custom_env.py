@@ -240,3 +240,30 @@ def test_a_registered_subclass_of_a_library_env_rebuilds_as_itself():
     env = ps.gflownets.env_from_config(MyGrid(2, 8).config())
     assert type(env) is MyGrid and env.same_as(MyGrid(2, 8)) and not env.same_as(ps.HyperGrid(2, 8))
     assert type(ps.gflownets.env_from_config(Unregistered(2, 8).config())) is ps.HyperGrid  # its registered base
+
+
+class _EqualShapesOnly(LineWalk):
+    """A ``step`` written for one batch shape of states and actions, as the protocol's docstring allows."""
+
+    def step(self, states, actions):
+        assert states.shape[:-1] == actions.shape, f"step got states {tuple(states.shape)}, actions {actions.shape}"
+        return super().step(states, actions)
+
+
+def test_step_sees_one_batch_shape_under_every_process():
+    # ps.run's first step has one unbatched state and a batch of actions: the processes broadcast before env.step
+    # (an environment whose step did not broadcast failed there with its own error)
+    env = _EqualShapesOnly(LENGTH)
+    p1, p2 = TabularGFlowNet.from_reward(env, R1), TabularGFlowNet.from_reward(env, R2)
+    for proc in (p1, ps.mixture(p1, p2).process, ps.product(p1, p2).process):
+        assert ps.run("x", proc, num_particles=50).shape == (50, 2)
+    assert ps.infer.smc(ps.product(p1, p2), 100, seed=0).x.shape == (100, 2)
+    assert env.step_batch(env.initial_state(), torch.tensor([0, 1, 2])).tolist() == [[1, 5], [1, 7], [0, 6]]
+
+
+def test_an_environment_without_is_enumerable_is_told_what_enumerable_needs():
+    class Listed(LineWalk):
+        is_enumerable = False  # all_states, index and levels alone do not make it enumerable
+
+    with pytest.raises(ValueError, match=r"enumerable DiscreteEnv \(is_enumerable True, with num_states, all_states"):
+        TabularGFlowNet.from_reward(Listed(LENGTH), R1)

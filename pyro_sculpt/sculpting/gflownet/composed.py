@@ -213,7 +213,7 @@ class ComposedProcess(IterativeProcess):
         lp0, lpb = lp0.expand(batch + lp0.shape[-2:]), lpb.expand(batch + lpb.shape[-1:])
         taken = lp0.gather(-2, a[..., None, None].expand(batch + (1, lp0.shape[-1]))).squeeze(-2)
         step_pb = lpb.gather(-1, a.unsqueeze(-1)).squeeze(-1)
-        return self.env.step(s, value), log_lik + taken.to(log_lik.dtype), log_pb + step_pb.to(log_pb.dtype)
+        return self.env.step_batch(s, value), log_lik + taken.to(log_lik.dtype), log_pb + step_pb.to(log_pb.dtype)
 
     def stops(self, state, value, t):
         return value == self.env.stop_action

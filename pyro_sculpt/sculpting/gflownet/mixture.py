@@ -117,7 +117,7 @@ class MixtureProcess(IterativeProcess):
             taken = lp.expand(batch + lp.shape[-2:]).gather(-1, idx).squeeze(-1)
         else:  # read the taken action's probability from the distinct-state table, without expanding it
             taken = lp[inverse, :, value]  # advanced indices around a slice: shape batch + (m,)
-        return self.env.step(s, value), log_rho + taken
+        return self.env.step_batch(s, value), log_rho + taken
 
     def stops(self, state, value, t):
         return value == self.env.stop_action
