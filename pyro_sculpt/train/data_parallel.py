@@ -318,8 +318,10 @@ def _activated(world: Optional[Distributed]) -> Iterator[None]:
 
 
 def is_main_process() -> bool:
-    """``False`` only on the ranks other than 0 of the active :func:`distributed` world (a real one, not
-    :meth:`Distributed.single_process`): what should print, draw progress bars and write files.
+    """``False`` only on the ranks other than 0: of the active :func:`distributed` world (a real one, not
+    :meth:`Distributed.single_process`), or, outside such a context, of torch's initialised default process group
+    (:func:`init_distributed`, or ``torch.distributed.init_process_group``): what should print, draw progress bars
+    and write files.
 
     Example::
 
@@ -327,7 +329,11 @@ def is_main_process() -> bool:
             print(res.ess)                           # once, on rank 0
     """
     world = _ACTIVE.get()
-    return world is None or world.emulated or world.is_main
+    if world is not None:
+        return world.emulated or world.is_main
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -211,3 +211,17 @@ def test_an_emulated_fit_without_a_seed_moves_the_global_generators_on():
     first, second = draws[:3], draws[3:]
     assert not set(first) & set(second)  # the second fit drew its own numbers (it replayed the first's before)
     assert torch.rand(()).item() not in draws
+
+
+def test_is_main_process_reads_torch_group_outside_a_distributed_context(monkeypatch, tmp_path):
+    # after init_distributed() (or init_process_group) without `with distributed(...)`, rank 1 used to say True:
+    # it printed and wrote checkpoints as rank 0 did
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: 1)
+    assert not is_main_process()
+    ps.GFlowNet(ENV, ps.rewards.symmetric_shubert(0.5), hidden=8).save(tmp_path / "a.pt")
+    assert not (tmp_path / "a.pt").exists()
+    with distributed(Distributed(rank=0, world_size=2)):  # an active world decides
+        assert is_main_process()
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: 0)
+    assert is_main_process()
