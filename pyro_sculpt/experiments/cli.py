@@ -236,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(the 3-model conjunction too at --size tiny only: at the full size its classifier is too slow to train), "
         "and the product QED x SA (SMC, then pseudo-marginal moves); write results.md, results.json, samples.json "
         "(every set's SMILES), scatter.png and molecules.png into --out. Models are cached in --out by their "
-        "settings and seed. --size full (the default) takes under 30 minutes on 2 CPU cores; --size tiny runs in "
-        "seconds.",
+        "settings and seed. --size full (the default) takes about 20 minutes on 2 CPU cores (each network's training "
+        "stops at its 3- or 5-minute limit; docs/molecules.md); --size tiny runs in seconds.",
         epilog=DISTRIBUTED_HELP,
     )
     molecules.add_argument("--size", choices=["full", "tiny"], default="full", help="run size (default full)")
