@@ -114,19 +114,20 @@ grid_heatmaps(panels, HEIGHT, FIGURES / "gflownets_two_models.png", ncols=5, sup
 # ![The two bases and their compositions](figures/gflownets_two_models.png)
 #
 # The "floor" is the L1 expected from as many *exact* samples of the target: an empirical L1 close to it means the
-# sampler's own error is below the sampling noise. At full size on the reference machine (2-core x86_64, torch 2.13
-# CPU, shared with other jobs), 2026-11-30, the bases reached exact L1 0.014 and 0.011 to their reward distributions,
-# and:
+# sampler's own error is below the sampling noise. At full size on a 2-core AMD EPYC (torch 2.13 CPU, one thread,
+# shared with three other jobs), 2026-12-03, the bases reached exact L1 0.017 and 0.011 to their reward
+# distributions, and:
 #
 # | operation | exact L1 | empirical L1 (100,000 samples) | floor |
 # |---|---|---|---|
-# | harmonic mean | 0.0326 | 0.0773 | 0.0699 |
-# | contrast | 0.0445 | 0.0844 | 0.0715 |
-# | reverse contrast | 0.0485 | 0.0784 | 0.0644 |
+# | harmonic mean | 0.0338 | 0.0801 | 0.0700 |
+# | contrast | 0.0422 | 0.0847 | 0.0715 |
+# | reverse contrast | 0.0475 | 0.0854 | 0.0644 |
 #
-# the same as the grid experiment's default run (the plain mixture is 0.36-0.76 away; see [results](../results.md)).
-# The first sculpted samples and their exact L1s were printed 292 s after the start (the whole script: 996 s, with
-# another job on the machine).
+# the exact L1s of the grid experiment's default run, whose bases and classifier are these (the plain mixture is
+# 0.36-0.76 away; see [results](../results.md)). The first sculpted samples and their exact L1s were printed 194 s
+# after the start (the whole script: 479 s). (The figures before 2026-12-03 came from bases whose initial weights
+# were not yet seeded.)
 #
 # ## Alpha: how strongly to sculpt
 #
@@ -152,8 +153,8 @@ grid_heatmaps(panels, HEIGHT, FIGURES / "gflownets_alpha.png", ncols=6, suptitle
 # %% [markdown]
 # ![Harmonic mean and contrast at three alphas](figures/gflownets_alpha.png)
 #
-# With the exact classifier the exact L1s at full size are 0.001-0.011 (harmonic mean 0.0058 / 0.0076 / 0.0114 and
-# contrast 0.0011 / 0.0029 / 0.0043 at alpha 0.05 / 0.5 / 0.95): what remains is the bases' own departure from a
+# With the exact classifier the exact L1s at full size are 0.001-0.013 (harmonic mean 0.0067 / 0.0086 / 0.0133 and
+# contrast 0.0013 / 0.0034 / 0.0049 at alpha 0.05 / 0.5 / 0.95): what remains is the bases' own departure from a
 # shared backward policy.
 #
 # ## Three models
@@ -179,7 +180,7 @@ grid_heatmaps(panels, HEIGHT, FIGURES / "gflownets_three_models.png", ncols=4, s
 # %% [markdown]
 # ![Three circles and four compositions](figures/gflownets_three_models.png)
 #
-# Full size: exact L1 0.0164 (y=12-), 0.0159 (y=123), 0.0072 (y=11-), 0.0062 (y=111).
+# Full size: exact L1 0.0142 (y=12-), 0.0151 (y=123), 0.0055 (y=11-), 0.0044 (y=111).
 #
 # ## Correcting the classifier with SMC
 #
@@ -228,9 +229,9 @@ print(f"total {time.perf_counter() - start:.0f} s")
 # %% [markdown]
 # ![Classifier-free compositions by SMC](figures/gflownets_classifier_free.png)
 #
-# Full size (100,000 particles): the learned classifier with SMC reaches empirical L1 0.0695 on the harmonic mean
-# (floor 0.0699; ESS 99,463, Pareto k 0.14). Without a classifier: harmonic mean 0.0726 (floor 0.0699, ESS 98,530),
-# contrast 0.0724 (floor 0.0715, ESS 96,204), product **0.209** (floor 0.065, ESS 74,162). The product is unbiased
+# Full size (100,000 particles): the learned classifier with SMC reaches empirical L1 0.0696 on the harmonic mean
+# (floor 0.0700; ESS 99,475, Pareto k 0.28). Without a classifier: harmonic mean 0.0721 (floor 0.0700, ESS 98,575),
+# contrast 0.0720 (floor 0.0715, ESS 96,418), product **0.206** (floor 0.065, ESS 74,632). The product is unbiased
 # (its log-normaliser estimate matches the exact one, and on exact tabular bases its error falls as 1/sqrt(N)), but
 # its twist, the product of the prefix likelihoods over `P_B`, guides the particles poorly: with exact bases of the
 # same rewards it is at 3.1x the floor too, so the gap is the weights' variance, not the learned bases (see
