@@ -203,22 +203,24 @@ plt.close(fig)
 # on the reference machine (2-core x86_64 CPU shared with other engineers' jobs, torch 2.13 CPU, `OMP_NUM_THREADS=1`),
 # 2026-11-30 (wall times vary by 2-4x with the machine's load: the same script took 435 s and 135 s in two runs; the
 # times below are from the faster run; the mode TVs were identical in both; a rerun on 2026-12-01, after
-# `res.resample` became systematic, printed the same TVs in 144 s, and only the figure's resampled panels changed):
+# `res.resample` became systematic, printed the same TVs in 144 s, and only the figure's resampled panels changed; a
+# rerun on 2026-12-03, on a 2-core AMD EPYC with three other jobs (284 s), printed the same TVs but for the HMC corrector
+# and SMC + MALA, whose rows below are that run's: an earlier version of the code, not traced, gave 0.044 and 0.015):
 #
 # | sampler | mode TV (mean; seeds) | evaluations per particle | s per run |
 # |---|---|---|---|
 # | reverse diffusion alone (summed scores) | 0.134 (0.128, 0.131, 0.138, 0.128, 0.144) | 100 | 2.0 |
 # | MALA corrector, 20 steps per level | 0.037 (seed 0) | 2,200 | 55 |
-# | HMC corrector, 5 steps of 5 leapfrog per level | 0.044 (seed 0) | 2,700 | 33 |
+# | HMC corrector, 5 steps of 5 leapfrog per level | 0.048 (seed 0) | 2,700 | 33 |
 # | MALA corrector, late: 3 steps per level above t = 0.1, 200 at or below | **0.015** (seed 0) | 2,273 | 49 |
 # | SMC | 0.049 (0.015, 0.032, 0.075, 0.080, 0.042) | 100 | 2.2 |
-# | SMC + 5 MALA moves after each resampling | **0.015** (0.030, 0.012, 0.013, 0.011, 0.008) | 376 | 4.6 |
+# | SMC + 5 MALA moves after each resampling | **0.020** (0.013, 0.033, 0.021, 0.019, 0.013) | 376 | 4.6 |
 #
 # The TV of 4,000 exact samples is about 0.010-0.011 (0.0101, 0.0110, 0.0114 in three runs).
 #
 # - Summed scores fail: TV 0.134, more than ten times the exact-sample null; the far modes of the ring keep too much
 #   mass (figure, first panel).
-# - The correctors with the same steps at every level cut the error by 3-4x (MALA 0.037, HMC 0.044; docs/mcmc.md has
+# - The correctors with the same steps at every level cut the error by 3-4x (MALA 0.037, HMC 0.048; docs/mcmc.md has
 #   seeds 0-2 of both: 0.037-0.039 and 0.045-0.047) at 22-27x the evaluations, but do not reach the exact-sample null:
 #   below t ≈ 0.05 the ring's modes separate, local moves stop carrying mass between them, and the level targets'
 #   mode weights keep moving until t ≈ 0.01 (docs/mcmc.md, "Correctors on the Reduce-Reuse-Recycle product").
@@ -228,11 +230,12 @@ plt.close(fig)
 #   with two other jobs on the machine), in which the other five rows repeated the TVs above.
 # - SMC's weights reallocate mass between modes at any level, but its error varies a lot between seeds (0.015 to
 #   0.080; a likely reason, not verified here: after resampling, few distinct particles carry each mode). With MALA
-#   moves after each resampling it is 0.015 on average, 1.4x the exact-sample null, at 3.8x the evaluations of
-#   reverse diffusion and about 2x the time of SMC alone: the best accuracy per second here.
+#   moves after each resampling it is 0.020 on average, 1.7x the exact-sample null, at 3.8x the evaluations of
+#   reverse diffusion and about 2x the time of SMC alone: the best accuracy per second here (the late corrector is
+#   more accurate, 0.015, at about ten times SMC + MALA's time).
 #
 # The per-level acceptance and step size (`ps.mcmc.level_diagnostics`) show the adapter at work: the MALA step size
-# ends at 0.03 at the last corrected level (t = 0.011, acceptance 0.55), the HMC step at 0.17 (acceptance 0.54).
+# ends at 0.03 at the last corrected level (t = 0.011, acceptance 0.55), the HMC step at 0.17 (acceptance 0.53).
 # With trained `EnergyScoreModel`s in place of the oracles the same code runs unchanged
 # (`pyro-sculpt energy2d --models trained`; docs/mcmc.md): correctors still beat summed scores there, but SMC then
 # samples the models' own composition at the last level exactly, and that composition is only as good as the models
