@@ -368,15 +368,7 @@ class MCMCKernel(ABC):
                 f"log_prob_and_grad returned a gradient of shape {shape} for x of shape {tuple(x.shape)}: expected the "
                 "shape of x"
             )
-        log_p = log_p.double()
-        pole = torch.nonzero(log_p == math.inf).flatten()
-        if pole.numel():
-            raise ValueError(
-                f"log_prob_and_grad returned +inf at particle {int(pole[0])}: a log-density must be finite, or -inf "
-                "outside the support (a target with a pole cannot be normalised, and a Metropolis test would accept "
-                "every move onto it)"
-            )
-        return log_p, grad.to(x.dtype)
+        return log_p.double(), grad.to(x.dtype)
 
     def init(self, x: torch.Tensor) -> MCMCState:
         """The state of chains at ``x`` ``(N,) + event_shape``: evaluates and caches the target (and draws a
@@ -413,7 +405,15 @@ class MCMCKernel(ABC):
             raise ValueError(f"state has no momentum: {type(self).__name__} needs a state from its own init")
         h = self.step_size if step_size is None else step_size
         h = check_step_size(h, state.num_particles).to(state.x.device)
-        return self._step(state, h)
+        new, info = self._step(state, h)
+        if new.log_prob is not None and bool((new.log_prob == math.inf).any()):  # one check per step, not per call
+            pole = int(torch.nonzero(new.log_prob == math.inf).flatten()[0])
+            raise ValueError(
+                f"log_prob_and_grad returned +inf at particle {pole}'s accepted move: a log-density must be finite, "
+                "or -inf outside the support (a target with a pole cannot be normalised, and a Metropolis test "
+                "accepts every move onto it)"
+            )
+        return new, info
 
     @abstractmethod
     def _step(self, state: MCMCState, step_size: torch.Tensor) -> tuple[MCMCState, MCMCInfo]:
