@@ -204,8 +204,9 @@ plt.close(fig)
 # 2026-11-30 (wall times vary by 2-4x with the machine's load: the same script took 435 s and 135 s in two runs; the
 # times below are from the faster run; the mode TVs were identical in both; a rerun on 2026-12-01, after
 # `res.resample` became systematic, printed the same TVs in 144 s, and only the figure's resampled panels changed; a
-# rerun on 2026-12-03, on a 2-core AMD EPYC with three other jobs (284 s), printed the same TVs but for the HMC corrector
-# and SMC + MALA, whose rows below are that run's: an earlier version of the code, not traced, gave 0.044 and 0.015):
+# rerun on 2026-12-03, on a 2-core AMD EPYC with three other jobs (284 s), printed the same TVs but for the HMC
+# corrector and SMC + MALA, whose rows below are that run's: an earlier version of the code, not traced, gave 0.044
+# and 0.015):
 #
 # | sampler | mode TV (mean; seeds) | evaluations per particle | s per run |
 # |---|---|---|---|
