@@ -13,6 +13,7 @@ Example::
 
 from pyro_sculpt.mcmc.adaptation import StepSizeAdapter
 from pyro_sculpt.mcmc.base import (
+    DivergenceWarning,
     MCMCInfo,
     MCMCKernel,
     MCMCState,
@@ -47,6 +48,7 @@ __all__ = [
     "ULA",
     "ChainTrace",
     "CorrectorMessenger",
+    "DivergenceWarning",
     "GaussianKDE",
     "Gibbs",
     "GibbsState",

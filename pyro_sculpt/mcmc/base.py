@@ -15,6 +15,7 @@ input.
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -26,6 +27,14 @@ import torch
 LogProbAndGrad = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 #: a step size: a positive number (one for every particle) or a positive tensor ``(N,)`` (one per particle)
 StepSize = Union[float, torch.Tensor]
+#: a move whose log Metropolis ratio :math:`\\log\\alpha` falls below minus this is *divergent* (Stan's and NumPyro's
+#: threshold on the Hamiltonian's energy error, Betancourt 2017 §6.2): the discretisation has left the target
+DIVERGENCE_THRESHOLD = 1000.0
+
+
+class DivergenceWarning(UserWarning):
+    """An unadjusted kernel (ULA, U-HMC), which keeps every move, made a divergent one (:attr:`MCMCInfo.diverging`):
+    its step size is far above the stability limit and its chains no longer sample the target."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,10 @@ class MCMCInfo:
     :ivar accepted: ``(N,)`` bool, whether the particle moved to its proposal (always true without a test).
     :ivar step_size: the step size used (a number or ``(N,)``).
     :ivar log_accept_ratio: ``(N,)`` float64 :math:`\\log \\alpha` before clipping.
+    :ivar diverging: ``(N,)`` bool, for the gradient kernels (ULA, MALA, U-HMC, HMC): whether the proposal was
+        divergent, :math:`\\log\\alpha < -1000` (:data:`DIVERGENCE_THRESHOLD`) or NaN at a point of the support
+        (the Metropolis kernels reject such a move; the unadjusted ones keep it and warn, :class:`DivergenceWarning`);
+        ``None`` for the other kernels.
 
     Example::
 
@@ -80,6 +93,7 @@ class MCMCInfo:
     accepted: torch.Tensor
     step_size: torch.Tensor
     log_accept_ratio: torch.Tensor
+    diverging: Optional[torch.Tensor] = None
 
     @property
     def mean_accept_prob(self) -> float:
@@ -262,6 +276,27 @@ def finite_proposal(x: torch.Tensor, log_p: Optional[torch.Tensor], grad: torch.
     if log_p is not None:
         ok = ok & torch.isfinite(log_p)
     return ok
+
+
+def divergent(log_alpha: torch.Tensor, log_p: Optional[torch.Tensor]) -> torch.Tensor:
+    """``(N,)``: whether each proposal is divergent (:attr:`MCMCInfo.diverging`): its log Metropolis ratio is below
+    :math:`-`:data:`DIVERGENCE_THRESHOLD` or NaN, unless the proposal lies outside the support (``log_p`` of
+    :math:`-\\infty`, an ordinary rejection)."""
+    bad = ~(log_alpha >= -DIVERGENCE_THRESHOLD)
+    return bad if log_p is None else bad & (log_p != -math.inf)
+
+
+def warn_divergent(kernel: "MCMCKernel", diverging: torch.Tensor, accepted: torch.Tensor) -> None:
+    """Warn (:class:`DivergenceWarning`) if an unadjusted ``kernel`` kept a divergent move."""
+    if bool((diverging & accepted).any()):
+        warnings.warn(
+            f"{type(kernel).__name__}: a chain kept a divergent move (the log acceptance ratio of the Metropolis-"
+            f"adjusted kernel below -{DIVERGENCE_THRESHOLD:g}): its step size is far above the stability limit and "
+            "its chains no longer sample the target; reduce step_size, adapt it (ps.mcmc.StepSizeAdapter), or use a "
+            "kernel with a Metropolis test (MALA, HMC). MCMCInfo.diverging flags the chains",
+            DivergenceWarning,
+            stacklevel=4,
+        )
 
 
 def select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,8 @@ class ChainTrace:
 
     :ivar accept_rate: mean acceptance probability over particles.
     :ivar step_size: the (mean) step size used.
+    :ivar num_divergent: chains whose move was divergent (:attr:`~pyro_sculpt.mcmc.base.MCMCInfo.diverging`; 0 for
+        kernels that do not report it).
 
     Example::
 
@@ -27,6 +29,7 @@ class ChainTrace:
 
     accept_rate: list = field(default_factory=list)
     step_size: list = field(default_factory=list)
+    num_divergent: list = field(default_factory=list)
 
 
 def run_chains(
@@ -52,6 +55,7 @@ def run_chains(
         state, info = kernel.step(state, step_size=h)
         trace.accept_rate.append(info.mean_accept_prob)
         trace.step_size.append(float(info.step_size.mean()))
+        trace.num_divergent.append(0 if info.diverging is None else int(info.diverging.sum()))
         if adapter is not None:
             adapter.update(info)
     return state, trace

@@ -6,7 +6,16 @@ from typing import Optional
 
 import torch
 
-from pyro_sculpt.mcmc.base import LogProbAndGrad, MCMCInfo, MCMCKernel, MCMCState, StepSize, metropolis, select
+from pyro_sculpt.mcmc.base import (
+    LogProbAndGrad,
+    MCMCInfo,
+    MCMCKernel,
+    MCMCState,
+    StepSize,
+    divergent,
+    metropolis,
+    select,
+)
 from pyro_sculpt.mcmc.hamiltonian import check_hamiltonian_options, kinetic, leapfrog, refresh
 
 
@@ -70,4 +79,4 @@ class HMC(MCMCKernel):
             select(acc, grad, state.grad),
             select(acc, p, -p0),
         )
-        return new, MCMCInfo(prob, acc, step_size, log_alpha)
+        return new, MCMCInfo(prob, acc, step_size, log_alpha, divergent(log_alpha, log_p))

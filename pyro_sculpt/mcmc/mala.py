@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pyro_sculpt.mcmc.base import MCMCInfo, MCMCKernel, MCMCState, metropolis, select
+from pyro_sculpt.mcmc.base import MCMCInfo, MCMCKernel, MCMCState, divergent, metropolis, select
 from pyro_sculpt.mcmc.langevin import langevin_proposal
 
 
@@ -35,4 +35,4 @@ class MALA(MCMCKernel):
         new = MCMCState(
             select(acc, prop, state.x), torch.where(acc, log_p, state.log_prob), select(acc, grad, state.grad), None
         )
-        return new, MCMCInfo(prob, acc, step_size, log_alpha)
+        return new, MCMCInfo(prob, acc, step_size, log_alpha, divergent(log_alpha, log_p))

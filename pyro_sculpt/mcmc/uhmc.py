@@ -12,8 +12,10 @@ from pyro_sculpt.mcmc.base import (
     MCMCState,
     StepSize,
     accept_probability,
+    divergent,
     finite_proposal,
     select,
+    warn_divergent,
 )
 from pyro_sculpt.mcmc.hmc import HMC
 
@@ -23,7 +25,8 @@ class UHMC(HMC):
     \\gamma p + \\sqrt{1-\\gamma^2}\\,\\xi` followed by ``num_leapfrog`` leapfrog steps
     (:mod:`~pyro_sculpt.mcmc.hamiltonian`), always accepted; the momentum persists between steps. Biased by
     :math:`O(\\epsilon^2)`; :attr:`MCMCInfo.accept_prob` reports the probability HMC's test would have given, the
-    diagnostic the step-size adapter uses.
+    diagnostic the step-size adapter uses. An energy error above 1000 is a divergence (:attr:`MCMCInfo.diverging`)
+    and raises a :class:`~pyro_sculpt.mcmc.base.DivergenceWarning`.
 
     :param log_prob_and_grad: the target.
     :param step_size: :math:`\\epsilon > 0`, a number or ``(N,)``.
@@ -57,4 +60,6 @@ class UHMC(HMC):
         acc = finite_proposal(x, log_p, grad) & torch.isfinite(p.reshape(p.shape[0], -1)).all(-1)  # NaN: rejected
         new_log_p = None if log_p is None else torch.where(acc, log_p, state.log_prob)
         new = MCMCState(select(acc, x, state.x), new_log_p, select(acc, grad, state.grad), select(acc, p, -p0))
-        return new, MCMCInfo(accept_probability(log_alpha), acc, step_size, log_alpha)
+        diverging = divergent(log_alpha, log_p)
+        warn_divergent(self, diverging, acc)
+        return new, MCMCInfo(accept_probability(log_alpha), acc, step_size, log_alpha, diverging)

@@ -2,6 +2,7 @@
 exact mode weights and moments, against the null of exact samples); the Metropolis ratios are the proposals' own."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -138,3 +139,39 @@ def test_ula_and_uhmc_always_move():
         new, info = kernel.step(kernel.init(x))
         assert info.accepted.all() and (new.x != x).all(-1).all()
         assert (info.accept_prob < 1).any() and math.isclose(info.accept_prob.max().item(), 1.0)
+
+
+def _gaussian_run(kernel, num_steps):
+    x = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    return ps.mcmc.run_chains(kernel, x, num_steps)
+
+
+@pytest.mark.parametrize("kernel, stable, unstable", [(ps.mcmc.ULA, 0.5, 10.0), (ps.mcmc.UHMC, 0.5, 3.0)])
+def test_unadjusted_kernels_warn_of_a_divergence(kernel, stable, unstable):
+    # on N(0, I) ULA's chain x' = (1 - h/2) x + sqrt(h) xi is stable for h < 4 and a leapfrog step for eps < 2; above,
+    # the chains grow geometrically (to 1e150 and more, still finite) and used to do so without a word
+    f = ps.mcmc.log_density_target(lambda x: -0.5 * (x**2).sum(-1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ps.mcmc.DivergenceWarning)
+        state, trace = _gaussian_run(kernel(f, stable), 200)
+    assert sum(trace.num_divergent) == 0 and state.x.abs().max() < 10
+    with pytest.warns(ps.mcmc.DivergenceWarning, match=f"{kernel.__name__}: a chain kept a divergent move"):
+        state, trace = _gaussian_run(kernel(f, unstable), 20)
+    assert trace.num_divergent[0] < 200 and trace.num_divergent[-1] == 200  # the growing chains, all flagged
+
+
+@pytest.mark.parametrize("kernel", [ps.mcmc.MALA, ps.mcmc.HMC])
+def test_metropolis_kernels_flag_and_reject_divergent_moves(kernel):
+    f = ps.mcmc.log_density_target(lambda x: -0.5 * (x**2).sum(-1))
+    k = kernel(f, 50.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ps.mcmc.DivergenceWarning)
+        new, info = k.step(k.init(torch.randn(500, 2, dtype=torch.float64)))
+    assert info.diverging.sum() > 100 and not (info.diverging & info.accepted).any()
+    assert torch.equal(info.diverging, info.log_accept_ratio < -1000)
+    # a move outside the support is an ordinary rejection, not a divergence
+    half = ps.mcmc.log_density_target(lambda x: torch.where(x[:, 0] > 0, -0.5 * (x**2).sum(-1), -math.inf))
+    k = kernel(half, 1.0)
+    _, info = k.step(k.init(torch.rand(500, 2, dtype=torch.float64) * 0.1))
+    assert (info.log_accept_ratio == -math.inf).sum() > 50 and not info.diverging.any()
