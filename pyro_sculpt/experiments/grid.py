@@ -122,6 +122,28 @@ def _get_base(out: Path, name: str, reward, schedule: Schedule, seed: int, progr
     return gfn
 
 
+#: the bases of the experiment: name -> (reward, seed offset from ``--seed``)
+BASES = {
+    "shubert": (lambda: rewards.symmetric_shubert(0.5), 0),
+    "sigmoid": (lambda: rewards.diagonal_sigmoid(), 1),
+    **{f"circle{k}": ((lambda k=k: rewards.circle(k)), 1 + k) for k in (1, 2, 3)},
+}
+
+
+def trained_bases(
+    out: Path, names, schedule: Optional[Schedule] = None, seed: int = 0, progress_bar: bool = False, log=print
+) -> list:
+    """The base GFlowNets ``names`` (keys of :data:`BASES`) of a run into ``out`` with ``schedule`` (default: the
+    command's reduced one) and ``seed``, loaded from its cache or trained and cached there (e.g.
+    ``trained_bases("runs/grid", ["shubert", "sigmoid"])``, the bases of README command 1).
+    """
+    schedule = reduced_schedule() if schedule is None else schedule
+    unknown = [n for n in names if n not in BASES]
+    if unknown:
+        raise ValueError(f"names must be bases of the grid experiment ({', '.join(BASES)}), got {unknown}")
+    return [_get_base(Path(out), n, BASES[n][0](), schedule, seed + BASES[n][1], progress_bar, log) for n in names]
+
+
 def _load_classifier(path: Path, env, n: int, alpha_conditioned: bool, num_models: int) -> ObservationClassifier:
     clf = ObservationClassifier.load(path, env)
     found = (clf.num_models, clf.num_observations, clf.alpha_conditioned)
@@ -216,9 +238,8 @@ def run(out: Path, schedule: Schedule, seed: int = 0, progress_bar: bool = True,
         "two_models": [],
         "three_models": [],
     }
-    shubert = _get_base(out, "shubert", rewards.symmetric_shubert(0.5), schedule, seed, progress_bar, log)
-    sigmoid = _get_base(out, "sigmoid", rewards.diagonal_sigmoid(), schedule, seed + 1, progress_bar, log)
-    bases = [shubert, sigmoid]
+    bases = trained_bases(out, ["shubert", "sigmoid"], schedule, seed, progress_bar, log)
+    shubert, sigmoid = bases
     panels = [
         ("P1: Shubert", shubert.exact_terminal_distribution()),
         ("P2: sigmoid", sigmoid.exact_terminal_distribution()),
@@ -254,10 +275,7 @@ def run(out: Path, schedule: Schedule, seed: int = 0, progress_bar: bool = True,
         panels.append((f"(P1xP2) contrast P2\nL1={row['exact_l1']:.3f}", proc.exact_terminal_distribution()))
     grid_heatmaps(panels, 32, out / "two_models.png", ncols=6, suptitle="Sculpting 2 GFlowNets (exact, guided)")
     if schedule.three_models:
-        circles = [
-            _get_base(out, f"circle{k}", rewards.circle(k), schedule, seed + 1 + k, progress_bar, log)
-            for k in (1, 2, 3)
-        ]
+        circles = trained_bases(out, ["circle1", "circle2", "circle3"], schedule, seed, progress_bar, log)
         clf3, secs3 = _get_classifier(out, "three_models", circles, 3, False, schedule, seed, progress_bar, log)
         results["three_models_classifier_seconds"] = secs3
         panels = [(f"P{k + 1}: circle {k + 1}", c.exact_terminal_distribution()) for k, c in enumerate(circles)]

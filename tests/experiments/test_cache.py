@@ -112,3 +112,15 @@ def test_runs_of_other_settings_in_one_folder_do_not_share_models(tmp_path):
         tmp_path, "two_models_plain", paper, 0
     )
     assert grid.base_path(tmp_path, "shubert", default, 0) == grid.base_path(tmp_path, "shubert", default, 0)
+
+
+def test_trained_bases_are_the_runs_bases(tmp_path):
+    # what benchmarks load from a run's --out: the run's bases, with the run's seeds (base k of the run: seed + offset)
+    sigmoid, circle2 = grid.trained_bases(tmp_path, ["sigmoid", "circle2"], TINY, seed=5, log=lambda s: None)
+    assert sigmoid.reward.config() == rewards.diagonal_sigmoid().config()
+    assert circle2.reward.config() == rewards.circle(2).config()
+    assert (
+        grid.base_path(tmp_path, "sigmoid", TINY, 6).exists() and grid.base_path(tmp_path, "circle2", TINY, 8).exists()
+    )
+    with pytest.raises(ValueError, match=r"names must be bases of the grid experiment \(shubert, .*got \['circle4'\]"):
+        grid.trained_bases(tmp_path, ["circle4"], TINY)
