@@ -113,15 +113,15 @@ class CorrectorMessenger(Messenger):
     :param kernel_options: passed to the kernel (``num_leapfrog``, ``persistence``, ``line_integral``).
 
     After a run, :attr:`history` holds one record per corrected level (``level``, mean ``step_size``, mean
-    ``accept_rate``) and :attr:`num_evaluations` the target evaluations per particle;
-    :func:`~pyro_sculpt.mcmc.diagnostics.corrector_inference_data` turns them into ArviZ data.
+    ``accept_rate``, ``num_divergent`` moves) and :attr:`num_evaluations` the target evaluations per particle;
+    :func:`~pyro_sculpt.mcmc.diagnostics.level_diagnostics` turns them into ArviZ data.
 
     Example::
 
         dist = ps.product(EulerMaruyamaSampler(ring, 100), EulerMaruyamaSampler(gauss, 100))
         with ps.mcmc.corrector(kernel="mala", num_steps=5, step_size=0.05) as corr:
             x = ps.run("x", dist.process, num_particles=4000)
-        corr.history[-1]       # {'level': ..., 'step_size': ..., 'accept_rate': ...}
+        corr.history[-1]       # {'level': ..., 'step_size': ..., 'accept_rate': ..., 'num_divergent': 0}
     """
 
     def __init__(
@@ -162,7 +162,7 @@ class CorrectorMessenger(Messenger):
 
     @property
     def history(self) -> list:
-        """One record per corrected level: ``{"level", "step_size", "accept_rate"}``."""
+        """One record per corrected level: ``{"level", "step_size", "accept_rate", "num_divergent"}``."""
         return self.moves.history
 
     @property

@@ -1,12 +1,14 @@
-"""Per-level diagnostics of MCMC correctors and rejuvenation moves (mean acceptance probability and step size at
-every noise level) and, where there is SMC, the ESS of its weights, as ArviZ ``InferenceData``; and their plot.
+"""Per-level diagnostics of MCMC correctors and rejuvenation moves (mean acceptance probability, step size and
+divergent moves at every noise level) and, where there is SMC, the ESS of its weights, as ArviZ ``InferenceData``;
+and their plot.
 
 The kernels' records (:attr:`CorrectorMessenger.history <pyro_sculpt.mcmc.CorrectorMessenger.history>`,
-:attr:`Rejuvenation.history <pyro_sculpt.mcmc.Rejuvenation.history>`: one ``{"level", "step_size", "accept_rate"}``
-per level moved) become the ``sample_stats`` group, one chain whose draws are the levels in the order they were moved
-(with the noise level as the coordinate ``level``). An SMC result (anything with ``ess_history``, e.g.
-:class:`pyro_sculpt.infer.SMCResult`) adds the group ``smc`` with the ESS after every step (``ess``, and ``ess_frac``
-divided by the particle number) over the dimension ``step``, with the steps' noise levels when given.
+:attr:`Rejuvenation.history <pyro_sculpt.mcmc.Rejuvenation.history>`: one ``{"level", "step_size", "accept_rate",
+"num_divergent"}`` per level moved; records without ``num_divergent`` are accepted) become the ``sample_stats`` group,
+one chain whose draws are the levels in the order they were moved (with the noise level as the coordinate
+``level``). An SMC result (anything with ``ess_history``, e.g. :class:`pyro_sculpt.infer.SMCResult`) adds the group
+``smc`` with the ESS after every step (``ess``, and ``ess_frac`` divided by the particle number) over the dimension
+``step``, with the steps' noise levels when given.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def level_diagnostics(
         "step_size": np.asarray([[r["step_size"] for r in records]], dtype=float).reshape(1, n),
         "accept_rate": np.asarray([[r["accept_rate"] for r in records]], dtype=float).reshape(1, n),
     }
+    if n and all("num_divergent" in r for r in records):
+        stats["num_divergent"] = np.asarray([[r["num_divergent"] for r in records]], dtype=np.int64).reshape(1, n)
     levels = np.asarray([np.nan if r["level"] is None else float(r["level"]) for r in records], dtype=float)
     idata = az.from_dict(sample_stats=stats, coords={"draw": np.arange(n)})
     idata.sample_stats = idata.sample_stats.assign_coords(level=("draw", levels))

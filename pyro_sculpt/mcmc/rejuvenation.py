@@ -52,15 +52,16 @@ class Rejuvenation:
     :param rate: the adapter's gain.
     :param kernel_options: passed to the kernel (e.g. ``num_leapfrog=3`` for HMC).
 
-    After a run, :attr:`history` holds one record per level moved: the level, the step size and the mean acceptance
-    probability; :attr:`num_evaluations` counts target evaluations per particle.
+    After a run, :attr:`history` holds one record per level moved: the level, the step size, the mean acceptance
+    probability and the number of divergent moves (:attr:`~pyro_sculpt.mcmc.base.MCMCInfo.diverging`, summed over
+    the particles and the level's steps); :attr:`num_evaluations` counts target evaluations per particle.
 
     Example::
 
         dist = ps.product(EulerMaruyamaSampler(ring, 100), EulerMaruyamaSampler(gauss, 100))
         moves = ps.mcmc.Rejuvenation("mala", num_steps=5, step_size=0.05)
         res = ps.infer.smc(dist, 4000, moves=moves)
-        moves.history[-1]        # {'level': ..., 'step_size': ..., 'accept_rate': ...}
+        moves.history[-1]        # {'level': ..., 'step_size': ..., 'accept_rate': ..., 'num_divergent': 0}
     """
 
     def __init__(
@@ -148,11 +149,13 @@ class Rejuvenation:
         if num_steps == 0:
             self.num_evaluations += 1
             return state
-        rates, sizes = [], []
+        rates, sizes, divergent = [], [], 0
         for _ in range(num_steps):
             state, info = kernel.step(state, step_size=self.adapter.step_size)
             rates.append(info.mean_accept_prob)
             sizes.append(float(info.step_size.mean()))
+            if info.diverging is not None:
+                divergent = divergent + info.diverging.sum()  # a tensor: read once per level
             if self.adapt:
                 self.adapter.update(info)
         per_step = getattr(kernel, "num_leapfrog", 1)
@@ -161,5 +164,7 @@ class Rejuvenation:
             per_step += points - 2  # the line integral's inner points along each proposal (its ends are evaluated)
         self.num_evaluations += 1 + num_steps * per_step
         mean_h, mean_a = sum(sizes) / len(sizes), sum(rates) / len(rates)
-        self.history.append({"level": level, "step_size": mean_h, "accept_rate": mean_a})
+        self.history.append(
+            {"level": level, "step_size": mean_h, "accept_rate": mean_a, "num_divergent": int(divergent)}
+        )
         return state

@@ -34,6 +34,26 @@ def test_corrector_levels_as_inference_data(tmp_path):
     assert (tmp_path / "levels.png").stat().st_size > 0
 
 
+def test_divergent_corrector_moves_are_counted_per_level():
+    # ULA far above its stability limit, not adapted: every level's moves diverge, and the records say so
+    dist = _product()
+    with (
+        pytest.warns(ps.mcmc.DivergenceWarning),
+        ps.mcmc.corrector(kernel="ula", num_steps=3, step_size=50.0, adapt=False, sites=False) as corr,
+    ):
+        ps.run("x", dist.process, num_particles=200)
+    counts = [r["num_divergent"] for r in corr.history]
+    assert len(counts) == 10 and all(500 < c <= 3 * 200 for c in counts)  # nearly every move of every level
+    stats = ps.mcmc.level_diagnostics(corr).sample_stats
+    assert stats["num_divergent"].values[0].tolist() == counts
+    with ps.mcmc.corrector(kernel="mala", num_steps=3, sites=False) as calm:
+        ps.run("x", dist.process, num_particles=200)
+    assert [r["num_divergent"] for r in calm.history] == [0] * 10
+    # records without the count (written by hand, or by older versions) are still read
+    old = [{k: v for k, v in r.items() if k != "num_divergent"} for r in calm.history]
+    assert "num_divergent" not in ps.mcmc.level_diagnostics(old).sample_stats
+
+
 def test_smc_with_moves_adds_the_ess_per_level(tmp_path):
     dist = _product()
     moves = ps.mcmc.Rejuvenation("hmc", num_steps=2, num_leapfrog=2, when="step")
