@@ -12,6 +12,11 @@ from pyro_sculpt.experiments.exact_targets import rrr_ring_product_task
 from pyro_sculpt.mcmc import Rejuvenation
 from pyro_sculpt.sculpting import product
 
+# the tiny size has 10 reverse steps, coarse enough that some of ULA's corrector moves on the negation diverge
+# (DivergenceWarning: 91 of 3,300 moves at the tiny size; at the full size 0 of 7.3 million ULA and as many U-HMC
+# moves on the negation and the product, measured 2026-12-03)
+pytestmark = pytest.mark.filterwarnings("ignore::pyro_sculpt.mcmc.DivergenceWarning")
+
 
 def test_cli_tiny_run_writes_the_table_and_the_figure(tmp_path):
     assert main(["energy2d", "--size", "tiny", "--tasks", "product", "--out", str(tmp_path), "--no-progress"]) == 0
