@@ -100,8 +100,8 @@ def level_diagnostics(
 
 
 def plot_level_diagnostics(idata, axes=None, *, title: Optional[str] = None):
-    """Plot :func:`level_diagnostics`: step size (log scale) and mean acceptance against the noise level, and the SMC
-    ESS fraction when the data has it. Returns the matplotlib figure.
+    """Plot :func:`level_diagnostics`: step size (log scale) and mean acceptance against the noise level (levels with
+    divergent moves marked in red), and the SMC ESS fraction when the data has it. Returns the matplotlib figure.
 
     :param idata: from :func:`level_diagnostics`.
     :param axes: matplotlib axes to draw on (2, or 3 with SMC); default a new figure.
@@ -131,6 +131,10 @@ def plot_level_diagnostics(idata, axes=None, *, title: Optional[str] = None):
     axes[0].set_yscale("log")
     axes[0].set_ylabel("step size")
     axes[1].plot(level, stats["accept_rate"].values[0], ".-")
+    if "num_divergent" in stats and bool((stats["num_divergent"].values[0] > 0).any()):
+        bad = stats["num_divergent"].values[0] > 0
+        axes[1].plot(level[bad], stats["accept_rate"].values[0][bad], "x", color="red", label="divergent moves")
+        axes[1].legend(loc="best", fontsize="small")
     axes[1].set_ylim(0, 1.02)
     axes[1].set_ylabel("mean acceptance")
     if has_smc:

@@ -29,7 +29,7 @@ def test_corrector_levels_as_inference_data(tmp_path):
     assert list(stats["accept_rate"].values[0]) == pytest.approx([r["accept_rate"] for r in corr.history])
     assert "smc" not in idata.groups()
     fig = ps.mcmc.plot_level_diagnostics(idata, title="MALA correctors")
-    assert len(fig.axes) == 2
+    assert len(fig.axes) == 2 and fig.axes[1].get_legend() is None  # no divergent move to mark
     fig.savefig(tmp_path / "levels.png")
     assert (tmp_path / "levels.png").stat().st_size > 0
 
@@ -44,8 +44,10 @@ def test_divergent_corrector_moves_are_counted_per_level():
         ps.run("x", dist.process, num_particles=200)
     counts = [r["num_divergent"] for r in corr.history]
     assert len(counts) == 10 and all(500 < c <= 3 * 200 for c in counts)  # nearly every move of every level
-    stats = ps.mcmc.level_diagnostics(corr).sample_stats
-    assert stats["num_divergent"].values[0].tolist() == counts
+    idata = ps.mcmc.level_diagnostics(corr)
+    assert idata.sample_stats["num_divergent"].values[0].tolist() == counts
+    fig = ps.mcmc.plot_level_diagnostics(idata)
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["divergent moves"]
     with ps.mcmc.corrector(kernel="mala", num_steps=3, sites=False) as calm:
         ps.run("x", dist.process, num_particles=200)
     assert [r["num_divergent"] for r in calm.history] == [0] * 10
