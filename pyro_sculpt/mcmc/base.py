@@ -34,7 +34,14 @@ DIVERGENCE_THRESHOLD = 1000.0
 
 class DivergenceWarning(UserWarning):
     """An unadjusted kernel (ULA, U-HMC), which keeps every move, made a divergent one (:attr:`MCMCInfo.diverging`):
-    its step size is far above the stability limit and its chains no longer sample the target."""
+    its step size is far above the stability limit and its chains no longer sample the target.
+
+    Example::
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ps.mcmc.DivergenceWarning)   # a divergence stops the run
+            state, info = ps.mcmc.ULA(target, step_size=0.01).step(state)
+    """
 
 
 @dataclass(frozen=True)
