@@ -44,7 +44,20 @@ def leapfrog(
         x1, p1, log_prob, grad = ps.mcmc.leapfrog(target, x, p, grad, step_size=0.1, num_steps=10)
     """
     check_positive_int("num_steps", num_steps)
-    eps = per_particle(check_step_size(step_size, x.shape[0]), x)
+    return leapfrog_unchecked(evaluate, x, p, grad, check_step_size(step_size, x.shape[0]), num_steps)
+
+
+def leapfrog_unchecked(
+    evaluate: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    x: torch.Tensor,
+    p: torch.Tensor,
+    grad: torch.Tensor,
+    step_size: Union[float, torch.Tensor],
+    num_steps: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`leapfrog` for callers that have checked ``step_size`` and ``num_steps`` already (the kernels: their
+    ``step`` checks the step size once, and a second check would cost one more device sync per step)."""
+    eps = per_particle(step_size, x)
     half = 0.5 * eps
     log_p = grad.new_empty(0)
     for _ in range(num_steps):

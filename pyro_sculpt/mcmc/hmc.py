@@ -16,7 +16,7 @@ from pyro_sculpt.mcmc.base import (
     metropolis,
     select,
 )
-from pyro_sculpt.mcmc.hamiltonian import check_hamiltonian_options, kinetic, leapfrog, refresh
+from pyro_sculpt.mcmc.hamiltonian import check_hamiltonian_options, kinetic, leapfrog_unchecked, refresh
 
 
 class HMC(MCMCKernel):
@@ -64,7 +64,7 @@ class HMC(MCMCKernel):
         """Refresh the momentum and integrate: ``(p0, x, p, log_p, grad, log_alpha)`` with ``log_alpha`` the log
         Metropolis ratio of the Hamiltonian."""
         p0 = refresh(state.momentum, self.persistence)
-        x, p, log_p, grad = leapfrog(self.evaluate, state.x, p0, state.grad, step_size, self.num_leapfrog)
+        x, p, log_p, grad = leapfrog_unchecked(self.evaluate, state.x, p0, state.grad, step_size, self.num_leapfrog)
         delta = self.log_target_ratio(state.x, x, state.log_prob, log_p, state.grad, grad)
         if self.line_integral is not None:
             log_p = state.log_prob + delta  # the running estimate of l(x') - l(x_0)
