@@ -18,8 +18,9 @@ import math
 from typing import Callable, Union
 
 import torch
+from torch import Tensor
 
-from pyro_sculpt.mcmc.base import check_step_size, per_particle, sq_norm, standard_normal
+from pyro_sculpt.mcmc.base import LogProbAndGrad, StepSize, check_step_size, per_particle, sq_norm, standard_normal
 from pyro_sculpt.utils import check_positive_int
 
 
@@ -48,13 +49,8 @@ def leapfrog(
 
 
 def leapfrog_unchecked(
-    evaluate: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    x: torch.Tensor,
-    p: torch.Tensor,
-    grad: torch.Tensor,
-    step_size: Union[float, torch.Tensor],
-    num_steps: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    evaluate: LogProbAndGrad, x: Tensor, p: Tensor, grad: Tensor, step_size: StepSize, num_steps: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`leapfrog` for callers that have checked ``step_size`` and ``num_steps`` already (the kernels: their
     ``step`` checks the step size once, and a second check would cost one more device sync per step)."""
     eps = per_particle(step_size, x)
